@@ -1,0 +1,126 @@
+"""A small dataset in the exact competition format, made offline from real images.
+
+The images are scikit-learn's handwritten digits (8x8 scans of real handwriting), upscaled and
+tinted to RGB JPEGs: stand-in classes 0-9, not flowers. The layout, shard naming with counts,
+record schema and 9-hex-character ids are the competition's, so the notebook runs on it unchanged.
+"""
+
+import argparse
+import io
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def digit_images(image_size, seed=0):
+    """Digits as uint8 RGB [N, S, S, 3] with their labels, each tinted a random colour."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    random = np.random.default_rng(seed)
+    images = []
+    for pixels in digits.images:
+        gray = Image.fromarray((pixels * (255 / 16)).astype(np.uint8))
+        gray = np.asarray(gray.resize((image_size, image_size), Image.BILINEAR), np.float32) / 255
+        ink = random.uniform(0.4, 1.0, size=3)
+        paper = random.uniform(0.0, 0.3, size=3)
+        rgb = paper + gray[..., None] * (ink - paper)
+        images.append((rgb * 255).round().astype(np.uint8))
+    return np.stack(images), digits.target.astype(np.int64)
+
+
+def unique_ids(count, random):
+    """`count` distinct 9-hex-character ids like the competition's (e.g. a762df180)."""
+    ids = set()
+    while len(ids) < count:
+        ids.add(f"{int(random.integers(0, 16**9)):09x}")
+    return sorted(ids, key=lambda _: random.random())
+
+
+def encode_jpeg(image, quality=95):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def serialize(jpeg, record_id, label=None):
+    """One tf.train.Example with the competition's schema (test records carry no class)."""
+    import tensorflow as tf
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record_id.encode()])),
+    }
+    if label is not None:
+        feature["class"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_split(folder, image_size, images, labels, ids, shards):
+    """Write `shards` files named NN-SxS-COUNT.tfrec, as the competition names them."""
+    import tensorflow as tf
+
+    os.makedirs(folder)
+    for index, part in enumerate(np.array_split(np.arange(len(images)), shards)):
+        name = f"{index:02d}-{image_size}x{image_size}-{len(part)}.tfrec"
+        with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
+            for row in part:
+                label = None if labels is None else labels[row]
+                writer.write(serialize(encode_jpeg(images[row]), ids[row], label))
+
+
+def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
+    """Write `root/tfrecords-jpeg-SxS/{train,val,test}/` and return that folder.
+
+    `limit` keeps only the first N digits (tiny datasets for smoke tests). The folder is built
+    beside its destination and renamed into place, so a failed run leaves nothing half-written.
+    An existing folder is never overwritten.
+    """
+    destination = os.path.join(root, f"tfrecords-jpeg-{image_size}x{image_size}")
+    if os.path.exists(destination):
+        raise FileExistsError(f"{destination} already exists; delete it to regenerate")
+    images, labels = digit_images(image_size, seed)
+    random = np.random.default_rng(seed)
+    order = random.permutation(len(images))[:limit]
+    ids = unique_ids(len(order), random)
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".demo-", dir=root)
+    try:
+        start = 0
+        for split, fraction in SPLIT_FRACTIONS.items():
+            stop = len(order) if split == "test" else start + round(fraction * len(order))
+            rows = order[start:stop]
+            write_split(os.path.join(staging, split), image_size, images[rows],
+                        None if split == "test" else labels[rows], [ids[i] for i in range(start, stop)],
+                        shards)
+            start = stop
+        os.rename(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="folder that will hold tfrecords-jpeg-SxS/")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--shards", type=int, default=4, help="shards per split")
+    parser.add_argument("--limit", type=int, default=None, help="keep only the first N images")
+    parser.add_argument("--seed", type=int, default=0)
+    arguments = parser.parse_args(argv)
+    destination = os.path.join(arguments.root,
+                               f"tfrecords-jpeg-{arguments.image_size}x{arguments.image_size}")
+    if os.path.isdir(destination):
+        print(f"{destination} exists; kept as it is")
+        return
+    print("wrote", write_demo_dataset(arguments.root, arguments.image_size, arguments.shards,
+                                      arguments.limit, arguments.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The run's results on disk: submission.csv and metrics.json, validated, written atomically.
+
+Each file is written to a temporary name beside its destination and renamed into place, so a run
+that fails leaves no partial file that looks valid. Existing results are never overwritten.
+"""
+
+import csv
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+
+from petals import NUM_CLASSES
+
+RESULT_FILES = ("submission.csv", "metrics.json")
+
+
+class SubmissionError(ValueError):
+    """The predictions cannot make a valid submission."""
+
+
+def prepare_output_dir(output_dir):
+    """Create `output_dir`, refusing one that already holds a run's results."""
+    os.makedirs(output_dir, exist_ok=True)
+    existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
+    if existing:
+        raise FileExistsError(f"{output_dir} already holds {', '.join(existing)} from an earlier "
+                              "run; choose another OUTPUT_DIR or move those files away")
+    return output_dir
+
+
+def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
+    """Check one integer label in 0..num_classes-1 per test id, each id exactly once."""
+    test_ids = list(test_ids)
+    labels = np.asarray(labels)
+    if len(test_ids) != len(labels):
+        raise SubmissionError(f"{len(labels)} labels for {len(test_ids)} test ids")
+    if len(test_ids) == 0:
+        raise SubmissionError("no test ids: the test split is empty")
+    seen = set()
+    duplicates = sorted({record_id for record_id in test_ids
+                         if record_id in seen or seen.add(record_id)})
+    if duplicates:
+        raise SubmissionError(f"test ids appear more than once: {', '.join(duplicates[:5])}")
+    if expected_ids is not None:
+        missing = sorted(set(expected_ids) - seen)
+        unexpected = sorted(seen - set(expected_ids))
+        if missing or unexpected:
+            raise SubmissionError(f"ids differ from the test split: {len(missing)} missing "
+                                  f"(e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                                  f"(e.g. {unexpected[:3]})")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise SubmissionError(f"labels must be integers, got {labels.dtype}")
+    out_of_range = labels[(labels < 0) | (labels >= num_classes)]
+    if out_of_range.size:
+        raise SubmissionError(f"labels must be in 0..{num_classes - 1}, got {out_of_range[:5]}")
+
+
+def _write_atomically(path, write):
+    """Call write(file) on a temporary file beside `path`, then rename it to `path`."""
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; results are never overwritten")
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
+    try:
+        with os.fdopen(descriptor, "w", newline="") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def write_submission(path, test_ids, labels, expected_ids=None):
+    """Validate, then write `id,label` rows in test order."""
+    validate(test_ids, labels, expected_ids)
+
+    def write(handle):
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "label"])
+        writer.writerows(zip(test_ids, (int(label) for label in labels)))
+
+    return _write_atomically(path, write)
+
+
+def read_submission(path):
+    """(ids, labels) of a submission file, checking its header."""
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0] != ["id", "label"]:
+        raise SubmissionError(f"{path} does not start with the header id,label")
+    return [row[0] for row in rows[1:]], np.array([int(row[1]) for row in rows[1:]])
+
+
+def _plain(value):
+    """numpy scalars/arrays to JSON types; non-finite floats refused (they hide a broken run)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"metric value {value} is not finite; the run diverged")
+    return value
+
+
+def write_metrics(path, metrics):
+    """Write metrics.json (parameters, history, scores, timings) for sweeps to collect."""
+    document = _plain(metrics)
+    return _write_atomically(path, lambda handle: json.dump(document, handle, indent=2))

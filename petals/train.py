@@ -1,0 +1,58 @@
+"""Compile and fit a model, timing epochs and counting images per second."""
+
+import math
+import time
+
+import keras
+
+
+def compile_model(model, learning_rate=1e-3, steps_per_execution=1):
+    """Adam, sparse categorical cross-entropy, accuracy (call inside the accelerator scope)."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        # Several steps per call cut host round-trips, which dominate on TPU with small models.
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def steps_per_epoch(records, global_batch, cap=None):
+    """Full batches per epoch from the record count, at least one, at most `cap`."""
+    if records < global_batch:
+        raise ValueError(f"only {records} training records for a global batch of "
+                         f"{global_batch}; lower BATCH_SIZE_PER_REPLICA")
+    steps = records // global_batch
+    return min(steps, cap) if cap else steps
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds per epoch, so metrics.json can report speed (the first epoch includes compile)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def fit(model, training, epochs, steps, schedule, validation=None, validation_steps=None,
+        verbose=2):
+    """Train; returns (history dict, seconds per epoch)."""
+    timer = EpochTimer()
+    history = model.fit(training, epochs=epochs, steps_per_epoch=steps,
+                        validation_data=validation, validation_steps=validation_steps,
+                        callbacks=[schedule.callback(), timer], verbose=verbose)
+    return {key: [float(value) for value in values] for key, values in history.history.items()}, \
+        timer.seconds
+
+
+def images_per_second(seconds, steps, global_batch):
+    """Throughput of the epochs after the first (which pays for compilation)."""
+    steady = seconds[1:] or seconds
+    return steps * global_batch / (sum(steady) / len(steady)) if steady else math.nan

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from petals import ensemble
+
+
+def test_simplex_grid_covers_the_simplex():
+    grid = list(ensemble.simplex_grid(3, 0.25))
+    assert len(grid) == 15  # C(4 + 2, 2)
+    assert all(np.isclose(weights.sum(), 1) and (weights >= 0).all() for weights in grid)
+    assert len({tuple(weights) for weights in grid}) == 15
+    with pytest.raises(ValueError, match="divide 1"):
+        list(ensemble.simplex_grid(2, 0.3))
+
+
+def test_best_weights_finds_the_complementary_blend():
+    truth = np.array([0, 1, 2, 3])
+    # Model A is right on 0 and 1 only; model B right on 2 and 3 only, each unsure where wrong.
+    model_a = np.array([[.9, .1, 0, 0], [.1, .9, 0, 0], [.6, 0, .4, 0], [.6, 0, 0, .4]])
+    model_b = np.array([[.4, .6, 0, 0], [.6, .4, 0, 0], [0, 0, .9, .1], [0, 0, .1, .9]])
+    assert ensemble.macro_f1(truth, model_a) < 1 and ensemble.macro_f1(truth, model_b) < 1
+    weights, score = ensemble.best_weights([model_a, model_b], truth, step=0.1)
+    assert score == 1.0
+    np.testing.assert_allclose(ensemble.blend([model_a, model_b], weights).argmax(1), truth)
+    assert 0 < weights[0] < 1
+
+
+def test_a_useless_model_gets_no_weight():
+    truth = np.array([0, 1, 0, 1])
+    good = np.eye(2)[truth] * 0.8 + 0.1
+    bad = np.eye(2)[1 - truth]
+    weights, score = ensemble.best_weights([bad, good], truth, step=0.5)
+    assert score == 1.0 and weights.tolist() == [0.0, 1.0]
+
+
+def test_without_validation_weights_are_equal():
+    weights, score = ensemble.best_weights([None, None, None], None)
+    assert score is None and np.allclose(weights, 1 / 3)
+
+
+def test_flip_tta_averages():
+    np.testing.assert_allclose(ensemble.flip_tta([[1.0, 0.0]], [[0.0, 1.0]]), [[0.5, 0.5]])

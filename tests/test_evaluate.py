@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from petals import evaluate
+
+
+def test_scores_on_known_predictions():
+    truth = np.array([0, 0, 1, 1, 2, 2])
+    guess = np.array([0, 1, 1, 1, 2, 0])
+    # class 0: P 1/2 R 1/2 F1 1/2; class 1: P 2/3 R 1 F1 0.8; class 2: P 1 R 1/2 F1 2/3
+    result = evaluate.scores(truth, guess)
+    assert result["f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert result["precision"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)
+    assert result["recall"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert result["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_absent_classes_do_not_count():
+    # 104 classes exist, only 2 appear: a perfect prediction is F1 1, not 2/104.
+    assert evaluate.scores([3, 7, 7], [3, 7, 7])["f1"] == 1.0
+    probabilities = np.eye(104)[[3, 7, 7]]
+    assert evaluate.macro_f1([3, 7, 7], probabilities) == 1.0
+
+
+def test_mismatched_lengths():
+    with pytest.raises(ValueError, match="as many predictions as labels"):
+        evaluate.scores([1, 2], [1])
+
+
+def test_confusion_rows_are_truth():
+    matrix, classes = evaluate.confusion([5, 5, 9], [5, 9, 9])
+    assert list(classes) == [5, 9]
+    assert matrix.tolist() == [[1, 1], [0, 1]]
