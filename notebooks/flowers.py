@@ -3,7 +3,7 @@
 #   jupytext:
 #     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
-#     notebook_metadata_filter: kernelspec,jupytext
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -64,7 +64,7 @@ for folder in (pathlib.Path.cwd(), pathlib.Path.cwd().parent):
         sys.path.insert(0, str(folder))
         break
 
-from petals import CLASSES, accelerator, parameters, submission  # noqa: E402
+from petals import CLASSES, accelerator, parameters, submission
 
 KERAS_BACKEND = accelerator.choose_backend(KERAS_BACKEND)  # before Keras is first imported
 PARAMETERS = parameters.validate({name: globals()[name] for name in parameters.NAMES})
@@ -75,12 +75,11 @@ OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
 # ## Imports
 
 # %%
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from IPython.display import display  # noqa: E402
+import keras
+import numpy as np
+from IPython.display import display
 
-from petals import (augment, backbones, data, ensemble, evaluate, figures,  # noqa: E402
-                    schedule, train)
+from petals import augment, backbones, data, ensemble, evaluate, figures, schedule, train
 
 keras.utils.set_random_seed(SEED)
 timings = {"import": time.perf_counter() - started}
@@ -221,7 +220,7 @@ timings["evaluate"] = time.perf_counter() - started
 blend_weights, blend_f1 = ensemble.best_weights(
     [validation_probabilities[name] for name in models] if validation_probabilities
     else [None] * len(models), validation_labels, BLEND_STEP)
-print("blend weights:", dict(zip(models, np.round(blend_weights, 3))))
+print("blend weights:", dict(zip(models, np.round(blend_weights, 3), strict=True)))
 if validation_labels is not None:
     blended = ensemble.blend([validation_probabilities[name] for name in models], blend_weights)
     validation_predictions = blended.argmax(axis=-1)
@@ -257,7 +256,7 @@ metrics = {
     "images_per_second": {name: train.images_per_second(seconds, steps, GLOBAL_BATCH)
                           for name, seconds in epoch_seconds.items()},
     "validation": model_scores,
-    "blend_weights": dict(zip(models, blend_weights)),
+    "blend_weights": dict(zip(models, blend_weights, strict=True)),
     "blend_f1": blend_f1,
     "stage_seconds": timings,
     "test_images": len(test_ids),

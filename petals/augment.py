@@ -12,7 +12,7 @@ Convention (the notebook's, with the centre made exact):
   ``right = col - centre_col`` points right.
 * A matrix maps an *output* pixel's ``[up, right, 1]`` to the *input* location it copies from
   (the inverse of the motion of the content). That location is rounded to the nearest pixel
-  and clamped to the image.
+  (exact halves to even, as `keras.ops.round` does on every backend) and clamped to the image.
 * The matrix is ``rotation @ shear @ zoom @ shift`` with, for angles ``r`` and ``s``::
 
       rotation = [[cos r, sin r, 0], [-sin r, cos r, 0], [0, 0, 1]]

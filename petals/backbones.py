@@ -74,7 +74,9 @@ def _tiny_cnn(input_shape, weights=None):
     for filters in (16, 32, 64):
         # No bias: the batch normalisation right after has its own offset.
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization()(x)
+        # Momentum 0.9, not 0.99: smoke runs and demos train for a few hundred steps, too few
+        # for slow moving averages to catch up with the weights, and validation would lag.
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D()(x)
     model = keras.Model(inputs, x, name="tiny_cnn")

@@ -95,9 +95,9 @@ def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
         for split, fraction in SPLIT_FRACTIONS.items():
             stop = len(order) if split == "test" else start + round(fraction * len(order))
             rows = order[start:stop]
-            write_split(os.path.join(staging, split), image_size, images[rows],
-                        None if split == "test" else labels[rows], [ids[i] for i in range(start, stop)],
-                        shards)
+            split_labels = None if split == "test" else labels[rows]
+            write_split(os.path.join(staging, split), image_size, images[rows], split_labels,
+                        ids[start:stop], shards)
             start = stop
         os.rename(staging, destination)
     finally:

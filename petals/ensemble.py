@@ -31,7 +31,8 @@ def best_weights(probabilities, true_labels=None, step=0.05):
     models = len(probabilities)
     if true_labels is None or models == 1:
         weights = np.full(models, 1 / models)
-        score = None if true_labels is None else macro_f1(true_labels, blend(probabilities, weights))
+        score = None if true_labels is None else macro_f1(true_labels,
+                                                          blend(probabilities, weights))
         return weights, score
     best, best_score = None, -1.0
     for weights in simplex_grid(models, step):

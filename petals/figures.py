@@ -58,7 +58,7 @@ def predictions(images, true_labels, predicted_labels, names=CLASSES, count=18):
     """Validation images titled 'predicted OK' or 'predicted NO → true'."""
     count = min(count, len(images))
     titles, colors = [], []
-    for truth, guess in zip(true_labels[:count], predicted_labels[:count]):
+    for truth, guess in zip(true_labels[:count], predicted_labels[:count], strict=True):
         correct = truth == guess
         title = class_name(int(guess), names) + (" [OK]" if correct else " [NO→"
                                                  + class_name(int(truth), names) + "]")
@@ -70,7 +70,7 @@ def predictions(images, true_labels, predicted_labels, names=CLASSES, count=18):
 def training_curves(history):
     """Loss and accuracy per epoch, training and validation, from a Keras History.history."""
     figure = Figure(figsize=(10, 3.5))
-    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = history.get(prefix + metric)
             if values:

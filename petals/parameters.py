@@ -68,6 +68,8 @@ def validate(parameters):
     _strings("BACKBONES", p["BACKBONES"], allow_empty=False)
     for name in p["BACKBONES"]:
         backbones.validate_backbone(name)
+    if len(set(p["BACKBONES"])) != len(p["BACKBONES"]):
+        _fail("BACKBONES", p["BACKBONES"], "each backbone once (models are named after them)")
     backbones.validate_weights(p["WEIGHTS"], p["BACKBONES"])
     _integer("EPOCHS", p["EPOCHS"], 1)
     _integer("BATCH_SIZE_PER_REPLICA", p["BATCH_SIZE_PER_REPLICA"], 1)

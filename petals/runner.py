@@ -11,10 +11,10 @@ import sys
 NOTEBOOK_NAME = "notebook.ipynb"
 
 
-def execute(source, output_dir, parameters=None, log_output=False):
+def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
     """Run `source` with `parameters`, OUTPUT_DIR set to `output_dir`; return the notebook path.
 
-    The kernel starts in the source's folder, as Jupyter would start it. Raises
+    The kernel starts in `cwd`, by default the source's folder, as Jupyter would start it. Raises
     papermill.PapermillExecutionError when a cell fails (the saved notebook shows where).
     """
     import jupytext
@@ -28,7 +28,7 @@ def execute(source, output_dir, parameters=None, log_output=False):
     papermill.execute_notebook(
         notebook, output_path,
         parameters={**(parameters or {}), "OUTPUT_DIR": output_dir},
-        cwd=os.path.dirname(os.path.abspath(source)),
+        cwd=cwd or os.path.dirname(os.path.abspath(source)),
         log_output=log_output, progress_bar=False,
     )
     return output_path

@@ -81,7 +81,7 @@ def write_submission(path, test_ids, labels, expected_ids=None):
     def write(handle):
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["id", "label"])
-        writer.writerows(zip(test_ids, (int(label) for label in labels)))
+        writer.writerows(zip(test_ids, (int(label) for label in labels), strict=True))
 
     return _write_atomically(path, write)
 

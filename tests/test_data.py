@@ -106,7 +106,8 @@ def test_training_batches_are_static_and_exclusions_never_appear(tiny_dataset):
     ids = data.record_ids(split.files, labeled=True)
     labels = data.labels(split.files)
     # Exclude every record of one class: that class must never be trained on.
-    excluded = [record_id for record_id, label in zip(ids, labels) if label == labels[0]]
+    excluded = [record_id for record_id, label in zip(ids, labels, strict=True)
+                if label == labels[0]]
     dataset = data.training_dataset(split.files, TINY_SIZE, 16, excluded, seed=1)
     seen = set()
     for images, batch_labels in dataset.take(20):  # > one epoch: the stream repeats
