@@ -1,0 +1,85 @@
+"""The real `kaggle` client, imported lazily and wrapped: retries, clear errors, no leaks.
+
+`import kaggle` authenticates at import time; without credentials it prints its help text and
+creates a config folder. So it is imported only by the verbs that talk to Kaggle, with its
+chatter captured, and a missing credential becomes one line saying what to set.
+"""
+
+import contextlib
+import io
+import os
+import time
+
+# HTTP statuses worth another try: rate limiting and server-side failures.
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class KaggleError(RuntimeError):
+    """A Kaggle request failed; the message is one line meant for the user."""
+
+
+def connect():
+    """An authenticated `KaggleApi`, or KaggleError saying how to provide credentials."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        import kaggle
+
+        api = kaggle.api
+        if not getattr(api, "_authenticated", False):
+            try:
+                api.authenticate()
+            except SystemExit:  # The client exits (SystemExit) when it finds no credentials.
+                api = None
+    if api is None:
+        raise KaggleError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or put "
+                          "kaggle.json in ~/.kaggle (Kaggle → Settings → API → Create token)")
+    return api
+
+
+def http_status(error):
+    """The HTTP status behind a client exception, if any."""
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep):
+    """Run `action()`, retrying 429/5xx with exponential backoff; one-line errors otherwise."""
+    import requests
+
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except requests.exceptions.HTTPError as error:
+            status = http_status(error)
+            if status in (401, 403):
+                raise KaggleError(f"{description}: Kaggle refused the credentials (HTTP {status});"
+                                  " check KAGGLE_USERNAME / KAGGLE_KEY") from None
+            if status not in RETRY_STATUSES or attempt == attempts:
+                raise KaggleError(f"{description} failed: HTTP {status}: "
+                                  f"{_first_line(error)}") from None
+        except requests.exceptions.ConnectionError as error:
+            if attempt == attempts:
+                raise KaggleError(f"{description}: cannot reach Kaggle ({_first_line(error)})") \
+                    from None
+        except ValueError as error:
+            # The client turns 401/403 on kernels status/output into ValueError.
+            raise KaggleError(f"{description}: {_first_line(error)}") from None
+        print(f"  {description}: retrying in {delay:.0f} s (attempt {attempt} of {attempts})")
+        sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def scrub(text, secrets=None):
+    """Remove credential values from text that may be printed or saved (logs, errors)."""
+    secrets = secrets if secrets is not None else [os.environ.get("KAGGLE_KEY", "")]
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

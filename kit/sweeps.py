@@ -1,0 +1,97 @@
+"""Sweeps as data: a TOML file naming a notebook, fixed parameters and a grid of variants."""
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slugify import slugify
+
+ACCELERATORS = ("tpu", "gpu", "cpu")
+# Kaggle refuses slugs under 5 characters; long titles are cut by Kaggle, so keep them short.
+MAXIMUM_SLUG = 50
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of a sweep: its name (also its Kaggle slug) and the parameters it injects."""
+
+    slug: str
+    title: str
+    notebook: str
+    parameters: dict = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    notebook: str
+    accelerator: str
+    fixed: dict
+    grid: dict
+    variants: tuple
+
+
+def _value_name(name, value):
+    """How a grid value reads in a run name: sizes bare, lists joined with +, others name-value."""
+    if isinstance(value, (list, tuple)):
+        text = "+".join(map(str, value))
+    else:
+        text = str(value)
+    return text if name in ("IMAGE_SIZE", "BACKBONES") else f"{name.lower()}-{text}"
+
+
+def variant_title(prefix, parameters, grid_names):
+    """`Petals <prefix> 512 densenet201+efficientnet_b7 …`: the grid values in grid order."""
+    return " ".join(["Petals", prefix, *(_value_name(name, parameters[name])
+                                          for name in grid_names)]).strip()
+
+
+def _none(value):
+    """TOML has no null: the string "None" stands for Python's None (e.g. WEIGHTS = "None")."""
+    return None if value == "None" else value
+
+
+def load(path):
+    """Read a sweep file; every mistake is a ValueError naming the file and the key."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"sweep file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"sweep file {path} is not valid TOML: {error}") from None
+    unknown = set(document) - {"name", "notebook", "accelerator", "parameters", "grid"}
+    if unknown:
+        raise ValueError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; "
+                         "allowed: name, notebook, accelerator, parameters, grid")
+    name = document.get("name", path.stem)
+    notebook = document.get("notebook", "notebooks/flowers.py")
+    accelerator = document.get("accelerator", "tpu")
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"sweep file {path}: accelerator {accelerator!r} is not one of "
+                         + ", ".join(ACCELERATORS))
+    fixed = {key: _none(value) for key, value in document.get("parameters", {}).items()}
+    grid = {key: [_none(value) for value in values] if isinstance(values, list) else values
+            for key, values in document.get("grid", {}).items()}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
+    overlap = set(fixed) & set(grid)
+    if overlap:
+        raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "
+                         "the grid")
+    variants = []
+    for values in itertools.product(*grid.values()):
+        parameters = {**fixed, **dict(zip(grid, values, strict=True))}
+        title = variant_title(name, parameters, list(grid))
+        slug = slugify(title)
+        if not 5 <= len(slug) <= MAXIMUM_SLUG:
+            raise ValueError(f"sweep file {path}: run name {slug!r} must have 5 to "
+                             f"{MAXIMUM_SLUG} characters; shorten the sweep's name")
+        variants.append(Variant(slug, title, notebook, parameters))
+    slugs = [variant.slug for variant in variants]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"sweep file {path}: two variants share a name; grid values must differ "
+                         "in their text")
+    return Sweep(name, notebook, accelerator, fixed, grid, tuple(variants))
