@@ -58,8 +58,11 @@ def package_cells():
     return cells
 
 
-def build_notebook(variant, accelerator):
-    """The variant's notebook: stamp, TPU check, package, then the source with its parameters."""
+def build_notebook(variant, accelerator, overrides=None):
+    """The variant's notebook: stamp, TPU check, package, then the source with its parameters.
+
+    `overrides` replace parameters after the Kaggle ones (tests point DATA_DIR at local data).
+    """
     import jupytext
     from papermill.parameterize import parameterize_notebook
 
@@ -68,7 +71,7 @@ def build_notebook(variant, accelerator):
     for cell in notebook.cells:
         cell.metadata.setdefault("tags", [])  # papermill looks up every cell's tags
     notebook.metadata.setdefault("papermill", {})  # where papermill records the parameters
-    parameters = {**variant.parameters, **KAGGLE_PARAMETERS}
+    parameters = {**variant.parameters, **KAGGLE_PARAMETERS, **(overrides or {})}
     if accelerator in ("tpu", "gpu"):
         parameters["ACCELERATOR"] = accelerator
     notebook = parameterize_notebook(notebook, parameters)
