@@ -117,6 +117,9 @@ def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
     try:
         call(lambda: api.kernels_output(f"{kernel_id}/{version}", str(staging), quiet=True),
              f"download {kernel_id} v{version}")
+        log = staging / f"{slug}.log"
+        if log.exists():  # A kernel may have printed a credential; keep it out of the copy here.
+            log.write_text(scrub(log.read_text(errors="replace")))
         problem = None
         if name != "COMPLETE":
             problem = f"{name}" + (f": {failure}" if failure else "")

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from tests.fake_kaggle import fake_kaggle  # noqa: F401 - the fixture, for every test module
+
 # Set before any test module imports Keras; the smoke tests pick each backend explicitly.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

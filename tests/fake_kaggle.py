@@ -1,0 +1,599 @@
+"""A loopback fake of the parts of Kaggle's API that the kit uses, for driving the real client.
+
+The official ``kaggle`` client (2.2.5) cannot be given an arbitrary base URL, but with
+``KAGGLE_API_ENVIRONMENT=LOCALHOST`` it talks to ``http://localhost/api/v1/...``, and with
+``HTTP_PROXY`` aimed at this server every request (RPCs, output downloads, submission uploads)
+arrives here as an absolute-URI proxy request. ``FakeKaggle.environment()`` builds that
+environment for a subprocess; nothing in it can reach a host other than 127.0.0.1.
+
+Endpoints imitated (paths with or without the ``/api`` prefix):
+
+* ``POST /api/v1/kernels.KernelsApiService/SaveKernel``
+* ``POST /api/v1/kernels.KernelsApiService/GetKernelSessionStatus``
+* ``POST /api/v1/kernels.KernelsApiService/ListKernelSessionOutput``, then ``GET /files/<token>``
+* ``POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload``, then
+  ``PUT /upload/<token>``, then ``CreateSubmission``; also ``GetSubmissionLimits`` and
+  ``GetSubmission``.
+
+Everything else answers 404 with a JSON error and is kept in ``unknown_requests``.
+
+Scripting (all thread-safe, callable while the client runs):
+
+* ``set_statuses(ref, ["QUEUED", "RUNNING", ("ERROR", "why")], version=None)``
+* ``set_output(ref, files={"submission.csv": b"..."}, log=..., version=None)``
+* ``reject_next_push("message", count=1)``
+* ``fail_next(method, count=1, status=500, message=None, retry_after=None)`` where method is an
+  RPC name (``"SaveKernel"``, ``"GetKernelSessionStatus"``, ...) or ``"download"`` / ``"upload"``.
+* ``require_auth(username, key)`` makes every RPC demand that HTTP Basic credential.
+
+Recorded for assertions: ``requests`` (every request), ``unknown_requests``, ``pushes``,
+``submissions``, ``errors`` (exceptions raised inside the fake itself), and ``calls(method)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+DEFAULT_USERNAME = "petals-tester"
+DEFAULT_KEY = "fake-key-0123456789abcdef"
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
+_RPC_PATH = re.compile(r"^(?:/api)?/v1/(?P<service>[A-Za-z0-9_.]+)/(?P<method>[A-Za-z0-9_]+)$")
+_KERNELS = "kernels.KernelsApiService"
+_COMPETITIONS = "competitions.CompetitionApiService"
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake saw it. ``status`` is filled in once the fake has answered."""
+
+    method: str
+    target: str  # the request line's target, e.g. "http://localhost/api/v1/..."
+    host: str  # host the client aimed at ("localhost", "127.0.0.1:<port>", ...)
+    path: str
+    headers: dict[str, str]  # the Authorization value is redacted
+    body: Any  # parsed JSON, or None
+    raw: bytes
+    user: str | None = None  # the username of a Basic Authorization header, if any
+    auth_scheme: str | None = None  # "Basic", "Bearer" or None
+    status: int | None = None
+
+    @property
+    def rpc(self) -> str | None:
+        """The RPC method name ("SaveKernel", ...) for an API call, else None."""
+        match = _RPC_PATH.match(self.path)
+        return match.group("method") if match else None
+
+
+@dataclass
+class Push:
+    """One SaveKernel call. ``version_number`` is None and ``error`` set when it was rejected."""
+
+    ref: str  # "owner/slug"
+    body: dict
+    version_number: int | None
+    error: str | None = None
+
+    @property
+    def notebook(self) -> dict:
+        """The pushed notebook (the ``text`` field parsed as JSON)."""
+        return json.loads(self.body["text"])
+
+    @property
+    def machine_shape(self) -> str | None:
+        return self.body.get("machineShape")
+
+
+@dataclass
+class Submission:
+    """One CreateSubmission call, joined with the bytes uploaded for its blob token."""
+
+    ref: int
+    competition: str
+    description: str | None
+    file_name: str | None
+    content: bytes
+    body: dict
+
+
+@dataclass
+class _Output:
+    files: dict[str, bytes]
+    log: str
+
+
+@dataclass
+class _Upload:
+    competition: str
+    file_name: str | None
+    content: bytes | None = None
+
+
+@dataclass
+class _Fault:
+    status: int
+    message: str
+    retry_after: str | None = None
+
+
+@dataclass
+class _StatusScript:
+    steps: list[tuple[str, str | None]]
+    cursor: int = 0
+
+
+def kaggle_log(lines, stream_name: str = "stdout", start: float = 1.0) -> str:
+    """A log string the way Kaggle serves it: a JSON array of {stream_name, time, data}."""
+    entries = []
+    for i, line in enumerate(lines):
+        if isinstance(line, dict):
+            entries.append(line)
+        else:
+            text = line if line.endswith("\n") else line + "\n"
+            entries.append({"stream_name": stream_name, "time": start + i, "data": text})
+    return json.dumps(entries)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "FakeKaggle/1.0"
+    protocol_version = "HTTP/1.0"  # one request per connection: simple and robust
+
+    def log_message(self, format, *args):  # noqa: A002 - keep pytest output quiet
+        pass
+
+    def _dispatch(self):
+        self.server.fake._handle(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_CONNECT = _dispatch
+
+
+class FakeKaggle:
+    """The fake server. Use ``start()``/``stop()`` or the ``fake_kaggle`` pytest fixture."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.requests: list[RecordedRequest] = []
+        self.unknown_requests: list[RecordedRequest] = []
+        self.pushes: list[Push] = []
+        self.submissions: list[Submission] = []
+        self.errors: list[str] = []
+        self.default_statuses: list = ["COMPLETE"]  # for a pushed kernel with no script
+        self.submission_message = "Successfully submitted"
+        self._auth: tuple[str, str] | None = None
+        self._versions: dict[str, int] = {}
+        self._kernel_ids: dict[str, int] = {}
+        self._statuses: dict[tuple[str, int | None], _StatusScript] = {}
+        self._outputs: dict[tuple[str, int | None], _Output] = {}
+        self._blobs: dict[str, bytes] = {}
+        self._uploads: dict[str, _Upload] = {}
+        self._rejections: list[str] = []
+        self._faults: dict[str, list[_Fault]] = {}
+        self._counter = 0
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> FakeKaggle:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        httpd.daemon_threads = True
+        httpd.fake = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            name="fake-kaggle")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(timeout=5)
+            self._httpd = None
+
+    def __enter__(self) -> FakeKaggle:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self, home, username: str | None = DEFAULT_USERNAME,
+                    key: str | None = DEFAULT_KEY) -> dict[str, str]:
+        """A complete environment for a ``kaggle`` subprocess that can only reach this fake.
+
+        Every KAGGLE_* and proxy variable of the current environment is dropped; HOME and the
+        config dir point into ``home`` (created if needed), so no real token or kaggle.json can be
+        picked up. With ``username=None`` no credentials are set at all.
+        """
+        home = str(home)
+        env = {k: v for k, v in os.environ.items()
+               if not k.upper().startswith("KAGGLE_") and k.upper() not in _PROXY_VARS}
+        proxy = self.url
+        env.update({
+            "HOME": home,
+            "KAGGLE_CONFIG_DIR": os.path.join(home, ".kaggle"),
+            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            "HTTP_PROXY": proxy, "http_proxy": proxy,
+            "HTTPS_PROXY": proxy, "https_proxy": proxy,
+            "NO_PROXY": "", "no_proxy": "",
+        })
+        env.pop("XDG_CONFIG_HOME", None)
+        if username is not None:
+            env["KAGGLE_USERNAME"] = username
+            env["KAGGLE_KEY"] = key if key is not None else ""
+        os.makedirs(home, exist_ok=True)
+        return env
+
+    # ----------------------------------------------------------------- scripting
+    def require_auth(self, username: str = DEFAULT_USERNAME, key: str = DEFAULT_KEY) -> None:
+        """From now on every RPC needs ``Authorization: Basic base64(username:key)``, else 401."""
+        with self._lock:
+            self._auth = (username, key)
+
+    def set_statuses(self, ref: str, steps, version: int | None = None) -> None:
+        """Script GetKernelSessionStatus for ``ref`` ("owner/slug"): one step per call, the last
+        step repeats. A step is a status name or a ``(status, failure_message)`` pair. With
+        ``version`` the script answers only requests for that version label ("vN")."""
+        parsed = []
+        for step in steps:
+            if isinstance(step, str):
+                parsed.append((step, None))
+            else:
+                status, message = step
+                parsed.append((status, message))
+        if not parsed:
+            raise ValueError("at least one status step is needed")
+        with self._lock:
+            self._statuses[(ref, version)] = _StatusScript(parsed)
+
+    def set_output(self, ref: str, files: dict | None = None, log="",
+                   version: int | None = None) -> None:
+        """Script ListKernelSessionOutput for ``ref``: ``files`` maps names to bytes (or str);
+        ``log`` is the log string as served, or a list of lines / entries (see ``kaggle_log``)."""
+        if not isinstance(log, str):
+            log = kaggle_log(log)
+        data = {name: content.encode() if isinstance(content, str) else bytes(content)
+                for name, content in (files or {}).items()}
+        with self._lock:
+            self._outputs[(ref, version)] = _Output(data, log)
+
+    def reject_next_push(self, error: str = "Notebook push rejected by fake", count: int = 1):
+        """The next ``count`` SaveKernel calls answer HTTP 200 ``{"error": error}``."""
+        with self._lock:
+            self._rejections.extend([error] * count)
+
+    def fail_next(self, method: str, count: int = 1, status: int = 500,
+                  message: str | None = None, retry_after: str | int | None = None) -> None:
+        """The next ``count`` calls to ``method`` (an RPC name, or "download"/"upload") answer
+        HTTP ``status`` with ``{"code": status, "message": ...}``; later calls succeed."""
+        message = message or f"Fake Kaggle fault: HTTP {status}"
+        ra = None if retry_after is None else str(retry_after)
+        with self._lock:
+            self._faults.setdefault(method, []).extend(
+                [_Fault(status, message, ra)] * count)
+
+    # ----------------------------------------------------------------- inspection
+    def calls(self, method: str) -> list[RecordedRequest]:
+        """Recorded requests for one RPC name, or "download" / "upload"."""
+        with self._lock:
+            return [r for r in self.requests if _key_of(r) == method]
+
+    def pushes_for(self, ref: str) -> list[Push]:
+        with self._lock:
+            return [p for p in self.pushes if p.ref == ref]
+
+    def last_push(self, ref: str | None = None) -> Push:
+        pushes = self.pushes_for(ref) if ref else list(self.pushes)
+        if not pushes:
+            raise AssertionError(f"no push recorded for {ref or 'any kernel'}")
+        return pushes[-1]
+
+    def version_of(self, ref: str) -> int:
+        """The latest accepted version number of ``ref`` (0 when never pushed)."""
+        with self._lock:
+            return self._versions.get(ref, 0)
+
+    # ----------------------------------------------------------------- internals
+    def _handle(self, handler: _Handler) -> None:
+        target = handler.path
+        parts = urlsplit(target)
+        if handler.command == "CONNECT":  # "host:443": an https tunnel, never served
+            host, path = target, ""
+        elif parts.scheme:  # absolute-URI form: we are being used as the HTTP proxy
+            host, path = parts.netloc, parts.path or "/"
+        else:
+            host, path = handler.headers.get("Host", ""), parts.path
+        raw = self._read_body(handler)
+        body = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                body = None
+        headers = {k: v for k, v in handler.headers.items()}
+        scheme, user = _auth_of(handler.headers.get("Authorization"))
+        if "Authorization" in headers:
+            headers["Authorization"] = f"{scheme or '?'} <redacted>"
+        record = RecordedRequest(handler.command, target, host, path, headers, body, raw,
+                                 user=user, auth_scheme=scheme)
+        with self._lock:
+            self.requests.append(record)
+        try:
+            status, payload, extra = self._route(record, handler)
+        except Exception as exc:  # a bug in the fake: answer, and keep it for the test
+            with self._lock:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            status, payload, extra = 500, _error(500, f"fake_kaggle internal error: {exc}"), {}
+        record.status = status
+        self._respond(handler, status, payload, extra)
+
+    @staticmethod
+    def _read_body(handler: _Handler) -> bytes:
+        if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size_line = handler.rfile.readline().strip().split(b";")[0]
+                size = int(size_line or b"0", 16)
+                if size == 0:
+                    while handler.rfile.readline().strip():  # trailers
+                        pass
+                    break
+                chunks.append(handler.rfile.read(size))
+                handler.rfile.readline()  # CRLF after each chunk
+            return b"".join(chunks)
+        length = int(handler.headers.get("Content-Length") or 0)
+        return handler.rfile.read(length) if length else b""
+
+    @staticmethod
+    def _respond(handler: _Handler, status: int, payload, extra: dict) -> None:
+        if isinstance(payload, bytes | bytearray):
+            data, ctype = bytes(payload), "application/octet-stream"
+        elif payload is None:
+            data, ctype = b"", "text/plain"
+        else:
+            data, ctype = json.dumps(payload).encode(), "application/json"
+        handler.send_response(status)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+
+    def _route(self, rec: RecordedRequest, handler: _Handler):
+        if rec.method == "CONNECT":  # something tried https through us: refuse and record
+            return self._unknown(rec, 405, "CONNECT (https) is not served by the fake")
+        key = _key_of(rec)
+        if key is None:
+            return self._unknown(rec, 404, f"No fake endpoint for {rec.method} {rec.path}")
+        fault = None
+        with self._lock:
+            queue = self._faults.get(key)
+            if queue:
+                fault = queue.pop(0)
+        if fault is not None:
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return fault.status, _error(fault.status, fault.message), extra
+        if key == "download":
+            return self._download(rec)
+        if key == "upload":
+            return self._upload(rec)
+        if self._auth is not None and not self._authorized(handler):
+            return 401, _error(401, "Unauthenticated"), {}
+        match = _RPC_PATH.match(rec.path)
+        service, method = match.group("service"), match.group("method")
+        route = {
+            (_KERNELS, "SaveKernel"): self._save_kernel,
+            (_KERNELS, "GetKernelSessionStatus"): self._kernel_status,
+            (_KERNELS, "ListKernelSessionOutput"): self._kernel_output,
+            (_COMPETITIONS, "StartSubmissionUpload"): self._start_upload,
+            (_COMPETITIONS, "CreateSubmission"): self._create_submission,
+            (_COMPETITIONS, "GetSubmissionLimits"): self._submission_limits,
+            (_COMPETITIONS, "GetSubmission"): self._get_submission,
+        }.get((service, method))
+        if route is None or rec.method != "POST":
+            return self._unknown(rec, 404, f"No fake endpoint for {rec.method} {rec.path}")
+        if not isinstance(rec.body, dict):
+            return 400, _error(400, "Request body must be a JSON object"), {}
+        return route(rec)
+
+    def _unknown(self, rec: RecordedRequest, status: int, message: str):
+        with self._lock:
+            self.unknown_requests.append(rec)
+        return status, _error(status, message), {}
+
+    def _authorized(self, handler: _Handler) -> bool:
+        username, key = self._auth
+        expected = "Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()
+        return handler.headers.get("Authorization", "") == expected
+
+    def _next_id(self) -> int:
+        with self._lock:
+            self._counter += 1
+            return self._counter
+
+    # ------------------------------------------------------------ kernels
+    def _save_kernel(self, rec: RecordedRequest):
+        body = rec.body
+        slug = body.get("slug") or (str(body["id"]) if "id" in body else "")
+        if not slug:
+            return 400, _error(400, "ID or slug must be specified"), {}
+        ref = slug if "/" in slug else f"{rec.user or DEFAULT_USERNAME}/{slug}"
+        owner, name = ref.split("/", 1)
+        with self._lock:
+            if self._rejections:
+                error = self._rejections.pop(0)
+                self.pushes.append(Push(ref, body, None, error))
+                return 200, {"error": error}, {}
+            version = self._versions.get(ref, 0) + 1
+            self._versions[ref] = version
+            kernel_id = self._kernel_ids.setdefault(ref, 1000 + len(self._kernel_ids) + 1)
+            self.pushes.append(Push(ref, body, version))
+        return 200, {
+            "ref": f"/code/{owner}/{name}",
+            "url": f"https://www.kaggle.com/code/{owner}/{name}",
+            "versionNumber": version,
+            "kernelId": kernel_id,
+        }, {}
+
+    def _kernel_key(self, body: dict) -> tuple[str, int | None]:
+        ref = f"{body.get('userName', '')}/{body.get('kernelSlug', '')}"
+        label = body.get("versionLabel")
+        version = None
+        if label:
+            try:
+                version = int(str(label).lstrip("vV"))
+            except ValueError:
+                version = None
+        return ref, version
+
+    def _kernel_status(self, rec: RecordedRequest):
+        ref, version = self._kernel_key(rec.body)
+        with self._lock:
+            script = self._statuses.get((ref, version)) or self._statuses.get((ref, None))
+            if script is None:
+                if ref not in self._versions:
+                    return 404, _error(404, f"Notebook {ref} not found"), {}
+                script = self._statuses[(ref, None)] = _StatusScript(
+                    [(s, None) if isinstance(s, str) else tuple(s)
+                     for s in self.default_statuses])
+            status, message = script.steps[min(script.cursor, len(script.steps) - 1)]
+            script.cursor += 1
+        payload = {"status": status}
+        if message:
+            payload["failureMessage"] = message
+        return 200, payload, {}
+
+    def _kernel_output(self, rec: RecordedRequest):
+        ref, version = self._kernel_key(rec.body)
+        with self._lock:
+            output = self._outputs.get((ref, version)) or self._outputs.get((ref, None))
+            if output is None:
+                if ref not in self._versions:
+                    return 404, _error(404, f"Notebook {ref} not found"), {}
+                output = _Output({}, "")
+            names = sorted(output.files)
+            page_size = int(rec.body.get("pageSize") or 20)
+            token = rec.body.get("pageToken") or ""
+            start = int(token) if token.isdigit() else 0
+            page = names[start:start + page_size]
+            files = []
+            for name in page:
+                blob = f"out{self._next_id()}"
+                self._blobs[blob] = output.files[name]
+                files.append({"fileName": name, "url": f"{self.url}/files/{blob}"})
+        more = start + page_size < len(names)
+        return 200, {"files": files, "log": output.log,
+                     "nextPageToken": str(start + page_size) if more else ""}, {}
+
+    def _download(self, rec: RecordedRequest):
+        token = rec.path.rsplit("/", 1)[-1]
+        with self._lock:
+            data = self._blobs.get(token)
+        if data is None or rec.method not in ("GET", "HEAD"):
+            return self._unknown(rec, 404, f"No file {token}")
+        return 200, data, {}
+
+    # ------------------------------------------------------------ competitions
+    def _start_upload(self, rec: RecordedRequest):
+        token = f"blob{self._next_id()}"
+        with self._lock:
+            self._uploads[token] = _Upload(rec.body.get("competitionName", ""),
+                                           rec.body.get("fileName"))
+        return 200, {"token": token, "createUrl": f"{self.url}/upload/{token}"}, {}
+
+    def _upload(self, rec: RecordedRequest):
+        token = rec.path.rsplit("/", 1)[-1]
+        with self._lock:
+            upload = self._uploads.get(token)
+            if upload is None or rec.method != "PUT":
+                return self._unknown(rec, 404, f"No upload {token}")
+            upload.content = rec.raw
+        return 200, None, {}
+
+    def _create_submission(self, rec: RecordedRequest):
+        body = rec.body
+        token = body.get("blobFileTokens")
+        with self._lock:
+            upload = self._uploads.get(token) if isinstance(token, str) else None
+            if upload is None or upload.content is None:
+                return 400, _error(400, f"Unknown or empty blob token {token!r}"), {}
+            ref = 50000000 + len(self.submissions) + 1
+            self.submissions.append(Submission(
+                ref, body.get("competitionName", ""), body.get("submissionDescription"),
+                upload.file_name, upload.content, body))
+        return 200, {"message": self.submission_message, "ref": ref}, {}
+
+    def _submission_limits(self, rec: RecordedRequest):
+        name = rec.body.get("competitionName")
+        with self._lock:
+            made = sum(1 for s in self.submissions if s.competition == name)
+        return 200, {"numToday": made, "numTotal": made, "numAllowedNow": max(0, 5 - made),
+                     "limitedByTotal": False}, {}
+
+    def _get_submission(self, rec: RecordedRequest):
+        ref = rec.body.get("ref")
+        with self._lock:
+            known = [s for s in self.submissions if s.ref == ref]
+        if not known:
+            return 404, _error(404, f"Submission {ref} not found"), {}
+        sub = known[0]
+        return 200, {"ref": sub.ref, "status": "COMPLETE", "fileName": sub.file_name,
+                     "description": sub.description or "", "publicScore": "0.5"}, {}
+
+
+def _key_of(rec: RecordedRequest) -> str | None:
+    if rec.method == "CONNECT":
+        return None
+    if rec.path.startswith("/files/"):
+        return "download"
+    if rec.path.startswith("/upload/"):
+        return "upload"
+    return rec.rpc
+
+
+def _error(status: int, message: str) -> dict:
+    return {"code": status, "message": message}
+
+
+def _auth_of(value: str | None) -> tuple[str | None, str | None]:
+    if not value:
+        return None, None
+    scheme, _, credential = value.partition(" ")
+    if scheme.lower() != "basic":
+        return scheme, None
+    try:
+        user = base64.b64decode(credential.strip()).decode().split(":", 1)[0]
+    except (binascii.Error, UnicodeDecodeError):
+        user = None
+    return "Basic", user
+
+
+@pytest.fixture
+def fake_kaggle():
+    """A started FakeKaggle on 127.0.0.1; stopped after the test."""
+    server = FakeKaggle().start()
+    try:
+        yield server
+    finally:
+        server.stop()

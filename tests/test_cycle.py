@@ -1,0 +1,189 @@
+"""The whole push → status → collect → results → submit cycle, offline, with the real client.
+
+`build.py` runs as a subprocess whose only reachable host is the fake Kaggle on 127.0.0.1.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+SWEEP = REPOSITORY / "sweeps" / "competition.toml"
+SLUG = "petals-flowers-512-densenet201"
+REF = f"{DEFAULT_USERNAME}/{SLUG}"
+ROWS = 4
+
+
+def submission_bytes(rows=ROWS):
+    return "id,label\n" + "".join(f"{index:09x},{index % 104}\n" for index in range(rows))
+
+
+METRICS = json.dumps({"parameters": {"IMAGE_SIZE": 512, "BACKBONES": ["densenet201"],
+                                     "EPOCHS": 12},
+                      "blend_f1": 0.9512, "blend_weights": {"densenet201": 1.0},
+                      "epoch_seconds": {"densenet201": [200.0, 50.0, 52.0]},
+                      "images_per_second": {"densenet201": 250.0}})
+
+
+@pytest.fixture
+def kit(fake_kaggle, tmp_path):
+    """Run build.py verbs in a scratch folder; returns a function (verb, *args) → result."""
+    environment = fake_kaggle.environment(tmp_path / "home")
+
+    def run(*arguments, env=None):
+        return subprocess.run(
+            [sys.executable, str(REPOSITORY / "build.py"), *arguments],
+            cwd=tmp_path, env={**(env or environment), "PYTHONPATH": str(REPOSITORY)},
+            capture_output=True, text=True, timeout=120)
+
+    run.environment = environment
+    run.folder = tmp_path
+    result = run("kernels", "--sweep", str(SWEEP), "--only", SLUG)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def selection():
+    return ["--sweep", str(SWEEP), "--only", SLUG]
+
+
+def test_real_client_accepts_a_built_kernel(kit, fake_kaggle):
+    result = subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p",
+                             f"kernels/{SLUG}"], cwd=kit.folder, env=kit.environment,
+                            capture_output=True, text=True, timeout=120)
+    assert "Kernel version 1 successfully pushed" in result.stdout, result.stdout + result.stderr
+    push = fake_kaggle.last_push(REF)
+    assert push.machine_shape == "TpuV5E8" and push.body["isPrivate"] is True
+    assert push.body["competitionDataSources"] == ["tpu-getting-started"]
+    assert push.notebook["metadata"]["kernelspec"]["name"] == "python3"
+    # The root kernel-metadata.json describes the same kernel: a plain push from the root works.
+    result = subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push"], cwd=kit.folder,
+                            env=kit.environment, capture_output=True, text=True, timeout=120)
+    assert "Kernel version 2 successfully pushed" in result.stdout, result.stdout + result.stderr
+
+
+def test_push_status_collect_results_submit(kit, fake_kaggle):
+    result = kit("push", *selection())
+    assert result.returncode == 0 and f"{REF}: version 1 pushed" in result.stdout
+    fake_kaggle.set_statuses(REF, ["QUEUED", "RUNNING", "COMPLETE"])
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
+                           log=["training\n", "DONE\n"])
+    assert f"{SLUG}: v1 QUEUED" in kit("status", *selection()).stdout
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RUNNING" in result.stdout and "COMPLETE" in result.stdout
+    version_1 = kit.folder / "runs" / SLUG / "v1"
+    assert (version_1 / "submission.csv").read_text() == submission_bytes()
+    assert (version_1 / f"{SLUG}.log").exists()
+    assert json.loads((version_1 / "collected.json").read_text())["problem"] is None
+
+    # A second version goes to its own folder; the first is left as it was.
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
+                           version=2)
+    before = (version_1 / "collected.json").stat().st_mtime_ns
+    assert kit("collect", *selection(), "--poll", "0.01", "--expected-rows",
+               str(ROWS)).returncode == 0
+    assert (kit.folder / "runs" / SLUG / "v2" / "submission.csv").exists()
+    assert (version_1 / "collected.json").stat().st_mtime_ns == before
+    # Collecting again resumes: nothing is downloaded twice.
+    downloads = len(fake_kaggle.calls("download"))
+    assert "collected already" in kit("collect", *selection(), "--poll", "0.01").stdout
+    assert len(fake_kaggle.calls("download")) == downloads
+
+    result = kit("results")
+    assert result.returncode == 0
+    table = (kit.folder / "runs" / "results.md").read_text()
+    assert f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | densenet201:1.00 | 51.0 | 250 |" \
+        in table
+    assert (kit.folder / "runs" / "results.csv").read_text().count("\n") == 3
+
+    result = kit("submit", SLUG, "--sweep", str(SWEEP))
+    assert result.returncode == 0, result.stderr
+    (submitted,) = fake_kaggle.submissions
+    assert submitted.competition == "tpu-getting-started"
+    assert submitted.content.decode() == submission_bytes()
+    assert submitted.description == f"petals {SLUG} v2 validation F1 0.9512"
+
+
+def test_rejected_push_is_a_failure(kit, fake_kaggle):
+    fake_kaggle.reject_next_push("Notebook not found")
+    result = kit("push", *selection())
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: push {REF} rejected by Kaggle: Notebook not found")
+    assert not (kit.folder / "runs" / SLUG / "kaggle.json").exists()
+
+
+def test_missing_or_wrong_credentials_give_one_line(kit, fake_kaggle, tmp_path):
+    no_credentials = fake_kaggle.environment(tmp_path / "empty-home", username=None)
+    result = kit("push", *selection(), env=no_credentials)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: no Kaggle credentials: set KAGGLE_USERNAME")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert fake_kaggle.calls("SaveKernel") == []
+    fake_kaggle.require_auth(DEFAULT_USERNAME, "another-key")
+    result = kit("push", *selection())
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "refused the credentials (HTTP 401)" in result.stderr
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_server_errors_are_retried(kit, fake_kaggle, status):
+    fake_kaggle.fail_next("SaveKernel", status=status)
+    fake_kaggle.fail_next("GetKernelSessionStatus", status=status)
+    result = kit("push", *selection())
+    assert result.returncode == 0, result.stderr
+    assert "retrying" in result.stdout and len(fake_kaggle.calls("SaveKernel")) == 2
+    result = kit("status", *selection())
+    assert result.returncode == 0 and f"{SLUG}: v1 COMPLETE" in result.stdout
+
+
+def test_error_run_shows_its_log_tail(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_statuses(REF, ["RUNNING", ("ERROR", "Your notebook hit an error")])
+    fake_kaggle.set_output(REF, {}, log=[f"line {index}\n" for index in range(50)]
+                           + ["ValueError: IMAGE_SIZE = 300 is not valid\n"])
+    result = kit("collect", *selection(), "--poll", "0.01")
+    assert result.returncode == 1
+    assert "ERROR: Your notebook hit an error" in result.stdout
+    assert "ValueError: IMAGE_SIZE = 300 is not valid" in result.stdout
+    assert "line 49" in result.stdout and "line 5\n" not in result.stdout  # a tail, not all
+
+
+def test_complete_run_without_submission(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"metrics.json": METRICS}, log=["done\n"])
+    result = kit("collect", *selection(), "--poll", "0.01")
+    assert result.returncode == 1 and "COMPLETE but no submission.csv" in result.stdout
+    result = kit("submit", SLUG, "--sweep", str(SWEEP))
+    assert result.returncode == 1 and "has no valid submission" in result.stderr
+
+
+def test_invalid_submission_is_flagged(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": "id,label\nabc,104\n"})
+    result = kit("collect", *selection(), "--poll", "0.01")
+    assert result.returncode == 1 and "invalid submission.csv: labels must be in 0..103" \
+        in result.stdout
+
+
+def test_credentials_never_reach_outputs(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
+                           log=[f"key is {DEFAULT_KEY}\n"])
+    fake_kaggle.set_statuses(REF, [("ERROR", "failed")])
+    printed = kit("collect", *selection(), "--poll", "0.01").stdout
+    printed += kit("results").stdout
+    assert DEFAULT_KEY not in printed and "***" in printed
+    for path in kit.folder.rglob("*"):
+        if path.is_file() and "home" not in path.parts:
+            assert DEFAULT_KEY not in path.read_text(errors="replace"), path
+    for push in fake_kaggle.pushes:
+        assert DEFAULT_KEY not in json.dumps(push.body)
+    assert os.environ.get("KAGGLE_KEY") != DEFAULT_KEY

@@ -1,0 +1,339 @@
+"""The loopback Kaggle fake, proven against the real ``kaggle`` CLI (2.2.5) run as a subprocess.
+
+Each CLI run takes about 0.4 s (mostly importing the client). What these tests pin down about
+the real client, so that the kit knows what it must handle itself:
+
+* ``kernels push`` exits 0 even when Kaggle rejects the push; only stdout says
+  "Kernel push error: ...".
+* One HTTP 500 or 429 on SaveKernel, GetKernelSessionStatus or ListKernelSessionOutput makes
+  the CLI exit 1 at once, with no retry (not even with a Retry-After header); the message goes
+  to stderr. The kit must retry itself.
+* A 401 on push or submit prints the auth help on stdout and exits 1; on status or output it
+  becomes "Cannot access kernel ..." on stderr, exit 1.
+* With no credentials at all, the CLI prints the auth help and exits 1 before any request.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests import fake_kaggle as fk
+
+OWNER = fk.DEFAULT_USERNAME
+SLUG = "petals-flowers"
+REF = f"{OWNER}/{SLUG}"
+
+
+def run_kaggle(env, *args, cwd):
+    """Run the real client CLI; nothing but the fake is reachable with this env."""
+    return subprocess.run([sys.executable, "-m", "kaggle", *args], env=env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=120)
+
+
+def write_kernel(folder, **overrides):
+    """A minimal valid notebook kernel folder, as the kit would push it."""
+    os.makedirs(folder, exist_ok=True)
+    notebook = {
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                   "source": ["print('petals')\n"]}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    with open(os.path.join(folder, "petals.ipynb"), "w") as f:
+        json.dump(notebook, f)
+    metadata = {
+        "id": REF, "title": "Petals Flowers", "code_file": "petals.ipynb",
+        "language": "python", "kernel_type": "notebook", "is_private": True,
+        "enable_gpu": False, "enable_tpu": False, "enable_internet": False,
+        "machine_shape": "TpuV5E8", "competition_sources": ["tpu-getting-started"],
+        "dataset_sources": [], "kernel_sources": [], "model_sources": [],
+    }
+    metadata.update(overrides)
+    with open(os.path.join(folder, "kernel-metadata.json"), "w") as f:
+        json.dump(metadata, f)
+    return str(folder)
+
+
+@pytest.fixture
+def cli(fake_kaggle, tmp_path):
+    """``cli(*args)`` runs the real CLI with credentials, aimed at the fake."""
+    env = fake_kaggle.environment(tmp_path / "home")
+
+    def run(*args, env=env):
+        return run_kaggle(env, *args, cwd=tmp_path)
+
+    return run
+
+
+def assert_only_fake_traffic(fake):
+    """Every request reached a fake endpoint: API calls for localhost, files/uploads for us."""
+    assert fake.unknown_requests == [] and fake.errors == []
+    for request in fake.requests:
+        expected = "localhost" if request.rpc else f"127.0.0.1:{fake.port}"
+        assert request.host == expected, request
+
+
+# --------------------------------------------------------------------- push
+def test_push_sends_the_notebook_and_versions_increase(fake_kaggle, cli, tmp_path):
+    folder = write_kernel(tmp_path / "kernel")
+    first = cli("kernels", "push", "-p", folder)
+    assert first.returncode == 0, first.stderr
+    assert "Kernel version 1 successfully pushed" in first.stdout
+    assert f"https://www.kaggle.com/code/{REF}" in first.stdout
+
+    push = fake_kaggle.last_push(REF)
+    assert push.version_number == 1 and push.error is None
+    assert push.body["slug"] == REF and push.body["newTitle"] == "Petals Flowers"
+    assert push.machine_shape == "TpuV5E8"
+    assert push.body["kernelType"] == "notebook" and push.body["language"] == "python"
+    assert push.body["competitionDataSources"] == ["tpu-getting-started"]
+    assert push.body["isPrivate"] is True and push.body["enableInternet"] is False
+    assert push.notebook["metadata"]["kernelspec"]["name"] == "python3"
+    assert push.notebook["cells"][0]["source"] == "print('petals')\n"
+
+    second = cli("kernels", "push", "-p", folder)
+    assert "Kernel version 2 successfully pushed" in second.stdout
+    assert [p.version_number for p in fake_kaggle.pushes_for(REF)] == [1, 2]
+    assert fake_kaggle.version_of(REF) == 2
+    calls = fake_kaggle.calls("SaveKernel")
+    assert len(calls) == 2 and all(c.user == OWNER and c.auth_scheme == "Basic" for c in calls)
+    assert all(c.headers["Authorization"] == "Basic <redacted>" for c in calls)
+    assert_only_fake_traffic(fake_kaggle)
+
+
+def test_a_rejected_push_still_exits_0(fake_kaggle, cli, tmp_path):
+    """The client only prints the server's error: the kit must read stdout, not the exit code."""
+    folder = write_kernel(tmp_path / "kernel")
+    fake_kaggle.reject_next_push("Maximum weekly TPU quota reached")
+    rejected = cli("kernels", "push", "-p", folder)
+    assert rejected.returncode == 0
+    assert rejected.stdout.startswith("Kernel push error: Maximum weekly TPU quota reached")
+    assert fake_kaggle.last_push(REF).error == "Maximum weekly TPU quota reached"
+    assert fake_kaggle.version_of(REF) == 0
+
+    accepted = cli("kernels", "push", "-p", folder)
+    assert "Kernel version 1 successfully pushed" in accepted.stdout
+    assert_only_fake_traffic(fake_kaggle)
+
+
+# --------------------------------------------------------------------- status and output
+def test_status_follows_the_scripted_sequence(fake_kaggle, cli):
+    fake_kaggle.set_statuses(REF, ["QUEUED", "RUNNING", "COMPLETE"])
+    seen = []
+    for _ in range(3):
+        result = cli("kernels", "status", REF)
+        assert result.returncode == 0, result.stderr
+        seen.append(result.stdout.strip())
+    assert seen == [f'{REF} has status "KernelWorkerStatus.{s}"'
+                    for s in ("QUEUED", "RUNNING", "COMPLETE")]
+    assert [c.body for c in fake_kaggle.calls("GetKernelSessionStatus")] == \
+        [{"userName": OWNER, "kernelSlug": SLUG}] * 3
+    assert_only_fake_traffic(fake_kaggle)
+
+
+def test_status_of_a_version_with_a_failure_message(fake_kaggle, cli):
+    fake_kaggle.set_statuses(REF, ["RUNNING"])
+    fake_kaggle.set_statuses(REF, [("ERROR", "CUDA out of memory")], version=2)
+    result = cli("kernels", "status", f"{REF}/2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f'{REF}/2 has status "KernelWorkerStatus.ERROR"',
+                                          'Failure message: "CUDA out of memory"']
+    assert fake_kaggle.calls("GetKernelSessionStatus")[0].body["versionLabel"] == "v2"
+    assert "RUNNING" in cli("kernels", "status", REF).stdout
+
+
+def test_output_downloads_files_and_writes_the_log(fake_kaggle, cli, tmp_path):
+    csv = b"id,label\na762df180,0\nb1,103\n"
+    fake_kaggle.set_output(REF, {"submission.csv": csv, "metrics.json": '{"f1": 0.5}'},
+                           log=["epoch 1", "done"])
+    target = tmp_path / "out"
+    result = cli("kernels", "output", REF, "-p", str(target))
+    assert result.returncode == 0, result.stderr
+    assert (target / "submission.csv").read_bytes() == csv
+    assert json.loads((target / "metrics.json").read_text()) == {"f1": 0.5}
+    log = json.loads((target / f"{SLUG}.log").read_text())
+    assert [entry["data"] for entry in log] == ["epoch 1\n", "done\n"]
+    assert {entry["stream_name"] for entry in log} == {"stdout"}
+    assert len(fake_kaggle.calls("download")) == 2
+    assert all(c.user is None for c in fake_kaggle.calls("download"))  # files carry no auth
+    assert fake_kaggle.calls("ListKernelSessionOutput")[0].body == {
+        "userName": OWNER, "kernelSlug": SLUG, "pageSize": 20, "pageToken": ""}
+    assert_only_fake_traffic(fake_kaggle)
+
+
+# --------------------------------------------------------------------- faults
+@pytest.mark.parametrize("status, hint", [
+    (500, "This is a problem on Kaggle's side"),
+    (429, "You have been rate limited"),
+])
+@pytest.mark.parametrize("command", ["push", "status"])
+def test_one_transient_error_fails_the_cli_without_retry(fake_kaggle, cli, tmp_path, command,
+                                                         status, hint):
+    """The real CLI does not retry: one 500/429 (even with Retry-After) means exit 1."""
+    method = {"push": "SaveKernel", "status": "GetKernelSessionStatus"}[command]
+    args = {"push": ("kernels", "push", "-p", write_kernel(tmp_path / "kernel")),
+            "status": ("kernels", "status", REF)}[command]
+    fake_kaggle.set_statuses(REF, ["COMPLETE"])
+    fake_kaggle.fail_next(method, 1, status, retry_after=1)
+
+    failed = cli(*args)
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert f"Fake Kaggle fault: HTTP {status}" in failed.stderr and hint in failed.stderr
+    assert [c.status for c in fake_kaggle.calls(method)] == [status]  # no retry
+
+    recovered = cli(*args)
+    assert recovered.returncode == 0, recovered.stderr
+    assert [c.status for c in fake_kaggle.calls(method)] == [status, 200]
+
+
+def test_a_failed_output_download_fails_the_cli(fake_kaggle, cli, tmp_path):
+    fake_kaggle.set_output(REF, {"submission.csv": b"id,label\n"}, log="[]")
+    fake_kaggle.fail_next("download", 1, 500)
+    target = tmp_path / "out"
+    result = cli("kernels", "output", REF, "-p", str(target))
+    assert result.returncode == 1 and "500 Server Error" in result.stderr
+    assert not (target / "submission.csv").exists()
+    assert cli("kernels", "output", REF, "-p", str(target)).returncode == 0
+    assert (target / "submission.csv").read_bytes() == b"id,label\n"
+
+
+def test_no_credentials_prints_auth_help_before_any_request(fake_kaggle, tmp_path):
+    env = fake_kaggle.environment(tmp_path / "home", username=None)
+    assert not any(k.startswith("KAGGLE_") and k not in ("KAGGLE_CONFIG_DIR",
+                                                         "KAGGLE_API_ENVIRONMENT") for k in env)
+    result = run_kaggle(env, "kernels", "push", "-p", write_kernel(tmp_path / "kernel"),
+                        cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Authentication required to call the Kaggle API" in result.stdout
+    assert fake_kaggle.requests == []
+
+
+def test_wrong_key_gets_401(fake_kaggle, tmp_path):
+    """Push: auth help on stdout. Status: the client rewrites 401 into "Cannot access kernel"."""
+    fake_kaggle.require_auth(OWNER, "the-right-key")
+    env = fake_kaggle.environment(tmp_path / "home", key="a-wrong-key")
+    push = run_kaggle(env, "kernels", "push", "-p", write_kernel(tmp_path / "kernel"),
+                      cwd=tmp_path)
+    assert push.returncode == 1
+    assert "Authentication required to call the Kaggle API" in push.stdout
+    status = run_kaggle(env, "kernels", "status", REF, cwd=tmp_path)
+    assert status.returncode == 1 and f"Cannot access kernel '{REF}'" in status.stderr
+    assert [r.status for r in fake_kaggle.requests] == [401, 401]
+    assert fake_kaggle.pushes == []
+
+
+def test_https_escapes_are_refused_and_recorded(fake_kaggle, tmp_path):
+    """Without KAGGLE_API_ENVIRONMENT the client aims at https://api.kaggle.com; the proxy
+    settings still route it here, where the CONNECT is refused and kept as unknown."""
+    env = fake_kaggle.environment(tmp_path / "home")
+    del env["KAGGLE_API_ENVIRONMENT"]
+    result = run_kaggle(env, "kernels", "status", REF, cwd=tmp_path)
+    assert result.returncode == 1 and "Tunnel connection failed: 405" in result.stderr
+    [escape] = fake_kaggle.unknown_requests
+    assert (escape.method, escape.host, escape.status) == ("CONNECT", "api.kaggle.com:443", 405)
+
+
+# --------------------------------------------------------------------- submissions
+def test_submit_uploads_the_file_and_the_message(fake_kaggle, tmp_path):
+    fake_kaggle.require_auth()  # the default credential, the one environment() hands out
+    env = fake_kaggle.environment(tmp_path / "home")
+    content = b"id,label\na762df180,0\nb1,103\n"
+    (tmp_path / "submission.csv").write_bytes(content)
+    result = run_kaggle(env, "competitions", "submit", "tpu-getting-started",
+                        "-f", "submission.csv", "-m", "petals run 7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Successfully submitted" in result.stdout
+    [submission] = fake_kaggle.submissions
+    assert f"Submission ref: {submission.ref}" in result.stdout
+    assert "4 submissions remaining today" in result.stdout
+    assert submission.competition == "tpu-getting-started"
+    assert submission.description == "petals run 7"
+    assert submission.file_name == "submission.csv" and submission.content == content
+    assert [r.rpc or r.path.split("/")[1] for r in fake_kaggle.requests] == [
+        "StartSubmissionUpload", "upload", "CreateSubmission", "GetSubmissionLimits"]
+    start = fake_kaggle.calls("StartSubmissionUpload")[0].body
+    assert start["contentLength"] == len(content) and start["fileName"] == "submission.csv"
+    assert_only_fake_traffic(fake_kaggle)
+
+
+# --------------------------------------------------------------------- the fake itself
+def direct():
+    """A requests session that ignores this process's proxy settings."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def test_environment_drops_kaggle_and_proxy_variables(fake_kaggle, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "real-secret")
+    monkeypatch.setenv("KAGGLE_USERNAME", "real-user")
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
+    monkeypatch.setenv("ALL_PROXY", "http://elsewhere:3128")
+    env = fake_kaggle.environment(tmp_path / "home")
+    proxy = f"http://127.0.0.1:{fake_kaggle.port}"
+    assert "KAGGLE_API_TOKEN" not in env and "ALL_PROXY" not in env
+    assert env["KAGGLE_USERNAME"] == fk.DEFAULT_USERNAME and env["KAGGLE_KEY"] == fk.DEFAULT_KEY
+    assert env["HOME"] == str(tmp_path / "home")
+    assert env["KAGGLE_CONFIG_DIR"] == str(tmp_path / "home" / ".kaggle")
+    assert env["KAGGLE_API_ENVIRONMENT"] == "LOCALHOST"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        assert env[name] == proxy
+    assert env["NO_PROXY"] == env["no_proxy"] == ""
+
+
+def test_unknown_paths_faults_and_auth_answer_json(fake_kaggle):
+    session = direct()
+    rpc = f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernelSessionStatus"
+    body = {"userName": OWNER, "kernelSlug": SLUG}
+
+    missing = session.post(f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernel",
+                           json=body)
+    assert missing.status_code == 404 and missing.json()["code"] == 404
+    assert [r.path for r in fake_kaggle.unknown_requests] == [
+        "/api/v1/kernels.KernelsApiService/GetKernel"]
+    assert session.post(rpc, json=body).status_code == 404  # never pushed nor scripted
+
+    fake_kaggle.set_statuses(REF, ["RUNNING"])
+    fake_kaggle.fail_next("GetKernelSessionStatus", 2, 429, retry_after=3)
+    first, second, third = (session.post(rpc, json=body) for _ in range(3))
+    assert (first.status_code, second.status_code, third.status_code) == (429, 429, 200)
+    assert first.headers["Retry-After"] == "3" and first.json()["code"] == 429
+    assert third.json() == {"status": "RUNNING"}
+
+    fake_kaggle.require_auth("alice", "k1")
+    denied = session.post(rpc, json=body)
+    assert denied.status_code == 401
+    assert denied.json() == {"code": 401, "message": "Unauthenticated"}
+    good = "Basic " + base64.b64encode(b"alice:k1").decode()
+    assert session.post(rpc, json=body, headers={"Authorization": good}).status_code == 200
+    assert fake_kaggle.errors == []
+
+
+def test_chunked_upload_and_paged_output(fake_kaggle):
+    session = direct()
+    api = f"{fake_kaggle.url}/api/v1/competitions.CompetitionApiService"
+    start = session.post(f"{api}/StartSubmissionUpload",
+                         json={"competitionName": "c", "fileName": "s.csv"}).json()
+    put = session.put(start["createUrl"], data=iter([b"id,", b"label\n"]))  # chunked
+    assert put.status_code == 200
+    made = session.post(f"{api}/CreateSubmission",
+                        json={"competitionName": "c", "blobFileTokens": start["token"]})
+    assert made.json()["message"] == "Successfully submitted"
+    assert fake_kaggle.submissions[0].content == b"id,label\n"
+
+    fake_kaggle.set_output(REF, {f"f{i}.txt": str(i) for i in range(3)}, log="")
+    rpc = f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/ListKernelSessionOutput"
+    page = session.post(rpc, json={"userName": OWNER, "kernelSlug": SLUG, "pageSize": 2}).json()
+    assert [f["fileName"] for f in page["files"]] == ["f0.txt", "f1.txt"]
+    assert page["nextPageToken"] == "2"
+    rest = session.post(rpc, json={"userName": OWNER, "kernelSlug": SLUG, "pageSize": 2,
+                                   "pageToken": "2"}).json()
+    assert [f["fileName"] for f in rest["files"]] == ["f2.txt"] and rest["nextPageToken"] == ""
+    assert session.get(rest["files"][0]["url"]).content == b"2"
