@@ -130,6 +130,8 @@ def command_submit(arguments, sweep):
 
 
 def command_sweep(arguments, sweep):
+    from papermill import PapermillExecutionError
+
     from petals import runner
 
     variants = selected(sweep, arguments.only)
@@ -145,8 +147,9 @@ def command_sweep(arguments, sweep):
             parameters["DATA_DIR"] = os.path.abspath(parameters["DATA_DIR"])
         print(f"  {variant.slug} → {folder}", flush=True)
         try:
-            runner.execute(sweep.notebook, str(folder), parameters)
-        except Exception as error:  # noqa: BLE001 - report the failed run, go on with the others
+            runner.execute(str(kernels.REPOSITORY / sweep.notebook), str(folder), parameters)
+        except (PapermillExecutionError, OSError, ValueError) as error:
+            # One failed variant is reported and the sweep goes on with the others.
             failures += 1
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else error
             print(f"  {variant.slug} failed: {last_line} (see {folder}/notebook.ipynb)")

@@ -15,7 +15,7 @@ from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
-SLUG = "petals-flowers-512-densenet201"
+SLUG = "petals-flowers-512-densenet201"  # not the default variant: --only is exercised
 REF = f"{DEFAULT_USERNAME}/{SLUG}"
 ROWS = 4
 
@@ -187,3 +187,41 @@ def test_credentials_never_reach_outputs(kit, fake_kaggle):
     for push in fake_kaggle.pushes:
         assert DEFAULT_KEY not in json.dumps(push.body)
     assert os.environ.get("KAGGLE_KEY") != DEFAULT_KEY
+
+
+def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f"""
+name = "local"
+accelerator = "cpu"
+[parameters]
+IMAGE_SIZE = 32
+BACKBONES = ["tiny"]
+WEIGHTS = "None"
+EPOCHS = 1
+MAX_STEPS_PER_EPOCH = 2
+BATCH_SIZE_PER_REPLICA = 16
+SHIFT_PIXELS = 2.0
+DATA_DIR = "{tiny_dataset}"
+[grid]
+LR_MAX = [0.001, 0.003]
+""")
+
+    def build(*arguments):
+        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments,
+                               "--sweep", str(sweep)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    result = build("sweep")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sweep local: 2 run(s), 0 finished already, 2 to run" in result.stdout
+    for slug in ("petals-local-lr-max-0-001", "petals-local-lr-max-0-003"):
+        assert (tmp_path / "runs" / slug / "local-1" / "submission.csv").exists()
+    assert "2 run(s), 2 finished already, 0 to run" in build("sweep").stdout
+    result = build("sweep", "--rerun", "--only", "petals-local-lr-max-0-003")
+    assert result.returncode == 0
+    assert (tmp_path / "runs" / "petals-local-lr-max-0-003" / "local-2" / "metrics.json").exists()
+    result = subprocess.run([sys.executable, str(REPOSITORY / "build.py"), "results"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-local")]
+    assert len(rows) == 3 and all("| 32 | tiny | 1 |" in row for row in rows)

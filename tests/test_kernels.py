@@ -7,7 +7,7 @@ from kit import kernels, sweeps
 from petals import submission
 
 SWEEP = sweeps.load("sweeps/competition.toml")
-VARIANT = SWEEP.variants[-1]  # 512 px, densenet201 + efficientnet_b7
+VARIANT = SWEEP.variants[0]  # the default: 512 px, densenet201 + efficientnet_b7
 
 
 @pytest.fixture
@@ -101,3 +101,18 @@ def test_built_notebook_runs_self_contained_in_an_empty_folder(tiny_dataset, tmp
     ids, labels = submission.read_submission(empty / "submission.csv")
     assert len(ids) == len(set(ids)) > 0 and ((labels >= 0) & (labels < 104)).all()
     assert (empty / "metrics.json").exists()
+
+
+def test_committed_root_metadata_is_what_build_writes(tmp_path):
+    """The root kernel-metadata.json is generated (`build.py kernels --owner OWNER`), not edited."""
+    import build
+
+    root = tmp_path / "kernel-metadata.json"
+    assert build.main(["kernels", "--owner", build.OWNER_PLACEHOLDER, "--kernels-dir",
+                       str(tmp_path / "kernels"), "--root-metadata", str(root)]) == 0
+    committed = json.loads((kernels.REPOSITORY / "kernel-metadata.json").read_text())
+    written = json.loads(root.read_text())
+    assert written["code_file"].endswith(f"{VARIANT.slug}/{VARIANT.slug}.ipynb")
+    written["code_file"] = f"kernels/{VARIANT.slug}/{VARIANT.slug}.ipynb"
+    assert committed == written
+    assert len(list((tmp_path / "kernels").iterdir())) == len(SWEEP.variants)
