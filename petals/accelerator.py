@@ -35,6 +35,23 @@ def choose_backend(requested=None):
     return backend
 
 
+def enable_compilation_cache(directory):
+    """Keep compiled XLA programs on disk (JAX), so a rerun skips most of the compile.
+
+    Big backbones take minutes to compile on a TPU; with the cache a second session (or a
+    second kernel version reading the same attached folder) loads them instead. No-op for None.
+    """
+    if directory is None:
+        return
+    import jax
+
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    # Cache every program, not just the slow ones: the small ones add up over a sweep.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @dataclass
 class Accelerator:
     """What was found: device kind, replica count, and the scope that models are built in."""

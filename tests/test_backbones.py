@@ -1,14 +1,24 @@
 """Tests for petals.backbones: registry and argument checks, every backbone builds, weight files
 load, noisy-student conversion gives the package model's features, and the tiny CNN learns."""
 
+import json
+import os
+import subprocess
+import sys
+
 import h5py
 import keras
 import numpy as np
 import pytest
 
+# Keras 3 saves only .weights.h5 files; its legacy module writes the older .h5 layout that
+# keras.applications' downloadable weight files use.
+from keras.src.legacy.saving import legacy_h5_format
+
 from petals import NUM_CLASSES
 from petals.backbones import (
     BACKBONES,
+    FEATURE_TOLERANCE,
     IMAGENET_MEAN,
     IMAGENET_STD,
     IMAGENET_VARIANCE,
@@ -19,12 +29,14 @@ from petals.backbones import (
     validate_backbone,
     validate_weights,
 )
+from petals.demo_data import digit_images
 
 EXPECTED_NAMES = [
     "densenet201",
     *(f"efficientnet_b{index}" for index in range(8)),
     *(f"efficientnetv2_{variant}" for variant in ("b0", "b1", "b2", "b3", "s", "m", "l")),
     "tiny",
+    "tiny_wide",
 ]
 # keras.applications' smallest allowed input: the cheapest build that still runs every layer.
 SMALLEST_SIZE = 32
@@ -47,6 +59,19 @@ def randomize(model, seed=0):
     random = np.random.default_rng(seed)
     for variable in model.weights:
         variable.assign(random.uniform(0.5, 1.5, variable.shape).astype(variable.dtype))
+
+
+def without_normalization(efficientnet):
+    """An EfficientNet's weights other than its input Normalization's."""
+    set_aside = {id(variable) for variable in normalization_of(efficientnet).weights}
+    return [variable for variable in efficientnet.weights if id(variable) not in set_aside]
+
+
+def assert_same_values(expected_variables, actual_variables):
+    for expected, actual in zip(expected_variables, actual_variables, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected)
+        )
 
 
 def feature_extractor(model):
@@ -90,24 +115,42 @@ def test_validate_weights_rejects(weights, backbones, message):
         validate_weights(weights, backbones)
 
 
-@pytest.mark.parametrize("backbone", EXPECTED_NAMES)
-def test_every_backbone_builds_and_predicts(backbone):
-    # No training: this catches a Keras upgrade that breaks one of the constructors.
-    model = build_model(backbone, SMALLEST_SIZE)
-    assert model.name == backbone
-    assert model.input.name == "image"
-    assert model.input.dtype == "uint8"
-    assert tuple(model.input.shape) == (None, SMALLEST_SIZE, SMALLEST_SIZE, 3)
-    image = np.random.default_rng(0).integers(0, 256, (1, SMALLEST_SIZE, SMALLEST_SIZE, 3))
-    probabilities = keras.ops.convert_to_numpy(model(image.astype("uint8"), training=False))
-    assert probabilities.shape == (1, NUM_CLASSES)
-    assert probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
+BUILD_EVERY_BACKBONE = """
+import json, keras
+from petals.backbones import build_model
+size = {size}
+results = {{}}
+for name in {names}:
+    model = build_model(name, size)
+    output = model.compute_output_spec(keras.KerasTensor((1, size, size, 3), dtype="uint8"))
+    results[name] = [model.name, model.input.name, str(model.input.dtype),
+                     list(model.input.shape), list(output.shape), str(output.dtype)]
+print(json.dumps(results))
+"""
+
+
+def test_every_backbone_builds():
+    """Catches a Keras upgrade that breaks one of the constructors.
+
+    Built on the TensorFlow backend in a child process: on JAX, Keras compiles one program per
+    distinct weight shape while initialising, which makes building all of them take minutes on
+    two cores. Real forward passes of each family on the current backend run below.
+    """
+    script = BUILD_EVERY_BACKBONE.format(size=SMALLEST_SIZE, names=EXPECTED_NAMES)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(built) == EXPECTED_NAMES
+    for name, (model_name, input_name, input_dtype, input_shape, output_shape,
+               output_dtype) in built.items():
+        assert (model_name, input_name, input_dtype) == (name, "image", "uint8")
+        assert input_shape == [None, SMALLEST_SIZE, SMALLEST_SIZE, 3]
+        assert (output_shape, output_dtype) == ([1, NUM_CLASSES], "float32")
 
 
 def test_tiny_is_small():
-    model = build_model("tiny", SMALLEST_SIZE)
-    assert 10_000 < backbone_of(model).count_params() < 100_000
+    assert 10_000 < backbone_of(build_model("tiny", SMALLEST_SIZE)).count_params() < 100_000
 
 
 def test_augmentation_layer_sits_before_the_backbone():
@@ -117,18 +160,24 @@ def test_augmentation_layer_sits_before_the_backbone():
     assert names.index("flip") < names.index(backbone_of(model).name)
 
 
-@pytest.mark.parametrize("backbone", ["tiny", "efficientnet_b0", "densenet201"])
+# One backbone per family: each preprocessing path (inside the model, torch-style layers
+# before it, the tiny CNN's) runs for real here.
+@pytest.mark.parametrize(
+    "backbone", ["tiny", "efficientnet_b0", "efficientnetv2_b0", "densenet201"]
+)
 def test_mixed_bfloat16_keeps_the_output_float32(backbone):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = build_model(backbone, SMALLEST_SIZE)
-        image = np.zeros((1, SMALLEST_SIZE, SMALLEST_SIZE, 3), "uint8")
-        probabilities = model(image, training=False)
+        image = np.random.default_rng(0).integers(0, 256, (1, SMALLEST_SIZE, SMALLEST_SIZE, 3))
+        probabilities = model.predict(image.astype("uint8"), verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert backbone_of(model).compute_dtype == "bfloat16"  # the policy was in force
     assert model.output.dtype == "float32"
-    assert keras.ops.convert_to_numpy(probabilities).dtype == np.float32
+    assert probabilities.shape == (1, NUM_CLASSES)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
 
 
 def test_weights_path_loads_the_same_values(tmp_path):
@@ -137,8 +186,7 @@ def test_weights_path_loads_the_same_values(tmp_path):
     path = tmp_path / "tiny.weights.h5"
     source.save_weights(path)
     loaded = backbone_of(build_model("tiny", SMALLEST_SIZE, weights=str(path)))
-    for expected, actual in zip(source.weights, loaded.weights, strict=True):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(actual), expected.numpy())
+    assert_same_values(source.weights, loaded.weights)
 
 
 def test_keras_efficientnet_h5_file_gets_the_real_imagenet_variance(tmp_path):
@@ -149,35 +197,27 @@ def test_keras_efficientnet_h5_file_gets_the_real_imagenet_variance(tmp_path):
         include_top=False, weights=None, input_shape=(SMALLEST_SIZE, SMALLEST_SIZE, 3)
     )
     randomize(source)
-    normalization = normalization_of(source)
-    normalization.adapt_mean.assign(np.asarray(IMAGENET_MEAN, "float32"))
-    normalization.adapt_variance.assign(np.asarray(IMAGENET_STD, "float32"))
+    normalization_of(source).adapt_mean.assign(np.asarray(IMAGENET_MEAN, "float32"))
+    normalization_of(source).adapt_variance.assign(np.asarray(IMAGENET_STD, "float32"))
     path = tmp_path / "efficientnetb0_notop.h5"
-    from keras.src.legacy.saving import legacy_h5_format
-
     with h5py.File(path, "w") as file:
         legacy_h5_format.save_weights_to_hdf5_group(file, source)
 
     loaded = backbone_of(build_model("efficientnet_b0", SMALLEST_SIZE, weights=str(path)))
-    loaded_normalization = normalization_of(loaded)
+    # The constants the layer computes with, not just its variables.
+    normalization = normalization_of(loaded)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded_normalization.variance).ravel(), IMAGENET_VARIANCE
+        keras.ops.convert_to_numpy(normalization.variance).ravel(), IMAGENET_VARIANCE
     )
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded_normalization.mean).ravel(), IMAGENET_MEAN
+        keras.ops.convert_to_numpy(normalization.mean).ravel(), IMAGENET_MEAN
     )
-    skip = {id(variable) for variable in loaded_normalization.weights}
-    expected = [v for v in source.weights if id(v) not in {id(w) for w in normalization.weights}]
-    actual = [variable for variable in loaded.weights if id(variable) not in skip]
-    for expected_variable, actual_variable in zip(expected, actual, strict=True):
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(actual_variable), expected_variable.numpy()
-        )
+    assert_same_values(without_normalization(source), without_normalization(loaded))
 
 
 @pytest.fixture(scope="module")
 def random_conversion(tmp_path_factory):
-    """efficientnet_b0 converted from seeded random package weights (offline, ~25 s)."""
+    """efficientnet_b0 converted from seeded random package weights (offline, ~15 s)."""
     return convert_noisy_student(
         "efficientnet_b0", tmp_path_factory.mktemp("converted"), source_weights=None
     )
@@ -189,8 +229,7 @@ def test_converted_weights_give_the_package_model_features(random_conversion):
     model = build_model("efficientnet_b0", image.shape[1], weights=random_conversion.weights)
     features = keras.ops.convert_to_numpy(feature_extractor(model)(image, training=False))
     scale = np.abs(reference).max()
-    assert reference.std() > 0.01 * scale  # features that vary, so the comparison means something
-    np.testing.assert_allclose(features, reference, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(features, reference, rtol=0, atol=FEATURE_TOLERANCE * scale)
 
     # The same weights behind keras.applications' default 0-1 input scaling (no ImageNet mean
     # and std) must fail the check: the tolerance is tight enough to see a preprocessing slip.
@@ -199,6 +238,7 @@ def test_converted_weights_give_the_package_model_features(random_conversion):
     normalization.adapt_variance.assign(np.ones(3, "float32"))
     normalization.finalize_state()
     unnormalized = keras.ops.convert_to_numpy(feature_extractor(model)(image, training=False))
+    assert np.abs(unnormalized - reference).max() > 100 * FEATURE_TOLERANCE * scale
     assert not features_match(unnormalized, reference)
 
 
@@ -213,10 +253,7 @@ def test_noisy_student_weights_come_from_the_cache(random_conversion, tmp_path):
     reference = keras.applications.EfficientNetB0(
         include_top=False, weights=str(random_conversion.weights), input_shape=(64, 64, 3)
     )
-    for expected, actual in zip(reference.weights, backbone_of(model).weights, strict=True):
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected)
-        )
+    assert_same_values(reference.weights, backbone_of(model).weights)
 
 
 def test_conversion_rejects_other_backbones(tmp_path):
@@ -225,8 +262,6 @@ def test_conversion_rejects_other_backbones(tmp_path):
 
 
 def test_tiny_learns_the_digits():
-    from petals.demo_data import digit_images
-
     images, labels = digit_images(32)
     order = np.random.default_rng(0).permutation(len(images))
     train, held_out = order[:1400], order[1400:]
@@ -237,8 +272,8 @@ def test_tiny_learns_the_digits():
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.fit(images[train], labels[train], batch_size=32, epochs=5, verbose=0)
+    model.fit(images[train], labels[train], batch_size=32, epochs=4, verbose=0)
     _, train_accuracy = model.evaluate(images[train], labels[train], verbose=0)
     _, held_out_accuracy = model.evaluate(images[held_out], labels[held_out], verbose=0)
     assert train_accuracy >= 0.95
-    assert held_out_accuracy >= 0.9
+    assert held_out_accuracy >= 0.95
