@@ -9,7 +9,7 @@ NAMES = (
     "LR_MIN", "LR_RAMP_UP_EPOCHS", "LR_SUSTAIN_EPOCHS", "LR_DECAY", "ROTATION_DEGREES",
     "SHEAR_DEGREES", "ZOOM_STDDEV", "SHIFT_PIXELS", "FLIP", "TRAIN_ON_VALIDATION", "EXCLUDED_IDS",
     "TTA", "BLEND_STEP", "SEED", "DATA_DIR", "OUTPUT_DIR", "MAX_STEPS_PER_EPOCH", "KERAS_BACKEND",
-    "ACCELERATOR", "CLASS_NAMES",
+    "ACCELERATOR", "CLASS_NAMES", "COMPILE_CACHE_DIR",
 )
 COMPETITION_SIZES = (192, 224, 331, 512)
 BACKENDS = ("jax", "tensorflow")
@@ -92,6 +92,8 @@ def validate(parameters):
         _integer("MAX_STEPS_PER_EPOCH", p["MAX_STEPS_PER_EPOCH"], 1)
     _choice("KERAS_BACKEND", p["KERAS_BACKEND"], (None, *BACKENDS))
     _choice("ACCELERATOR", p["ACCELERATOR"], (None, *ACCELERATORS))
+    if p["COMPILE_CACHE_DIR"] is not None and not isinstance(p["COMPILE_CACHE_DIR"], str):
+        _fail("COMPILE_CACHE_DIR", p["COMPILE_CACHE_DIR"], "None or a folder path")
     if p["CLASS_NAMES"] is not None:
         _strings("CLASS_NAMES", p["CLASS_NAMES"], allow_empty=False)
     _number("ROTATION_DEGREES", p["ROTATION_DEGREES"], 0, 180)

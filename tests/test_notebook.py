@@ -63,9 +63,12 @@ def test_single_model_on_each_backend(tiny_dataset, tmp_path, backend):
     output_dir = str(tmp_path / "run")
     # The TensorFlow run starts its kernel in the repository root, the JAX one in notebooks/.
     cwd = REPOSITORY if backend == "tensorflow" else None
-    runner.execute(NOTEBOOK, output_dir,
-                   smoke_parameters(tiny_dataset, KERAS_BACKEND=backend), cwd=cwd)
+    cache = tmp_path / "compile-cache"
+    runner.execute(NOTEBOOK, output_dir, smoke_parameters(
+        tiny_dataset, KERAS_BACKEND=backend, COMPILE_CACHE_DIR=str(cache)), cwd=cwd)
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
+    # JAX keeps its compiled programs for the next run; TensorFlow has no such cache.
+    assert (cache.exists() and any(cache.iterdir())) == (backend == "jax")
     assert metrics["accelerator"] == {"kind": "cpu", "backend": backend, "replicas": 1}
     assert 0 <= metrics["blend_f1"] <= 1
 

@@ -9,7 +9,7 @@ VALID = {
     "SHEAR_DEGREES": 5.0, "ZOOM_STDDEV": 0.1, "SHIFT_PIXELS": 2.0, "FLIP": True,
     "TRAIN_ON_VALIDATION": False, "EXCLUDED_IDS": [], "TTA": True, "BLEND_STEP": 0.05, "SEED": 1,
     "DATA_DIR": "/data", "OUTPUT_DIR": "out", "MAX_STEPS_PER_EPOCH": None,
-    "KERAS_BACKEND": None, "ACCELERATOR": None, "CLASS_NAMES": None,
+    "KERAS_BACKEND": None, "ACCELERATOR": None, "CLASS_NAMES": None, "COMPILE_CACHE_DIR": None,
 }
 
 
