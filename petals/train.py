@@ -4,6 +4,7 @@ import math
 import time
 
 import keras
+import numpy as np
 
 
 def compile_model(model, learning_rate=1e-3, steps_per_execution=1):
@@ -50,6 +51,13 @@ def fit(model, training, epochs, steps, schedule, validation=None, validation_st
                         callbacks=[schedule.callback(), timer], verbose=verbose)
     return {key: [float(value) for value in values] for key, values in history.history.items()}, \
         timer.seconds
+
+
+def compile_seconds(seconds):
+    """Compilation time, estimated as the first epoch's excess over the later ones' median."""
+    if len(seconds) < 2:
+        return 0.0
+    return max(0.0, seconds[0] - float(np.median(seconds[1:])))
 
 
 def images_per_second(seconds, steps, global_batch):

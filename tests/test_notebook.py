@@ -42,8 +42,9 @@ def check_outputs(output_dir, dataset, backbones, validation=True):
     assert finite_numbers(metrics)
     assert list(metrics["history"]) == backbones
     assert all(len(history["loss"]) == 2 for history in metrics["history"].values())
-    assert set(metrics["stage_seconds"]) == {"import", "data", "build", "train", "evaluate",
-                                             "predict"}
+    assert set(metrics["stage_seconds"]) == {"import", "data", "build", "compile", "train",
+                                             "evaluate", "predict"}
+    assert all(seconds >= 0 for seconds in metrics["stage_seconds"].values())
     assert math.isclose(sum(metrics["blend_weights"].values()), 1.0)
     figures = FIGURES if validation else FIGURES[:3]
     for name in (*figures, *(f"training_{backbone}" for backbone in backbones)):
