@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_DATA := data/demo
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test notebooks lint
+.PHONY: install demo demo-data test notebooks lint
 
 install: $(INSTALLED)
 
@@ -18,6 +18,8 @@ $(INSTALLED): requirements.txt
 
 $(DEMO_DATA)/tfrecords-jpeg-32x32: | $(INSTALLED)
 	$(BIN)/python -m petals.demo_data $(DEMO_DATA) --image-size 32
+
+demo-data: $(DEMO_DATA)/tfrecords-jpeg-32x32
 
 demo: $(INSTALLED) $(DEMO_DATA)/tfrecords-jpeg-32x32
 	$(BIN)/python -m petals.runner notebooks/flowers.py $(DEMO_OUT) -f notebooks/demo.yaml \
