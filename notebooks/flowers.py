@@ -182,10 +182,10 @@ for name, model in models.items():
                                                      learning_rate, validation=validation_data)
     display(figures.save(figures.training_curves(histories[name]), OUTPUT_DIR,
                          f"training_{name}"))
-timings["train"] = time.perf_counter() - started
+training_seconds = time.perf_counter() - started
 # The first epoch pays for compiling the training step; split that out so a slow stage shows.
 timings["compile"] = sum(train.compile_seconds(seconds) for seconds in epoch_seconds.values())
-timings["train"] -= timings["compile"]
+timings["train"] = training_seconds - timings["compile"]
 
 # %% [markdown]
 # ## Evaluation
