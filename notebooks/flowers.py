@@ -117,6 +117,11 @@ training_data = data.training_dataset(training_files, IMAGE_SIZE, GLOBAL_BATCH, 
                                       seed=SEED)
 validation_data = None if TRAIN_ON_VALIDATION else data.evaluation_dataset(
     splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS)
+# Labels and ids are read now (no decoding), so a broken split fails before training.
+validation_labels = None if TRAIN_ON_VALIDATION else data.labels(splits["val"].files,
+                                                                  EXCLUDED_IDS)
+test_ids = data.record_ids(splits["test"].files)
+submission.check_ids(test_ids)
 print(f"data: {root}")
 for split in splits.values():
     print(f"  {split.name:5} {split.count:6} images in {len(split.files)} files")
@@ -196,21 +201,22 @@ timings["train"] = training_seconds - timings["compile"]
 started = time.perf_counter()
 
 
-def predict(model, make_dataset):
-    """Class probabilities; with TTA, averaged with those of the mirror images."""
-    probabilities = model.predict(make_dataset(flip=False), verbose=0)
+def predict(model, make_dataset, count):
+    """Class probabilities of the first `count` images (the batches are padded to full ones);
+    with TTA, averaged with those of the mirror images."""
+    probabilities = model.predict(make_dataset(flip=False), verbose=0)[:count]
     if TTA:
-        probabilities = ensemble.flip_tta(probabilities, model.predict(make_dataset(flip=True),
-                                                                       verbose=0))
+        flipped = model.predict(make_dataset(flip=True), verbose=0)[:count]
+        probabilities = ensemble.flip_tta(probabilities, flipped)
     return probabilities
 
 
-model_scores, validation_probabilities, validation_labels = {}, {}, None
+model_scores, validation_probabilities = {}, {}
 if not TRAIN_ON_VALIDATION:
-    validation_labels = data.labels(splits["val"].files, EXCLUDED_IDS)
     for name, model in models.items():
         validation_probabilities[name] = predict(model, lambda flip: data.evaluation_dataset(
-            splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS, flip=flip))
+            splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS, flip=flip,
+            count=len(validation_labels)), len(validation_labels))
         model_scores[name] = evaluate.scores(validation_labels,
                                              validation_probabilities[name].argmax(axis=-1))
         print(f"{name}: " + "  ".join(f"{key} {value:.4f}"
@@ -244,15 +250,13 @@ if validation_labels is not None:
 
 # %%
 started = time.perf_counter()
-test_ids = data.record_ids(splits["test"].files)
 test_probabilities = ensemble.blend([predict(model, lambda flip: data.test_dataset(
-    splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, flip=flip)) for model in models.values()],
-    blend_weights)
+    splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids), flip=flip), len(test_ids))
+    for model in models.values()], blend_weights)
 test_predictions = test_probabilities.argmax(axis=-1)
 timings["predict"] = time.perf_counter() - started
 submission.write_submission(os.path.join(OUTPUT_DIR, "submission.csv"), test_ids,
                             test_predictions)
-first_epoch_excluded = {name: seconds[1:] or seconds for name, seconds in epoch_seconds.items()}
 metrics = {
     "parameters": PARAMETERS,
     "accelerator": {"kind": device.kind, "backend": device.backend, "replicas": device.replicas},
@@ -265,6 +269,7 @@ metrics = {
     "blend_weights": dict(zip(models, blend_weights, strict=True)),
     "blend_f1": blend_f1,
     "stage_seconds": timings,
+    "validation_images": None if validation_labels is None else len(validation_labels),
     "test_images": len(test_ids),
 }
 submission.write_metrics(os.path.join(OUTPUT_DIR, "metrics.json"), metrics)
@@ -278,8 +283,9 @@ print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submissi
 
 # %%
 if validation_labels is not None:
-    shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 18, EXCLUDED_IDS)
-    images, labels = (np.asarray(tensor) for tensor in next(iter(shown)))
+    shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 18, EXCLUDED_IDS,
+                                    count=len(validation_labels))
+    images, labels = (np.asarray(tensor)[:len(validation_labels)] for tensor in next(iter(shown)))
     display(figures.save(figures.predictions(images, labels, validation_predictions[:len(images)],
                                              CLASS_NAMES), OUTPUT_DIR, "validation_predictions"))
 summary = f"F1 {blend_f1:.4f}" if blend_f1 is not None else "no validation (trained on val)"

@@ -97,14 +97,13 @@ def apply_affine(images, matrices):
     source_row = ops.clip(ops.round(centre_row - source_up), 0, height - 1)
     source_col = ops.clip(ops.round(centre_col + source_right), 0, width - 1)
 
-    # Flat indices into [batch * height * width, channels], combined in int32 because float32
-    # cannot represent every index of a large batch exactly.
-    batch_size = ops.shape(images)[0]
-    image_offsets = ops.arange(batch_size, dtype="int32")[:, None] * (height * width)
-    flat_indices = (
-        image_offsets + ops.cast(source_row, "int32") * width + ops.cast(source_col, "int32")
+    # Each image gathers from itself only ([batch, height * width] indices into its own pixels):
+    # under data parallelism a gather over the whole flattened batch would make XLA copy every
+    # replica's images to every chip at each step.
+    flat_indices = ops.cast(source_row, "int32") * width + ops.cast(source_col, "int32")
+    pixels = ops.take_along_axis(
+        ops.reshape(images, (-1, height * width, channels)), flat_indices[..., None], axis=1
     )
-    pixels = ops.take(ops.reshape(images, (-1, channels)), flat_indices, axis=0)
     return ops.reshape(pixels, (-1, height, width, channels))
 
 

@@ -233,20 +233,41 @@ def training_dataset(files, image_size, batch_size, excluded_ids=(), seed=None):
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), flip=False):
-    """Ordered batches of (uint8 image, class) for validation; `flip` mirrors for TTA."""
+def full_batches(dataset, batch_size, count, blank):
+    """Batch `count` elements in full batches, padding the last one with `blank` elements.
+
+    Data parallelism splits every batch evenly across the replicas and refuses a remainder
+    (the test split's 7382 images leave one), and one batch shape means one compiled program.
+    Callers keep the first `count` predictions.
+    """
+    padding = -count % batch_size
+    if padding:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), flip=False, count=None):
+    """Ordered batches of (uint8 image, class) for validation; `flip` mirrors for TTA.
+
+    With `count` (the number of records kept) the last batch is padded for predictions; without
+    it the remainder is dropped, which is what per-epoch validation during training needs.
+    """
     dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids,
                              flip=flip)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if count is None:
+        return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    blank = (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(0, tf.int32))
+    return full_batches(dataset, batch_size, count, blank)
 
 
-def test_dataset(files, image_size, batch_size, flip=False):
-    """Ordered batches of uint8 test images (ids come from `test_ids`, in the same order)."""
+def test_dataset(files, image_size, batch_size, count, flip=False):
+    """Ordered, padded batches of uint8 test images; ids come from `record_ids` in that order."""
     dataset = read_records(files, ordered=True).map(parse_unlabeled,
                                                     num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(lambda jpeg, record_id: _decode(jpeg, image_size, flip),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return full_batches(dataset, batch_size, count, tf.zeros([image_size, image_size, 3],
+                                                             tf.uint8))
 
 
 def _decode(jpeg, image_size, flip):

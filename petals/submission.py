@@ -31,12 +31,8 @@ def prepare_output_dir(output_dir):
     return output_dir
 
 
-def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
-    """Check one integer label in 0..num_classes-1 per test id, each id exactly once."""
-    test_ids = list(test_ids)
-    labels = np.asarray(labels)
-    if len(test_ids) != len(labels):
-        raise SubmissionError(f"{len(labels)} labels for {len(test_ids)} test ids")
+def check_ids(test_ids):
+    """Each test id once, at least one; returns them as a set."""
     if len(test_ids) == 0:
         raise SubmissionError("no test ids: the test split is empty")
     seen = set()
@@ -44,6 +40,16 @@ def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
                          if record_id in seen or seen.add(record_id)})
     if duplicates:
         raise SubmissionError(f"test ids appear more than once: {', '.join(duplicates[:5])}")
+    return seen
+
+
+def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
+    """Check one integer label in 0..num_classes-1 per test id, each id exactly once."""
+    test_ids = list(test_ids)
+    labels = np.asarray(labels)
+    if len(test_ids) != len(labels):
+        raise SubmissionError(f"{len(labels)} labels for {len(test_ids)} test ids")
+    seen = check_ids(test_ids)
     if expected_ids is not None:
         missing = sorted(set(expected_ids) - seen)
         unexpected = sorted(seen - set(expected_ids))

@@ -82,9 +82,14 @@ def test_test_split_has_ids_in_file_order(tiny_dataset):
     split = data.find_split(tiny_dataset, TINY_SIZE, "test")
     ids = data.record_ids(split.files)
     assert len(ids) == split.count == len(set(ids))
-    batches = list(data.test_dataset(split.files, TINY_SIZE, 16))
-    assert sum(len(batch) for batch in batches) == len(ids)
-    flipped = next(iter(data.test_dataset(split.files, TINY_SIZE, 16, flip=True)))
+    batch = 20  # does not divide the split
+    batches = list(data.test_dataset(split.files, TINY_SIZE, batch, len(ids)))
+    # Full batches only (data parallelism needs them): the last one is padded with blanks.
+    assert all(len(images) == batch for images in batches)
+    assert len(batches) == -(-len(ids) // batch)
+    padding = len(batches) * batch - len(ids)
+    assert padding > 0 and not batches[-1].numpy()[batch - padding:].any()
+    flipped = next(iter(data.test_dataset(split.files, TINY_SIZE, batch, len(ids), flip=True)))
     np.testing.assert_array_equal(flipped.numpy(), batches[0].numpy()[:, :, ::-1])
 
 
@@ -96,9 +101,14 @@ def test_exclusion_filter_drops_listed_ids(tiny_dataset):
     assert len(kept) == split.count - 3
     all_labels = data.labels(split.files)
     np.testing.assert_array_equal(kept, all_labels[3:])
-    evaluated = sum(len(labels) for _, labels in
-                    data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded))
-    assert evaluated == split.count - 3
+    padded = list(data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded,
+                                          count=len(kept)))
+    evaluated = np.concatenate([labels.numpy() for _, labels in padded])
+    np.testing.assert_array_equal(evaluated[:len(kept)], kept)
+    assert len(evaluated) % 16 == 0 and not evaluated[len(kept):].any()
+    dropped = sum(len(labels) for _, labels in
+                  data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded))
+    assert dropped == len(kept) // 16 * 16
 
 
 def test_training_batches_are_static_and_exclusions_never_appear(tiny_dataset):
