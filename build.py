@@ -67,9 +67,16 @@ def command_kernels(arguments, sweep):
         folder = kernels.write_kernel(variant, Path(arguments.kernels_dir) / variant.slug, owner,
                                       accelerator, arguments.public, arguments.dataset)
         print(f"  {folder}")
-    document = kernels.root_metadata(variants[0], owner, accelerator, arguments.kernels_dir)
-    Path(arguments.root_metadata).write_text(json.dumps(document, indent=2) + "\n")
-    print(f"  {arguments.root_metadata} → {document['code_file']} (the default variant)")
+    default = sweep.variants[0]
+    if default not in variants:
+        print(f"  {arguments.root_metadata} left as it is: the default variant {default.slug} "
+              "was not built")
+        return
+    document = kernels.root_metadata(default, owner, accelerator, arguments.kernels_dir)
+    root = Path(arguments.root_metadata)
+    kernels.validate_metadata(document, root.parent)
+    root.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"  {root} → {document['code_file']} (the default variant)")
 
 
 def command_push(arguments, sweep):
@@ -78,8 +85,11 @@ def command_push(arguments, sweep):
     print(f"pushing {len(variants)} kernel(s)")
     for variant in variants:
         kernel_id = built_kernel_id(arguments, variant)
-        version = cycle.push(Path(arguments.kernels_dir) / variant.slug,
-                             Path(arguments.runs_dir) / variant.slug, kernel_id, api)
+        folder = Path(arguments.kernels_dir) / variant.slug
+        # Checked again here: the files may have been edited since they were built.
+        kernels.validate_metadata(json.loads((folder / kernels.METADATA_FILE).read_text()),
+                                  folder)
+        version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
         print(f"  {kernel_id}: version {version} pushed")
 
 
@@ -99,9 +109,14 @@ def command_collect(arguments, sweep):
     api = connect()
     problems = 0
     for variant in selected(sweep, arguments.only):
-        version, folder, problem = cycle.collect(
-            Path(arguments.runs_dir) / variant.slug, variant.slug, arguments.expected_rows, api,
-            poll=arguments.poll, timeout=arguments.timeout)
+        try:
+            version, folder, problem = cycle.collect(
+                Path(arguments.runs_dir) / variant.slug, variant.slug, arguments.expected_rows,
+                api, poll=arguments.poll, timeout=arguments.timeout)
+        except KaggleError as error:  # This variant can't be collected now; the others can.
+            print(f"{variant.slug}: {error}")
+            problems += 1
+            continue
         print(f"{variant.slug}: v{version} → {folder}" + (f" ({problem})" if problem else ""))
         problems += problem is not None
     return 1 if problems else 0
@@ -118,9 +133,9 @@ def command_submit(arguments, sweep):
     collected = folder / cycle.COLLECTED_FILE
     if not collected.exists():
         raise ValueError(f"{variant.slug} v{version} is not collected; run collect first")
-    if json.loads(collected.read_text())["problem"]:
-        raise ValueError(f"{variant.slug} v{version} has no valid submission: "
-                         + json.loads(collected.read_text())["problem"])
+    problem = json.loads(collected.read_text())["problem"]
+    if problem:
+        raise ValueError(f"{variant.slug} v{version} has no valid submission: {problem}")
     metrics_path = folder / "metrics.json"
     f1 = json.loads(metrics_path.read_text()).get("blend_f1") if metrics_path.exists() else None
     message = f"petals {variant.slug} v{version}" + (
@@ -142,12 +157,10 @@ def command_sweep(arguments, sweep):
           f"already, {len(pending)} to run")
     failures = 0
     for variant, folder, _ in pending:
-        parameters = dict(variant.parameters)
-        if parameters.get("DATA_DIR"):
-            parameters["DATA_DIR"] = os.path.abspath(parameters["DATA_DIR"])
         print(f"  {variant.slug} → {folder}", flush=True)
         try:
-            runner.execute(str(kernels.REPOSITORY / sweep.notebook), str(folder), parameters)
+            runner.execute(str(kernels.REPOSITORY / sweep.notebook), str(folder),
+                           variant.parameters)
         except (PapermillExecutionError, OSError, ValueError) as error:
             # One failed variant is reported and the sweep goes on with the others.
             failures += 1
@@ -200,7 +213,8 @@ def parser():
         if verb == "collect":
             sub.add_argument("--poll", type=float, default=10.0, help="first poll interval (s)")
             sub.add_argument("--timeout", type=float, default=None,
-                             help="give up waiting after this many seconds (collect resumes)")
+                             help="stop waiting for a variant after this many seconds (each "
+                                  "variant waits up to this long; collect resumes later)")
             sub.add_argument("--expected-rows", type=int, default=7382,
                              help="rows a submission must have (the competition's test split)")
         if verb == "submit":
@@ -217,7 +231,7 @@ def main(argv=None):
     try:
         sweep = sweeps.load(arguments.sweep) if hasattr(arguments, "sweep") else None
         return COMMANDS[arguments.verb](arguments, sweep) or 0
-    except (ValueError, KaggleError, FileExistsError) as error:
+    except (ValueError, KaggleError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -13,10 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from kit.kaggle_client import KaggleError, call, connect, scrub
+from kit.kaggle_client import KaggleError, call, connect, scrub, secrets
 from kit.kernels import COMPETITION
 
-FINISHED = {"COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED"}
+# CANCEL_REQUESTED is not final: the kernel may still be running.
+FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 STATE_FILE = "kaggle.json"
 COLLECTED_FILE = "collected.json"
 LOG_TAIL_LINES = 30
@@ -34,6 +35,7 @@ def write_json(path, document):
     descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(document, handle, indent=2)
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; a state file is ordinary
     os.replace(temporary, path)
 
 
@@ -80,7 +82,7 @@ def wait(kernel_id, version, api, poll=10.0, maximum_poll=120.0, timeout=None,
         poll = min(poll * 1.5, maximum_poll)
 
 
-def log_tail(folder, slug, lines=LOG_TAIL_LINES):
+def log_tail(folder, slug, hidden=(), lines=LOG_TAIL_LINES):
     """The last lines of a kernel's log (`<slug>.log`: Kaggle's JSON list of stream entries)."""
     path = Path(folder) / f"{slug}.log"
     if not path.exists():
@@ -91,7 +93,7 @@ def log_tail(folder, slug, lines=LOG_TAIL_LINES):
         text = "".join(entry.get("data", "") for entry in entries)
     except (json.JSONDecodeError, AttributeError, TypeError):
         pass  # Not Kaggle's JSON log format: show it as it is.
-    return scrub("\n".join(text.rstrip().splitlines()[-lines:]))
+    return scrub("\n".join(text.rstrip().splitlines()[-lines:]), hidden)
 
 
 def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
@@ -119,7 +121,7 @@ def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
              f"download {kernel_id} v{version}")
         log = staging / f"{slug}.log"
         if log.exists():  # A kernel may have printed a credential; keep it out of the copy here.
-            log.write_text(scrub(log.read_text(errors="replace")))
+            log.write_text(scrub(log.read_text(errors="replace"), secrets(api)))
         problem = None
         if name != "COMPLETE":
             problem = f"{name}" + (f": {failure}" if failure else "")
@@ -140,7 +142,8 @@ def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
         shutil.rmtree(staging, ignore_errors=True)
     if problem:
         print(f"  {slug} v{version}: {problem}\n  last lines of its log:\n"
-              + "\n".join("    " + line for line in log_tail(destination, slug).splitlines()))
+              + "\n".join("    " + line
+                        for line in log_tail(destination, slug, secrets(api)).splitlines()))
     return version, destination, problem
 
 

@@ -76,10 +76,16 @@ def _first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def scrub(text, secrets=None):
-    """Remove credential values from text that may be printed or saved (logs, errors)."""
-    secrets = secrets if secrets is not None else [os.environ.get("KAGGLE_KEY", "")]
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+def secrets(api=None):
+    """Every credential value in use: environment, the client's config (kaggle.json), token."""
+    values = [os.environ.get(name, "") for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")]
+    if api is not None:
+        values.append(str(getattr(api, "config_values", {}).get("key", "")))
+    return [value for value in values if len(value) >= 8]  # never blank out short common words
+
+
+def scrub(text, hidden):
+    """Replace each credential value in `hidden` by *** (text that is printed or saved)."""
+    for secret in hidden:
+        text = text.replace(secret, "***")
     return text

@@ -192,5 +192,5 @@ def write_kernel(variant, folder, owner, accelerator, public=False, dataset_sour
 def root_metadata(variant, owner, accelerator, kernels_dir):
     """The repository root's kernel-metadata.json: the default variant, its notebook by path."""
     document = metadata(variant, owner, accelerator)
-    document["code_file"] = f"{Path(kernels_dir).name}/{variant.slug}/{variant.slug}.ipynb"
+    document["code_file"] = (Path(kernels_dir) / variant.slug / f"{variant.slug}.ipynb").as_posix()
     return document

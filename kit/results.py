@@ -13,6 +13,8 @@ def rows(runs_dir):
     """A row per run folder holding metrics.json, sorted by variant then run."""
     table = []
     for metrics_path in sorted(Path(runs_dir).glob("*/*/metrics.json")):
+        if metrics_path.parent.name.startswith("."):  # a staging folder a killed run left
+            continue
         metrics = json.loads(metrics_path.read_text())
         parameters = metrics.get("parameters", {})
         seconds = [value for values in metrics.get("epoch_seconds", {}).values()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from slugify import slugify
 
-ACCELERATORS = ("tpu", "gpu", "cpu")
+from petals.parameters import ACCELERATORS, NAMES
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 # Kaggle refuses slugs under 5 characters; long titles are cut by Kaggle, so keep them short.
 MAXIMUM_SLUG = 50
 
@@ -77,6 +79,12 @@ def load(path):
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
+    if not (REPOSITORY / notebook).is_file():
+        raise ValueError(f"sweep file {path}: notebook {notebook} does not exist")
+    unknown = sorted((set(fixed) | set(grid)) - set(NAMES))
+    if unknown:
+        raise ValueError(f"sweep file {path}: unknown parameters {', '.join(unknown)}; the "
+                         "notebook's parameters are " + ", ".join(NAMES))
     overlap = set(fixed) & set(grid)
     if overlap:
         raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "

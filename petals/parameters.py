@@ -3,6 +3,8 @@
 import numbers
 import os
 
+from petals.accelerator import BACKENDS
+
 # The notebook's parameters cell, in order; validate() checks each of them.
 NAMES = (
     "IMAGE_SIZE", "BACKBONES", "WEIGHTS", "EPOCHS", "BATCH_SIZE_PER_REPLICA", "LR_START", "LR_MAX",
@@ -12,7 +14,6 @@ NAMES = (
     "ACCELERATOR", "CLASS_NAMES", "COMPILE_CACHE_DIR",
 )
 COMPETITION_SIZES = (192, 224, 331, 512)
-BACKENDS = ("jax", "tensorflow")
 ACCELERATORS = ("tpu", "gpu", "cpu")
 
 

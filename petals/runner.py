@@ -9,6 +9,7 @@ import os
 import sys
 
 NOTEBOOK_NAME = "notebook.ipynb"
+PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
 
 
 def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
@@ -20,14 +21,26 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
     import jupytext
     import papermill
 
+    from petals.parameters import NAMES
     from petals.submission import prepare_output_dir
 
+    unknown = sorted(set(parameters or {}) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown parameters {', '.join(unknown)}; the notebook's parameters "
+                         "are " + ", ".join(NAMES))
+    parameters = dict(parameters or {})
+    # The kernel starts in another folder: paths given relative to the caller's folder are
+    # made absolute here, so they mean what the caller meant.
+    for name in PATH_PARAMETERS:
+        value = parameters.get(name)
+        if isinstance(value, str) and value not in ("imagenet", "noisy-student"):
+            parameters[name] = os.path.abspath(value)
     output_dir = os.path.abspath(prepare_output_dir(output_dir))
     notebook = jupytext.read(source)
     output_path = os.path.join(output_dir, NOTEBOOK_NAME)
     papermill.execute_notebook(
         notebook, output_path,
-        parameters={**(parameters or {}), "OUTPUT_DIR": output_dir},
+        parameters={**parameters, "OUTPUT_DIR": output_dir},
         cwd=cwd or os.path.dirname(os.path.abspath(source)),
         log_output=log_output, progress_bar=False,
     )
@@ -49,10 +62,16 @@ def main(argv=None):
         with open(arguments.parameters_file) as handle:
             parameters.update(yaml.safe_load(handle) or {})
     parameters.update({name: yaml.safe_load(value) for name, value in arguments.parameter})
+    from papermill import PapermillExecutionError
+
     try:
         path = execute(arguments.source, arguments.output_dir, parameters, log_output=True)
-    except FileExistsError as error:
+    except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
+    except PapermillExecutionError as error:
+        # The notebook already showed the traceback; the user needs the one line that says why.
+        sys.exit(f"error: {error.ename}: {error.evalue} (see {arguments.output_dir}/"
+                 f"{NOTEBOOK_NAME})")
     print(f"executed notebook: {path}")
 
 

@@ -73,6 +73,7 @@ def _write_atomically(path, write):
     try:
         with os.fdopen(descriptor, "w", newline="") as handle:
             write(handle)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; results are ordinary files
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -4,7 +4,6 @@
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
 SLUG = "petals-flowers-512-densenet201"  # not the default variant: --only is exercised
+DEFAULT_SLUG = "petals-flowers-512-densenet201-efficientnet-b7"
 REF = f"{DEFAULT_USERNAME}/{SLUG}"
 ROWS = 4
 
@@ -44,7 +44,7 @@ def kit(fake_kaggle, tmp_path):
 
     run.environment = environment
     run.folder = tmp_path
-    result = run("kernels", "--sweep", str(SWEEP), "--only", SLUG)
+    result = run("kernels", "--sweep", str(SWEEP), "--only", DEFAULT_SLUG, SLUG)
     assert result.returncode == 0, result.stderr
     return run
 
@@ -62,10 +62,11 @@ def test_real_client_accepts_a_built_kernel(kit, fake_kaggle):
     assert push.machine_shape == "TpuV5E8" and push.body["isPrivate"] is True
     assert push.body["competitionDataSources"] == ["tpu-getting-started"]
     assert push.notebook["metadata"]["kernelspec"]["name"] == "python3"
-    # The root kernel-metadata.json describes the same kernel: a plain push from the root works.
+    # The root kernel-metadata.json describes the default variant: a plain push from the root.
     result = subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push"], cwd=kit.folder,
                             env=kit.environment, capture_output=True, text=True, timeout=120)
-    assert "Kernel version 2 successfully pushed" in result.stdout, result.stdout + result.stderr
+    assert "Kernel version 1 successfully pushed" in result.stdout, result.stdout + result.stderr
+    assert fake_kaggle.last_push().ref == f"{DEFAULT_USERNAME}/{DEFAULT_SLUG}"
 
 
 def test_push_status_collect_results_submit(kit, fake_kaggle):
@@ -173,20 +174,29 @@ def test_invalid_submission_is_flagged(kit, fake_kaggle):
         in result.stdout
 
 
-def test_credentials_never_reach_outputs(kit, fake_kaggle):
-    assert kit("push", *selection()).returncode == 0
+@pytest.mark.parametrize("source", ["environment", "kaggle.json"])
+def test_credentials_never_reach_outputs(kit, fake_kaggle, tmp_path, source):
+    environment = kit.environment
+    if source == "kaggle.json":
+        home = tmp_path / "json-home"
+        environment = fake_kaggle.environment(home, username=None)
+        config = Path(environment["KAGGLE_CONFIG_DIR"])
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "kaggle.json").write_text(json.dumps({"username": DEFAULT_USERNAME,
+                                                        "key": DEFAULT_KEY}))
+        (config / "kaggle.json").chmod(0o600)
+    assert kit("push", *selection(), env=environment).returncode == 0
     fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
                            log=[f"key is {DEFAULT_KEY}\n"])
     fake_kaggle.set_statuses(REF, [("ERROR", "failed")])
-    printed = kit("collect", *selection(), "--poll", "0.01").stdout
-    printed += kit("results").stdout
-    assert DEFAULT_KEY not in printed and "***" in printed
+    printed = kit("collect", *selection(), "--poll", "0.01", env=environment).stdout
+    printed += kit("results", env=environment).stdout
+    assert "key is ***" in printed and DEFAULT_KEY not in printed
     for path in kit.folder.rglob("*"):
-        if path.is_file() and "home" not in path.parts:
+        if path.is_file() and not {"home", "json-home"} & set(path.parts):
             assert DEFAULT_KEY not in path.read_text(errors="replace"), path
     for push in fake_kaggle.pushes:
         assert DEFAULT_KEY not in json.dumps(push.body)
-    assert os.environ.get("KAGGLE_KEY") != DEFAULT_KEY
 
 
 def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):
