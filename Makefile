@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_DATA := data/demo
-DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# Expanded once (:=), so the run and the message name the same folder.
+ifndef DEMO_OUT
+DEMO_OUT := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+endif
 
 .PHONY: install demo demo-data test notebooks lint
 

@@ -39,7 +39,8 @@ def unique_ids(count, random):
     ids = set()
     while len(ids) < count:
         ids.add(f"{int(random.integers(0, 16**9)):09x}")
-    return sorted(ids, key=lambda _: random.random())
+    # Sorted first: a set's order varies between interpreter runs, the seeded shuffle does not.
+    return [str(record_id) for record_id in random.permutation(sorted(ids))]
 
 
 def encode_jpeg(image, quality=95):

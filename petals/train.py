@@ -7,15 +7,10 @@ import keras
 import numpy as np
 
 
-def compile_model(model, learning_rate=1e-3, steps_per_execution=1):
+def compile_model(model, learning_rate=1e-3):
     """Adam, sparse categorical cross-entropy, accuracy (call inside the accelerator scope)."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        # Several steps per call cut host round-trips, which dominate on TPU with small models.
-        steps_per_execution=steps_per_execution,
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -29,7 +24,8 @@ def steps_per_epoch(records, global_batch, cap=None):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds per epoch, so metrics.json can report speed (the first epoch includes compile)."""
+    """Training seconds per epoch, validation excluded, so metrics.json reports training speed
+    (the first epoch includes compilation)."""
 
     def __init__(self):
         super().__init__()
@@ -37,18 +33,24 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
+        self.validating = 0.0
+
+    def on_test_begin(self, logs=None):
+        self.validation_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validating += time.perf_counter() - self.validation_started
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
+        self.seconds.append(time.perf_counter() - self.started - self.validating)
 
 
-def fit(model, training, epochs, steps, schedule, validation=None, validation_steps=None,
-        verbose=2):
-    """Train; returns (history dict, seconds per epoch)."""
+def fit(model, training, epochs, steps, schedule, validation=None, verbose=2):
+    """Train; returns (history dict, training seconds per epoch)."""
     timer = EpochTimer()
     history = model.fit(training, epochs=epochs, steps_per_epoch=steps,
-                        validation_data=validation, validation_steps=validation_steps,
-                        callbacks=[schedule.callback(), timer], verbose=verbose)
+                        validation_data=validation, callbacks=[schedule.callback(), timer],
+                        verbose=verbose)
     return {key: [float(value) for value in values] for key, values in history.history.items()}, \
         timer.seconds
 
