@@ -143,3 +143,21 @@ def test_pairing_keeps_tags_and_kernelspec(tmp_path):
                     str(tmp_path / "back.py"), str(tmp_path / "flowers.ipynb")], check=True,
                    capture_output=True)
     assert (tmp_path / "back.py").read_text() == copy.read_text()
+
+
+def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
+    """`python -m petals.runner` ends a failed run with the one line that says why."""
+    def run(*parameters):
+        arguments = [item for pair in parameters for item in ("-p", *pair)]
+        return subprocess.run([sys.executable, "-m", "petals.runner", NOTEBOOK,
+                               str(tmp_path / f"run-{len(list(tmp_path.iterdir()))}"),
+                               "-p", "DATA_DIR", tiny_dataset, *arguments],
+                              cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
+
+    result = run(("EPOCHS", "0"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: ValueError: EPOCHS = 0 is not valid: expected an integer ≥ 1 (see ")
+    result = run(("EPOCH", "3"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown parameters EPOCH;")
