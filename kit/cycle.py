@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kit.kaggle_client import KaggleError, call, connect, scrub, secrets
 from kit.kernels import COMPETITION
+from petals.submission import write_atomically
 
 # CANCEL_REQUESTED is not final: the kernel may still be running.
 FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
@@ -29,14 +30,10 @@ def read_state(run_dir):
 
 
 def write_json(path, document):
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write (or rewrite) a JSON state file atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(document, handle, indent=2)
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; a state file is ordinary
-    os.replace(temporary, path)
+    write_atomically(path, lambda handle: json.dump(document, handle, indent=2), overwrite=True)
 
 
 def push(kernel_dir, run_dir, kernel_id, api=None):

@@ -17,8 +17,7 @@ def rows(runs_dir):
             continue
         metrics = json.loads(metrics_path.read_text())
         parameters = metrics.get("parameters", {})
-        seconds = [value for values in metrics.get("epoch_seconds", {}).values()
-                   for value in (values[1:] or values)]
+        seconds = list(metrics.get("seconds_per_epoch", {}).values())
         speeds = list(metrics.get("images_per_second", {}).values())
         f1 = metrics.get("blend_f1")
         table.append({

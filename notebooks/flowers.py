@@ -229,9 +229,11 @@ timings["evaluate"] = time.perf_counter() - started
 # without validation). One backbone is a blend of one.
 
 # %%
-blend_weights, blend_f1 = ensemble.best_weights(
-    [validation_probabilities[name] for name in models] if validation_probabilities
-    else [None] * len(models), validation_labels, BLEND_STEP)
+if validation_labels is None:
+    blend_weights, blend_f1 = ensemble.equal_weights(len(models)), None
+else:
+    blend_weights, blend_f1 = ensemble.best_weights(
+        [validation_probabilities[name] for name in models], validation_labels, BLEND_STEP)
 print("blend weights:", dict(zip(models, np.round(blend_weights, 3), strict=True)))
 if validation_labels is not None:
     blended = ensemble.blend([validation_probabilities[name] for name in models], blend_weights)
@@ -263,6 +265,8 @@ metrics = {
     "keras_version": keras.__version__,
     "history": histories,
     "epoch_seconds": epoch_seconds,
+    "seconds_per_epoch": {name: train.steady_epoch_seconds(seconds)
+                          for name, seconds in epoch_seconds.items()},
     "images_per_second": {name: train.images_per_second(seconds, steps, GLOBAL_BATCH)
                           for name, seconds in epoch_seconds.items()},
     "validation": model_scores,

@@ -22,20 +22,18 @@ def blend(probabilities, weights):
     return np.tensordot(np.asarray(weights, np.float64), np.asarray(probabilities), axes=1)
 
 
-def best_weights(probabilities, true_labels=None, step=0.05):
-    """Blend weights maximising macro F1 on validation; equal weights without validation.
+def equal_weights(models):
+    """The blend without validation to search on: every model counts the same."""
+    return np.full(models, 1 / models)
 
-    Returns (weights, blended F1 or None); among tied weight vectors the first one of the grid
-    is kept, so the result is deterministic.
+
+def best_weights(probabilities, true_labels, step=0.05):
+    """Blend weights maximising macro F1 on validation; returns (weights, blended F1).
+
+    Among tied weight vectors the first one of the grid is kept, so the result is deterministic.
     """
-    models = len(probabilities)
-    if true_labels is None or models == 1:
-        weights = np.full(models, 1 / models)
-        score = None if true_labels is None else macro_f1(true_labels,
-                                                          blend(probabilities, weights))
-        return weights, score
     best, best_score = None, -1.0
-    for weights in simplex_grid(models, step):
+    for weights in simplex_grid(len(probabilities), step):
         score = macro_f1(true_labels, blend(probabilities, weights))
         if score > best_score:
             best, best_score = weights, score

@@ -64,16 +64,19 @@ def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
         raise SubmissionError(f"labels must be in 0..{num_classes - 1}, got {out_of_range[:5]}")
 
 
-def _write_atomically(path, write):
-    """Call write(file) on a temporary file beside `path`, then rename it to `path`."""
-    if os.path.exists(path):
+def write_atomically(path, write, overwrite=False):
+    """Call write(file) on a temporary file beside `path`, then rename it to `path`.
+
+    Results are never overwritten (FileExistsError); state files pass `overwrite=True`.
+    """
+    if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists; results are never overwritten")
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
     try:
         with os.fdopen(descriptor, "w", newline="") as handle:
             write(handle)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; results are ordinary files
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary files
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -90,7 +93,7 @@ def write_submission(path, test_ids, labels, expected_ids=None):
         writer.writerow(["id", "label"])
         writer.writerows(zip(test_ids, (int(label) for label in labels), strict=True))
 
-    return _write_atomically(path, write)
+    return write_atomically(path, write)
 
 
 def read_submission(path):
@@ -118,4 +121,4 @@ def _plain(value):
 def write_metrics(path, metrics):
     """Write metrics.json (parameters, history, scores, timings) for sweeps to collect."""
     document = _plain(metrics)
-    return _write_atomically(path, lambda handle: json.dump(document, handle, indent=2))
+    return write_atomically(path, lambda handle: json.dump(document, handle, indent=2))

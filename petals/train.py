@@ -62,7 +62,12 @@ def compile_seconds(seconds):
     return max(0.0, seconds[0] - float(np.median(seconds[1:])))
 
 
-def images_per_second(seconds, steps, global_batch):
-    """Throughput of the epochs after the first (which pays for compilation)."""
+def steady_epoch_seconds(seconds):
+    """Mean seconds of the epochs after the first (which pays for compilation)."""
     steady = seconds[1:] or seconds
-    return steps * global_batch / (sum(steady) / len(steady)) if steady else math.nan
+    return sum(steady) / len(steady) if steady else math.nan
+
+
+def images_per_second(seconds, steps, global_batch):
+    """Training throughput of the steady epochs."""
+    return steps * global_batch / steady_epoch_seconds(seconds)

@@ -467,10 +467,15 @@ class FakeKaggle:
                 version = None
         return ref, version
 
+    @staticmethod
+    def _scripted(table, ref, version):
+        """The entry scripted for this version of ``ref``, else for ``ref``; None if neither."""
+        return table.get((ref, version)) or table.get((ref, None))
+
     def _kernel_status(self, rec: RecordedRequest):
         ref, version = self._kernel_key(rec.body)
         with self._lock:
-            script = self._statuses.get((ref, version)) or self._statuses.get((ref, None))
+            script = self._scripted(self._statuses, ref, version)
             if script is None:
                 if ref not in self._versions:
                     return 404, _error(404, f"Notebook {ref} not found"), {}
@@ -487,7 +492,7 @@ class FakeKaggle:
     def _kernel_output(self, rec: RecordedRequest):
         ref, version = self._kernel_key(rec.body)
         with self._lock:
-            output = self._outputs.get((ref, version)) or self._outputs.get((ref, None))
+            output = self._scripted(self._outputs, ref, version)
             if output is None:
                 if ref not in self._versions:
                     return 404, _error(404, f"Notebook {ref} not found"), {}

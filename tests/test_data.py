@@ -79,9 +79,16 @@ def test_schema_and_decoding(tiny_dataset):
 
 
 def test_test_split_has_ids_in_file_order(tiny_dataset):
+    import tensorflow as tf
+
     split = data.find_split(tiny_dataset, TINY_SIZE, "test")
     ids = data.record_ids(split.files)
     assert len(ids) == split.count == len(set(ids))
+    # Shard after shard, record after record: what the predictions' order must match.
+    expected = [tf.train.Example.FromString(record.numpy()).features.feature["id"]
+                .bytes_list.value[0].decode()
+                for path in split.files for record in tf.data.TFRecordDataset(path)]
+    assert ids == expected
     batch = 20  # does not divide the split
     batches = list(data.test_dataset(split.files, TINY_SIZE, batch, len(ids)))
     # Full batches only (data parallelism needs them): the last one is padded with blanks.

@@ -34,8 +34,13 @@ def test_a_useless_model_gets_no_weight():
 
 
 def test_without_validation_weights_are_equal():
-    weights, score = ensemble.best_weights([None, None, None], None)
-    assert score is None and np.allclose(weights, 1 / 3)
+    assert np.allclose(ensemble.equal_weights(3), 1 / 3)
+
+
+def test_one_model_is_a_blend_of_one():
+    truth = np.array([0, 1, 1])
+    weights, score = ensemble.best_weights([np.eye(2)[[0, 1, 0]]], truth)
+    assert weights.tolist() == [1.0] and score == ensemble.macro_f1(truth, np.eye(2)[[0, 1, 0]])
 
 
 def test_flip_tta_averages():

@@ -18,10 +18,15 @@ def test_compile_time_is_the_first_epochs_excess():
     assert train.compile_seconds([9.0, 10.0]) == 0.0
 
 
+def test_steady_epoch_seconds_skip_the_first():
+    assert train.steady_epoch_seconds([100.0, 2.0, 4.0]) == 3.0
+    assert train.steady_epoch_seconds([5.0]) == 5.0
+
+
 def test_images_per_second_skips_the_first_epoch():
     assert train.images_per_second([100.0, 2.0, 2.0], steps=10, global_batch=8) == 40.0
     assert train.images_per_second([4.0], steps=10, global_batch=8) == 20.0
-    assert math.isnan(train.images_per_second([], steps=10, global_batch=8))
+    assert math.isnan(train.steady_epoch_seconds([]))
 
 
 def test_fit_records_history_and_epoch_times():
