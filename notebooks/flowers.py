@@ -35,8 +35,13 @@ ZOOM_STDDEV = 0.1
 SHIFT_PIXELS = 16.0
 FLIP = True
 TRAIN_ON_VALIDATION = False  # merge val into train (no validation scores then)
+EXTRA_DATA = []  # folders or Kaggle dataset slugs of extra training records (competition schema)
 EXCLUDED_IDS = []  # record ids to drop from train and val
-TTA = True  # average predictions on images and their mirror images
+LABEL_SMOOTHING = 0.0  # 0 ≤ x < 1: share of each target spread over the other classes
+HEAD_DROPOUT = 0.0  # dropout rate before the classification head
+MIXUP = 0.0  # probability that an image is blended with another (soft targets)
+CUTMIX = 0.0  # probability that an image gets a patch of another (soft targets)
+TTA_VIEWS = ["flip_lr"]  # views averaged with the original: flip_lr, flip_ud, rot90, rot270
 BLEND_STEP = 0.05  # grid step of the ensemble-weight search
 SEED = 42
 DATA_DIR = None  # None: find the competition data on Kaggle
@@ -205,7 +210,7 @@ def predict(model, make_dataset, count):
     """Class probabilities of the first `count` images (the batches are padded to full ones);
     with TTA, averaged with those of the mirror images."""
     probabilities = model.predict(make_dataset(flip=False), verbose=0)[:count]
-    if TTA:
+    if TTA_VIEWS:
         flipped = model.predict(make_dataset(flip=True), verbose=0)[:count]
         probabilities = ensemble.flip_tta(probabilities, flipped)
     return probabilities

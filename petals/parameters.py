@@ -9,12 +9,14 @@ from petals.accelerator import BACKENDS
 NAMES = (
     "IMAGE_SIZE", "BACKBONES", "WEIGHTS", "EPOCHS", "BATCH_SIZE_PER_REPLICA", "LR_START", "LR_MAX",
     "LR_MIN", "LR_RAMP_UP_EPOCHS", "LR_SUSTAIN_EPOCHS", "LR_DECAY", "ROTATION_DEGREES",
-    "SHEAR_DEGREES", "ZOOM_STDDEV", "SHIFT_PIXELS", "FLIP", "TRAIN_ON_VALIDATION", "EXCLUDED_IDS",
-    "TTA", "BLEND_STEP", "SEED", "DATA_DIR", "OUTPUT_DIR", "MAX_STEPS_PER_EPOCH", "KERAS_BACKEND",
+    "SHEAR_DEGREES", "ZOOM_STDDEV", "SHIFT_PIXELS", "FLIP", "TRAIN_ON_VALIDATION", "EXTRA_DATA",
+    "EXCLUDED_IDS", "LABEL_SMOOTHING", "HEAD_DROPOUT", "MIXUP", "CUTMIX", "TTA_VIEWS", "BLEND_STEP",
+    "SEED", "DATA_DIR", "OUTPUT_DIR", "MAX_STEPS_PER_EPOCH", "KERAS_BACKEND",
     "ACCELERATOR", "CLASS_NAMES", "COMPILE_CACHE_DIR",
 )
 COMPETITION_SIZES = (192, 224, 331, 512)
 ACCELERATORS = ("tpu", "gpu", "cpu")
+TTA_VIEW_NAMES = ("flip_lr", "flip_ud", "rot90", "rot270")
 
 
 def _fail(name, value, expected):
@@ -79,9 +81,19 @@ def validate(parameters):
     _integer("LR_RAMP_UP_EPOCHS", p["LR_RAMP_UP_EPOCHS"], 0)
     _integer("LR_SUSTAIN_EPOCHS", p["LR_SUSTAIN_EPOCHS"], 0)
     _number("LR_DECAY", p["LR_DECAY"], 1e-9, 1.0)
-    for name in ("TRAIN_ON_VALIDATION", "TTA", "FLIP"):
+    for name in ("TRAIN_ON_VALIDATION", "FLIP"):
         _flag(name, p[name])
     _strings("EXCLUDED_IDS", p["EXCLUDED_IDS"])
+    _strings("EXTRA_DATA", p["EXTRA_DATA"])
+    _number("LABEL_SMOOTHING", p["LABEL_SMOOTHING"], 0.0, 0.999)
+    _number("HEAD_DROPOUT", p["HEAD_DROPOUT"], 0.0, 0.95)
+    _number("MIXUP", p["MIXUP"], 0.0, 1.0)
+    _number("CUTMIX", p["CUTMIX"], 0.0, 1.0)
+    _strings("TTA_VIEWS", p["TTA_VIEWS"])
+    for view in p["TTA_VIEWS"]:
+        _choice("TTA_VIEWS", view, TTA_VIEW_NAMES)
+    if len(set(p["TTA_VIEWS"])) != len(p["TTA_VIEWS"]):
+        _fail("TTA_VIEWS", p["TTA_VIEWS"], "each view once")
     _integer("SEED", p["SEED"], 0)
     if p["DATA_DIR"] is not None and not isinstance(p["DATA_DIR"], str):
         _fail("DATA_DIR", p["DATA_DIR"], "None (find the Kaggle data) or a folder path")

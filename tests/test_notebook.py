@@ -92,7 +92,7 @@ def test_data_parallel_on_eight_devices(tiny_dataset, tmp_path, monkeypatch):
 def test_ensemble_of_two_backbones(tiny_dataset, tmp_path):
     output_dir = str(tmp_path / "run")
     runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, BACKBONES=["tiny", "tiny_wide"], BLEND_STEP=0.25, TTA=False))
+        tiny_dataset, BACKBONES=["tiny", "tiny_wide"], BLEND_STEP=0.25, TTA_VIEWS=[]))
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny", "tiny_wide"])
     assert set(metrics["validation"]) == {"tiny", "tiny_wide"}
     best_single = max(scores["f1"] for scores in metrics["validation"].values())

@@ -7,7 +7,9 @@ VALID = {
     "BATCH_SIZE_PER_REPLICA": 8, "LR_START": 1e-5, "LR_MAX": 1e-3, "LR_MIN": 1e-5,
     "LR_RAMP_UP_EPOCHS": 1, "LR_SUSTAIN_EPOCHS": 0, "LR_DECAY": 0.8, "ROTATION_DEGREES": 15.0,
     "SHEAR_DEGREES": 5.0, "ZOOM_STDDEV": 0.1, "SHIFT_PIXELS": 2.0, "FLIP": True,
-    "TRAIN_ON_VALIDATION": False, "EXCLUDED_IDS": [], "TTA": True, "BLEND_STEP": 0.05, "SEED": 1,
+    "TRAIN_ON_VALIDATION": False, "EXCLUDED_IDS": [], "TTA_VIEWS": ["flip_lr"], "EXTRA_DATA": [],
+    "LABEL_SMOOTHING": 0.0, "HEAD_DROPOUT": 0.0, "MIXUP": 0.0, "CUTMIX": 0.0, "BLEND_STEP": 0.05,
+    "SEED": 1,
     "DATA_DIR": "/data", "OUTPUT_DIR": "out", "MAX_STEPS_PER_EPOCH": None,
     "KERAS_BACKEND": None, "ACCELERATOR": None, "CLASS_NAMES": None, "COMPILE_CACHE_DIR": None,
 }
@@ -27,7 +29,8 @@ def test_valid_parameters_pass():
     ("BACKBONES", ["resnet9000"], "unknown backbone 'resnet9000'"),
     ("WEIGHTS", "/no/such/file.h5", "does not exist"),
     ("LR_DECAY", 1.5, "LR_DECAY"),
-    ("TTA", "yes", "True or False"),
+    ("TTA_VIEWS", ["spin"], "one of"),
+    ("LABEL_SMOOTHING", 1.0, "a number in"),
     ("EXCLUDED_IDS", "a762df180", "a list of strings"),
     ("KERAS_BACKEND", "torch", "one of None, 'jax', 'tensorflow'"),
     ("ACCELERATOR", "TPU", "one of None, 'tpu', 'gpu', 'cpu'"),
@@ -47,6 +50,6 @@ def test_competition_data_needs_a_competition_size():
 
 def test_missing_parameter():
     incomplete = dict(VALID)
-    del incomplete["TTA"]
-    with pytest.raises(ValueError, match="parameters missing: TTA"):
+    del incomplete["TTA_VIEWS"]
+    with pytest.raises(ValueError, match="parameters missing: TTA_VIEWS"):
         parameters.validate(incomplete)
