@@ -1,0 +1,55 @@
+import json
+import time
+
+import numpy as np
+import pytest
+
+from petals import report
+
+
+def test_stage_timer_sums_every_block_of_a_stage():
+    timer = report.StageTimer()
+    for _ in range(2):
+        with timer.stage("train"):
+            time.sleep(0.02)
+    assert timer.seconds["train"] >= 0.04
+    assert timer.seconds["data"] == 0.0
+    assert list(timer.seconds) == list(report.STAGES)
+
+
+def test_stage_timer_counts_a_block_that_raises():
+    timer = report.StageTimer()
+    with pytest.raises(RuntimeError), timer.stage("predict"):
+        time.sleep(0.01)
+        raise RuntimeError("out of memory")
+    assert timer.seconds["predict"] >= 0.01
+
+
+def test_stage_timer_moves_seconds_between_stages():
+    timer = report.StageTimer()
+    timer.add("train", 10.0)
+    timer.add("compile", 3.0)
+    timer.add("train", -3.0)
+    assert (timer.seconds["train"], timer.seconds["compile"]) == (7.0, 3.0)
+    assert "train 7.0" in timer.line() and "compile 3.0" in timer.line()
+
+
+def test_unknown_stage_is_refused():
+    with pytest.raises(ValueError, match="unknown stage 'trian'"):
+        with report.StageTimer().stage("trian"):
+            pass
+
+
+def test_plain_numbers_print_and_serialize_as_python_numbers():
+    value = report.plain({"weights": {"a": np.float64(0.65)}, "f1": np.float32(0.5),
+                          "counts": np.array([1, 2]), "names": ("x", np.int64(3))})
+    assert value == {"weights": {"a": 0.65}, "f1": 0.5, "counts": [1, 2], "names": ["x", 3]}
+    assert "np." not in repr(value)
+    json.dumps(value)  # raises on any numpy type left
+
+
+def test_summary_line_names_the_score_or_its_absence():
+    line = report.summary_line(["tiny", "tiny_wide"], 32, 4, "cpu (1 replica)", 0.91234, 120)
+    assert line.startswith("DONE tiny+tiny_wide 32px 4 epochs on cpu (1 replica):")
+    assert "0.9123" in line and line.endswith("120 test predictions")
+    assert "no validation" in report.summary_line(["tiny"], 32, 4, "cpu", None, 120)
