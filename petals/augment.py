@@ -116,7 +116,12 @@ class RandomAffine(keras.layers.Layer):
     height and width shift each ~ normal(0, ``shift_pixels``) pixels, and, with ``flip``, a
     left-right mirror with probability 0.5. The randomness comes from a
     `keras.random.SeedGenerator` held by the layer, whose state Keras threads through compiled
-    train steps. Input and output: [batch, size, size, channels], same dtype.
+    train steps. Input and output: [batch, size, size, channels].
+
+    Integer images (the data pipeline's uint8) are gathered as integers, a quarter of float32's
+    bytes, and cast to the layer's compute dtype afterwards (float32, or bfloat16 under a
+    mixed_bfloat16 policy: 0-255 are exact in both), in training and at inference alike, so the
+    layer can take the model's uint8 input directly. Float images keep their dtype.
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class RandomAffine(keras.layers.Layer):
         **kwargs,
     ):
         # No autocast: the layer only moves pixels, so it keeps whatever float dtype it gets.
+        # Integer input is cast after the gather instead (see the class docstring).
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.rotation_degrees = rotation_degrees
@@ -141,9 +147,24 @@ class RandomAffine(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
-        if not training:
+        if training:
+            images = apply_affine(images, self._random_matrices(ops.shape(images)[0]))
+        return self._as_output(images)
+
+    def _output_dtype(self, input_dtype):
+        """The compute dtype for integer images, the input's own dtype for float images."""
+        dtype = keras.backend.standardize_dtype(input_dtype)
+        return dtype if keras.backend.is_float_dtype(dtype) else self.compute_dtype
+
+    def _as_output(self, images):
+        dtype = self._output_dtype(images.dtype)
+        if keras.backend.standardize_dtype(images.dtype) == dtype:
             return images
-        batch_shape = (ops.shape(images)[0],)
+        return ops.cast(images, dtype)
+
+    def _random_matrices(self, batch_size):
+        """One random affine matrix per image, [batch, 3, 3], the flip folded in."""
+        batch_shape = (batch_size,)
 
         def normal(stddev):
             return keras.random.normal(batch_shape, stddev=stddev, seed=self.seed_generator)
@@ -163,10 +184,13 @@ class RandomAffine(keras.layers.Layer):
             sign = ops.where(mirrored, -1.0, 1.0)
             column_signs = ops.stack([ops.ones_like(sign), sign, ops.ones_like(sign)], axis=-1)
             matrices = matrices * column_signs[:, None, :]
-        return apply_affine(images, matrices)
+        return matrices
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, images, training=None):
+        return keras.KerasTensor(images.shape, dtype=self._output_dtype(images.dtype))
 
     def get_config(self):
         return {

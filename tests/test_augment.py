@@ -217,3 +217,38 @@ def test_config_round_trip():
         ops.convert_to_numpy(layer(BATCH, training=True)),
         ops.convert_to_numpy(clone(BATCH, training=True)),
     )
+
+
+def test_uint8_images_are_gathered_as_integers_then_cast_to_the_compute_dtype():
+    """The model's uint8 input can go straight into the layer: same pixels as the float path."""
+    images = BATCH.astype("uint8")  # 0..191, exact in uint8
+    from_uint8 = RandomAffine(shift_pixels=2.0, seed=3)(images, training=True)
+    from_float = RandomAffine(shift_pixels=2.0, seed=3)(images.astype("float32"), training=True)
+    assert keras.backend.standardize_dtype(from_uint8.dtype) == "float32"
+    np.testing.assert_array_equal(ops.convert_to_numpy(from_uint8),
+                                  ops.convert_to_numpy(from_float))
+    assert not np.array_equal(ops.convert_to_numpy(from_uint8), BATCH)  # pixels did move
+    # At inference too the integers come out as the compute dtype, unmoved.
+    unchanged = RandomAffine(seed=3)(images, training=False)
+    assert keras.backend.standardize_dtype(unchanged.dtype) == "float32"
+    np.testing.assert_array_equal(ops.convert_to_numpy(unchanged), BATCH)
+
+
+def test_uint8_output_follows_a_mixed_bfloat16_policy_and_the_symbolic_dtype_matches():
+    layer = RandomAffine(seed=0, dtype="mixed_bfloat16")
+    out = layer(BATCH.astype("uint8"), training=True)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    symbolic = layer(keras.Input((8, 8, 3), dtype="uint8"))
+    assert symbolic.dtype == "bfloat16"
+    # Float input keeps its dtype, symbolically as well.
+    assert RandomAffine(dtype="mixed_bfloat16")(keras.Input((8, 8, 3))).dtype == "float32"
+
+
+def test_trains_on_uint8_input_inside_a_compiled_model():
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    features = keras.layers.Flatten()(RandomAffine(seed=0)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype="uint8")
+    history = model.fit(images, np.array([0, 1, 2, 0]), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
