@@ -48,6 +48,9 @@ IMAGENET_VARIANCE = tuple(std**2 for std in IMAGENET_STD)
 # The named weight choices; any other string or os.PathLike is a path to a weights file.
 WEIGHT_CHOICES = ("imagenet", "noisy-student", None)
 
+# The efficientnet package release whose noisy-student weights the 2020 entries used.
+EFFICIENTNET_REQUIREMENT = "efficientnet==1.1.1"
+
 # Relative tolerance (to the largest feature) within which two models count as giving the same
 # features: float32 rounding through ~80 layers stays around 1e-6, a wrong weight mapping or
 # input normalisation is off by far more.
@@ -147,19 +150,48 @@ def validate_weights(weights, backbones):
                 f"noisy-student weights exist only for efficientnet_b0 ... efficientnet_b7, "
                 f"not {without[0]!r}; use weights='imagenet' for it"
             )
-        missing = [
-            package for package in ("efficientnet", "tensorflow")
-            if importlib.util.find_spec(package) is None
-        ]
-        if missing:
-            raise ValueError(
-                f"noisy-student weights need the {' and '.join(missing)} package(s); "
-                f"run: pip install efficientnet==1.1.1 tensorflow"
-            )
+        ensure_noisy_student_packages()
     elif not os.path.isfile(weights):
         raise ValueError(
             f"weights file {os.fspath(weights)!r} does not exist; give the path of a backbone "
             f"weights file, or one of: imagenet, noisy-student, None"
+        )
+
+
+def _missing_noisy_student_packages():
+    return [
+        package for package in ("efficientnet", "tensorflow")
+        if importlib.util.find_spec(package) is None
+    ]
+
+
+def ensure_noisy_student_packages():
+    """Make sure the noisy-student conversion can run; raise ValueError saying what it needs.
+
+    Kaggle's TPU image has TensorFlow but not the `efficientnet` package: inside a Kaggle
+    notebook (KAGGLE_KERNEL_RUN_TYPE set) it is pip-installed into the running environment,
+    which needs the notebook's Internet setting on. Elsewhere the error names the command.
+    """
+    missing = _missing_noisy_student_packages()
+    if missing == ["efficientnet"] and "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", EFFICIENTNET_REQUIREMENT],
+            capture_output=True, text=True, check=False,
+        )
+        importlib.invalidate_caches()
+        if result.returncode == 0 and not _missing_noisy_student_packages():
+            return
+        output = (result.stderr or result.stdout).strip().splitlines()
+        raise ValueError(
+            f"noisy-student weights need the efficientnet package, which Kaggle's TPU image "
+            f"lacks, and `pip install {EFFICIENTNET_REQUIREMENT}` failed "
+            f"({output[-1] if output else 'no output'}); turn on Internet in the notebook's "
+            f"settings, or use WEIGHTS='imagenet'"
+        )
+    if missing:
+        raise ValueError(
+            f"noisy-student weights need the {' and '.join(missing)} package(s); "
+            f"run: pip install {EFFICIENTNET_REQUIREMENT} tensorflow"
         )
 
 
@@ -175,6 +207,7 @@ def build_model(
     weights=None,
     augmentation=None,
     cache_dir=None,
+    head_dropout=0.0,
 ):
     """The classifier: uint8 image -> augmentation -> backbone -> average pool -> softmax.
 
@@ -182,9 +215,13 @@ def build_model(
     pooled backbone features are the layer named "features"; the softmax head is float32 so it
     stays exact under a mixed-precision policy. `augmentation` is a Keras layer on 0-255 floats
     that is the identity at inference. `cache_dir` keeps converted noisy-student weights
-    (default: `default_cache_dir()`). The model is named after the backbone.
+    (default: `default_cache_dir()`). `head_dropout` (0 <= rate < 1) adds a Dropout layer
+    "head_dropout" between the pooled features and the head, active in training only. The model
+    is named after the backbone.
     """
     validate_weights(weights, backbone)
+    if not 0.0 <= head_dropout < 1.0:
+        raise ValueError(f"HEAD_DROPOUT = {head_dropout!r} is not valid: expected a rate in [0, 1)")
     spec = BACKBONES[backbone]
     if weights == "noisy-student":
         weights = convert_noisy_student(backbone, cache_dir or default_cache_dir()).weights
@@ -204,6 +241,8 @@ def build_model(
         _repair_normalization(backbone_model)
     x = backbone_model(x)
     x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    if head_dropout:
+        x = keras.layers.Dropout(head_dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
     )(x)

@@ -1,16 +1,37 @@
-"""Compile and fit a model, timing epochs and counting images per second."""
+"""Compile, fit and release models: loss options, true epoch times, one model at a time."""
 
 import math
 import time
+import weakref
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
+from petals import accelerator, mixing
 
-def compile_model(model, learning_rate=1e-3):
-    """Adam, sparse categorical cross-entropy, accuracy (call inside the accelerator scope)."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
+                  seed=None):
+    """Adam, cross-entropy and accuracy; returns the model to train (call in the accelerator scope).
+
+    All three options 0: sparse labels and sparse categorical cross-entropy (the fast path).
+    `label_smoothing` alone: the same model, its sparse labels one-hot inside the loss
+    (`mixing.SparseSmoothedCrossentropy`). `mixup` or `cutmix` (per-image probabilities, at most
+    1 together): a `mixing.MixingModel` around `model`, trained on mixed images with soft
+    targets, predicting like `model`; use the returned model from then on.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"LABEL_SMOOTHING = {label_smoothing!r} is not valid: expected a number "
+                         f"in [0, 1)")
+    if mixup or cutmix:
+        model = mixing.MixingModel(model, mixup, cutmix, seed=seed)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    elif label_smoothing:
+        loss = mixing.SparseSmoothedCrossentropy(label_smoothing)
+    else:
+        loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -23,36 +44,104 @@ def steps_per_epoch(records, global_batch, cap=None):
     return min(steps, cap) if cap else steps
 
 
+def wait_for_device(model):
+    """Block until the accelerator has finished every step dispatched so far.
+
+    JAX dispatches steps asynchronously: the Python loop can end an epoch long before the chips
+    do. Reading a value back to the host waits for the computation that produces it: the
+    optimizer's step counter (written by the last training step) and the metric totals (written
+    by the last training or validation step).
+    """
+    for variable in [model.optimizer.iterations, *model.metrics_variables]:
+        keras.ops.convert_to_numpy(variable)
+
+
 class EpochTimer(keras.callbacks.Callback):
-    """Training seconds per epoch, validation excluded, so metrics.json reports training speed
-    (the first epoch includes compilation)."""
+    """Training and validation seconds per epoch, each read once the device has finished.
+
+    The clock is read at the start of an epoch, when validation starts and when the epoch ends,
+    each time after `wait_for_device`, so compute dispatched in one window is not counted in the
+    next. The first epoch's training time includes compiling the step.
+    """
 
     def __init__(self):
         super().__init__()
         self.seconds = []
+        self.validation_seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
+        wait_for_device(self.model)
         self.started = time.perf_counter()
-        self.validating = 0.0
+        self.validation_started = None
 
     def on_test_begin(self, logs=None):
+        wait_for_device(self.model)
         self.validation_started = time.perf_counter()
 
-    def on_test_end(self, logs=None):
-        self.validating += time.perf_counter() - self.validation_started
-
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started - self.validating)
+        wait_for_device(self.model)
+        ended = time.perf_counter()
+        training_ended = self.validation_started or ended
+        self.seconds.append(training_ended - self.started)
+        self.validation_seconds.append(ended - training_ended)
 
 
-def fit(model, training, epochs, steps, schedule, validation=None, verbose=2):
-    """Train; returns (history dict, training seconds per epoch)."""
+class Fitted(NamedTuple):
+    """What `fit` returns."""
+
+    history: dict  # per-epoch values of each metric, as floats
+    seconds: list  # training seconds per epoch, validation excluded
+    validation_seconds: list  # validation seconds per epoch (0.0 without validation)
+
+
+def fit(model, training, epochs, steps, schedule, validation=None, validation_steps=None,
+        verbose=2):
+    """Train `steps` batches per epoch, validating on `validation_steps` full batches.
+
+    `training` is an endless dataset (it is shuffled when built, so Keras is told not to);
+    validation needs its step count because a TFRecord dataset's length is unknown to Keras,
+    which would otherwise run it dry and warn that the input ran out of data. verbose=2 prints
+    one line per epoch. An out-of-memory error becomes one line (`accelerator.OutOfMemoryError`).
+    """
+    if validation is not None and validation_steps is None:
+        raise ValueError("fit: give validation_steps (full validation batches) with validation")
     timer = EpochTimer()
-    history = model.fit(training, epochs=epochs, steps_per_epoch=steps,
-                        validation_data=validation, callbacks=[schedule.callback(), timer],
-                        verbose=verbose)
-    return {key: [float(value) for value in values] for key, values in history.history.items()}, \
-        timer.seconds
+    with accelerator.out_of_memory_hint(f"training {model.name}"):
+        history = model.fit(training, epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                            validation_data=validation, validation_steps=validation_steps,
+                            callbacks=[schedule.callback(), timer], verbose=verbose)
+    history = {key: [float(value) for value in values] for key, values in history.history.items()}
+    return Fitted(history, timer.seconds, timer.validation_seconds)
+
+
+def members(names, build):
+    """Yield (name, model) for each name, building each model only after releasing the last.
+
+    `build(name)` returns a compiled model (build it inside the accelerator's scope). What is
+    yielded is a weak proxy: the model lives while the loop body runs, and when the loop moves
+    on it is deleted, Keras's global state cleared and the garbage collected before the next one
+    is built, so an ensemble needs the memory of its largest member only. Predict everything a
+    member is needed for inside the loop body; a member kept past its turn raises ReferenceError.
+    """
+    for name in names:
+        model = build(name)
+        yield name, weakref.proxy(model)
+        del model
+        clear_keras_state()
+
+
+def clear_keras_state():
+    """keras.backend.clear_session() and garbage collection, keeping the run's settings.
+
+    clear_session also forgets the global distribution (data parallelism on every chip) and the
+    mixed-precision policy; both are put back, so the next model trains like the first.
+    """
+    distribution = keras.distribution.distribution()
+    policy = keras.mixed_precision.dtype_policy()
+    keras.backend.clear_session(free_memory=True)
+    if distribution is not None:
+        keras.distribution.set_distribution(distribution)
+    keras.mixed_precision.set_dtype_policy(policy)
 
 
 def compile_seconds(seconds):

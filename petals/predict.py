@@ -1,0 +1,110 @@
+"""Class probabilities with test-time augmentation (TTA), each view computed on the accelerator.
+
+A view is a flip or quarter turn of the whole image (`VIEWS`; flowers have no handedness and,
+seen from above, no up). All requested views share one compiled program: a Keras model that
+takes the uint8 images and a per-image view number (0 = the original) and transforms them with
+`keras.ops` before the classifier. The dataset is predicted once per view with that number
+fixed, so adding views costs one pass each and no further compilation.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from petals import accelerator
+
+
+def _transpose(images):
+    """Swap the rows and columns of every image [batch, height, width, channels]."""
+    return ops.transpose(images, (0, 2, 1, 3))
+
+
+# Views of a batch [batch, height, width, channels], named as in TTA_VIEWS; each matches numpy
+# on one image: np.fliplr, np.flipud, np.rot90(k=1) (a counter-clockwise quarter turn) and
+# np.rot90(k=3) (clockwise). The quarter turns need square images, as the pipeline makes them.
+VIEWS = {
+    "flip_lr": lambda images: ops.flip(images, axis=2),
+    "flip_ud": lambda images: ops.flip(images, axis=1),
+    "rot90": lambda images: ops.flip(_transpose(images), axis=1),
+    "rot270": lambda images: ops.flip(_transpose(images), axis=2),
+}
+
+
+def validate_views(views):
+    """Raise ValueError unless `views` names each of VIEWS at most once."""
+    unknown = [view for view in views if view not in VIEWS]
+    if unknown or len(set(views)) != len(views):
+        raise ValueError(f"TTA_VIEWS = {list(views)!r} is not valid: expected each of "
+                         f"{', '.join(VIEWS)} at most once")
+
+
+class SelectView(keras.layers.Layer):
+    """Images [batch, S, S, C] and view numbers [batch] → each image in its view.
+
+    View 0 is the image itself, view i the i-th of `views`. Every requested view of the batch is
+    computed (cheap moves of uint8 pixels) and the selection is elementwise, so one program
+    serves every view.
+    """
+
+    def __init__(self, views, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        validate_views(views)
+        self.views = tuple(views)
+
+    def call(self, images, view):
+        selected = images
+        for number, name in enumerate(self.views, start=1):
+            chosen = ops.reshape(ops.equal(ops.cast(view, "int32"), number), (-1, 1, 1, 1))
+            selected = ops.where(chosen, VIEWS[name](images), selected)
+        return selected
+
+    def compute_output_shape(self, images_shape, view_shape):
+        return images_shape
+
+    def get_config(self):
+        return {**super().get_config(), "views": list(self.views)}
+
+
+def _image_spec(dataset):
+    """The images' TensorSpec of a dataset of images or (images, labels) batches."""
+    spec = dataset.element_spec
+    return spec[0] if isinstance(spec, tuple) else spec
+
+
+def views_model(model, image_shape, image_dtype, views):
+    """A model of {"image", "view"} → `model`'s probabilities on each image's view."""
+    images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
+    view = keras.Input(shape=(), dtype="int32", name="view")
+    probabilities = model(SelectView(views)(images, view), training=False)
+    return keras.Model({"image": images, "view": view}, probabilities, name=f"{model.name}_tta")
+
+
+def predict(model, dataset, count, views=()):
+    """Class probabilities [count, classes] of the first `count` images, float32.
+
+    `dataset` yields full batches of uint8 images, or of (images, labels), with a static batch
+    size (as petals.data.evaluation_dataset(..., count=N) and test_dataset do: the last batch
+    is padded); the padding is predicted and dropped. With `views` the probabilities are the
+    mean over the original and each view. An out-of-memory error becomes one line.
+    """
+    validate_views(views)
+    spec = _image_spec(dataset)
+    batch = spec.shape[0]
+    if batch is None:
+        raise ValueError("predict needs batches of a fixed size (batch with drop_remainder=True)")
+    # Keras cannot know a TFRecord dataset's length; without the step count it reads the
+    # dataset dry and warns that the input ran out of data.
+    steps = math.ceil(count / batch)
+    with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
+        if not views:
+            return model.predict(dataset, steps=steps, verbose=0)[:count]
+        tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
+        total = np.zeros((count, tta.output_shape[-1]), np.float64)
+        for number in range(len(views) + 1):
+            numbered = dataset.map(lambda *element, number=number: {
+                "image": element[0], "view": tf.fill(tf.shape(element[0])[:1], number)})
+            total += tta.predict(numbered, steps=steps, verbose=0)[:count]
+    return (total / (len(views) + 1)).astype(np.float32)
