@@ -37,3 +37,19 @@ notebooks: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
+
+# The notebook's smoke tests on the versions Kaggle's TPU image installs (Python 3.12,
+# tensorflow-cpu 2.20.0, JAX 0.7, the newest Keras, no efficientnet), in their own environment.
+PYTHON312 ?= python3.12
+KAGGLE_VENV := .venv-kaggle
+
+$(KAGGLE_VENV)/.installed: requirements-kaggle.txt
+	test -x $(KAGGLE_VENV)/bin/python || $(PYTHON312) -m venv $(KAGGLE_VENV)
+	$(KAGGLE_VENV)/bin/pip install --quiet --upgrade pip
+	$(KAGGLE_VENV)/bin/pip install --quiet -r requirements-kaggle.txt
+	touch $@
+
+.PHONY: test-kaggle-image
+test-kaggle-image: $(KAGGLE_VENV)/.installed
+	$(KAGGLE_VENV)/bin/python -m pytest -q tests/test_notebook.py tests/test_augment.py \
+		tests/test_feed.py tests/test_accelerator.py
