@@ -2,8 +2,9 @@
 """Build Kaggle kernels from the literate notebooks, run them on Kaggle or locally, collect.
 
     python build.py kernels   one self-contained notebook + kernel-metadata.json per variant
+    python build.py run       push, wait, collect the whole sweep within Kaggle's session cap
     python build.py push      push the built kernels with the kaggle client
-    python build.py status    one line per variant: version, status, failure message
+    python build.py status    per variant: queued/running/complete/error, elapsed, estimate
     python build.py collect   wait for the pushed versions, download and validate their outputs
     python build.py submit    submit a collected submission.csv to the competition
     python build.py sweep     run the sweep locally through papermill (resumable)
@@ -15,14 +16,19 @@ A sweep is a TOML file (see sweeps/): the notebook, fixed parameters and a grid.
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
-from kit import cycle, kernels, results, sweeps
+from kit import cycle, estimate, kernels, results, sweeps
 from kit.kaggle_client import KaggleError, connect
 
 DEFAULT_SWEEP = "sweeps/competition.toml"
 OWNER_PLACEHOLDER = "your-kaggle-username"
+# Sessions `run` keeps busy at once unless --max-concurrent says otherwise. Kaggle publishes no
+# number; its refusal ("Maximum batch TPU session count of N reached.") is what counts, and
+# `run` waits for a free session when it comes.
+DEFAULT_CONCURRENT = {"tpu": 1, "gpu": 2, "cpu": 2}
 
 
 def find_owner(requested):
@@ -79,31 +85,92 @@ def command_kernels(arguments, sweep):
     print(f"  {root} → {document['code_file']} (the default variant)")
 
 
+def checked_kernel(arguments, variant):
+    """(kernel id, accelerator) of a built kernel, its metadata validated again (the files may
+    have been edited since they were built)."""
+    kernel_id = built_kernel_id(arguments, variant)
+    folder = Path(arguments.kernels_dir) / variant.slug
+    document = json.loads((folder / kernels.METADATA_FILE).read_text())
+    kernels.validate_metadata(document, folder)
+    accelerators = {shape: name for name, shape in kernels.MACHINE_SHAPES.items()}
+    return kernel_id, accelerators.get(document.get("machine_shape"), "cpu")
+
+
+def built_accelerator(accelerators):
+    """The one accelerator the selected kernels were built for."""
+    if len(set(accelerators)) > 1:
+        raise ValueError(f"the kernels were built for different accelerators "
+                         f"({', '.join(sorted(set(accelerators)))}); rebuild them together with "
+                         "`python build.py kernels`")
+    return accelerators[0]
+
+
+def print_estimates(arguments, variants, accelerator, check=True):
+    """One line per variant and the total; with `check`, refuse past the budget (unless --yes).
+    Returns {slug: Estimate}."""
+    estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir)
+    for item in estimates:
+        print(f"  {item.slug}: {item.text()}")
+    print(estimate.summary(estimates) + f" on {accelerator}")
+    if check and not arguments.yes:
+        estimate.check_budget(estimates, arguments.budget_hours)
+    return {item.slug: item for item in estimates}
+
+
 def command_push(arguments, sweep):
-    api = connect()
     variants = selected(sweep, arguments.only)
+    built = [checked_kernel(arguments, variant) for variant in variants]
+    print_estimates(arguments, variants, built_accelerator([kind for _, kind in built]))
+    api = connect()
     print(f"pushing {len(variants)} kernel(s)")
-    for variant in variants:
-        kernel_id = built_kernel_id(arguments, variant)
+    for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
-        # Checked again here: the files may have been edited since they were built.
-        kernels.validate_metadata(json.loads((folder / kernels.METADATA_FILE).read_text()),
-                                  folder)
-        version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
+        try:
+            version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
+        except cycle.SessionCapReached as refusal:
+            raise KaggleError(f"{refusal}; `python build.py run` pushes each variant when a "
+                              "session is free") from None
         print(f"  {kernel_id}: version {version} pushed")
 
 
-def command_status(arguments, sweep):
-    api = connect()
-    for variant in selected(sweep, arguments.only):
-        state = cycle.read_state(Path(arguments.runs_dir) / variant.slug)
-        if not state["pushes"]:
-            print(f"{variant.slug}: not pushed")
-            continue
-        version = state["pushes"][-1]["version"]
-        name, failure = cycle.status(state["kernel"], version, api)
-        print(f"{variant.slug}: v{version} {name}" + (f" — {failure}" if failure else ""))
+STATES = {"QUEUED": "queued", "RUNNING": "running", "COMPLETE": "complete", "ERROR": "error"}
 
+
+def command_status(arguments, sweep):
+    variants = selected(sweep, arguments.only)
+    kernels_built = all((Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE)
+                        .exists() for variant in variants)
+    accelerator = built_accelerator([checked_kernel(arguments, variant)[1]
+                                     for variant in variants]) if kernels_built \
+        else sweep.accelerator
+    estimates = print_estimates(arguments, variants, accelerator, check=False)
+    api = connect()
+    for variant in variants:
+        run_dir = Path(arguments.runs_dir) / variant.slug
+        state = cycle.read_state(run_dir)
+        kernel_id = state.get("kernel") or (
+            built_kernel_id(arguments, variant) if kernels_built else None)
+        known = state["pushes"][-1] if state["pushes"] else {"version": 0, "pushed_at": None}
+        latest = cycle.latest_version(kernel_id, api) if kernel_id else None
+        guess = f"estimate {estimates[variant.slug].text()}"
+        if not known["version"] and latest is None:
+            print(f"{variant.slug}: not pushed — {guess}")
+            continue
+        version = max(known["version"], latest or 0)
+        name, failure = cycle.status(kernel_id, version, api)
+        record = cycle.collected(run_dir, version)
+        since = cycle.seconds_since(known["pushed_at"]) if version == known["version"] else None
+        if record is not None:  # pushed → collected: an upper bound of the session's time
+            took = since - cycle.seconds_since(record["collected_at"]) \
+                if since is not None and record.get("collected_at") else None
+            when = "collected" + (f" {estimate.duration(took)} after its push"
+                                  if took is not None else "")
+        else:
+            when = "pushed elsewhere" if since is None else \
+                f"{estimate.duration(since)} since its push"
+        detail = failure or (record or {}).get("problem")
+        print(f"{variant.slug}: v{version} {STATES.get(name, name.lower())}"
+              + (f" ({detail})" if detail else "") + f", {when} — {guess}")
 
 def command_collect(arguments, sweep):
     api = connect()
@@ -122,6 +189,50 @@ def command_collect(arguments, sweep):
     return 1 if problems else 0
 
 
+def resume_command(arguments):
+    """The command that resumes this run (without --rerun, which would push again)."""
+    return shlex.join(["python", "build.py", *(argument for argument in arguments.argv
+                                                 if argument != "--rerun")])
+
+
+def command_run(arguments, sweep):
+    variants = selected(sweep, arguments.only)
+    built = [checked_kernel(arguments, variant) for variant in variants]
+    accelerator = built_accelerator([kind for _, kind in built])
+    print_estimates(arguments, variants, accelerator)
+    jobs = [cycle.Job(variant.slug, Path(arguments.kernels_dir) / variant.slug,
+                      Path(arguments.runs_dir) / variant.slug, kernel_id)
+            for variant, (kernel_id, _) in zip(variants, built, strict=True)]
+    maximum = arguments.max_concurrent or DEFAULT_CONCURRENT[accelerator]
+    sweep_run = cycle.SweepRun(jobs, connect(), maximum, arguments.poll, arguments.expected_rows,
+                               arguments.rerun)
+    resume = (f"resume with `{resume_command(arguments)}`, here or on another machine after "
+              "`python build.py kernels` for the same owner (the state is read back from Kaggle)")
+    try:
+        sweep_run.start()
+        print(f"run {sweep.name}: {sweep_run.describe()}; at most {maximum} {accelerator} "
+              "session(s) at once", flush=True)
+        done = sweep_run.run(arguments.timeout)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); {resume}")
+        return 130
+    except KaggleError as error:
+        print(f"stopped: {sweep_run.describe()}; {resume}")
+        raise error from None
+    if not done:
+        print(f"stopped after --timeout {arguments.timeout:g} s: {sweep_run.describe()}; "
+              f"{resume}")
+        return 1
+    problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
+    for slug, problem in problems.items():
+        print(f"{slug}: {problem}")
+    if results.rows(arguments.runs_dir):
+        print(write_results(arguments.runs_dir))
+    print(f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
+          f"with a valid submission, {len(problems)} with a problem")
+    return 1 if problems else 0
+
+
 def command_submit(arguments, sweep):
     (variant,) = selected(sweep, [arguments.variant])
     run_dir = Path(arguments.runs_dir) / variant.slug
@@ -137,9 +248,17 @@ def command_submit(arguments, sweep):
     if problem:
         raise ValueError(f"{variant.slug} v{version} has no valid submission: {problem}")
     metrics_path = folder / "metrics.json"
-    f1 = json.loads(metrics_path.read_text()).get("blend_f1") if metrics_path.exists() else None
-    message = f"petals {variant.slug} v{version}" + (
-        f" validation F1 {f1:.4f}" if f1 is not None else " (trained on validation)")
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    honest, in_sample = results.validation_f1(metrics), results.in_sample_f1(metrics)
+    if honest is not None:
+        score = f" validation F1 {honest:.4f}" + (
+            f" (in-sample {in_sample:.4f})" if in_sample is not None and
+            round(in_sample, 4) != round(honest, 4) else "")
+    elif in_sample is not None:
+        score = f" in-sample F1 {in_sample:.4f} (blend tuned on the images it was scored on)"
+    else:
+        score = " (trained on validation)"
+    message = f"petals {variant.slug} v{version}{score}"
     print(cycle.submit(folder / "submission.csv", message, connect()))
     print(f"submitted: {message}")
 
@@ -169,19 +288,24 @@ def command_sweep(arguments, sweep):
     return 1 if failures else 0
 
 
-def command_results(arguments, sweep):
-    table = results.rows(arguments.runs_dir)
+def write_results(runs_dir):
+    """Write runs/results.md and results.csv over every run; returns the text to print."""
+    table = results.rows(runs_dir)
     if not table:
-        raise ValueError(f"no runs with metrics.json under {arguments.runs_dir}")
+        raise ValueError(f"no runs with metrics.json under {runs_dir}")
     markdown = results.markdown(table)
-    Path(arguments.runs_dir, "results.md").write_text(markdown)
-    Path(arguments.runs_dir, "results.csv").write_text(results.csv_text(table))
-    print(markdown + f"\n(also {arguments.runs_dir}/results.md and results.csv)")
+    cycle.write_text(Path(runs_dir, "results.md"), markdown)
+    cycle.write_text(Path(runs_dir, "results.csv"), results.csv_text(table))
+    return markdown + f"\n(also {runs_dir}/results.md and results.csv)"
 
 
-COMMANDS = {"kernels": command_kernels, "push": command_push, "status": command_status,
-            "collect": command_collect, "submit": command_submit, "sweep": command_sweep,
-            "results": command_results}
+def command_results(arguments, sweep):
+    print(write_results(arguments.runs_dir))
+
+
+COMMANDS = {"kernels": command_kernels, "run": command_run, "push": command_push,
+            "status": command_status, "collect": command_collect, "submit": command_submit,
+            "sweep": command_sweep, "results": command_results}
 
 
 def parser():
@@ -210,13 +334,32 @@ def parser():
                              help="attach a dataset (e.g. weights files)")
             sub.add_argument("--root-metadata", default=kernels.METADATA_FILE,
                              help="where to write the default variant's kernel-metadata.json")
-        if verb == "collect":
-            sub.add_argument("--poll", type=float, default=10.0, help="first poll interval (s)")
+        if verb in ("collect", "run"):
+            sub.add_argument("--poll", type=float, default=10.0 if verb == "collect" else 60.0,
+                             help="first poll interval (s); it backs off while nothing changes")
             sub.add_argument("--timeout", type=float, default=None,
                              help="stop waiting for a variant after this many seconds (each "
-                                  "variant waits up to this long; collect resumes later)")
+                                  "variant waits up to this long; collect resumes later)"
+                             if verb == "collect" else
+                             "stop after this many seconds (what runs on Kaggle goes on; run "
+                             "again to resume)")
             sub.add_argument("--expected-rows", type=int, default=7382,
                              help="rows a submission must have (the competition's test split)")
+        if verb == "run":
+            sub.add_argument("--max-concurrent", type=positive, metavar="N",
+                             help="sessions at once (default: 1 for TPU kernels, 2 for GPU); "
+                                  "Kaggle's session-cap refusal makes a variant wait anyway")
+            sub.add_argument("--rerun", action="store_true",
+                             help="push one new version of each variant, even one that is "
+                                  "running or collected")
+        if verb in ("run", "push"):
+            sub.add_argument("--budget-hours", type=float,
+                             default=estimate.DEFAULT_BUDGET_HOURS,
+                             help="refuse when the estimated accelerator time of the selected "
+                                  "variants exceeds this (your weekly Kaggle quota; default "
+                                  "%(default)g)")
+            sub.add_argument("--yes", action="store_true",
+                             help="push even past --budget-hours or Kaggle's 9 h session limit")
         if verb == "submit":
             sub.add_argument("variant", help="run name of the variant to submit")
             sub.add_argument("--version", type=int, help="kernel version (default: latest)")
@@ -226,8 +369,18 @@ def parser():
     return main
 
 
+def positive(text):
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer ≥ 1")
+    return value
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     arguments = parser().parse_args(argv)
+    arguments.argv = argv
     try:
         sweep = sweeps.load(arguments.sweep) if hasattr(arguments, "sweep") else None
         return COMMANDS[arguments.verb](arguments, sweep) or 0

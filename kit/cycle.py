@@ -1,32 +1,72 @@
-"""Push → status → collect → submit, and local sweeps, with state kept on disk.
+"""Push → status → collect → submit, the unattended `run`, and local sweeps; state on disk.
 
-Each variant has a folder `runs/<slug>/`: `kaggle.json` lists its pushed versions; collected
+Each variant has a folder `runs/<slug>/`: `pushes.json` lists its pushed versions; collected
 outputs go to `v<N>/` and local papermill runs to `local-<N>/`. Folders are built beside their
 destination and renamed into place, and an existing one is never overwritten, so an interrupted
-collect or sweep simply resumes.
+collect, run or sweep simply resumes. What `pushes.json` says can be rebuilt from Kaggle itself
+(each kernel's latest version), so a run resumed on another machine does not push again.
 """
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from kit.kaggle_client import KaggleError, call, connect, scrub, secrets
+from kit.kaggle_client import KaggleError, call, connect, http_status, scrub, secrets
 from kit.kernels import COMPETITION
 from petals.submission import write_atomically
 
 # CANCEL_REQUESTED is not final: the kernel may still be running.
 FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
-STATE_FILE = "kaggle.json"
+STATE_FILE = "pushes.json"
+# The state file's first name: the name of Kaggle's credentials file, hence renamed. Still read.
+LEGACY_STATE_FILE = "kaggle.json"
 COLLECTED_FILE = "collected.json"
 LOG_TAIL_LINES = 30
+# Kaggle's refusal when the account's batch sessions are all taken, e.g. "Maximum batch TPU
+# session count of 2 reached." Kaggle publishes no number: this refusal is what counts.
+SESSION_CAP = re.compile(r"Maximum batch \w+ session count of \d+ reached")
+
+
+class SessionCapReached(KaggleError):
+    """Kaggle refused a push because the account's batch sessions are all in use."""
 
 
 def read_state(run_dir):
-    path = Path(run_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {"pushes": []}
+    """The variant's pushes ({"kernel": id, "pushes": [{"version", "url", "pushed_at"}]})."""
+    for name in (STATE_FILE, LEGACY_STATE_FILE):
+        path = Path(run_dir) / name
+        if path.exists():
+            state = json.loads(path.read_text())
+            if "pushes" in state:  # not someone's credentials under the legacy name
+                return state
+    return {"pushes": []}
+
+
+def write_state(run_dir, state):
+    """Write pushes.json; a legacy kaggle.json state file it replaces is removed."""
+    write_json(Path(run_dir) / STATE_FILE, state)
+    legacy = Path(run_dir) / LEGACY_STATE_FILE
+    if legacy.exists() and "pushes" in json.loads(legacy.read_text()):
+        legacy.unlink()
+
+
+def now_text():
+    """The current time as ISO 8601 UTC (how pushes.json records a push)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def seconds_since(text):
+    """Seconds since an ISO time from pushes.json (without a zone: local time), or None."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return time.time() - moment.timestamp()
 
 
 def write_json(path, document):
@@ -36,20 +76,66 @@ def write_json(path, document):
     write_atomically(path, lambda handle: json.dump(document, handle, indent=2), overwrite=True)
 
 
+def write_text(path, text):
+    """Write (or rewrite) a text file atomically (the results table)."""
+    write_atomically(path, lambda handle: handle.write(text), overwrite=True)
+
+
 def push(kernel_dir, run_dir, kernel_id, api=None):
-    """Push one built kernel; record its version. A rejected push raises KaggleError."""
+    """Push one built kernel; record its version.
+
+    A push refused for the session cap raises SessionCapReached, any other refusal KaggleError.
+    """
     api = api or connect()
     response = call(lambda: api.kernels_push(str(kernel_dir)), f"push {kernel_id}")
     # The client reports a rejected push in the response (and its CLI still exits 0).
-    if getattr(response, "error", None):
-        raise KaggleError(f"push {kernel_id} rejected by Kaggle: {response.error}")
+    error = getattr(response, "error", None)
+    if error:
+        kind = SessionCapReached if SESSION_CAP.search(error) else KaggleError
+        raise kind(f"push {kernel_id} rejected by Kaggle: {error}")
     version = int(response.version_number)
     state = read_state(run_dir)
     state["kernel"] = kernel_id
-    state["pushes"].append({"version": version, "url": response.url,
-                            "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    write_json(Path(run_dir) / STATE_FILE, state)
+    state["pushes"].append({"version": version, "url": response.url, "pushed_at": now_text()})
+    write_state(run_dir, state)
     return version
+
+
+def latest_version(kernel_id, api):
+    """The kernel's latest version number on Kaggle (GetKernel's currentVersionNumber), or None
+    when Kaggle has no such kernel."""
+    import requests
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
+    owner, slug = kernel_id.split("/")
+
+    def look_up():
+        request = ApiGetKernelRequest()
+        request.user_name, request.kernel_slug = owner, slug
+        try:
+            with api.build_kaggle_client() as client:
+                response = client.kernels.kernels_api_client.get_kernel(request)
+        except requests.exceptions.HTTPError as error:
+            if http_status(error) == 404:
+                return None
+            raise
+        return response.metadata.current_version_number or None
+
+    return call(look_up, f"look up {kernel_id}")
+
+
+def sync_with_kaggle(run_dir, kernel_id, api):
+    """The variant's state, with any version Kaggle has that this folder does not know (pushed
+    from another machine, or by a push whose answer was lost) added and saved."""
+    state = read_state(run_dir)
+    known = max((entry["version"] for entry in state["pushes"]), default=0)
+    latest = latest_version(kernel_id, api)
+    if latest is not None and latest > known:
+        state["kernel"] = kernel_id
+        state["pushes"].append({"version": latest, "url": None, "pushed_at": None,
+                                "found_on_kaggle": now_text()})
+        write_state(run_dir, state)
+    return state
 
 
 def status(kernel_id, version=None, api=None):
@@ -93,25 +179,42 @@ def log_tail(folder, slug, hidden=(), lines=LOG_TAIL_LINES):
     return scrub("\n".join(text.rstrip().splitlines()[-lines:]), hidden)
 
 
+def collected(run_dir, version):
+    """The collected.json record of that version, or None when it was not collected."""
+    path = Path(run_dir) / f"v{version}" / COLLECTED_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
     """Wait for the latest pushed version, download its outputs to `v<N>/`, validate them.
 
     Returns (version, folder, problem or None). A version already collected is not fetched
     again; an earlier version's folder is never touched.
     """
-    from petals.submission import SubmissionError, read_submission, validate
-
     state = read_state(run_dir)
     if not state["pushes"]:
         raise KaggleError(f"{slug}: never pushed; run `python build.py push` first")
     kernel_id, version = state["kernel"], state["pushes"][-1]["version"]
     destination = Path(run_dir) / f"v{version}"
-    if (destination / COLLECTED_FILE).exists():
-        record = json.loads((destination / COLLECTED_FILE).read_text())
+    record = collected(run_dir, version)
+    if record is not None:
         print(f"  {slug} v{version}: collected already ({record['status']})")
         return version, destination, record.get("problem")
     api = api or connect()
     name, failure = wait(kernel_id, version, api, **wait_options)
+    return version, destination, fetch(run_dir, slug, kernel_id, version, name, failure,
+                                       expected_rows, api)
+
+
+def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
+    """Download a finished version's outputs into `v<N>/` (atomically) and validate them.
+
+    Returns the problem (None: a valid submission); a problem is printed with the log's tail.
+    """
+    from petals.submission import SubmissionError, read_submission, validate
+
+    destination = Path(run_dir) / f"v{version}"
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=run_dir))
     try:
         call(lambda: api.kernels_output(f"{kernel_id}/{version}", str(staging), quiet=True),
@@ -133,7 +236,8 @@ def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
             except (SubmissionError, ValueError, IndexError) as error:
                 problem = f"invalid submission.csv: {error}"
         write_json(staging / COLLECTED_FILE, {"kernel": kernel_id, "version": version,
-                                              "status": name, "problem": problem})
+                                              "status": name, "problem": problem,
+                                              "collected_at": now_text()})
         os.replace(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -141,7 +245,7 @@ def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
         print(f"  {slug} v{version}: {problem}\n  last lines of its log:\n"
               + "\n".join("    " + line
                         for line in log_tail(destination, slug, secrets(api)).splitlines()))
-    return version, destination, problem
+    return problem
 
 
 def submit(submission_path, message, api=None, competition=COMPETITION):
@@ -151,6 +255,149 @@ def submit(submission_path, message, api=None, competition=COMPETITION):
                                                    quiet=True),
                     f"submit {submission_path}")
     return getattr(response, "message", "") or "submitted"
+
+
+@dataclass
+class Job:
+    """One variant of `build.py run`: its built kernel folder, run folder and Kaggle id."""
+
+    slug: str
+    kernel_dir: Path
+    run_dir: Path
+    kernel_id: str
+
+
+@dataclass
+class Session:
+    """A pushed version being watched until it finishes."""
+
+    job: Job
+    version: int
+    pushed_at: str | None  # ISO time from pushes.json; None when pushed from elsewhere
+    status: str | None = None
+
+
+@dataclass
+class SweepRun:
+    """Push → wait → collect for a whole sweep, never more than `max_concurrent` sessions.
+
+    `start()` reads each variant's state (rebuilt from Kaggle where this folder knows less);
+    `run()` pushes while fewer than `max_concurrent` of the sweep's versions are queued or
+    running, polls them (the interval starts at `poll` seconds and backs off to ten times that
+    while nothing changes), collects each one as it finishes and pushes the next. A push that
+    Kaggle refuses for its session cap waits for a free session: it is tried again when one of
+    the sweep's sessions ends (or at each poll when none of them runs: other kernels hold the
+    sessions). A version that is running or collected is never pushed again, unless `rerun`
+    (one new version of each variant).
+    """
+
+    jobs: list
+    api: object
+    max_concurrent: int
+    poll: float = 60.0
+    expected_rows: int | None = None
+    rerun: bool = False
+    clock: object = time.monotonic
+    sleep: object = time.sleep
+    pending: list = field(default_factory=list)  # jobs to push, in order
+    active: list = field(default_factory=list)  # Sessions not finished
+    outcomes: dict = field(default_factory=dict)  # slug → (version or None, problem or None)
+    capped: bool = False  # Kaggle refused a push for its cap; no session of ours ended since
+
+    def start(self):
+        """Sort the variants into finished, running and to push, from disk and from Kaggle."""
+        for job in self.jobs:
+            state = sync_with_kaggle(job.run_dir, job.kernel_id, self.api)
+            if not state["pushes"]:
+                self.pending.append(job)
+                continue
+            latest = state["pushes"][-1]
+            record = collected(job.run_dir, latest["version"])
+            if record is None:
+                self.active.append(Session(job, latest["version"], latest.get("pushed_at")))
+            else:
+                self.outcomes[job.slug] = (latest["version"], record.get("problem"))
+            if self.rerun:
+                self.pending.append(job)
+        return self
+
+    def describe(self):
+        """`3 collected, 1 running on Kaggle, 5 not pushed`."""
+        return (f"{len(self.outcomes)} finished, {len(self.active)} running on Kaggle, "
+                f"{len(self.pending)} not pushed")
+
+    def run(self, timeout=None):
+        """Work until every variant is collected or reported; True when done, False when
+        `timeout` seconds passed first (what is running on Kaggle goes on; run again)."""
+        started = self.clock()
+        interval = self.poll
+        waiting = set()  # slugs already told they wait for a free session
+        while self.active or self.pending:
+            changed = self._watch()
+            changed |= self._push(waiting)
+            if not (self.active or self.pending):
+                break
+            if timeout is not None and self.clock() - started > timeout:
+                return False
+            interval = self.poll if changed else min(interval * 1.5, 10 * self.poll)
+            self.sleep(interval)
+        return True
+
+    def _elapsed(self, session):
+        since_push = seconds_since(session.pushed_at)
+        return f"{since_push:.0f} s since its push" if since_push is not None else \
+            "pushed elsewhere"
+
+    def _watch(self):
+        """Poll every active session; collect those that finished. True if anything changed."""
+        changed = False
+        for session in list(self.active):
+            job = session.job
+            name, failure = status(job.kernel_id, session.version, self.api)
+            if name != session.status:
+                print(f"  {job.slug} v{session.version}: {name} ({self._elapsed(session)})",
+                      flush=True)
+                session.status, changed = name, True
+            if name in FINISHED:
+                problem = fetch(job.run_dir, job.slug, job.kernel_id, session.version, name,
+                                failure, self.expected_rows, self.api)
+                print(f"  {job.slug} v{session.version}: collected → "
+                      f"{Path(job.run_dir) / f'v{session.version}'}"
+                      + (f" ({problem})" if problem else ""), flush=True)
+                self.active.remove(session)
+                self.outcomes[job.slug] = (session.version, problem)
+                self.capped = False
+        return changed
+
+    def _push(self, waiting):
+        """Push pending variants while sessions are free. True if anything was pushed."""
+        changed = False
+        if self.capped and self.active:
+            return changed
+        while self.pending and len(self.active) < self.max_concurrent:
+            job = self.pending[0]
+            try:
+                version = push(job.kernel_dir, job.run_dir, job.kernel_id, self.api)
+            except SessionCapReached as refusal:
+                if job.slug not in waiting:
+                    print(f"  {job.slug}: waiting for a free session ({refusal})", flush=True)
+                    waiting.add(job.slug)
+                self.capped = True
+                break
+            except KaggleError as error:  # refused for another reason: reported, others go on
+                self.pending.pop(0)
+                self.outcomes[job.slug] = (None, str(error))
+                print(f"  {job.slug}: {error}", flush=True)
+                changed = True
+                continue
+            self.pending.pop(0)
+            waiting.discard(job.slug)
+            self.active.append(Session(job, version, read_state(job.run_dir)["pushes"][-1]
+                                       ["pushed_at"]))
+            print(f"  {job.slug}: v{version} pushed ({len(self.active)} of "
+                  f"{self.max_concurrent} session(s) in use)", flush=True)
+            changed = True
+        return changed
 
 
 def local_run_dir(run_dir, rerun=False):

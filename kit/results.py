@@ -1,4 +1,5 @@
-"""One table over every collected or local run: parameters, F1, blend weights, speed, files."""
+"""One table over every run with a metrics.json: Kaggle versions, local sweeps, `make demo`
+and the runner, at any depth under the runs folder: parameters, F1, blend weights, speed."""
 
 import csv
 import io
@@ -6,32 +7,61 @@ import json
 from pathlib import Path
 
 COLUMNS = ("variant", "run", "IMAGE_SIZE", "BACKBONES", "EPOCHS", "validation F1",
-           "blend weights", "seconds/epoch", "images/s", "files")
+           "in-sample F1", "blend weights", "seconds/epoch", "images/s", "files")
+
+
+def validation_f1(metrics):
+    """The honest blend F1: weights searched on one half of validation, scored on the other.
+
+    Older metrics.json (no `blend_f1_in_sample`) held only the in-sample figure as `blend_f1`;
+    with one model nothing was tuned, so it is honest too; for an older ensemble it is not, and
+    None is returned.
+    """
+    if "blend_f1_in_sample" in metrics:
+        return metrics.get("blend_f1")
+    return metrics.get("blend_f1") if len(metrics.get("blend_weights", {})) <= 1 else None
+
+
+def in_sample_f1(metrics):
+    """The optimistic blend F1: weights tuned and scored on the same validation images."""
+    return metrics.get("blend_f1_in_sample", metrics.get("blend_f1"))
+
+
+def f1_text(value):
+    return "" if value is None else f"{value:.4f}"
+
+
+def run_folders(runs_dir):
+    """Every folder under runs_dir holding metrics.json, skipping staging (dot) folders."""
+    runs_dir = Path(runs_dir)
+    for metrics_path in sorted(runs_dir.rglob("metrics.json")):
+        parts = metrics_path.parent.relative_to(runs_dir).parts
+        if not any(part.startswith(".") for part in parts):  # a killed run's staging folder
+            yield metrics_path.parent, parts
 
 
 def rows(runs_dir):
-    """A row per run folder holding metrics.json, sorted by variant then run."""
+    """A row per run folder: `runs/<variant>/<run>/` (deeper: the rest joined), or `runs/<run>/`
+    (make demo, the runner) with run `.`; sorted by folder."""
     table = []
-    for metrics_path in sorted(Path(runs_dir).glob("*/*/metrics.json")):
-        if metrics_path.parent.name.startswith("."):  # a staging folder a killed run left
-            continue
-        metrics = json.loads(metrics_path.read_text())
+    for folder, parts in run_folders(runs_dir):
+        metrics = json.loads((folder / "metrics.json").read_text())
         parameters = metrics.get("parameters", {})
         seconds = list(metrics.get("seconds_per_epoch", {}).values())
         speeds = list(metrics.get("images_per_second", {}).values())
-        f1 = metrics.get("blend_f1")
         table.append({
-            "variant": metrics_path.parent.parent.name,
-            "run": metrics_path.parent.name,
+            "variant": parts[0] if parts else ".",
+            "run": "/".join(parts[1:]) or ".",
             "IMAGE_SIZE": parameters.get("IMAGE_SIZE"),
             "BACKBONES": "+".join(parameters.get("BACKBONES", [])),
             "EPOCHS": parameters.get("EPOCHS"),
-            "validation F1": "" if f1 is None else f"{f1:.4f}",
-            "blend weights": " ".join(f"{name}:{weight:.2f}" for name, weight
+            "validation F1": f1_text(validation_f1(metrics)),
+            "in-sample F1": f1_text(in_sample_f1(metrics)),
+            "blend weights": " ".join(f"{name}:{float(weight):.2f}" for name, weight
                                       in metrics.get("blend_weights", {}).items()),
             "seconds/epoch": f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
             "images/s": f"{sum(speeds) / len(speeds):.0f}" if speeds else "",
-            "files": str(metrics_path.parent),
+            "files": str(folder),
         })
     return table
 

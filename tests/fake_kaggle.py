@@ -11,23 +11,43 @@ Endpoints imitated (paths with or without the ``/api`` prefix):
 * ``POST /api/v1/kernels.KernelsApiService/SaveKernel``
 * ``POST /api/v1/kernels.KernelsApiService/GetKernelSessionStatus``
 * ``POST /api/v1/kernels.KernelsApiService/ListKernelSessionOutput``, then ``GET /files/<token>``
+* ``POST /api/v1/kernels.KernelsApiService/GetKernel`` (metadata with ``currentVersionNumber``)
 * ``POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload``, then
   ``PUT /upload/<token>``, then ``CreateSubmission``; also ``GetSubmissionLimits`` and
   ``GetSubmission``.
 
 Everything else answers 404 with a JSON error and is kept in ``unknown_requests``.
 
+What Kaggle does and the fake imitates:
+
+* Every accepted push starts a batch session. ``configure(session_cap=N)`` refuses a push while
+  N sessions of the same kind (TPU, GPU, CPU) are queued or running, with Kaggle's text
+  ``Maximum batch TPU session count of N reached.``; ``peak_sessions`` records the most at once.
+* ``configure(run_seconds=2, queue_seconds=0.5)`` makes sessions time-based: QUEUED, then
+  RUNNING, then their outcome (``set_run(ref, outcome=("ERROR", "why"))``, else COMPLETE);
+  ``configure(session_time_limit=S)`` stops a run longer than S seconds with ERROR. Without
+  ``run_seconds`` a session follows its status script (below) and ends when a final status
+  has been served.
+* A push is checked the way Kaggle would (``KAGGLE_RULES``): a notebook must be notebook JSON
+  with a kernelspec and no ``metadata.kaggle``; the machine shape must be one Kaggle knows; the
+  owner must be the caller and the title must slugify to the slug; competition sources must
+  exist. A refused push answers HTTP 200 ``{"error": ...}`` like Kaggle's.
+
 Scripting (all thread-safe, callable while the client runs):
 
+* ``configure(session_cap=None, run_seconds=None, queue_seconds=0.0, session_time_limit=None)``
+* ``set_run(ref, seconds=None, outcome="COMPLETE")``: this kernel's sessions' length and outcome
 * ``set_statuses(ref, ["QUEUED", "RUNNING", ("ERROR", "why")], version=None)``
-* ``set_output(ref, files={"submission.csv": b"..."}, log=..., version=None)``
+* ``set_output(ref, files={"submission.csv": b"..."}, log=..., version=None)``; with ``ref=None``
+  the output every other kernel serves
 * ``reject_next_push("message", count=1)``
 * ``fail_next(method, count=1, status=500, message=None, retry_after=None)`` where method is an
   RPC name (``"SaveKernel"``, ``"GetKernelSessionStatus"``, ...) or ``"download"`` / ``"upload"``.
 * ``require_auth(username, key)`` makes every RPC demand that HTTP Basic credential.
 
 Recorded for assertions: ``requests`` (every request), ``unknown_requests``, ``pushes``,
-``submissions``, ``errors`` (exceptions raised inside the fake itself), and ``calls(method)``.
+``submissions``, ``errors`` (exceptions raised inside the fake itself), ``calls(method)``,
+``accepted(ref)`` and ``peak_sessions``.
 """
 
 from __future__ import annotations
@@ -38,12 +58,14 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from slugify import slugify
 
 DEFAULT_USERNAME = "petals-tester"
 DEFAULT_KEY = "fake-key-0123456789abcdef"
@@ -52,6 +74,14 @@ _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY"
 _RPC_PATH = re.compile(r"^(?:/api)?/v1/(?P<service>[A-Za-z0-9_.]+)/(?P<method>[A-Za-z0-9_]+)$")
 _KERNELS = "kernels.KernelsApiService"
 _COMPETITIONS = "competitions.CompetitionApiService"
+# Machine shapes Kaggle lists (kaggle-cli docs/kernels.md, Feb 2026); "" and None: no accelerator.
+MACHINE_SHAPES = {"NvidiaTeslaP100", "TpuV38", "NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "Tpu1VmV38",
+                  "NvidiaTeslaA100", "NvidiaL4", "TpuV5E8", "NvidiaL4X1", "TpuV6E8", "NvidiaH100",
+                  "NvidiaRtxPro6000"}
+COMPETITIONS = {"tpu-getting-started"}
+FINAL_STATUSES = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
+KAGGLE_RULES = ("notebook JSON with a kernelspec and no metadata.kaggle", "a known machine shape",
+                "owner = caller, title slugifies to the slug", "existing competition sources")
 
 
 @dataclass
@@ -133,6 +163,47 @@ class _StatusScript:
     cursor: int = 0
 
 
+@dataclass
+class _Session:
+    """One accepted push: a batch session of one kind ("TPU", "GPU" or "CPU")."""
+
+    ref: str
+    version: int
+    kind: str
+    started: float  # time.monotonic() of the push
+    queue_seconds: float
+    run_seconds: float | None  # None: untimed, its status script decides
+    outcome: tuple[str, str | None]
+    time_limit: float | None
+    finished: bool = False  # untimed: a final status was served
+
+    def status(self, now: float) -> tuple[str, str | None]:
+        """QUEUED, RUNNING, then the outcome; a run past the time limit ends in ERROR."""
+        elapsed = now - self.started
+        if elapsed < self.queue_seconds:
+            return "QUEUED", None
+        if self.time_limit is not None and self.run_seconds > self.time_limit:
+            if elapsed < self.queue_seconds + self.time_limit:
+                return "RUNNING", None
+            return "ERROR", (f"The session ran past its time limit of {self.time_limit:g} s and "
+                             "was stopped")
+        if elapsed < self.queue_seconds + self.run_seconds:
+            return "RUNNING", None
+        return self.outcome
+
+    def active(self, now: float) -> bool:
+        if self.run_seconds is None:
+            return not self.finished
+        return self.status(now)[0] not in FINAL_STATUSES
+
+
+def session_kind(machine_shape: str | None) -> str:
+    """The session pool a machine shape draws from, as Kaggle's refusal names it."""
+    if (machine_shape or "").startswith("Tpu"):
+        return "TPU"
+    return "GPU" if (machine_shape or "").startswith("Nvidia") else "CPU"
+
+
 def kaggle_log(lines, stream_name: str = "stdout", start: float = 1.0) -> str:
     """A log string the way Kaggle serves it: a JSON array of {stream_name, time, data}."""
     entries = []
@@ -182,6 +253,13 @@ class FakeKaggle:
         self._rejections: list[str] = []
         self._faults: dict[str, list[_Fault]] = {}
         self._counter = 0
+        self._sessions: list[_Session] = []
+        self._runs: dict[str, tuple[float | None, tuple[str, str | None]]] = {}
+        self.session_cap: int | None = None
+        self.run_seconds: float | None = None
+        self.queue_seconds = 0.0
+        self.session_time_limit: float | None = None
+        self.peak_sessions = 0
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> FakeKaggle:
@@ -249,6 +327,22 @@ class FakeKaggle:
         with self._lock:
             self._auth = (username, key)
 
+    def configure(self, session_cap: int | None = None, run_seconds: float | None = None,
+                  queue_seconds: float = 0.0, session_time_limit: float | None = None) -> None:
+        """Kaggle's batch sessions: at most ``session_cap`` queued or running per kind (None: no
+        cap); each queued for ``queue_seconds``, then running ``run_seconds`` (None: untimed,
+        scripted statuses); a run longer than ``session_time_limit`` ends in ERROR."""
+        with self._lock:
+            self.session_cap, self.run_seconds = session_cap, run_seconds
+            self.queue_seconds, self.session_time_limit = queue_seconds, session_time_limit
+
+    def set_run(self, ref: str, seconds: float | None = None, outcome="COMPLETE") -> None:
+        """This kernel's later sessions run ``seconds`` (default: the configured run_seconds)
+        and end with ``outcome``: a status name or ``(status, failure_message)``."""
+        outcome = (outcome, None) if isinstance(outcome, str) else tuple(outcome)
+        with self._lock:
+            self._runs[ref] = (seconds, outcome)
+
     def set_statuses(self, ref: str, steps, version: int | None = None) -> None:
         """Script GetKernelSessionStatus for ``ref`` ("owner/slug"): one step per call, the last
         step repeats. A step is a status name or a ``(status, failure_message)`` pair. With
@@ -265,10 +359,11 @@ class FakeKaggle:
         with self._lock:
             self._statuses[(ref, version)] = _StatusScript(parsed)
 
-    def set_output(self, ref: str, files: dict | None = None, log="",
+    def set_output(self, ref: str | None, files: dict | None = None, log="",
                    version: int | None = None) -> None:
         """Script ListKernelSessionOutput for ``ref``: ``files`` maps names to bytes (or str);
-        ``log`` is the log string as served, or a list of lines / entries (see ``kaggle_log``)."""
+        ``log`` is the log string as served, or a list of lines / entries (see ``kaggle_log``).
+        ``ref=None`` sets what every kernel without its own output serves."""
         if not isinstance(log, str):
             log = kaggle_log(log)
         data = {name: content.encode() if isinstance(content, str) else bytes(content)
@@ -311,6 +406,17 @@ class FakeKaggle:
         """The latest accepted version number of ``ref`` (0 when never pushed)."""
         with self._lock:
             return self._versions.get(ref, 0)
+
+    def accepted(self, ref: str | None = None) -> list[Push]:
+        """Accepted pushes (of ``ref``, or all): each started one session."""
+        with self._lock:
+            return [p for p in self.pushes if p.error is None and ref in (None, p.ref)]
+
+    def active_sessions(self, kind: str | None = None) -> list[_Session]:
+        """Sessions queued or running now (of one kind, or all)."""
+        now = time.monotonic()
+        with self._lock:
+            return [s for s in self._sessions if s.active(now) and kind in (None, s.kind)]
 
     # ----------------------------------------------------------------- internals
     def _handle(self, handler: _Handler) -> None:
@@ -406,6 +512,7 @@ class FakeKaggle:
             (_KERNELS, "SaveKernel"): self._save_kernel,
             (_KERNELS, "GetKernelSessionStatus"): self._kernel_status,
             (_KERNELS, "ListKernelSessionOutput"): self._kernel_output,
+            (_KERNELS, "GetKernel"): self._get_kernel,
             (_COMPETITIONS, "StartSubmissionUpload"): self._start_upload,
             (_COMPETITIONS, "CreateSubmission"): self._create_submission,
             (_COMPETITIONS, "GetSubmissionLimits"): self._submission_limits,
@@ -440,15 +547,30 @@ class FakeKaggle:
             return 400, _error(400, "ID or slug must be specified"), {}
         ref = slug if "/" in slug else f"{rec.user or DEFAULT_USERNAME}/{slug}"
         owner, name = ref.split("/", 1)
+        kind = session_kind(body.get("machineShape"))
+        now = time.monotonic()
         with self._lock:
-            if self._rejections:
+            error = _refusal(body, ref, rec.user)
+            if error is None and self._rejections:
                 error = self._rejections.pop(0)
+            if error is None and self.session_cap is not None and len(
+                    [s for s in self._sessions if s.kind == kind and s.active(now)]) \
+                    >= self.session_cap:
+                error = f"Maximum batch {kind} session count of {self.session_cap} reached."
+            if error is not None:
                 self.pushes.append(Push(ref, body, None, error))
                 return 200, {"error": error}, {}
             version = self._versions.get(ref, 0) + 1
             self._versions[ref] = version
             kernel_id = self._kernel_ids.setdefault(ref, 1000 + len(self._kernel_ids) + 1)
             self.pushes.append(Push(ref, body, version))
+            seconds, outcome = self._runs.get(ref, (None, ("COMPLETE", None)))
+            self._sessions.append(_Session(
+                ref, version, kind, now, self.queue_seconds,
+                seconds if seconds is not None else self.run_seconds, outcome,
+                self.session_time_limit))
+            self.peak_sessions = max(self.peak_sessions, len(
+                [s for s in self._sessions if s.kind == kind and s.active(now)]))
         return 200, {
             "ref": f"/code/{owner}/{name}",
             "url": f"https://www.kaggle.com/code/{owner}/{name}",
@@ -472,18 +594,29 @@ class FakeKaggle:
         """The entry scripted for this version of ``ref``, else for ``ref``; None if neither."""
         return table.get((ref, version)) or table.get((ref, None))
 
+    def _session(self, ref: str, version: int | None) -> _Session | None:
+        """The session of that version of ``ref``; without a version, the latest one."""
+        sessions = [s for s in self._sessions if s.ref == ref and version in (None, s.version)]
+        return sessions[-1] if sessions else None
+
     def _kernel_status(self, rec: RecordedRequest):
         ref, version = self._kernel_key(rec.body)
         with self._lock:
+            session = self._session(ref, version)
             script = self._scripted(self._statuses, ref, version)
-            if script is None:
-                if ref not in self._versions:
-                    return 404, _error(404, f"Notebook {ref} not found"), {}
-                script = self._statuses[(ref, None)] = _StatusScript(
-                    [(s, None) if isinstance(s, str) else tuple(s)
-                     for s in self.default_statuses])
-            status, message = script.steps[min(script.cursor, len(script.steps) - 1)]
-            script.cursor += 1
+            if script is None and session is not None and session.run_seconds is not None:
+                status, message = session.status(time.monotonic())
+            else:
+                if script is None:
+                    if ref not in self._versions:
+                        return 404, _error(404, f"Notebook {ref} not found"), {}
+                    script = self._statuses[(ref, None)] = _StatusScript(
+                        [(s, None) if isinstance(s, str) else tuple(s)
+                         for s in self.default_statuses])
+                status, message = script.steps[min(script.cursor, len(script.steps) - 1)]
+                script.cursor += 1
+                if session is not None and status in FINAL_STATUSES:
+                    session.finished = True
         payload = {"status": status}
         if message:
             payload["failureMessage"] = message
@@ -496,7 +629,7 @@ class FakeKaggle:
             if output is None:
                 if ref not in self._versions:
                     return 404, _error(404, f"Notebook {ref} not found"), {}
-                output = _Output({}, "")
+                output = self._outputs.get((None, None), _Output({}, ""))
             names = sorted(output.files)
             page_size = int(rec.body.get("pageSize") or 20)
             token = rec.body.get("pageToken") or ""
@@ -510,6 +643,26 @@ class FakeKaggle:
         more = start + page_size < len(names)
         return 200, {"files": files, "log": output.log,
                      "nextPageToken": str(start + page_size) if more else ""}, {}
+
+    def _get_kernel(self, rec: RecordedRequest):
+        """The kernel's metadata; ``currentVersionNumber`` is its latest accepted version."""
+        ref, _ = self._kernel_key(rec.body)
+        with self._lock:
+            accepted = [p for p in self.pushes if p.ref == ref and p.error is None]
+            if not accepted:
+                return 404, _error(404, f"Notebook {ref} not found"), {}
+            body, version = accepted[-1].body, self._versions[ref]
+            kernel_id = self._kernel_ids[ref]
+        owner, name = ref.split("/", 1)
+        metadata = {"id": kernel_id, "ref": ref, "title": body.get("newTitle", name),
+                    "author": owner, "slug": name, "language": body.get("language", "python"),
+                    "kernelType": body.get("kernelType", "notebook"),
+                    "isPrivate": body.get("isPrivate", True),
+                    "machineShape": body.get("machineShape") or "",
+                    "currentVersionNumber": version}
+        return 200, {"metadata": metadata, "blob": {
+            "source": body.get("text", ""), "language": metadata["language"],
+            "kernelType": metadata["kernelType"], "slug": name}}, {}
 
     def _download(self, rec: RecordedRequest):
         token = rec.path.rsplit("/", 1)[-1]
@@ -565,6 +718,35 @@ class FakeKaggle:
         sub = known[0]
         return 200, {"ref": sub.ref, "status": "COMPLETE", "fileName": sub.file_name,
                      "description": sub.description or "", "publicScore": "0.5"}, {}
+
+
+def _refusal(body: dict, ref: str, user: str | None) -> str | None:
+    """Why Kaggle would refuse this push (see KAGGLE_RULES), or None."""
+    owner, name = ref.split("/", 1)
+    if user is not None and owner != user:
+        return f"Cannot push {ref}: it belongs to {owner}, not {user}"
+    title = body.get("newTitle")
+    if title is not None and slugify(title) != name:
+        return f"The title {title!r} does not resolve to the kernel slug {name!r}"
+    shape = body.get("machineShape")
+    if shape and shape not in MACHINE_SHAPES:
+        return f"Unknown machine shape {shape!r}"
+    unknown = [c for c in body.get("competitionDataSources") or [] if c not in COMPETITIONS]
+    if unknown:
+        return f"Competition not found: {', '.join(unknown)}"
+    if body.get("kernelType") == "notebook":
+        try:
+            notebook = json.loads(body.get("text") or "")
+        except ValueError:
+            return "The notebook is not valid JSON"
+        if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list) \
+                or not isinstance(notebook.get("metadata"), dict):
+            return "The notebook has no cells or no metadata"
+        if not (notebook["metadata"].get("kernelspec") or {}).get("name"):
+            return "The notebook has no kernelspec"
+        if "kaggle" in notebook["metadata"]:
+            return "The notebook carries metadata.kaggle (the accelerator would be ignored)"
+    return None
 
 
 def _key_of(rec: RecordedRequest) -> str | None:

@@ -75,7 +75,8 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     fake_kaggle.set_statuses(REF, ["QUEUED", "RUNNING", "COMPLETE"])
     fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
                            log=["training\n", "DONE\n"])
-    assert f"{SLUG}: v1 QUEUED" in kit("status", *selection()).stdout
+    status = kit("status", *selection()).stdout
+    assert f"{SLUG}: v1 queued, " in status and "s since its push — estimate" in status
     result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RUNNING" in result.stdout and "COMPLETE" in result.stdout
@@ -101,8 +102,8 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     result = kit("results")
     assert result.returncode == 0
     table = (kit.folder / "runs" / "results.md").read_text()
-    assert f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | densenet201:1.00 | 51.0 | 250 |" \
-        in table
+    assert f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 " \
+        "| 250 |" in table
     assert (kit.folder / "runs" / "results.csv").read_text().count("\n") == 3
 
     result = kit("submit", SLUG, "--sweep", str(SWEEP))
@@ -118,7 +119,7 @@ def test_rejected_push_is_a_failure(kit, fake_kaggle):
     result = kit("push", *selection())
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: push {REF} rejected by Kaggle: Notebook not found")
-    assert not (kit.folder / "runs" / SLUG / "kaggle.json").exists()
+    assert not (kit.folder / "runs" / SLUG / "pushes.json").exists()
 
 
 def test_missing_or_wrong_credentials_give_one_line(kit, fake_kaggle, tmp_path):
@@ -142,7 +143,22 @@ def test_server_errors_are_retried(kit, fake_kaggle, status):
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stdout and len(fake_kaggle.calls("SaveKernel")) == 2
     result = kit("status", *selection())
-    assert result.returncode == 0 and f"{SLUG}: v1 COMPLETE" in result.stdout
+    assert result.returncode == 0 and f"{SLUG}: v1 complete" in result.stdout
+
+
+def test_state_file_of_the_first_name_is_read_then_replaced(kit, fake_kaggle):
+    """Runs pushed before the rename kept their versions in kaggle.json (the name of Kaggle's
+    credentials file): still read, and replaced by pushes.json at the next push."""
+    assert kit("push", *selection()).returncode == 0
+    run_dir = kit.folder / "runs" / SLUG
+    (run_dir / "pushes.json").rename(run_dir / "kaggle.json")
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 0 and f"{SLUG}: v1 → runs/{SLUG}/v1" in result.stdout
+    assert kit("push", *selection(), "--yes").returncode == 0
+    assert not (run_dir / "kaggle.json").exists()
+    state = json.loads((run_dir / "pushes.json").read_text())
+    assert [push["version"] for push in state["pushes"]] == [1, 2]
 
 
 def test_error_run_shows_its_log_tail(kit, fake_kaggle):

@@ -293,11 +293,11 @@ def test_unknown_paths_faults_and_auth_answer_json(fake_kaggle):
     rpc = f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernelSessionStatus"
     body = {"userName": OWNER, "kernelSlug": SLUG}
 
-    missing = session.post(f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernel",
+    missing = session.post(f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/DeleteKernel",
                            json=body)
     assert missing.status_code == 404 and missing.json()["code"] == 404
     assert [r.path for r in fake_kaggle.unknown_requests] == [
-        "/api/v1/kernels.KernelsApiService/GetKernel"]
+        "/api/v1/kernels.KernelsApiService/DeleteKernel"]
     assert session.post(rpc, json=body).status_code == 404  # never pushed nor scripted
 
     fake_kaggle.set_statuses(REF, ["RUNNING"])

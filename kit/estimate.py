@@ -1,0 +1,185 @@
+"""How long each variant will hold an accelerator, before anything is pushed.
+
+A variant's estimate is, per backbone: setup + compile + EPOCHS × seconds per epoch + prediction.
+Figures come from earlier collected runs (`metrics.json` anywhere under the runs folder) of the
+same accelerator, backbone and image size; else from the table below, derived from the few
+figures this project has measured. The sweep's total is checked against the user's weekly
+quota (`--budget-hours`) and each variant against Kaggle's per-session limit.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Kaggle stops a batch session after a time limit: 9 h for TPU sessions (CPU and GPU sessions
+# have been given 12 h, so 9 h is the safe side for every accelerator).
+SESSION_LIMIT_HOURS = 9.0
+# Kaggle's weekly TPU quota has been published as 20 to 30 hours; the user sets their own.
+DEFAULT_BUDGET_HOURS = 20.0
+# The competition's splits (same counts at every image size).
+TRAIN_IMAGES, VALIDATION_IMAGES, TEST_IMAGES = 12753, 3712, 7382
+
+# Measured for this project on one H200 (README, Performance): bare train step, Keras 3 on JAX,
+# bf16, batch 64, 512 px: images/s and seconds of the first step's compilation.
+H200_512 = {"densenet201": (281.7, 191.0), "efficientnet_b7": (173.2, 146.0)}
+# Throughput of each Kaggle accelerator relative to that H200. Not measured (no TPU or T4 was
+# available); derived from memory bandwidth, because these CNNs are memory bound on the H200
+# (EfficientNetB7 at 173 images/s does about 14 TFLOP/s, under 2 % of the H200's bf16 peak):
+# - tpu, a v5e-8: 8 × 819 GB/s = 6.6 TB/s against the H200's 4.8 TB/s would be 1.36×; per-chip
+#   batches of 16 and the gradient all-reduce over 8 chips take part of that back, so 1.0 is
+#   assumed. Treat TPU estimates as ±50 % until one variant has run: its metrics.json then
+#   replaces this table for its backbone and size.
+# - gpu, two T4s: 2 × 320 GB/s is 0.13 of 4.8 TB/s, halved because the notebook trains in
+#   float32 on GPUs (bf16 only on TPUs): 0.07.
+ACCELERATOR_SPEED = {"tpu": 1.0, "gpu": 0.07}
+# A forward pass costs about a third of a training step (the backward pass is about twice the
+# forward), so prediction runs at 3× the training throughput.
+PREDICTION_SPEEDUP = 3.0
+# Guesses, not measurements: compiling the prediction function, and per variant the imports,
+# reading the data and downloading the ImageNet weights.
+PREDICTION_COMPILE_SECONDS = 60.0
+SETUP_SECONDS = 120.0
+# Compute and activation traffic grow with the pixel count, so the table scales throughput by
+# (512 / size)²; small images use the chips less well, so this is optimistic at 192 px.
+REFERENCE_SIZE = 512
+
+
+class BudgetError(ValueError):
+    """The sweep would spend more accelerator time than allowed."""
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Seconds one backbone takes at one size: fixed costs, one epoch, one prediction view."""
+
+    setup: float
+    compile: float
+    epoch: float
+    prediction_view: float  # validation + test, one view (TTA adds views)
+    source: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    slug: str
+    seconds: float | None  # None: a backbone has neither a measurement nor a table figure
+    sources: tuple
+    missing: tuple  # backbones without figures
+
+    def text(self):
+        if self.seconds is None:
+            return f"no estimate (nothing measured or tabled for {', '.join(self.missing)})"
+        return f"{hours(self.seconds)} ({', '.join(sorted(set(self.sources)))})"
+
+
+def hours(seconds):
+    return f"{seconds / 3600:.1f} h"
+
+
+def duration(seconds):
+    """`45 s`, `12 min` or `3.4 h`."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else hours(seconds)
+
+
+def views(parameters):
+    """Forward passes per image at prediction: the image itself and each TTA view."""
+    return 1 + len(parameters.get("TTA_VIEWS") or [])
+
+
+def measured(runs_dir):
+    """{(accelerator, backbone, image size): Figures} from every metrics.json under runs_dir,
+    the newest run winning. A run's fixed stages are shared among its backbones in proportion
+    to their epoch times."""
+    found = {}
+    paths = sorted(Path(runs_dir).rglob("metrics.json"), key=lambda path: path.stat().st_mtime)
+    for path in paths:
+        if any(part.startswith(".") for part in path.relative_to(runs_dir).parts):
+            continue  # a staging folder left by a killed collect
+        try:
+            metrics = json.loads(path.read_text())
+            parameters = metrics["parameters"]
+            accelerator = metrics["accelerator"]["kind"]
+            per_epoch = metrics["seconds_per_epoch"]
+            stages = metrics["stage_seconds"]
+            epochs = parameters["EPOCHS"]
+            size = parameters["IMAGE_SIZE"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # an older or partial record: not usable for estimates
+        total = sum(per_epoch.values())
+        if not total or not epochs:
+            continue
+        setup = sum(seconds for stage, seconds in stages.items()
+                    if stage not in ("compile", "train", "evaluate", "predict"))
+        prediction = stages.get("evaluate", 0.0) + stages.get("predict", 0.0)
+        for backbone, seconds in per_epoch.items():
+            share = seconds / total
+            # The train stage includes each epoch's validation pass; seconds_per_epoch does not.
+            epoch = stages["train"] / epochs * share if "train" in stages else seconds
+            found[(accelerator, backbone, size)] = Figures(
+                setup * share, stages.get("compile", 0.0) * share, epoch,
+                prediction * share / views(parameters), f"measured {path.parent}")
+    return found
+
+
+def tabled(accelerator, backbone, size, parameters):
+    """Figures derived from the H200 table, or None when it has nothing for them."""
+    if backbone not in H200_512 or accelerator not in ACCELERATOR_SPEED:
+        return None
+    reference_speed, compile_seconds = H200_512[backbone]
+    speed = reference_speed * ACCELERATOR_SPEED[accelerator] * (REFERENCE_SIZE / size) ** 2
+    validation = 0 if parameters.get("TRAIN_ON_VALIDATION") else VALIDATION_IMAGES
+    training = TRAIN_IMAGES + (VALIDATION_IMAGES if parameters.get("TRAIN_ON_VALIDATION") else 0)
+    epoch = (training + validation / PREDICTION_SPEEDUP) / speed
+    prediction_view = (validation + TEST_IMAGES) / (PREDICTION_SPEEDUP * speed)
+    return Figures(SETUP_SECONDS / len(parameters.get("BACKBONES") or [backbone]),
+                   compile_seconds + PREDICTION_COMPILE_SECONDS, epoch, prediction_view,
+                   "table")
+
+
+def estimate(variant, accelerator, figures):
+    """The variant's accelerator seconds from `figures` (see measured), else the table."""
+    parameters = variant.parameters
+    seconds, sources, missing = 0.0, [], []
+    for backbone in parameters.get("BACKBONES") or []:
+        found = figures.get((accelerator, backbone, parameters.get("IMAGE_SIZE"))) or tabled(
+            accelerator, backbone, parameters.get("IMAGE_SIZE"), parameters)
+        if found is None:
+            missing.append(backbone)
+            continue
+        sources.append(found.source)
+        seconds += (found.setup + found.compile + parameters.get("EPOCHS", 0) * found.epoch
+                    + views(parameters) * found.prediction_view)
+    return Estimate(variant.slug, None if missing else seconds, tuple(sources), tuple(missing))
+
+
+def estimate_sweep(variants, accelerator, runs_dir):
+    figures = measured(runs_dir) if Path(runs_dir).is_dir() else {}
+    return [estimate(variant, accelerator, figures) for variant in variants]
+
+
+def summary(estimates):
+    """`total 14.2 h of accelerator time for 9 variant(s)` (+ how many have no estimate)."""
+    known = [item.seconds for item in estimates if item.seconds is not None]
+    unknown = len(estimates) - len(known)
+    return (f"estimated total {hours(sum(known))} of accelerator time for {len(estimates)} "
+            "variant(s)" + (f" ({unknown} without an estimate, not counted)" if unknown else ""))
+
+
+def check_budget(estimates, budget_hours=DEFAULT_BUDGET_HOURS,
+                 session_limit_hours=SESSION_LIMIT_HOURS):
+    """Raise BudgetError (one line) when a variant would pass Kaggle's session limit or the
+    sweep the user's budget."""
+    too_long = [item for item in estimates
+                if item.seconds is not None and item.seconds > session_limit_hours * 3600]
+    if too_long:
+        names = ", ".join(f"{item.slug} ({hours(item.seconds)})" for item in too_long)
+        raise BudgetError(f"{names} would pass Kaggle's {session_limit_hours:g} h session limit "
+                          "and be stopped; lower EPOCHS or IMAGE_SIZE, or pass --yes to push "
+                          "anyway")
+    total = sum(item.seconds for item in estimates if item.seconds is not None)
+    if total > budget_hours * 3600:
+        raise BudgetError(f"the sweep needs about {hours(total)} of accelerator time, more than "
+                          f"--budget-hours {budget_hours:g}; run fewer variants (--only), raise "
+                          "--budget-hours to your quota, or pass --yes")

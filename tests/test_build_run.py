@@ -1,0 +1,238 @@
+"""`build.py run` against a fake Kaggle that behaves like Kaggle: a batch-session cap with
+Kaggle's refusal, queued then running sessions that take time, failures, a session time limit.
+
+`build.py` runs as a subprocess driving the real `kaggle` client; the only host it can reach is
+the fake on 127.0.0.1. Sessions last a second or two, so each test takes seconds.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+OWNER = "someone"
+TEST_ROWS = 7382  # the competition's test split
+SIZES = (192, 224, 331, 512)
+CAP_REFUSAL = "Maximum batch TPU session count of {} reached."
+
+
+def submission_text(rows=TEST_ROWS):
+    return "id,label\n" + "".join(f"{index:09x},{index % 104}\n" for index in range(rows))
+
+
+def metrics_text(size=512):
+    """A metrics.json as the notebook writes it (the keys the table and the estimate read)."""
+    return json.dumps({
+        "parameters": {"IMAGE_SIZE": size, "BACKBONES": ["densenet201"], "EPOCHS": 2,
+                       "TTA_VIEWS": []},
+        "accelerator": {"kind": "tpu", "backend": "jax", "replicas": 8},
+        "seconds_per_epoch": {"densenet201": 40.0}, "images_per_second": {"densenet201": 300.0},
+        "stage_seconds": {"import": 10.0, "data": 5.0, "build": 20.0, "compile": 100.0,
+                          "train": 90.0, "evaluate": 10.0, "predict": 20.0},
+        "blend_weights": {"densenet201": 1.0}, "blend_f1": 0.91, "blend_f1_in_sample": 0.91})
+
+
+def small_sweep(folder):
+    """Four TPU variants: petals-cap-192, -224, -331, -512."""
+    path = Path(folder) / "cap.toml"
+    path.write_text('name = "cap"\naccelerator = "tpu"\n[parameters]\nBACKBONES = ["densenet201"]'
+                    f'\nEPOCHS = 2\n[grid]\nIMAGE_SIZE = {list(SIZES)}\n')
+    return path
+
+
+def ref(size):
+    return f"{OWNER}/petals-cap-{size}"
+
+
+@pytest.fixture
+def kit(fake_kaggle, tmp_path):
+    """build.py verbs in a scratch folder as `someone`; the fake serves a valid submission."""
+    environment = {**fake_kaggle.environment(tmp_path / "home", username=OWNER),
+                   "PYTHONPATH": str(REPOSITORY)}
+    fake_kaggle.set_output(None, {"submission.csv": submission_text(),
+                                  "metrics.json": metrics_text()}, log=["DONE\n"])
+
+    def command(*arguments):
+        return [sys.executable, str(REPOSITORY / "build.py"), *arguments]
+
+    def run(*arguments):
+        return subprocess.run(command(*arguments), cwd=tmp_path, env=environment,
+                              capture_output=True, text=True, timeout=300)
+
+    def start(*arguments):
+        return subprocess.Popen(command(*arguments), cwd=tmp_path, env=environment,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    run.start, run.folder = start, tmp_path
+    return run
+
+
+def built(kit, sweep):
+    result = kit("kernels", "--owner", OWNER, "--sweep", str(sweep))
+    assert result.returncode == 0, result.stderr
+    return ["--sweep", str(sweep)]
+
+
+def collected(folder, slug, version=1):
+    path = Path(folder) / slug / f"v{version}" / "collected.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pushes_per_kernel(fake):
+    counts = {}
+    for push in fake.accepted():
+        counts[push.ref] = counts.get(push.ref, 0) + 1
+    return counts
+
+
+def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
+    """The issue's check: a fake refusing a second session, 2 s runs, 7,382-row submissions."""
+    fake_kaggle.configure(session_cap=1, run_seconds=2)
+    selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
+    result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    slugs = [path.name for path in (kit.folder / "kernels").iterdir()]
+    assert len(slugs) == 9
+    for slug in slugs:
+        assert collected(kit.folder / "runs", slug)["problem"] is None, slug
+        assert (kit.folder / "runs" / slug / "v1" / "submission.csv").read_text() \
+            == submission_text()
+    assert pushes_per_kernel(fake_kaggle) == {f"{OWNER}/{slug}": 1 for slug in slugs}
+    assert fake_kaggle.peak_sessions == 1
+    refusals = [push for push in fake_kaggle.pushes if push.error]
+    assert refusals and all(push.error == CAP_REFUSAL.format(1) for push in refusals)
+    assert "waiting for a free session" in result.stdout
+    assert "9 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
+
+
+def test_cap_of_two_with_failures(kit, fake_kaggle):
+    """An ERROR with a log, a COMPLETE without submission.csv and a run past the time limit are
+    reported; the others are collected; never more than two sessions at once."""
+    fake_kaggle.configure(session_cap=2, run_seconds=1, queue_seconds=0.3,
+                          session_time_limit=1.5)
+    fake_kaggle.set_run(ref(224), outcome=("ERROR", "Your notebook hit an error"))
+    fake_kaggle.set_output(ref(224), {}, log=["epoch 1\n", "ValueError: out of memory\n"])
+    fake_kaggle.set_output(ref(331), {"metrics.json": metrics_text(331)}, log=["done\n"])
+    fake_kaggle.set_run(ref(512), seconds=5)
+    fake_kaggle.set_output(ref(192), {"submission.csv": submission_text(),
+                                      "metrics.json": metrics_text(192)})
+    selection = built(kit, small_sweep(kit.folder))
+    result = kit("run", *selection, "--max-concurrent", "2", "--poll", "0.2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "QUEUED" in result.stdout and "RUNNING" in result.stdout
+    runs = kit.folder / "runs"
+    assert collected(runs, "petals-cap-192")["problem"] is None
+    assert collected(runs, "petals-cap-224")["problem"] == "ERROR: Your notebook hit an error"
+    assert "ValueError: out of memory" in result.stdout  # the log's tail
+    assert collected(runs, "petals-cap-331")["problem"] == \
+        "COMPLETE but no submission.csv among its outputs"
+    assert "time limit of 1.5 s" in collected(runs, "petals-cap-512")["problem"]
+    assert "1 variant(s) collected with a valid submission, 3 with a problem" in result.stdout
+    assert "| petals-cap-192 | v1 |" in result.stdout  # the results table
+    assert fake_kaggle.peak_sessions == 2
+    assert pushes_per_kernel(fake_kaggle) == {ref(size): 1 for size in SIZES}
+
+    status = kit("status", *selection)
+    assert status.returncode == 0, status.stderr
+    assert "petals-cap-192: v1 complete, collected" in status.stdout
+    assert "petals-cap-224: v1 error (Your notebook hit an error)" in status.stdout
+    assert f"measured {Path('runs') / 'petals-cap-192' / 'v1'}" in status.stdout
+
+    again = kit("run", *selection, "--poll", "0.2")  # everything is collected or reported
+    assert again.returncode == 1 and "4 finished, 0 running on Kaggle, 0 not pushed" \
+        in again.stdout
+    assert pushes_per_kernel(fake_kaggle) == {ref(size): 1 for size in SIZES}
+
+
+def wait_for(condition, seconds=120):
+    """Wait until condition() holds (the run under test makes progress); fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+
+
+def test_interrupted_run_resumes_here_and_from_an_empty_runs_folder(kit, fake_kaggle):
+    fake_kaggle.configure(session_cap=1, run_seconds=1, queue_seconds=0.2)
+    selection = built(kit, small_sweep(kit.folder))
+    process = kit.start("run", *selection, "--poll", "0.2")
+    wait_for(lambda: len(fake_kaggle.accepted()) >= 2)  # one collected, the second running
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=60)
+    assert process.returncode == 130, output + errors
+    assert "interrupted: " in output and "(what runs on Kaggle goes on)" in output
+    assert f"resume with `python build.py run --sweep {selection[1]} --poll 0.2`" in output
+    runs = kit.folder / "runs"
+    done_before = {path: path.stat().st_mtime_ns for path in runs.glob("*/v*/collected.json")}
+    assert done_before
+
+    result = kit("run", *selection, "--poll", "0.2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert pushes_per_kernel(fake_kaggle) == {ref(size): 1 for size in SIZES}
+    assert {path: path.stat().st_mtime_ns for path in done_before} == done_before
+    assert all(collected(runs, f"petals-cap-{size}")["problem"] is None for size in SIZES)
+
+    # Another machine: nothing on disk; the state comes back from Kaggle, nothing is pushed.
+    result = kit("run", *selection, "--poll", "0.2", "--runs-dir", "elsewhere")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert pushes_per_kernel(fake_kaggle) == {ref(size): 1 for size in SIZES}
+    for size in SIZES:
+        assert collected(kit.folder / "elsewhere", f"petals-cap-{size}")["problem"] is None
+    assert fake_kaggle.peak_sessions == 1
+
+
+def test_a_version_found_on_kaggle_is_not_pushed_again_unless_rerun(kit, fake_kaggle):
+    """A push whose answer was lost (or made elsewhere) is watched, not repeated; --rerun
+    pushes one new version."""
+    fake_kaggle.configure(run_seconds=1)
+    selection = [*built(kit, small_sweep(kit.folder)), "--only", "petals-cap-192", "--poll",
+                 "0.2"]
+    subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p",
+                    str(kit.folder / "kernels" / "petals-cap-192")], check=True,
+                   env=fake_kaggle.environment(kit.folder / "home", username=OWNER),
+                   capture_output=True, timeout=120)
+    result = kit("run", *selection)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 finished, 1 running on Kaggle, 0 not pushed" in result.stdout
+    assert "pushed elsewhere" in result.stdout
+    assert pushes_per_kernel(fake_kaggle) == {ref(192): 1}
+    state = json.loads((kit.folder / "runs" / "petals-cap-192" / "pushes.json").read_text())
+    assert [push["version"] for push in state["pushes"]] == [1]
+
+    result = kit("run", *selection, "--rerun")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [push.version_number for push in fake_kaggle.accepted()] == [1, 2]
+    assert collected(kit.folder / "runs", "petals-cap-192", 2)["problem"] is None
+
+
+def test_estimate_refuses_past_the_budget_or_the_session_limit(kit, fake_kaggle, tmp_path):
+    selection = built(kit, small_sweep(kit.folder))
+    result = kit("run", *selection, "--budget-hours", "0.01")
+    assert result.returncode == 1
+    assert "estimated total" in result.stdout and "petals-cap-512: " in result.stdout
+    assert result.stderr.startswith("error: the sweep needs about ")
+    assert "more than --budget-hours 0.01" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    long = tmp_path / "long.toml"
+    long.write_text('name = "long"\n[parameters]\nBACKBONES = ["efficientnet_b7"]\n'
+                    'EPOCHS = 500\n[grid]\nIMAGE_SIZE = [512]\n')
+    selection = built(kit, long)
+    result = kit("push", *selection)
+    assert result.returncode == 1 and "9 h session limit" in result.stderr
+    assert fake_kaggle.calls("SaveKernel") == []
+    assert kit("push", *selection, "--yes").returncode == 0
+    assert len(fake_kaggle.accepted()) == 1
+
+
+def test_push_stops_at_the_session_cap(kit, fake_kaggle):
+    fake_kaggle.configure(session_cap=1, run_seconds=60)
+    selection = built(kit, small_sweep(kit.folder))
+    result = kit("push", *selection)
+    assert result.returncode == 1
+    assert CAP_REFUSAL.format(1) in result.stderr and "build.py run" in result.stderr
+    assert len(fake_kaggle.accepted()) == 1
