@@ -65,6 +65,8 @@ def built_kernel_id(arguments, variant):
 
 
 def command_kernels(arguments, sweep):
+    import nbformat
+
     owner = find_owner(arguments.owner)
     accelerator = arguments.accelerator or sweep.accelerator
     variants = selected(sweep, arguments.only)
@@ -72,17 +74,19 @@ def command_kernels(arguments, sweep):
     for variant in variants:
         folder = kernels.write_kernel(variant, Path(arguments.kernels_dir) / variant.slug, owner,
                                       accelerator, arguments.public, arguments.dataset)
-        print(f"  {folder}")
+        notebook = nbformat.read(folder / f"{variant.slug}.ipynb", as_version=4)
+        before, total = kernels.visible_code_lines(notebook)
+        print(f"  {folder} ({total} visible code lines, {before} before the first heading)")
     default = sweep.variants[0]
     if default not in variants:
         print(f"  {arguments.root_metadata} left as it is: the default variant {default.slug} "
               "was not built")
         return
-    document = kernels.root_metadata(default, owner, accelerator, arguments.kernels_dir)
-    root = Path(arguments.root_metadata)
-    kernels.validate_metadata(document, root.parent)
-    root.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"  {root} → {document['code_file']} (the default variant)")
+    # Generated for this owner, so not part of the repository: building changes no tracked file.
+    document = kernels.write_root_metadata(Path(arguments.kernels_dir) / default.slug,
+                                           arguments.root_metadata)
+    print(f"  {arguments.root_metadata} → {document['code_file']} (the default variant: "
+          "`kaggle kernels push` there pushes it)")
 
 
 def checked_kernel(arguments, variant):
