@@ -245,8 +245,9 @@ def render_html(notebook):
 def dataset_slugs(entries, where="EXTRA_DATA"):
     """The Kaggle dataset slugs among EXTRA_DATA's entries (folders are left out).
 
-    A folder is an entry that starts with /, ./, ../ or ~, or that exists here; every other
-    entry must be a slug, `owner/dataset-name`. Raises ValueError naming a malformed one.
+    A folder is an entry that starts with /, ./, ../ or ~, a URL (gs://…), or a folder that
+    exists here; every other entry must be a slug, `owner/dataset-name`. Raises ValueError
+    naming a malformed one.
     """
     if not isinstance(entries, (list, tuple)):
         raise ValueError(f"{where} must be a list of folders or Kaggle dataset slugs, got "
@@ -255,7 +256,7 @@ def dataset_slugs(entries, where="EXTRA_DATA"):
     for entry in entries:
         if not isinstance(entry, str) or not entry:
             raise ValueError(f"{where} entry {entry!r} is not a folder or a dataset slug")
-        if entry.startswith(("/", "./", "../", "~")) or os.path.isdir(entry):
+        if entry.startswith(("/", "./", "../", "~")) or "://" in entry or os.path.isdir(entry):
             continue
         if not DATASET_SLUG.fullmatch(entry):
             raise ValueError(f"{where} entry {entry!r} is neither an existing folder nor a Kaggle "
@@ -269,7 +270,7 @@ def extra_datasets(variant):
     """The Kaggle datasets a variant's EXTRA_DATA names, to attach as `dataset_sources`.
 
     Its folders must be readable on Kaggle (under /kaggle/, e.g. a dataset attached with
-    --dataset): a folder of this machine does not travel with the kernel.
+    --dataset, or a URL such as gs://…): a folder of this machine does not travel with the kernel.
     """
     entries = variant.parameters.get("EXTRA_DATA")
     if entries is None:
@@ -278,7 +279,7 @@ def extra_datasets(variant):
     slugs = dataset_slugs(entries, where)
     for entry in entries:
         path = os.path.abspath(os.path.expanduser(entry))
-        if entry not in slugs and not path.startswith("/kaggle/"):
+        if entry not in slugs and "://" not in entry and not path.startswith("/kaggle/"):
             raise ValueError(f"{where} entry {entry!r} is a folder of this machine, which a Kaggle "
                              "kernel cannot read; upload it as a Kaggle dataset and name its slug")
     return slugs

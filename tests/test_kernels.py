@@ -219,11 +219,13 @@ def test_extra_data_slugs_are_attached_and_folders_are_not(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "extra-folder").mkdir()
     entries = ["/kaggle/input/oxford-102", "./extra", "../more", "~/flowers", "extra-folder",
+               "gs://bucket/flowers-tfrec",
                "kirillblinov/tf-flower-photo-tfrec", "alice/oxford-102-flowers"]
     assert kernels.dataset_slugs(entries) == ["kirillblinov/tf-flower-photo-tfrec",
                                               "alice/oxford-102-flowers"]
     folder = kernels.write_kernel(
-        variant_with(["/kaggle/input/extra", "alice/oxford-102-flowers", "bob/tf-flowers"]),
+        variant_with(["/kaggle/input/extra", "gs://bucket/extra", "alice/oxford-102-flowers",
+                      "bob/tf-flowers"]),
         tmp_path / "kernel", "alice", "tpu", dataset_sources=["bob/tf-flowers", "carol/weights"])
     document = json.loads((folder / kernels.METADATA_FILE).read_text())
     assert document["dataset_sources"] == ["bob/tf-flowers", "carol/weights",
