@@ -203,7 +203,7 @@ def command_run(arguments, sweep):
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
-    print_estimates(arguments, variants, accelerator)
+    estimates = print_estimates(arguments, variants, accelerator, check=False)
     jobs = [cycle.Job(variant.slug, Path(arguments.kernels_dir) / variant.slug,
                       Path(arguments.runs_dir) / variant.slug, kernel_id)
             for variant, (kernel_id, _) in zip(variants, built, strict=True)]
@@ -216,6 +216,9 @@ def command_run(arguments, sweep):
         sweep_run.start()
         print(f"run {sweep.name}: {sweep_run.describe()}; at most {maximum} {accelerator} "
               "session(s) at once", flush=True)
+        if not arguments.yes:  # what a resumed run will still push counts, not what ran
+            estimate.check_budget([estimates[job.slug] for job in sweep_run.pending],
+                                  arguments.budget_hours)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); {resume}")

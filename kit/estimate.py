@@ -180,6 +180,6 @@ def check_budget(estimates, budget_hours=DEFAULT_BUDGET_HOURS,
                           "anyway")
     total = sum(item.seconds for item in estimates if item.seconds is not None)
     if total > budget_hours * 3600:
-        raise BudgetError(f"the sweep needs about {hours(total)} of accelerator time, more than "
-                          f"--budget-hours {budget_hours:g}; run fewer variants (--only), raise "
-                          "--budget-hours to your quota, or pass --yes")
+        raise BudgetError(f"the {len(estimates)} variant(s) to push need about {hours(total)} "
+                          f"of accelerator time, more than --budget-hours {budget_hours:g}; run "
+                          "fewer (--only), raise --budget-hours to your quota, or pass --yes")

@@ -215,7 +215,8 @@ def test_estimate_refuses_past_the_budget_or_the_session_limit(kit, fake_kaggle,
     result = kit("run", *selection, "--budget-hours", "0.01")
     assert result.returncode == 1
     assert "estimated total" in result.stdout and "petals-cap-512: " in result.stdout
-    assert result.stderr.startswith("error: the sweep needs about ")
+    assert result.stderr.startswith("error: the 4 variant(s) to push need about ")
+    assert fake_kaggle.calls("SaveKernel") == []
     assert "more than --budget-hours 0.01" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     long = tmp_path / "long.toml"

@@ -337,3 +337,85 @@ def test_chunked_upload_and_paged_output(fake_kaggle):
                                    "pageToken": "2"}).json()
     assert [f["fileName"] for f in rest["files"]] == ["f2.txt"] and rest["nextPageToken"] == ""
     assert session.get(rest["files"][0]["url"]).content == b"2"
+
+
+# --------------------------------------------------------------------- Kaggle's rules
+@pytest.mark.parametrize("change, refusal", [
+    ({"machine_shape": "TpuV9000"}, "Unknown machine shape 'TpuV9000'"),
+    ({"title": "Another Title"}, "does not resolve to the kernel slug 'petals-flowers'"),
+    ({"id": "somebody-else/petals-flowers", "title": "Petals Flowers"},
+     f"it belongs to somebody-else, not {OWNER}"),
+    ({"competition_sources": ["no-such-competition"]},
+     "Competition not found: no-such-competition"),
+    ({"kernelspec": None}, "The notebook has no kernelspec"),
+    ({"kaggle_metadata": True}, "carries metadata.kaggle"),
+])
+def test_a_push_kaggle_would_refuse_is_refused(fake_kaggle, cli, tmp_path, change, refusal):
+    """The fake checks a pushed kernel the way Kaggle does, so an accepted push means
+    something; the client itself lets every one of these through."""
+    change = dict(change)
+    kernelspec, kaggle_metadata = change.pop("kernelspec", True), change.pop("kaggle_metadata",
+                                                                             False)
+    folder = write_kernel(tmp_path / "kernel", **change)
+    notebook_path = os.path.join(folder, "petals.ipynb")
+    with open(notebook_path) as handle:
+        notebook = json.load(handle)
+    if not kernelspec:
+        del notebook["metadata"]["kernelspec"]
+    if kaggle_metadata:
+        notebook["metadata"]["kaggle"] = {"accelerator": "none"}
+    with open(notebook_path, "w") as handle:
+        json.dump(notebook, handle)
+    result = cli("kernels", "push", "-p", folder)
+    assert result.returncode == 0  # the client exits 0 and prints the refusal
+    assert "Kernel push error: " in result.stdout and refusal in result.stdout, result.stdout
+    assert fake_kaggle.accepted() == [] and fake_kaggle.pushes[0].error is not None
+
+
+def test_the_session_cap_refuses_with_kaggles_text(fake_kaggle, cli, tmp_path):
+    fake_kaggle.configure(session_cap=1)  # untimed: a session ends when it is seen finished
+    first = write_kernel(tmp_path / "first")
+    second = write_kernel(tmp_path / "second", id=f"{OWNER}/petals-second",
+                          title="Petals Second")
+    gpu = write_kernel(tmp_path / "gpu", id=f"{OWNER}/petals-gpu", title="Petals GPU",
+                       machine_shape="NvidiaTeslaT4")
+    fake_kaggle.set_statuses(REF, ["RUNNING", "COMPLETE"])
+    assert "Kernel version 1 successfully pushed" in cli("kernels", "push", "-p", first).stdout
+    refused = cli("kernels", "push", "-p", second)
+    assert refused.stdout.startswith(
+        "Kernel push error: Maximum batch TPU session count of 1 reached.")
+    # GPU sessions are another pool.
+    assert "successfully pushed" in cli("kernels", "push", "-p", gpu).stdout
+    assert "RUNNING" in cli("kernels", "status", REF).stdout
+    assert "Maximum batch TPU" in cli("kernels", "push", "-p", second).stdout
+    assert "COMPLETE" in cli("kernels", "status", REF).stdout  # the session ended
+    assert "successfully pushed" in cli("kernels", "push", "-p", second).stdout
+    assert fake_kaggle.peak_sessions == 1
+    assert [push.ref for push in fake_kaggle.accepted()] == [REF, f"{OWNER}/petals-gpu",
+                                                             f"{OWNER}/petals-second"]
+
+
+def test_sessions_are_queued_then_run_for_their_time(fake_kaggle):
+    """A timed session's status at given moments (seconds after its push)."""
+    session = fk._Session(REF, 1, "TPU", started=0.0, queue_seconds=1.0, run_seconds=2.0,
+                          outcome=("ERROR", "boom"), time_limit=None)
+    assert [session.status(moment)[0] for moment in (0.5, 1.5, 2.9)] == \
+        ["QUEUED", "RUNNING", "RUNNING"]
+    assert session.status(3.1) == ("ERROR", "boom") and not session.active(3.1)
+    too_long = fk._Session(REF, 1, "TPU", started=0.0, queue_seconds=0.0, run_seconds=10.0,
+                           outcome=("COMPLETE", None), time_limit=4.0)
+    assert too_long.status(3.9) == ("RUNNING", None) and too_long.active(3.9)
+    name, message = too_long.status(4.1)
+    assert name == "ERROR" and "time limit of 4 s" in message
+
+
+def test_get_kernel_tells_the_latest_version(fake_kaggle, cli, tmp_path):
+    session = direct()
+    rpc = f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernel"
+    body = {"userName": OWNER, "kernelSlug": SLUG}
+    assert session.post(rpc, json=body).status_code == 404
+    folder = write_kernel(tmp_path / "kernel")
+    for _ in range(2):
+        assert cli("kernels", "push", "-p", folder).returncode == 0
+    metadata = session.post(rpc, json=body).json()["metadata"]
+    assert metadata["currentVersionNumber"] == 2 and metadata["ref"] == REF

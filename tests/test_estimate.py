@@ -1,0 +1,116 @@
+"""Accelerator-time estimates: the documented table, measured runs replacing it, the budget."""
+
+import json
+
+import pytest
+
+from kit import estimate
+from kit.sweeps import Variant
+
+
+def variant(slug="petals-test", **parameters):
+    defaults = {"IMAGE_SIZE": 512, "BACKBONES": ["densenet201"], "EPOCHS": 12, "TTA_VIEWS": []}
+    return Variant(slug, slug, "notebooks/flowers.py", {**defaults, **parameters})
+
+
+def seconds(accelerator="tpu", figures=None, **parameters):
+    return estimate.estimate(variant(**parameters), accelerator, figures or {}).seconds
+
+
+def test_table_scales_with_epochs_image_size_and_accelerator():
+    epoch = seconds(EPOCHS=13) - seconds(EPOCHS=12)
+    assert seconds(EPOCHS=20) - seconds(EPOCHS=10) == pytest.approx(10 * epoch)
+    small_epoch = seconds(EPOCHS=13, IMAGE_SIZE=192) - seconds(EPOCHS=12, IMAGE_SIZE=192)
+    assert epoch / small_epoch == pytest.approx((512 / 192) ** 2)
+    gpu_epoch = seconds("gpu", EPOCHS=13) - seconds("gpu", EPOCHS=12)
+    assert gpu_epoch / epoch == pytest.approx(estimate.ACCELERATOR_SPEED["tpu"]
+                                              / estimate.ACCELERATOR_SPEED["gpu"])
+    # A TTA view adds one prediction pass; EfficientNetB7 is slower than DenseNet201.
+    assert seconds(TTA_VIEWS=["flip_lr"]) > seconds()
+    assert seconds(BACKBONES=["efficientnet_b7"]) > seconds()
+    # A blend trains both models and starts up once.
+    both = seconds(BACKBONES=["densenet201", "efficientnet_b7"])
+    assert both == pytest.approx(seconds() + seconds(BACKBONES=["efficientnet_b7"])
+                                 - estimate.SETUP_SECONDS)
+    # Training on validation: more images per epoch, nothing to predict on validation.
+    merged_epoch = seconds(EPOCHS=13, TRAIN_ON_VALIDATION=True) - seconds(
+        EPOCHS=12, TRAIN_ON_VALIDATION=True)
+    assert merged_epoch > epoch
+
+
+def test_unknown_backbones_have_no_estimate_and_are_not_counted():
+    known = estimate.estimate(variant("petals-known"), "tpu", {})
+    unknown = estimate.estimate(variant("petals-tiny", BACKBONES=["densenet201", "tiny"]), "tpu",
+                                {})
+    assert unknown.seconds is None and unknown.missing == ("tiny",)
+    assert "no estimate" in unknown.text() and "tiny" in unknown.text()
+    assert estimate.estimate(variant(), "cpu", {}).seconds is None  # no CPU figures
+    line = estimate.summary([known, unknown])
+    assert f"total {estimate.hours(known.seconds)}" in line
+    assert "(1 without an estimate, not counted)" in line
+
+
+def write_metrics(folder, accelerator="tpu", size=512, per_epoch=None, epochs=2, views=()):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "parameters": {"IMAGE_SIZE": size, "BACKBONES": list(per_epoch or {"densenet201": 1}),
+                       "EPOCHS": epochs, "TTA_VIEWS": list(views)},
+        "accelerator": {"kind": accelerator},
+        "seconds_per_epoch": per_epoch or {"densenet201": 40.0},
+        "stage_seconds": {"import": 10.0, "data": 5.0, "build": 20.0, "compile": 100.0,
+                          "train": 90.0, "evaluate": 10.0, "predict": 20.0}}))
+
+
+def test_measured_runs_replace_the_table(tmp_path):
+    runs = tmp_path / "runs"
+    write_metrics(runs / "petals-a" / "v1")
+    figures = estimate.measured(runs)
+    found = estimate.estimate(variant(EPOCHS=4, TTA_VIEWS=["flip_lr"]), "tpu", figures)
+    # setup 35 + compile 100 + 4 epochs × 90 / 2 + 2 views × (10 + 20) / 1 view.
+    assert found.seconds == pytest.approx(35 + 100 + 4 * 45 + 2 * 30)
+    assert found.sources == (f"measured {runs / 'petals-a' / 'v1'}",)
+    # Another size, another accelerator: the table, not this run.
+    assert estimate.estimate(variant(IMAGE_SIZE=331), "tpu", figures).sources == ("table",)
+    assert estimate.estimate(variant(), "gpu", figures).sources == ("table",)
+
+
+def test_a_blend_run_is_shared_among_its_backbones(tmp_path):
+    runs = tmp_path / "runs"
+    write_metrics(runs / "demo-1", per_epoch={"densenet201": 30.0, "efficientnet_b7": 10.0},
+                  epochs=3)
+    figures = estimate.measured(runs)
+    densenet = figures[("tpu", "densenet201", 512)]
+    efficientnet = figures[("tpu", "efficientnet_b7", 512)]
+    assert densenet.epoch == pytest.approx(90.0 / 3 * 0.75)
+    assert efficientnet.compile == pytest.approx(100.0 * 0.25)
+    assert densenet.setup + efficientnet.setup == pytest.approx(35.0)
+
+
+def test_staging_folders_and_unreadable_records_are_ignored(tmp_path):
+    runs = tmp_path / "runs"
+    write_metrics(runs / "petals-a" / ".v1-partial", accelerator="tpu")
+    (runs / "broken").mkdir(parents=True)
+    (runs / "broken" / "metrics.json").write_text("{not json")
+    (runs / "old").mkdir()
+    (runs / "old" / "metrics.json").write_text(json.dumps({"blend_f1": 0.5}))
+    assert estimate.measured(runs) == {}
+    assert estimate.estimate_sweep([variant()], "tpu", tmp_path / "missing")[0].sources \
+        == ("table",)
+
+
+def test_budget_and_session_limit():
+    short = estimate.Estimate("petals-short", 3600.0, ("table",), ())
+    long = estimate.Estimate("petals-long", 10 * 3600.0, ("table",), ())
+    unknown = estimate.Estimate("petals-unknown", None, (), ("tiny",))
+    estimate.check_budget([short, unknown], budget_hours=2)
+    with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 0\.5"):
+        estimate.check_budget([short], budget_hours=0.5)
+    with pytest.raises(estimate.BudgetError, match=r"petals-long \(10\.0 h\) would pass Kaggle's "
+                                                   r"9 h session limit"):
+        estimate.check_budget([short, long], budget_hours=100)
+
+
+def test_durations_read_naturally():
+    assert estimate.duration(45) == "45 s"
+    assert estimate.duration(12 * 60) == "12 min"
+    assert estimate.duration(3 * 3600) == "3.0 h"
