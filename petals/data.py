@@ -3,10 +3,12 @@
 TensorFlow is used here for `tf.data` only; training runs on whichever Keras backend is active.
 """
 
+import csv
+import hashlib
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +20,10 @@ KAGGLE_DATA_ROOTS = (
     "/kaggle/input/flower-classification-with-tpus",
 )
 COMPETITION_SLUG = "tpu-getting-started"
+# Where Kaggle mounts an attached dataset `owner/name`: /kaggle/input/datasets/owner/name since
+# 2026, /kaggle/input/name before. Both are searched.
+KAGGLE_INPUT = "/kaggle/input"
+DATASET_SLUG = re.compile(r"^[\w.-]+/[\w.-]+$")
 SPLITS = ("train", "val", "test")
 # A shard's name carries its record count: `NN-SxS-COUNT.tfrec`.
 SHARD_NAME = re.compile(r"^\d+-(\d+)x(\d+)-(\d+)\.tfrec$")
@@ -25,6 +31,13 @@ SIZE_FOLDER = re.compile(r"^tfrecords-jpeg-(\d+)x(\d+)$")
 # Serialized records are small (a JPEG each), so a deep shuffle buffer costs megabytes, not the
 # gigabytes that shuffling decoded float32 images costs.
 SHUFFLE_RECORDS = 2048
+# Files a dataset's size folder may carry beside its splits (the demo dataset writes both): the
+# class names, one per line, and the test split's labels, kept out of the test records as the
+# competition keeps them.
+CLASS_NAMES_FILE = "classes.txt"
+TEST_LABELS_FILE = "test_labels.csv"
+# A training record's position, file index << 32 | record index, keys the records left out.
+POSITION_BITS = 32
 
 LABELED_FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -52,11 +65,13 @@ class Split:
 
 
 def find_data_root(data_dir=None, candidates=KAGGLE_DATA_ROOTS):
-    """Return the dataset root: `data_dir` if given, else the first Kaggle mount that exists."""
+    """Return the dataset root: `data_dir` if given, else the first Kaggle mount that exists.
+
+    A given `data_dir` must hold at least one `tfrecords-jpeg-SxS` folder: an empty or wrong
+    folder is a DATA_DIR mistake, told as one (not as a missing image size).
+    """
     if data_dir is not None:
-        if not os.path.isdir(data_dir):
-            raise DataError(f"DATA_DIR {data_dir!r} is not a folder; point it at the folder "
-                            "holding tfrecords-jpeg-SxS/")
+        dataset_sizes(data_dir)
         return str(data_dir)
     for candidate in candidates:
         if os.path.isdir(candidate):
@@ -88,13 +103,30 @@ def available_sizes(root):
     return sorted(sizes)
 
 
+def dataset_sizes(data_dir):
+    """The image sizes a DATA_DIR holds; a DataError saying how to fix DATA_DIR if none."""
+    if not tf.io.gfile.isdir(data_dir):
+        raise DataError(f"DATA_DIR {data_dir!r} is not a folder; point it at the folder "
+                        "holding tfrecords-jpeg-SxS/")
+    sizes = available_sizes(data_dir)
+    if sizes:
+        return sizes
+    name = os.path.basename(os.path.normpath(data_dir))
+    hint = ("set DATA_DIR to its parent folder" if SIZE_FOLDER.match(name) or name in SPLITS
+            else "point DATA_DIR at the folder that holds them (e.g. data/demo)")
+    raise DataError(f"DATA_DIR {data_dir!r} holds no tfrecords-jpeg-SxS folder; {hint}")
+
+
 def size_folder(root, image_size):
     """The folder of `image_size` images under `root`, or a DataError listing the sizes found."""
     folder = os.path.join(root, f"tfrecords-jpeg-{image_size}x{image_size}")
     if not tf.io.gfile.isdir(folder):
-        found = ", ".join(map(str, available_sizes(root))) or "none"
-        raise DataError(f"no {image_size}x{image_size} images under {root} (sizes found: {found}); "
-                        "set IMAGE_SIZE to one of them")
+        sizes = available_sizes(root)
+        if not sizes:
+            raise DataError(f"{root} holds no tfrecords-jpeg-SxS folder; point DATA_DIR at the "
+                            "folder that holds them")
+        raise DataError(f"no {image_size}x{image_size} images under {root} (sizes found: "
+                        f"{', '.join(map(str, sizes))}); set IMAGE_SIZE to one of them")
     return folder
 
 
@@ -175,17 +207,29 @@ def decode_image(jpeg, image_size):
     return tf.reshape(image, [image_size, image_size, 3])
 
 
-def read_records(files, ordered, seed=None):
+def read_records(files, ordered, seed=None, positions=False):
     """Serialized records of many shards, read in parallel.
 
     Unordered (training): shards are shuffled and interleaved non-deterministically, so a slow
-    read never stalls the others. Ordered (evaluation, test): file order is kept.
+    read never stalls the others. Ordered (evaluation, test): file order is kept. With
+    `positions`, each record comes as (position, record), where position is
+    file index << 32 | record index in its file: what the training stream's filter looks up.
     """
-    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (list(files), tf.range(len(files), dtype=tf.int64)))
     if not ordered:
         dataset = dataset.shuffle(len(files), seed=seed)
+
+    def read(path, file_index):
+        records = tf.data.TFRecordDataset(path)
+        if not positions:
+            return records
+        return records.enumerate().map(
+            lambda index, record: (tf.bitwise.left_shift(file_index, POSITION_BITS) + index,
+                                   record))
+
     return dataset.interleave(
-        tf.data.TFRecordDataset,
+        read,
         cycle_length=tf.data.AUTOTUNE if not ordered else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=ordered,
@@ -204,7 +248,7 @@ def exclusion_filter(excluded_ids):
     return keep
 
 
-def labeled_images(records, image_size, excluded_ids=(), deterministic=True, flip=False):
+def labeled_images(records, image_size, excluded_ids=(), deterministic=True):
     """Serialized train/val records → (uint8 image, class), excluded ids dropped.
 
     Parsing and decoding share one map stage: every stage costs per-element overhead, and one
@@ -214,7 +258,7 @@ def labeled_images(records, image_size, excluded_ids=(), deterministic=True, fli
 
     def parse_and_decode(serialized):
         jpeg, label, record_id = parse_labeled(serialized)
-        return _decode(jpeg, image_size, flip), label, record_id
+        return decode_image(jpeg, image_size), label, record_id
 
     options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic}
     keep = exclusion_filter(excluded_ids)
@@ -224,11 +268,130 @@ def labeled_images(records, image_size, excluded_ids=(), deterministic=True, fli
         lambda image, label, record_id: (image, label), **options)
 
 
-def training_dataset(files, image_size, batch_size, excluded_ids=(), seed=None):
-    """Endless, shuffled batches of (uint8 image, class) with a static batch dimension."""
-    records = read_records(files, ordered=False, seed=seed).repeat()
-    records = records.shuffle(SHUFFLE_RECORDS, seed=seed)
-    dataset = labeled_images(records, image_size, excluded_ids, deterministic=False)
+@dataclass(frozen=True)
+class Source:
+    """One source of training records and what was left out of it.
+
+    `excluded`: records whose id is in EXCLUDED_IDS. `duplicates`: extra records whose id or
+    JPEG bytes equal a validation or test record's (the leakage guard).
+    """
+
+    name: str
+    files: tuple
+    records: int
+    excluded: int = 0
+    duplicates: int = 0
+
+    @property
+    def images(self):
+        """Records trained on."""
+        return self.records - self.excluded - self.duplicates
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Every shard trained on, the positions of the records left out, and the per-source counts.
+
+    `dropped` holds file index << 32 | record index, indices into `files`.
+    """
+
+    files: tuple
+    sources: tuple
+    dropped: frozenset = field(default_factory=frozenset)
+
+    @property
+    def count(self):
+        """The number of training images, after every exclusion: what steps per epoch need."""
+        return sum(source.images for source in self.sources)
+
+    def summary(self):
+        """`training_images` and `training_sources` for metrics.json."""
+        return {"training_images": self.count,
+                "training_sources": [{"name": source.name, "files": len(source.files),
+                                      "records": source.records, "excluded": source.excluded,
+                                      "duplicates": source.duplicates, "images": source.images}
+                                     for source in self.sources]}
+
+    def lines(self):
+        """One printable line per source, then the total."""
+        lines = []
+        for source in self.sources:
+            left_out = [f"{count} {what}" for count, what in (
+                (source.excluded, "excluded by id"),
+                (source.duplicates, "dropped: same id or image as a val/test record"))
+                if count]
+            lines.append(f"  {source.images:6} images from {source.name}"
+                         + (f" ({'; '.join(left_out)})" if left_out else ""))
+        return [*lines, f"  {self.count:6} training images in all"]
+
+
+def training_data(splits, image_size, train_on_validation=False, extra_data=(),
+                  excluded_ids=(), input_root=KAGGLE_INPUT):
+    """What to train on: train (+ val with `train_on_validation`) + the EXTRA_DATA records.
+
+    `splits` maps 'train', 'val', 'test' to their Split. Extra records join training only. The
+    leakage guard drops every extra record whose id, or whose JPEG bytes (compared by SHA-256),
+    equal a validation or test record's; EXCLUDED_IDS are dropped from every source. Competition
+    shards are counted from their names and read only when there are ids to exclude; extra shards
+    and, when there are extras, the val and test shards are read once (records are not decoded).
+    """
+    excluded_ids = set(excluded_ids)
+    competition = [splits["train"]] + ([splits["val"]] if train_on_validation else [])
+    extras = [source for entry in extra_data for source in extra_sources(entry, image_size,
+                                                                         input_root)]
+    held_out_ids, held_out_digests = set(), set()
+    if extras:
+        for split in (splits["val"], splits["test"]):
+            for record in scan_records(split.files, labeled=split.name != "test"):
+                held_out_ids.add(record.id)
+                held_out_digests.add(record.digest)
+        held_out_ids.discard("")  # an empty id is no id
+    files, sources, dropped = [], [], set()
+    # (name, shards, is extra): competition shards are read only when there are ids to exclude.
+    for name, source_files, extra in ([(split.name, split.files, False) for split in competition]
+                                      + [(name, source_files, True)
+                                         for name, source_files in extras]):
+        first_index = len(files)
+        files.extend(source_files)
+        if not extra and not excluded_ids:
+            sources.append(Source(name, tuple(source_files), count_records(source_files)))
+            continue
+        records = excluded = duplicates = 0
+        for record in scan_records(source_files, labeled=True,
+                                   image_size=image_size if extra else None):
+            records += 1
+            if record.id in excluded_ids:
+                excluded += 1
+            elif extra and (record.id in held_out_ids or record.digest in held_out_digests):
+                duplicates += 1
+            else:
+                continue
+            dropped.add((first_index + record.file_index) << POSITION_BITS | record.index)
+        sources.append(Source(name, tuple(source_files), records, excluded, duplicates))
+    return TrainingData(tuple(files), tuple(sources), frozenset(dropped))
+
+
+def training_records(training, seed=None):
+    """One pass over the serialized records of a TrainingData, shards shuffled, left-outs dropped.
+
+    The records left out are dropped by a static hash-table lookup of their position, before
+    parsing: no Python runs per record, and nothing left out is ever decoded.
+    """
+    if not training.dropped:
+        return read_records(training.files, ordered=False, seed=seed)
+    positions = tf.constant(sorted(training.dropped), dtype=tf.int64)
+    left_out = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(positions, tf.ones_like(positions)),
+        default_value=tf.constant(0, tf.int64))
+    records = read_records(training.files, ordered=False, seed=seed, positions=True)
+    records = records.filter(lambda position, record: tf.equal(left_out.lookup(position), 0))
+    return records.map(lambda position, record: record)
+
+
+def training_dataset(training, image_size, batch_size, seed=None):
+    """Endless, shuffled batches of (uint8 image, class) from a TrainingData, static batch size."""
+    records = training_records(training, seed).repeat().shuffle(SHUFFLE_RECORDS, seed=seed)
+    dataset = labeled_images(records, image_size, deterministic=False)
     # drop_remainder keeps every batch the same shape, so the compiled step is reused.
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -246,42 +409,35 @@ def full_batches(dataset, batch_size, count, blank):
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), flip=False, count=None):
-    """Ordered batches of (uint8 image, class) for validation; `flip` mirrors for TTA.
+def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=None):
+    """Ordered batches of (uint8 image, class) for validation.
 
     With `count` (the number of records kept) the last batch is padded for predictions; without
     it the remainder is dropped, which is what per-epoch validation during training needs.
     """
-    dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids,
-                             flip=flip)
+    dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids)
     if count is None:
         return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     blank = (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(0, tf.int32))
     return full_batches(dataset, batch_size, count, blank)
 
 
-def test_dataset(files, image_size, batch_size, count, flip=False):
+def test_dataset(files, image_size, batch_size, count):
     """Ordered, padded batches of uint8 test images; ids come from `record_ids` in that order."""
-    dataset = read_records(files, ordered=True).map(parse_unlabeled,
-                                                    num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda jpeg, record_id: _decode(jpeg, image_size, flip),
-                          num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = read_records(files, ordered=True).map(
+        lambda serialized: decode_image(parse_unlabeled(serialized)[0], image_size),
+        num_parallel_calls=tf.data.AUTOTUNE)
     return full_batches(dataset, batch_size, count, tf.zeros([image_size, image_size, 3],
                                                              tf.uint8))
 
 
-def _decode(jpeg, image_size, flip):
-    image = decode_image(jpeg, image_size)
-    return tf.image.flip_left_right(image) if flip else image
-
-
-def _fields(files, parse, field, excluded_ids=()):
+def _fields(files, parse, field_index, excluded_ids=()):
     """One field of every record, in file order, without decoding any image."""
     dataset = read_records(files, ordered=True).map(parse)
     keep = exclusion_filter(excluded_ids)
     if keep is not None:
         dataset = dataset.filter(keep)
-    values = [record[field] for record in dataset.as_numpy_iterator()]
+    values = [record[field_index] for record in dataset.as_numpy_iterator()]
     return np.array(values)
 
 
@@ -292,5 +448,148 @@ def labels(files, excluded_ids=()):
 
 def record_ids(files, labeled=False, excluded_ids=()):
     """Record ids as str, in file order (test ids for the submission)."""
-    parse, field = (parse_labeled, 2) if labeled else (parse_unlabeled, 1)
-    return [value.decode() for value in _fields(files, parse, field, excluded_ids)]
+    parse, field_index = (parse_labeled, 2) if labeled else (parse_unlabeled, 1)
+    return [value.decode() for value in _fields(files, parse, field_index, excluded_ids)]
+
+
+# --- Extra training data (EXTRA_DATA) ---------------------------------------------------------
+
+
+def find_extra_folder(entry, input_root=KAGGLE_INPUT):
+    """The folder an EXTRA_DATA entry names: a folder path, or an attached Kaggle dataset."""
+    if tf.io.gfile.isdir(entry):
+        return entry
+    searched = []
+    if DATASET_SLUG.match(entry):
+        owner, name = entry.split("/")
+        searched = [os.path.join(input_root, "datasets", owner, name),
+                    os.path.join(input_root, name)]
+        for candidate in searched:
+            if os.path.isdir(candidate):
+                return candidate
+    raise DataError(f"EXTRA_DATA entry {entry!r} is not a folder"
+                    + (f" nor an attached Kaggle dataset (searched {', '.join(searched)}); "
+                       f"attach the dataset {entry} to the kernel" if searched else "")
+                    + "; give a folder path or an attached dataset's owner/name")
+
+
+def extra_sources(entry, image_size, input_root=KAGGLE_INPUT):
+    """The sources of one EXTRA_DATA entry at `image_size`: [(name, shard paths)].
+
+    Every `tfrecords-jpeg-SxS` folder of that size, at any depth, is one source: the *.tfrec in
+    it and in its train/ and val/ (a test/ folder is unlabelled and left out). So the
+    competition's own layout works, and so do sets of several sources such as
+    `tf-flower-photo-tfrec/{imagenet,oxford_102,…}/tfrecords-jpeg-SxS/*.tfrec`. A folder without
+    any size folder is one source of its own *.tfrec (their images' size is checked on reading).
+    """
+    folder = find_extra_folder(entry, input_root)
+    wanted = f"tfrecords-jpeg-{image_size}x{image_size}"
+    sources, sizes = [], set()
+    for parent, folders, _ in sorted(tf.io.gfile.walk(folder)):
+        for name in sorted(folders):
+            match = SIZE_FOLDER.match(name.rstrip("/"))
+            if not match:
+                continue
+            sizes.add(match.group(0))
+            if name.rstrip("/") != wanted:
+                continue
+            size_path = os.path.join(parent, name)
+            files = sorted(path for subfolder in ("", "train", "val") for path in
+                           tf.io.gfile.glob(os.path.join(size_path, subfolder, "*.tfrec")))
+            if not files:
+                raise DataError(f"EXTRA_DATA {entry!r}: {size_path} holds no *.tfrec (looked "
+                                "in it and in its train/ and val/)")
+            relative = os.path.relpath(parent, folder)
+            sources.append((entry if relative == "." else f"{entry}/{relative}", tuple(files)))
+    if sources:
+        return sources
+    if sizes:
+        raise DataError(f"EXTRA_DATA {entry!r} has no {wanted} folder (found: "
+                        f"{', '.join(sorted(sizes))}); use records of the run's IMAGE_SIZE")
+    files = tuple(sorted(tf.io.gfile.glob(os.path.join(folder, "*.tfrec"))))
+    if not files:
+        raise DataError(f"EXTRA_DATA {entry!r} ({folder}) holds no {wanted} folder and no "
+                        "*.tfrec file; point it at records in the competition's schema")
+    return [(entry, files)]
+
+
+@dataclass(frozen=True)
+class ScannedRecord:
+    """What a scan reads of one record: where it is, its id and its JPEG bytes' SHA-256."""
+
+    file_index: int
+    index: int
+    id: str
+    digest: bytes
+
+
+def scan_records(files, labeled, image_size=None):
+    """Yield a ScannedRecord per record of `files`, in order, without decoding any image.
+
+    With `image_size`, each record must be a labelled JPEG of that size with a class in
+    0..103 (checked from the JPEG header); extra data is checked so, once, before training.
+    """
+    from petals import NUM_CLASSES
+
+    features = {"image": tf.io.FixedLenFeature([], tf.string),
+                "id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    if labeled:
+        features["class"] = tf.io.FixedLenFeature([], tf.int64)
+
+    def parse(serialized):
+        example = tf.io.parse_single_example(serialized, features)
+        shape = (tf.image.extract_jpeg_shape(example["image"]) if image_size
+                 else tf.zeros([3], tf.int32))
+        return example["image"], example["id"], example.get("class", tf.constant(0, tf.int64)), \
+            shape
+
+    for file_index, path in enumerate(files):
+        records = tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        index = 0
+        try:
+            for jpegs, ids, classes, shapes in records.batch(256).as_numpy_iterator():
+                for jpeg, record_id, label, shape in zip(jpegs, ids, classes, shapes,
+                                                         strict=True):
+                    if image_size and (shape[0], shape[1]) != (image_size, image_size):
+                        raise DataError(f"{path} record {index} is {shape[1]}x{shape[0]}, not "
+                                        f"{image_size}x{image_size}; use records of the run's "
+                                        "IMAGE_SIZE")
+                    if not 0 <= label < NUM_CLASSES:
+                        raise DataError(f"{path} record {index} has class {label}, not one of "
+                                        f"0..{NUM_CLASSES - 1}")
+                    yield ScannedRecord(file_index, index, record_id.decode(),
+                                        hashlib.sha256(jpeg).digest())
+                    index += 1
+        except tf.errors.OpError as error:
+            reason = error.message.strip().splitlines()[0] if error.message else type(error)
+            raise DataError(f"{path} cannot be read as competition records after {index} "
+                            f"records ({reason}); check the file and its schema "
+                            "(image, class, id)") from None
+
+
+# --- What a dataset may carry beside its records ----------------------------------------------
+
+
+def class_names(root, image_size):
+    """The class names a dataset's size folder lists in classes.txt, or None without the file."""
+    path = os.path.join(size_folder(root, image_size), CLASS_NAMES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    if not names:
+        raise DataError(f"{path} lists no class names; one name per line, in label order")
+    return names
+
+
+def held_out_labels(root, image_size):
+    """{test id: label} from the size folder's test_labels.csv (written by petals.demo_data)."""
+    path = os.path.join(size_folder(root, image_size), TEST_LABELS_FILE)
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"{path} does not exist: this dataset has no held-out test labels "
+                        "(petals.demo_data writes them)")
+    with tf.io.gfile.GFile(path) as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0] != ["id", "label"]:
+        raise DataError(f"{path} does not start with the header id,label")
+    return {record_id: int(label) for record_id, label in rows[1:]}

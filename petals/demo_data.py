@@ -3,9 +3,14 @@
 The images are scikit-learn's handwritten digits (8x8 scans of real handwriting), upscaled and
 tinted to RGB JPEGs: stand-in classes 0-9, not flowers. The layout, shard naming with counts,
 record schema and 9-hex-character ids are the competition's, so the notebook runs on it unchanged.
+Beside the splits, the size folder carries what the competition's data does not: `classes.txt`
+(the digits' names, which the notebook uses when CLASS_NAMES is None) and `test_labels.csv`, the
+test split's labels kept out of the test records (which stay unlabelled, like the
+competition's), so a smoke test can score a submission.
 """
 
 import argparse
+import csv
 import io
 import os
 import shutil
@@ -15,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 
 def digit_images(image_size, seed=0):
@@ -75,8 +81,20 @@ def write_split(folder, image_size, images, labels, ids, shards):
                 writer.write(serialize(encode_jpeg(images[row]), ids[row], label))
 
 
+def write_held_out_files(folder, test_ids, test_labels):
+    """classes.txt and test_labels.csv (id,label in test order) in the size folder."""
+    from petals.data import CLASS_NAMES_FILE, TEST_LABELS_FILE
+
+    with open(os.path.join(folder, CLASS_NAMES_FILE), "w") as handle:
+        handle.write("".join(f"{name}\n" for name in CLASS_NAMES))
+    with open(os.path.join(folder, TEST_LABELS_FILE), "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "label"])
+        writer.writerows(zip(test_ids, (int(label) for label in test_labels), strict=True))
+
+
 def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
-    """Write `root/tfrecords-jpeg-SxS/{train,val,test}/` and return that folder.
+    """Write `root/tfrecords-jpeg-SxS/{train,val,test}/` and its held-out files; return the folder.
 
     `limit` keeps only the first N digits (tiny datasets for smoke tests). The folder is built
     beside its destination and renamed into place, so a failed run leaves nothing half-written.
@@ -96,9 +114,12 @@ def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
         for split, fraction in SPLIT_FRACTIONS.items():
             stop = len(order) if split == "test" else start + round(fraction * len(order))
             rows = order[start:stop]
+            # The test records carry no class, as in the competition; their labels are held out.
             split_labels = None if split == "test" else labels[rows]
             write_split(os.path.join(staging, split), image_size, images[rows], split_labels,
                         ids[start:stop], shards)
+            if split == "test":
+                write_held_out_files(staging, ids[start:stop], labels[rows])
             start = stop
         os.rename(staging, destination)
     finally:
@@ -114,6 +135,8 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N images")
     parser.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args(argv)
+    # TensorFlow writes the records; its start-up banner says nothing a user can act on.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     destination = os.path.join(arguments.root,
                                f"tfrecords-jpeg-{arguments.image_size}x{arguments.image_size}")
     if os.path.isdir(destination):

@@ -1,70 +1,161 @@
 """Execute a literate notebook (`.py` percent script) through papermill with parameters.
 
 papermill injects the values as a cell tagged `injected-parameters` after the `parameters` cell
-and saves the executed notebook, outputs included, in the run's output folder.
+and saves the executed notebook, outputs included, in the run's output folder, with an HTML copy
+beside it. On the terminal: each section's heading as it starts, and what the notebook prints.
 """
 
 import argparse
 import os
 import sys
+import tempfile
 
 NOTEBOOK_NAME = "notebook.ipynb"
+HTML_NAME = "notebook.html"
 PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
+WEIGHTS_NAMES = ("imagenet", "noisy-student")
+
+
+def kernel_manager_class(socket_folder):
+    """A kernel manager talking to its kernel over Unix sockets in `socket_folder`.
+
+    Over jupyter_client's default, TCP on localhost, ipykernel warns that the traffic is not
+    encrypted; local sockets are private to the user. And the run is over when the last cell has
+    finished: the interrupt jupyter_client sends before every shutdown would only reach an idle
+    kernel, which logs it as an error ("KeyboardInterrupt caught in kernel").
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RunKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(transport="ipc", ip=os.path.join(socket_folder, "kernel"), **kwargs)
+
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return RunKernelManager
+
+
+class Progress:
+    """nbclient hooks that print each section's heading when its first code cell starts."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.heading = None
+
+    def cell_start(self, cell, cell_index):
+        if cell.cell_type == "markdown":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines()
+                        if line.startswith("#")]
+            if headings:
+                self.heading = headings[0]
+
+    def cell_execute(self, cell, cell_index):
+        if self.heading:
+            print(f"== {self.heading}", file=self.stream, flush=True)
+            self.heading = None
+
+
+def absolute_paths(parameters):
+    """Path parameters made absolute: the kernel starts in another folder than the caller."""
+    parameters = dict(parameters)
+    for name in PATH_PARAMETERS:
+        value = parameters.get(name)
+        if isinstance(value, str) and value not in WEIGHTS_NAMES:
+            parameters[name] = os.path.abspath(value)
+    if isinstance(parameters.get("EXTRA_DATA"), list):
+        # Folders that exist here are made absolute; anything else is a Kaggle dataset slug.
+        parameters["EXTRA_DATA"] = [os.path.abspath(entry) if isinstance(entry, str)
+                                    and os.path.isdir(entry) else entry
+                                    for entry in parameters["EXTRA_DATA"]]
+    return parameters
+
+
+def write_html(notebook_path, html_path):
+    """The executed notebook as one HTML file (figures embedded), written atomically."""
+    from nbconvert import HTMLExporter
+
+    from petals.submission import write_atomically
+
+    body, _ = HTMLExporter().from_filename(notebook_path)
+    return write_atomically(html_path, lambda handle: handle.write(body), overwrite=True)
 
 
 def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
     """Run `source` with `parameters`, OUTPUT_DIR set to `output_dir`; return the notebook path.
 
-    The kernel starts in `cwd`, by default the source's folder, as Jupyter would start it. Raises
-    papermill.PapermillExecutionError when a cell fails (the saved notebook shows where).
+    Unknown parameter names are refused (the notebook's `parameters` cell lists them); the
+    strings 'None' and 'null' mean None. With `log_output`, section headings and the notebook's
+    printed output stream to this process's stdout and stderr. The kernel starts in `cwd`, by
+    default the source's folder, as Jupyter would start it. The executed notebook is written
+    with an HTML copy, also when a cell fails; then papermill.PapermillExecutionError is raised.
     """
     import jupytext
     import papermill
 
-    from petals.parameters import NAMES
+    from petals.parameters import notebook_parameters, plain_none
     from petals.submission import prepare_output_dir
 
-    unknown = sorted(set(parameters or {}) - set(NAMES))
+    names = notebook_parameters(source)
+    unknown = sorted(set(parameters or {}) - set(names))
     if unknown:
         raise ValueError(f"unknown parameters {', '.join(unknown)}; the notebook's parameters "
-                         "are " + ", ".join(NAMES))
-    parameters = dict(parameters or {})
-    # The kernel starts in another folder: paths given relative to the caller's folder are
-    # made absolute here, so they mean what the caller meant.
-    for name in PATH_PARAMETERS:
-        value = parameters.get(name)
-        if isinstance(value, str) and value not in ("imagenet", "noisy-student"):
-            parameters[name] = os.path.abspath(value)
+                         "are " + ", ".join(names))
+    parameters = absolute_paths(plain_none(parameters or {}))
     output_dir = os.path.abspath(prepare_output_dir(output_dir))
     notebook = jupytext.read(source)
     output_path = os.path.join(output_dir, NOTEBOOK_NAME)
-    papermill.execute_notebook(
-        notebook, output_path,
-        parameters={**parameters, "OUTPUT_DIR": output_dir},
-        cwd=cwd or os.path.dirname(os.path.abspath(source)),
-        log_output=log_output, progress_bar=False,
-    )
+    options = {}
+    if log_output:
+        progress = Progress()
+        options = {"stdout_file": sys.stdout, "stderr_file": sys.stderr,
+                   "on_cell_start": progress.cell_start, "on_cell_execute": progress.cell_execute}
+    # The kernel inherits this environment: TensorFlow's C++ start-up banner (CPU features,
+    # missing CUDA) goes to the terminal, not the notebook, and says nothing to act on.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="petals-kernel-") as socket_folder:
+        try:
+            papermill.execute_notebook(
+                notebook, output_path,
+                parameters={**parameters, "OUTPUT_DIR": output_dir},
+                cwd=cwd or os.path.dirname(os.path.abspath(source)),
+                progress_bar=False, kernel_manager_class=kernel_manager_class(socket_folder),
+                **options,
+            )
+        finally:
+            if os.path.exists(output_path):
+                write_html(output_path, os.path.join(output_dir, HTML_NAME))
     return output_path
 
 
-def main(argv=None):
+def parse_value(name, text):
+    """A -p value read as YAML (`[a, b]` is a list, `4` a number); ValueError if it is not YAML."""
     import yaml
 
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"-p {name} {text!r} is not a YAML value: "
+                         f"{str(error).splitlines()[0]}") from None
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="the notebook's .py percent script")
     parser.add_argument("output_dir", help="new folder for the executed notebook and results")
     parser.add_argument("-f", "--parameters-file", help="YAML file of parameter values")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"), help="one parameter (value parsed as YAML)")
+                        metavar=("NAME", "VALUE"),
+                        help="one parameter (value parsed as YAML; None or null for None)")
     arguments = parser.parse_args(argv)
-    parameters = {}
-    if arguments.parameters_file:
-        with open(arguments.parameters_file) as handle:
-            parameters.update(yaml.safe_load(handle) or {})
-    parameters.update({name: yaml.safe_load(value) for name, value in arguments.parameter})
     from papermill import PapermillExecutionError
 
     try:
+        parameters = {}
+        if arguments.parameters_file:
+            parameters.update(read_parameters_file(arguments.parameters_file))
+        parameters.update({name: parse_value(name, value) for name, value in arguments.parameter})
         path = execute(arguments.source, arguments.output_dir, parameters, log_output=True)
     except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
@@ -73,6 +164,25 @@ def main(argv=None):
         sys.exit(f"error: {error.ename}: {error.evalue} (see {arguments.output_dir}/"
                  f"{NOTEBOOK_NAME})")
     print(f"executed notebook: {path}")
+
+
+def read_parameters_file(path):
+    """The {name: value} mapping of a YAML parameters file; ValueError saying what is wrong."""
+    import yaml
+
+    try:
+        with open(path) as handle:
+            document = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"parameters file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"parameters file {path} is not valid YAML: "
+                         f"{str(error).splitlines()[0]}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ValueError(f"parameters file {path} must map names to values")
+    return document
 
 
 if __name__ == "__main__":

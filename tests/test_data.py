@@ -35,6 +35,15 @@ def test_missing_size_lists_sizes_found(tiny_dataset):
         data.find_split(tiny_dataset, 512, "train")
 
 
+def test_a_wrong_data_dir_says_to_fix_data_dir(tiny_dataset, tmp_path):
+    with pytest.raises(data.DataError, match="holds no tfrecords-jpeg-SxS folder; point DATA_DIR"):
+        data.find_data_root(str(tmp_path))
+    size_folder = os.path.join(tiny_dataset, f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}")
+    with pytest.raises(data.DataError, match="set DATA_DIR to its parent"):
+        data.find_data_root(size_folder)
+    assert data.dataset_sizes(tiny_dataset) == [TINY_SIZE]
+
+
 def test_splits_and_counts(tiny_dataset):
     splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
     assert sum(split.count for split in splits.values()) == 240
@@ -96,8 +105,6 @@ def test_test_split_has_ids_in_file_order(tiny_dataset):
     assert len(batches) == -(-len(ids) // batch)
     padding = len(batches) * batch - len(ids)
     assert padding > 0 and not batches[-1].numpy()[batch - padding:].any()
-    flipped = next(iter(data.test_dataset(split.files, TINY_SIZE, batch, len(ids), flip=True)))
-    np.testing.assert_array_equal(flipped.numpy(), batches[0].numpy()[:, :, ::-1])
 
 
 def test_exclusion_filter_drops_listed_ids(tiny_dataset):
@@ -118,16 +125,153 @@ def test_exclusion_filter_drops_listed_ids(tiny_dataset):
     assert dropped == len(kept) // 16 * 16
 
 
+def splits_of(root, size=TINY_SIZE):
+    return {name: data.find_split(root, size, name) for name in data.SPLITS}
+
+
 def test_training_batches_are_static_and_exclusions_never_appear(tiny_dataset):
-    split = data.find_split(tiny_dataset, TINY_SIZE, "train")
-    ids = data.record_ids(split.files, labeled=True)
-    labels = data.labels(split.files)
+    splits = splits_of(tiny_dataset)
+    files = splits["train"].files
+    ids = data.record_ids(files, labeled=True)
+    labels = data.labels(files)
     # Exclude every record of one class: that class must never be trained on.
     excluded = [record_id for record_id, label in zip(ids, labels, strict=True)
                 if label == labels[0]]
-    dataset = data.training_dataset(split.files, TINY_SIZE, 16, excluded, seed=1)
+    training = data.training_data(splits, TINY_SIZE, excluded_ids=excluded)
+    assert training.count == len(ids) - len(excluded)
+    assert training.sources[0].excluded == len(excluded)
+    dataset = data.training_dataset(training, TINY_SIZE, 16, seed=1)
     seen = set()
     for images, batch_labels in dataset.take(20):  # > one epoch: the stream repeats
         assert images.shape == (16, TINY_SIZE, TINY_SIZE, 3)
         seen.update(batch_labels.numpy().tolist())
     assert labels[0] not in seen and len(seen) >= 5
+
+
+def read_examples(files):
+    """(id, JPEG bytes, class) of every record, in file order."""
+    import tensorflow as tf
+
+    examples = []
+    for path in files:
+        for record in tf.data.TFRecordDataset(path):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            examples.append((feature["id"].bytes_list.value[0].decode(),
+                             feature["image"].bytes_list.value[0],
+                             feature["class"].int64_list.value[0] if "class" in feature
+                             else None))
+    return examples
+
+
+def write_records(folder, examples, name=f"extra-{TINY_SIZE}x{TINY_SIZE}.tfrec"):
+    import tensorflow as tf
+
+    from petals.demo_data import serialize
+
+    os.makedirs(folder, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
+        for record_id, jpeg, label in examples:
+            writer.write(serialize(jpeg, record_id, label))
+
+
+def one_pass_ids(training):
+    """The ids of one pass of the training stream (records left out must be absent)."""
+    return sorted(data.parse_labeled(record)[2].numpy().decode()
+                  for record in data.training_records(training, seed=3))
+
+
+@pytest.fixture
+def extra_data(tiny_dataset, tmp_path):
+    """Extra records beside the tiny dataset: 2 copying a val id, 2 copying a test image under a
+    new id, and 8 new ones, in two layouts (a size folder's train/, and a flat folder)."""
+    splits = splits_of(tiny_dataset)
+    val = read_examples(splits["val"].files)
+    test = read_examples(splits["test"].files)
+    train = read_examples(splits["train"].files)
+    fresh = [(f"new{index:06d}", jpeg, 50) for index, (_, jpeg, _) in
+             enumerate(train[:8])]
+    # A train image under a new id and class 50: only the test and val images are guarded.
+    same_id = [(record_id, train[-1 - index][1], 60) for index, (record_id, _, _) in
+               enumerate(val[:2])]
+    same_image = [(f"copy{index:05d}", jpeg, 60) for index, (_, jpeg, _) in enumerate(test[:2])]
+    nested = tmp_path / "extra" / "flowers" / f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}" / "train"
+    write_records(str(nested), fresh[:5] + same_id)
+    flat = tmp_path / "flat"
+    write_records(str(flat), fresh[5:] + same_image)
+    return {"splits": splits, "folders": [str(tmp_path / "extra"), str(flat)],
+            "fresh": [record_id for record_id, _, _ in fresh], "train": [e[0] for e in train]}
+
+
+def test_extra_records_join_training_and_the_leakage_guard_drops_copies(extra_data):
+    splits = extra_data["splits"]
+    training = data.training_data(splits, TINY_SIZE, extra_data=extra_data["folders"])
+    names = [source.name for source in training.sources]
+    assert names == ["train", extra_data["folders"][0] + "/flowers", extra_data["folders"][1]]
+    counts = [(source.records, source.duplicates, source.images) for source in training.sources]
+    assert counts == [(splits["train"].count, 0, splits["train"].count), (7, 2, 5), (5, 2, 3)]
+    assert training.count == splits["train"].count + 8
+    summary = training.summary()
+    assert summary["training_images"] == training.count
+    assert [source["duplicates"] for source in summary["training_sources"]] == [0, 2, 2]
+    # One pass of the stream: train + the 8 new records, none of the copies.
+    assert one_pass_ids(training) == sorted(extra_data["train"] + extra_data["fresh"])
+    labels = {int(label) for _, label in
+              data.training_dataset(training, TINY_SIZE, 16, seed=1).unbatch().take(
+                  5 * training.count).as_numpy_iterator()}
+    assert 50 in labels and 60 not in labels
+    # Extras join training only; validation and test shards are never trained on.
+    assert not set(training.files) & set(splits["val"].files + splits["test"].files)
+
+
+def test_excluded_ids_apply_to_extras_and_val_when_trained_on(extra_data):
+    splits = extra_data["splits"]
+    val_ids = data.record_ids(splits["val"].files, labeled=True)
+    excluded = [extra_data["fresh"][0], val_ids[5], extra_data["train"][0]]
+    training = data.training_data(splits, TINY_SIZE, train_on_validation=True,
+                                  extra_data=extra_data["folders"], excluded_ids=excluded)
+    assert [source.name for source in training.sources][:2] == ["train", "val"]
+    assert [source.excluded for source in training.sources] == [1, 1, 1, 0]
+    # With val trained on, an extra copying a val id is still dropped (it is the same record).
+    assert [source.duplicates for source in training.sources] == [0, 0, 2, 2]
+    assert training.count == (splits["train"].count + splits["val"].count + 8 - 3)
+    expected = set(extra_data["train"] + val_ids + extra_data["fresh"]) - set(excluded)
+    assert one_pass_ids(training) == sorted(expected)
+
+
+def test_extra_data_is_found_by_slug_and_refused_with_one_line(extra_data, tmp_path):
+    splits = extra_data["splits"]
+    mounts = tmp_path / "input"
+    os.makedirs(mounts / "datasets" / "someone")
+    shutil.copytree(extra_data["folders"][0], mounts / "datasets" / "someone" / "more-flowers")
+    shutil.copytree(extra_data["folders"][1], mounts / "older-mount")
+    assert data.find_extra_folder("someone/more-flowers", str(mounts)) \
+        == str(mounts / "datasets" / "someone" / "more-flowers")
+    assert data.find_extra_folder("owner/older-mount", str(mounts)) == str(mounts / "older-mount")
+    sources = data.extra_sources("someone/more-flowers", TINY_SIZE, str(mounts))
+    assert [name for name, _ in sources] == ["someone/more-flowers/flowers"]
+    with pytest.raises(data.DataError, match="attach the dataset nobody/nothing"):
+        data.training_data(splits, TINY_SIZE, extra_data=["nobody/nothing"],
+                           input_root=str(mounts))
+    with pytest.raises(data.DataError, match=f"no tfrecords-jpeg-64x64 folder .found: "
+                                             f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}"):
+        data.extra_sources(extra_data["folders"][0], 64)
+    # A flat folder of records of another size is refused when its records are read.
+    with pytest.raises(data.DataError, match=f"record 0 is {TINY_SIZE}x{TINY_SIZE}, not 64x64"):
+        list(data.scan_records(data.extra_sources(extra_data["folders"][1], 64)[0][1],
+                               labeled=True, image_size=64))
+    unlabeled = tmp_path / "unlabeled"
+    shutil.copytree(os.path.dirname(splits["test"].files[0]), unlabeled)
+    with pytest.raises(data.DataError, match="cannot be read as competition records"):
+        data.training_data(splits, TINY_SIZE, extra_data=[str(unlabeled)])
+
+
+def test_class_names_and_held_out_labels(tiny_dataset, tmp_path):
+    assert data.class_names(tiny_dataset, TINY_SIZE) == [str(digit) for digit in range(10)]
+    held_out = data.held_out_labels(tiny_dataset, TINY_SIZE)
+    assert list(held_out) == data.record_ids(data.find_split(tiny_dataset, TINY_SIZE,
+                                                             "test").files)
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dataset, bare, ignore=shutil.ignore_patterns("*.txt", "*.csv"))
+    assert data.class_names(str(bare), TINY_SIZE) is None
+    with pytest.raises(data.DataError, match="no held-out test labels"):
+        data.held_out_labels(str(bare), TINY_SIZE)

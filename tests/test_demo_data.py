@@ -15,6 +15,7 @@ def test_layout_naming_and_refusal_to_overwrite(tmp_path):
     counts = [data.find_split(str(tmp_path), 48, split).count for split in data.SPLITS]
     assert counts == [36, 12, 12]
     assert [entry for entry in os.listdir(tmp_path) if entry.startswith(".")] == []
+    assert sorted(os.listdir(folder)) == ["classes.txt", "test", "test_labels.csv", "train", "val"]
     with pytest.raises(FileExistsError):
         write_demo_dataset(str(tmp_path), image_size=48, limit=60)
 
@@ -27,3 +28,30 @@ def test_test_records_carry_no_class(tmp_path):
     record = next(iter(tf.data.TFRecordDataset(path)))
     example = tf.train.Example.FromString(record.numpy())
     assert sorted(example.features.feature) == ["id", "image"]
+
+
+def test_test_labels_are_held_out_beside_the_records(tmp_path):
+    """test_labels.csv lists the test ids in record order with their digit: the images written
+    for those ids are the digits' images (checked against a classifier fitted on train)."""
+    import numpy as np
+
+    from petals.demo_data import CLASS_NAMES
+
+    write_demo_dataset(str(tmp_path), image_size=32, shards=2, limit=300)
+    held_out = data.held_out_labels(str(tmp_path), 32)
+    test_files = data.find_split(str(tmp_path), 32, "test").files
+    assert list(held_out) == data.record_ids(test_files)
+    assert data.class_names(str(tmp_path), 32) == list(CLASS_NAMES)
+    # The labels belong to the images: nearest neighbours on train images agree with them.
+    train_files = data.find_split(str(tmp_path), 32, "train").files
+    train_images = np.concatenate([images.numpy() for images, _ in
+                                   data.evaluation_dataset(train_files, 32, 1)])
+    test_images = np.concatenate([images.numpy() for images in
+                                  data.test_dataset(test_files, 32, 1, len(held_out))])
+    gray = [images.astype(np.float32).mean(axis=-1).reshape(len(images), -1)
+            for images in (train_images, test_images)]
+    gray = [(vectors - vectors.mean(1, keepdims=True)) / vectors.std(1, keepdims=True)
+            for vectors in gray]
+    nearest = np.argmax(gray[1] @ gray[0].T, axis=1)
+    agreement = np.mean(data.labels(train_files)[nearest] == np.array(list(held_out.values())))
+    assert agreement > 0.8

@@ -45,3 +45,46 @@ def test_one_model_is_a_blend_of_one():
 
 def test_flip_tta_averages():
     np.testing.assert_allclose(ensemble.flip_tta([[1.0, 0.0]], [[0.0, 1.0]]), [[0.5, 0.5]])
+
+
+def test_halves_are_stratified_disjoint_and_seeded():
+    labels = np.repeat(np.arange(5), [7, 8, 9, 10, 11])
+    first = ensemble.halves(labels, seed=3)
+    for label in range(5):
+        in_first = first[labels == label].sum()
+        assert abs(2 * in_first - (labels == label).sum()) <= 1
+    assert abs(2 * first.sum() - len(labels)) <= 1
+    np.testing.assert_array_equal(first, ensemble.halves(labels, seed=3))
+    assert not np.array_equal(first, ensemble.halves(labels, seed=4))
+
+
+def test_honest_score_falls_below_the_in_sample_score_on_noise():
+    """Models that know nothing: the weights searched on validation fit its noise, so scoring
+    them on the images they were searched on flatters them; the other half does not."""
+    random = np.random.default_rng(0)
+    truth = random.integers(0, 10, size=80)
+    noise = random.dirichlet(np.ones(10), size=(8, 80))
+    result = ensemble.honest_blend(noise, truth, step=0.25)
+    weights, in_sample = ensemble.best_weights(noise, truth, step=0.25)
+    assert result.weights == tuple(weights.tolist()) and result.f1_in_sample == in_sample
+    assert result.f1 < result.f1_in_sample - 0.05
+
+
+def test_honest_score_of_a_real_blend_stays_high():
+    """Two complementary models on many images: the blend generalises across the halves."""
+    random = np.random.default_rng(1)
+    truth = np.tile(np.arange(4), 50)
+    model_a = np.where(truth[:, None] < 2, np.eye(4)[truth] * 0.8 + 0.05, 0.25)
+    model_b = np.where(truth[:, None] >= 2, np.eye(4)[truth] * 0.8 + 0.05, 0.25)
+    model_a, model_b = (model + random.uniform(0, 0.01, model.shape) for model in
+                        (model_a, model_b))
+    weights, in_sample, honest = ensemble.honest_blend([model_a, model_b], truth, step=0.1)
+    assert in_sample == 1.0 and honest == 1.0 and 0 < weights[0] < 1
+
+
+def test_one_model_has_nothing_to_tune():
+    truth = np.array([0, 1, 1, 0])
+    probabilities = np.eye(2)[[0, 1, 0, 0]]
+    blend = ensemble.honest_blend([probabilities], truth)
+    assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample \
+        == ensemble.macro_f1(truth, probabilities)

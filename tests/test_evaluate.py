@@ -31,3 +31,35 @@ def test_confusion_rows_are_truth():
     matrix, classes = evaluate.confusion([5, 5, 9], [5, 9, 9])
     assert list(classes) == [5, 9]
     assert matrix.tolist() == [[1, 1], [0, 1]]
+
+
+def test_macro_f1_counts_as_scores_does():
+    random = np.random.default_rng(0)
+    truth = random.integers(0, 12, size=300)
+    probabilities = random.random((300, 104))
+    probabilities[np.arange(150), truth[:150]] += 1  # half right, the rest noise
+    assert evaluate.macro_f1(truth, probabilities) == pytest.approx(
+        evaluate.scores(truth, probabilities.argmax(1))["f1"], abs=1e-12)
+    with pytest.raises(ValueError, match="as many predictions as labels"):
+        evaluate.macro_f1([1, 2], np.eye(3)[[1]])
+
+
+def write_submission(path, ids, labels):
+    path.write_text("id,label\n" + "".join(f"{i},{label}\n" for i, label in
+                                              zip(ids, labels, strict=True)))
+    return str(path)
+
+
+def test_submission_scores_against_held_out_labels(tmp_path):
+    held_out = {f"id{index}": index % 4 for index in range(40)}
+    held_out.update({f"extra{index}": 0 for index in range(10)})  # class 0: 20 of 50
+    ids = list(held_out)
+    right = write_submission(tmp_path / "right.csv", ids, held_out.values())
+    assert evaluate.submission_scores(right, held_out) == {"accuracy": 1.0, "chance": 0.4,
+                                                            "images": 50}
+    # The same labels against the wrong ids: what a misaligned submission looks like.
+    shifted = write_submission(tmp_path / "shifted.csv", ids, list(held_out.values())[1:] + [0])
+    assert evaluate.submission_scores(shifted, held_out)["accuracy"] < 0.4
+    missing = write_submission(tmp_path / "missing.csv", ids[1:], list(held_out.values())[1:])
+    with pytest.raises(ValueError, match="49 ids are not the 50 held-out test ids"):
+        evaluate.submission_scores(missing, held_out)

@@ -1,29 +1,46 @@
+import os
+
 import pytest
 
 from petals import parameters
+from tests.conftest import TINY_SIZE
 
-VALID = {
-    "IMAGE_SIZE": 32, "BACKBONES": ["tiny"], "WEIGHTS": None, "EPOCHS": 1,
-    "BATCH_SIZE_PER_REPLICA": 8, "LR_START": 1e-5, "LR_MAX": 1e-3, "LR_MIN": 1e-5,
-    "LR_RAMP_UP_EPOCHS": 1, "LR_SUSTAIN_EPOCHS": 0, "LR_DECAY": 0.8, "ROTATION_DEGREES": 15.0,
-    "SHEAR_DEGREES": 5.0, "ZOOM_STDDEV": 0.1, "SHIFT_PIXELS": 2.0, "FLIP": True,
-    "TRAIN_ON_VALIDATION": False, "EXCLUDED_IDS": [], "TTA_VIEWS": ["flip_lr"], "EXTRA_DATA": [],
-    "LABEL_SMOOTHING": 0.0, "HEAD_DROPOUT": 0.0, "MIXUP": 0.0, "CUTMIX": 0.0, "BLEND_STEP": 0.05,
-    "SEED": 1,
-    "DATA_DIR": "/data", "OUTPUT_DIR": "out", "MAX_STEPS_PER_EPOCH": None,
-    "KERAS_BACKEND": None, "ACCELERATOR": None, "CLASS_NAMES": None, "COMPILE_CACHE_DIR": None,
-}
+NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "notebooks", "flowers.py")
 
 
-def test_valid_parameters_pass():
-    assert parameters.validate(dict(VALID)) == VALID
-    assert set(VALID) == set(parameters.NAMES)
+@pytest.fixture
+def valid(tiny_dataset, tmp_path):
+    return {
+        "IMAGE_SIZE": TINY_SIZE, "BACKBONES": ["tiny"], "WEIGHTS": None, "EPOCHS": 1,
+        "BATCH_SIZE_PER_REPLICA": 8, "LR_START": 1e-5, "LR_MAX": 1e-3, "LR_MIN": 1e-5,
+        "LR_RAMP_UP_EPOCHS": 1, "LR_SUSTAIN_EPOCHS": 0, "LR_DECAY": 0.8,
+        "ROTATION_DEGREES": 15.0, "SHEAR_DEGREES": 5.0, "ZOOM_STDDEV": 0.1, "SHIFT_PIXELS": 2.0,
+        "FLIP": True, "TRAIN_ON_VALIDATION": False, "EXCLUDED_IDS": [], "TTA_VIEWS": ["flip_lr"],
+        "EXTRA_DATA": [], "LABEL_SMOOTHING": 0.0, "HEAD_DROPOUT": 0.0, "MIXUP": 0.0,
+        "CUTMIX": 0.0, "BLEND_STEP": 0.05, "SEED": 1, "DATA_DIR": tiny_dataset,
+        "OUTPUT_DIR": str(tmp_path / "out"), "MAX_STEPS_PER_EPOCH": None, "KERAS_BACKEND": None,
+        "ACCELERATOR": None, "CLASS_NAMES": None, "COMPILE_CACHE_DIR": None,
+    }
+
+
+def test_valid_parameters_pass(valid):
+    assert parameters.validate(dict(valid)) == valid
+
+
+def test_the_notebook_names_the_parameters_and_each_has_a_check():
+    defaults = parameters.notebook_parameters(NOTEBOOK)
+    assert set(defaults) == set(parameters.CHECKS)
+    assert defaults["IMAGE_SIZE"] in parameters.COMPETITION_SIZES
 
 
 @pytest.mark.parametrize("name, value, message", [
     ("IMAGE_SIZE", "512", "IMAGE_SIZE = '512' is not valid: expected an integer"),
+    ("IMAGE_SIZE", 999, f"IMAGE_SIZE = 999 is not valid: expected one of {TINY_SIZE} .the sizes "
+                        "in /"),
     ("EPOCHS", True, "EPOCHS = True"),
     ("EPOCHS", 0, "an integer ≥ 1"),
+    ("EPOCHS", "None", "EPOCHS = None is not valid"),
     ("BACKBONES", "tiny", "a list of strings"),
     ("BACKBONES", [], "at least one"),
     ("BACKBONES", ["resnet9000"], "unknown backbone 'resnet9000'"),
@@ -32,24 +49,73 @@ def test_valid_parameters_pass():
     ("TTA_VIEWS", ["spin"], "one of"),
     ("LABEL_SMOOTHING", 1.0, "a number in"),
     ("EXCLUDED_IDS", "a762df180", "a list of strings"),
+    ("EXTRA_DATA", ["/no/such/folder"], "EXTRA_DATA entry '/no/such/folder' is not a folder"),
+    ("EXTRA_DATA", ["someone/flowers"], "attach the dataset someone/flowers"),
     ("KERAS_BACKEND", "torch", "one of None, 'jax', 'tensorflow'"),
     ("ACCELERATOR", "TPU", "one of None, 'tpu', 'gpu', 'cpu'"),
     ("MAX_STEPS_PER_EPOCH", 0, "MAX_STEPS_PER_EPOCH"),
     ("SHIFT_PIXELS", 64.0, "SHIFT_PIXELS"),
+    ("DATA_DIR", "/no/such/folder", "DATA_DIR '/no/such/folder' is not a folder"),
 ])
-def test_each_mistake_names_the_parameter(name, value, message):
+def test_each_mistake_names_the_parameter(valid, name, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        parameters.validate({**VALID, name: value})
+        parameters.validate({**valid, name: value})
 
 
-def test_competition_data_needs_a_competition_size():
-    with pytest.raises(ValueError, match="192, 224, 331, 512"):
-        parameters.validate({**VALID, "DATA_DIR": None, "IMAGE_SIZE": 300})
-    parameters.validate({**VALID, "DATA_DIR": None, "IMAGE_SIZE": 331})
+def test_an_empty_data_dir_is_a_data_dir_mistake(valid, tmp_path):
+    with pytest.raises(ValueError, match="DATA_DIR .* holds no tfrecords-jpeg-SxS folder"):
+        parameters.validate({**valid, "DATA_DIR": str(tmp_path)})
 
 
-def test_missing_parameter():
-    incomplete = dict(VALID)
+def test_competition_data_needs_a_competition_size(valid):
+    with pytest.raises(ValueError, match="192, 224, 331, 512 .the sizes in the competition"):
+        parameters.validate({**valid, "DATA_DIR": None, "IMAGE_SIZE": 300})
+    parameters.validate({**valid, "DATA_DIR": None, "IMAGE_SIZE": 331})
+
+
+def test_none_and_null_strings_mean_none(valid):
+    checked = parameters.validate({**valid, "WEIGHTS": "None", "COMPILE_CACHE_DIR": "null",
+                                   "MAX_STEPS_PER_EPOCH": "None"})
+    assert checked["WEIGHTS"] is checked["COMPILE_CACHE_DIR"] is checked["MAX_STEPS_PER_EPOCH"] \
+        is None
+    assert parameters.plain_none({"A": "None", "B": "none", "C": ["None"]}) \
+        == {"A": None, "B": "none", "C": ["None"]}
+
+
+def test_missing_and_unchecked_parameters(valid):
+    incomplete = dict(valid)
     del incomplete["TTA_VIEWS"]
     with pytest.raises(ValueError, match="parameters missing: TTA_VIEWS"):
         parameters.validate(incomplete)
+    with pytest.raises(ValueError, match="parameters without a check: NEW_KNOB; add one"):
+        parameters.validate({**valid, "NEW_KNOB": 3})
+
+
+def test_namespace_parameters_come_from_parameters_cells():
+    history = ["", "IMAGE_SIZE = 512  # a comment\nEPOCHS = 12\n",
+               "# Parameters\nEPOCHS = 2\nDATA_DIR = None\n",
+               "import os\nfrom petals import CLASSES\n", "GLOBAL_BATCH = 16 * replicas\n",
+               "OPTIONS = {'a': 1}\nprint(OPTIONS)\n"]
+    namespace = {"In": history, "IMAGE_SIZE": 512, "EPOCHS": 2, "DATA_DIR": None,
+                 "CLASSES": ("rose",), "GLOBAL_BATCH": 16, "OPTIONS": {"a": 1}, "os": os}
+    assert parameters.namespace_parameters(namespace) == {"IMAGE_SIZE": 512, "EPOCHS": 2,
+                                                          "DATA_DIR": None}
+    # Without IPython's history: every upper-case global holding data.
+    del namespace["In"]
+    assert set(parameters.namespace_parameters(namespace)) == {
+        "IMAGE_SIZE", "EPOCHS", "DATA_DIR", "CLASSES", "GLOBAL_BATCH", "OPTIONS"}
+
+
+def test_notebook_parameters_refuses_what_it_cannot_read(tmp_path):
+    header = "# %% tags=[\"parameters\"]\n"
+    with pytest.raises(ValueError, match="does not exist"):
+        parameters.notebook_parameters(str(tmp_path / "missing.py"))
+    (tmp_path / "none.py").write_text("# %%\nA = 1\n")
+    with pytest.raises(ValueError, match="has 0 cells tagged 'parameters'"):
+        parameters.notebook_parameters(str(tmp_path / "none.py"))
+    (tmp_path / "computed.py").write_text(header + "A = 1\nB = A + 1\n")
+    with pytest.raises(ValueError, match="the default of B is not a literal"):
+        parameters.notebook_parameters(str(tmp_path / "computed.py"))
+    (tmp_path / "good.py").write_text(header + "A = 1  # one\nB = [None, 'x']\n\n# %%\nC = 3\n")
+    assert parameters.notebook_parameters(str(tmp_path / "good.py")) == {"A": 1,
+                                                                         "B": [None, "x"]}
