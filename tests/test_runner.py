@@ -1,0 +1,121 @@
+"""The runner on a small notebook without TensorFlow: what reaches the terminal and the disk."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from petals import runner
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK = '''# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # A small notebook
+
+# %% tags=["parameters"]
+VALUE = 1
+DATA_DIR = None
+OUTPUT_DIR = "."
+
+# %% [markdown]
+# ## First section
+# Prints its parameters.
+
+# %%
+print("value", VALUE)
+print("data", DATA_DIR)
+
+# %% [markdown]
+# ## Second section
+
+# %%
+import sys
+
+if VALUE < 0:
+    raise ValueError("VALUE must be at least 0")
+print("a warning", file=sys.stderr)
+print("done")
+'''
+NOISE = ("without encryption", "KeyboardInterrupt", "[IPKernelApp]", "Executing Cell")
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    path = tmp_path / "small.py"
+    path.write_text(NOTEBOOK)
+    return str(path)
+
+
+def run(notebook, output_dir, *arguments):
+    return subprocess.run([sys.executable, "-m", "petals.runner", notebook, str(output_dir),
+                           *arguments], cwd=REPOSITORY, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_progress_and_output_reach_the_terminal_without_noise(notebook, tmp_path):
+    result = run(notebook, tmp_path / "run", "-p", "VALUE", "2", "-p", "DATA_DIR", "data/x")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("== First section"):lines.index("== Second section") + 2] == [
+        "== First section", "value 2", f"data {REPOSITORY}/data/x", "== Second section",
+        "done"]
+    assert result.stderr == "a warning\n"
+    assert not [noise for noise in NOISE if noise in result.stdout + result.stderr]
+    html = (tmp_path / "run" / runner.HTML_NAME).read_text()
+    assert "value 2" in html and "<html" in html
+    assert (tmp_path / "run" / runner.NOTEBOOK_NAME).exists()
+
+
+def test_none_and_null_both_mean_none(notebook, tmp_path):
+    for index, text in enumerate(("None", "null")):
+        output = tmp_path / f"run-{index}"
+        runner.execute(notebook, str(output), {"DATA_DIR": runner.parse_value("DATA_DIR", text)})
+        assert "data None" in (output / runner.HTML_NAME).read_text()
+
+
+def test_a_failing_cell_ends_with_one_line_and_still_writes_the_notebook(notebook, tmp_path):
+    result = run(notebook, tmp_path / "run", "-p", "VALUE", "-1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: ValueError: VALUE must be at least 0 (see {tmp_path / 'run'}/notebook.ipynb)")
+    assert "VALUE must be at least 0" in (tmp_path / "run" / runner.HTML_NAME).read_text()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["-p", "VALU", "3"], "error: unknown parameters VALU; the notebook's parameters are VALUE, "
+                          "DATA_DIR, OUTPUT_DIR"),
+    (["-p", "VALUE", "[1"], "error: -p VALUE '[1' is not a YAML value"),
+    (["-f", "/no/such.yaml"], "error: parameters file /no/such.yaml does not exist"),
+])
+def test_bad_arguments_fail_with_one_line_before_anything_runs(notebook, tmp_path, capsys,
+                                                               arguments, message):
+    with pytest.raises(SystemExit) as exit_:
+        runner.main([notebook, str(tmp_path / "run"), *arguments])
+    assert str(exit_.value).startswith(message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_parameters_file_must_map_names_to_values(tmp_path):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must map names to values"):
+        runner.read_parameters_file(str(tmp_path / "list.yaml"))
+    (tmp_path / "good.yaml").write_text("VALUE: 3\nDATA_DIR: null\n")
+    assert runner.read_parameters_file(str(tmp_path / "good.yaml")) == {"VALUE": 3,
+                                                                        "DATA_DIR": None}
+
+
+def test_path_parameters_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "extra").mkdir()
+    assert runner.absolute_paths({"DATA_DIR": "data", "WEIGHTS": "imagenet",
+                                  "EXTRA_DATA": ["extra", "owner/dataset"], "EPOCHS": 3}) == {
+        "DATA_DIR": str(tmp_path / "data"), "WEIGHTS": "imagenet",
+        "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"], "EPOCHS": 3}
