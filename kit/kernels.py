@@ -23,6 +23,8 @@ from pathlib import Path
 
 import nbformat
 
+from petals import parameters
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGE = REPOSITORY / "petals"
 PACKAGE_NAME = "petals"
@@ -157,18 +159,6 @@ def read_source(variant):
     return notebook
 
 
-def parameter_default(notebook, name):
-    """The value the `parameters` cell gives `name` (a literal), or None when it has none."""
-    for cell in notebook.cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign) and any(
-                        isinstance(target, ast.Name) and target.id == name
-                        for target in node.targets):
-                    return ast.literal_eval(node.value)
-    return None
-
-
 def build_notebook(variant, accelerator, overrides=None):
     """The variant's kernel notebook: title and introduction, Setup, then the parameterized rest.
 
@@ -180,10 +170,10 @@ def build_notebook(variant, accelerator, overrides=None):
     for cell in notebook.cells:
         cell.metadata.setdefault("tags", [])  # papermill looks up every cell's tags
     notebook.metadata.setdefault("papermill", {})  # where papermill records the parameters
-    parameters = {**variant.parameters, **KAGGLE_PARAMETERS, **(overrides or {})}
+    injected = {**variant.parameters, **KAGGLE_PARAMETERS, **(overrides or {})}
     if accelerator in ("tpu", "gpu"):
-        parameters["ACCELERATOR"] = accelerator
-    notebook = parameterize_notebook(notebook, parameters)
+        injected["ACCELERATOR"] = accelerator
+    notebook = parameterize_notebook(notebook, injected)
     kinds = [cell.cell_type for cell in notebook.cells]
     introduction = kinds.index("code") if "code" in kinds else len(kinds)
     # Setup goes between the introduction and the first code cell: after what the reader comes
@@ -273,8 +263,9 @@ def extra_datasets(variant):
     --dataset, or a URL such as gs://…): a folder of this machine does not travel with the kernel.
     """
     entries = variant.parameters.get("EXTRA_DATA")
-    if entries is None:
-        entries = parameter_default(read_source(variant), "EXTRA_DATA") or []
+    if entries is None:  # the notebook's default
+        entries = parameters.notebook_parameters(REPOSITORY / variant.notebook).get(
+            "EXTRA_DATA") or []
     where = f"{variant.slug}: EXTRA_DATA"
     slugs = dataset_slugs(entries, where)
     for entry in entries:
