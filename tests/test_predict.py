@@ -1,0 +1,89 @@
+"""Tests for petals.predict: each view's geometry against numpy, and TTA averaging over padded
+batches."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from petals import predict
+
+NUMPY_VIEWS = {
+    "flip_lr": np.fliplr,
+    "flip_ud": np.flipud,
+    "rot90": lambda image: np.rot90(image, k=1),
+    "rot270": lambda image: np.rot90(image, k=3),
+}
+
+
+def random_images(count, size, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3)).astype("uint8")
+
+
+@pytest.mark.parametrize("view", list(NUMPY_VIEWS))
+def test_each_view_matches_numpy(view):
+    images = random_images(3, 5)
+    transformed = keras.ops.convert_to_numpy(predict.VIEWS[view](images))
+    for image, result in zip(images, transformed, strict=True):
+        np.testing.assert_array_equal(result, NUMPY_VIEWS[view](image))
+
+
+def test_select_view_picks_each_images_view():
+    images = random_images(5, 4)
+    views = ["rot270", "flip_lr", "flip_ud", "rot90"]
+    numbers = np.array([0, 1, 2, 3, 4], "int32")
+    selected = keras.ops.convert_to_numpy(predict.SelectView(views)(images, numbers))
+    np.testing.assert_array_equal(selected[0], images[0])
+    for number, view in enumerate(views, start=1):
+        np.testing.assert_array_equal(selected[number], NUMPY_VIEWS[view](images[number]))
+
+
+def small_classifier(size, classes=4):
+    """A classifier on uint8 images that is not invariant to flips or turns."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), dtype="uint8")
+    flat = keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(flat))
+
+
+def padded_batches(images, batch, labeled):
+    """Full batches, the last one padded with blank images, as petals.data makes them."""
+    padding = -len(images) % batch
+    padded = np.concatenate([images, np.zeros((padding, *images.shape[1:]), np.uint8)])
+    elements = (padded, np.zeros(len(padded), "int32")) if labeled else padded
+    return tf.data.Dataset.from_tensor_slices(elements).batch(batch, drop_remainder=True)
+
+
+@pytest.mark.parametrize("labeled", [False, True])
+def test_predictions_average_the_views(labeled):
+    images = random_images(10, 6, seed=1)
+    model = small_classifier(6)
+    views = ["flip_lr", "rot90", "flip_ud"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probabilities = predict.predict(model, padded_batches(images, 4, labeled), 10, views)
+    assert not [warning for warning in caught if "ran out of data" in str(warning.message)]
+    expected = model.predict(images, verbose=0)
+    for view in views:
+        turned = np.stack([NUMPY_VIEWS[view](image) for image in images])
+        expected = expected + model.predict(turned, verbose=0)
+    expected /= len(views) + 1
+    assert probabilities.shape == (10, 4) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    # The views change this model's predictions, so averaging them is visible.
+    assert np.abs(probabilities - model.predict(images, verbose=0)).max() > 1e-3
+
+
+def test_no_views_is_the_plain_prediction():
+    images = random_images(7, 6, seed=2)
+    model = small_classifier(6)
+    probabilities = predict.predict(model, padded_batches(images, 4, labeled=True), 7)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("views", [["mirror"], ["flip_lr", "flip_lr"]])
+def test_views_are_checked(views):
+    with pytest.raises(ValueError, match="TTA_VIEWS"):
+        predict.validate_views(views)
