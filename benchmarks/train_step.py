@@ -229,6 +229,8 @@ def run_model_job(job, settings):
         model.train_on_batch(*resident[:2])
         timings.append(time.perf_counter() - started)
     report(resident=settings["batch"] / statistics.median(timings))
+    if job["gather"]:
+        measure_gather(found, settings)
     if job["model"] == "bare":
         return
     feeds = {
@@ -250,13 +252,12 @@ def run_model_job(job, settings):
         }, settings)
 
 
-def run_gather_job(settings):
+def measure_gather(found, settings):
     """The augmentation's gather on uint8 then a cast, against a cast to float32 then the gather.
 
     Same images, same matrices, each compiled once; calls alternate so both see the same
     machine, and each waits for its result.
     """
-    found = set_up(settings)
     import jax
     import keras
     import numpy as np
@@ -333,8 +334,8 @@ def finish(running, out_of_time):
     return running["result"]
 
 
-def run_jobs(jobs, settings, budget_seconds, parallel):
-    """Run the jobs in waves of `parallel` processes within the budget; returns their results.
+def run_jobs(waves, settings, budget_seconds):
+    """Run waves of jobs, a process each, within the budget; returns their results in order.
 
     In a wave the processes compile side by side, then take turns for the timed part, so no
     measurement shares the machine with a compile. At the end of the budget every running
@@ -342,13 +343,12 @@ def run_jobs(jobs, settings, budget_seconds, parallel):
     """
     deadline = time.monotonic() + budget_seconds
     results = []
-    for first in range(0, len(jobs), parallel):
-        wave = jobs[first:first + parallel]
+    for wave in waves:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             results += [{"stopped": "time budget spent"} for _ in wave]
             continue
-        barrier = len(wave) > 1 and any(job["model"] != "gather" for job in wave)
+        barrier = len(wave) > 1
         running = [start_job(job, settings, barrier) for job in wave]
         out_of_time = threading.Event()
 
@@ -363,8 +363,7 @@ def run_jobs(jobs, settings, budget_seconds, parallel):
         try:
             if barrier:
                 for entry in running:
-                    if entry["job"]["model"] != "gather":
-                        read_until(entry, COMPILED_LINE)
+                    read_until(entry, COMPILED_LINE)
             for entry in running:
                 if barrier and entry["process"].poll() is None:
                     try:
@@ -411,9 +410,9 @@ def print_feed_table(jobs, results):
                       f"{feeds[ahead] / feeds[plain]:.3f} ({plain.removeprefix('fit, ')})")
 
 
-def print_gather(results, jobs):
-    for job, result in zip(jobs, results, strict=True):
-        if job["model"] == "gather" and "gather" in result:
+def print_gather(results):
+    for result in results:
+        if "gather" in result:
             (before, before_ms), (after, after_ms) = result["gather"].items()
             print(f"\naugmentation gather, one batch: {before} {before_ms:.2f} ms; "
                   f"{after} {after_ms:.2f} ms; uint8-first / float-first time = "
@@ -489,18 +488,22 @@ def feed_or_check(arguments):
 def run_feed_or_check(arguments, settings, parallel):
     """Plan the jobs, run them, print the tables."""
     check = arguments.check
-    jobs = [{"model": "full", "backbone": backbone} for backbone in settings["backbones"]]
-    if check:
-        jobs += [{"model": "bare", "backbone": backbone} for backbone in settings["backbones"]]
-    jobs.append({"model": "gather", "backbone": None})
+    # The full models first, then the bare ones: what the budget leaves out is the least
+    # needed. The first job also times the augmentation's gather (quick).
+    jobs = [{"model": model, "backbone": backbone, "gather": False}
+            for model in (("full", "bare") if check else ("full",))
+            for backbone in settings["backbones"]]
+    jobs[0]["gather"] = True
+    waves = [jobs[first:first + parallel] for first in range(0, len(jobs), parallel)]
     settings = {**settings, "tfdata": not check and importlib.util.find_spec("tensorflow")
                 is not None, "cache_dir": arguments.cache_dir}
-    results = run_jobs(jobs, settings, arguments.budget, parallel)
+    results = run_jobs(waves, settings, arguments.budget)
+    jobs = [job for wave in waves for job in wave]
     if check:
         print_check_table(settings["backbones"], jobs, results)
     else:
         print_feed_table(jobs, results)
-    print_gather(results, jobs)
+    print_gather(results)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(
             {"settings": settings, "jobs": jobs, "results": results}, indent=2))
@@ -552,10 +555,7 @@ def main():
         return
     if arguments.job:
         job, settings = json.loads(arguments.job), json.loads(arguments.settings)
-        if job["model"] == "gather":
-            run_gather_job(settings)
-        else:
-            run_model_job(job, settings)
+        run_model_job(job, settings)
         return
     if arguments.feed or arguments.check:
         feed_or_check(arguments)
