@@ -78,15 +78,19 @@ def command_kernels(arguments, sweep):
         before, total = kernels.visible_code_lines(notebook)
         print(f"  {folder} ({total} visible code lines, {before} before the first heading)")
     default = sweep.variants[0]
+    default_folder = Path(arguments.kernels_dir) / default.slug
     if default not in variants:
         print(f"  {arguments.root_metadata} left as it is: the default variant {default.slug} "
               "was not built")
-        return
-    # Generated for this owner, so not part of the repository: building changes no tracked file.
-    document = kernels.write_root_metadata(Path(arguments.kernels_dir) / default.slug,
-                                           arguments.root_metadata)
-    print(f"  {arguments.root_metadata} → {document['code_file']} (the default variant: "
-          "`kaggle kernels push` there pushes it)")
+    elif owner == OWNER_PLACEHOLDER:
+        # The committed root file is the default kernel's metadata for the placeholder owner:
+        # only a build for that owner regenerates it, so building for yourself changes no
+        # tracked file.
+        document = kernels.write_root_metadata(default_folder, arguments.root_metadata)
+        print(f"  {arguments.root_metadata} → {document['code_file']} (the default variant)")
+    else:
+        print(f"  push the default variant with `kaggle kernels push -p {default_folder}` or "
+              "`python build.py run`")
 
 
 def checked_kernel(arguments, variant):

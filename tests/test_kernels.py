@@ -3,6 +3,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -203,11 +204,27 @@ def test_building_for_another_owner_changes_no_tracked_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert git("status", "--porcelain", "--untracked-files=no").stdout == ""
     assert len(list((copy / "kernels").iterdir())) == len(SWEEP.variants)
-    # The root file that `kaggle kernels push` reads is this owner's, pointing at the default.
-    root = json.loads((copy / kernels.METADATA_FILE).read_text())
-    assert root["id"] == f"someone-else/{VARIANT.slug}"
-    assert root["code_file"] == f"kernels/{VARIANT.slug}/{VARIANT.slug}.ipynb"
-    kernels.validate_metadata(root, copy)
+    # The committed root file stays the placeholder owner's template; this owner's metadata is
+    # in the default kernel's folder, which `kaggle kernels push -p` reads.
+    assert json.loads((copy / kernels.METADATA_FILE).read_text())["id"].startswith(
+        "your-kaggle-username/")
+    built = json.loads((copy / "kernels" / VARIANT.slug / kernels.METADATA_FILE).read_text())
+    assert built["id"] == f"someone-else/{VARIANT.slug}"
+    assert f"kaggle kernels push -p kernels/{VARIANT.slug}" in result.stdout
+
+
+def test_committed_root_metadata_is_what_build_writes_for_the_placeholder_owner(tmp_path):
+    result = subprocess.run([sys.executable, "build.py", "kernels", "--owner",
+                             "your-kaggle-username", "--only", VARIANT.slug, "--kernels-dir",
+                             str(tmp_path / "kernels"), "--root-metadata",
+                             str(tmp_path / kernels.METADATA_FILE)],
+                            cwd=kernels.REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / kernels.METADATA_FILE).read_text())
+    committed = json.loads((kernels.REPOSITORY / kernels.METADATA_FILE).read_text())
+    # The paths differ only by where each file sits relative to its kernels folder.
+    assert Path(written.pop("code_file")).name == Path(committed.pop("code_file")).name
+    assert written == committed
 
 
 def variant_with(extra_data):
