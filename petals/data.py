@@ -456,9 +456,10 @@ def record_ids(files, labeled=False, excluded_ids=()):
 
 
 def find_extra_folder(entry, input_root=KAGGLE_INPUT):
-    """The folder an EXTRA_DATA entry names: a folder path, or an attached Kaggle dataset."""
-    if tf.io.gfile.isdir(entry):
-        return entry
+    """The folder an EXTRA_DATA entry names: a folder path or URL, or an attached Kaggle dataset."""
+    folder = entry if "://" in entry else os.path.expanduser(entry)
+    if tf.io.gfile.isdir(folder):
+        return folder
     searched = []
     if DATASET_SLUG.match(entry):
         owner, name = entry.split("/")

@@ -93,7 +93,3 @@ def honest_blend(probabilities, true_labels, step=0.05, seed=0):
         honest = float(np.mean(scores))
     return Blend(tuple(float(weight) for weight in weights), float(in_sample), honest)
 
-
-def flip_tta(probabilities, flipped_probabilities):
-    """Average predictions on the images and their mirrors (flowers have no handedness)."""
-    return (np.asarray(probabilities) + np.asarray(flipped_probabilities)) / 2

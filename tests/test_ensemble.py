@@ -43,10 +43,6 @@ def test_one_model_is_a_blend_of_one():
     assert weights.tolist() == [1.0] and score == ensemble.macro_f1(truth, np.eye(2)[[0, 1, 0]])
 
 
-def test_flip_tta_averages():
-    np.testing.assert_allclose(ensemble.flip_tta([[1.0, 0.0]], [[0.0, 1.0]]), [[0.5, 0.5]])
-
-
 def test_halves_are_stratified_disjoint_and_seeded():
     labels = np.repeat(np.arange(5), [7, 8, 9, 10, 11])
     first = ensemble.halves(labels, seed=3)
