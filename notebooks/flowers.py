@@ -13,9 +13,19 @@
 # %% [markdown]
 # # Petals to the Metal: 104 flowers on TPU, GPU or CPU
 #
-# Fine-tunes one or several pretrained backbones on the competition's TFRecords, blends them for
-# the best validation macro F1, and writes `submission.csv`. The same notebook runs on Kaggle's
-# TPU v5e-8 (Keras 3 on JAX), a GPU, or a laptop CPU; the code it narrates lives in `petals/`.
+# This notebook fine-tunes one or several ImageNet backbones on the competition's TFRecords,
+# blends them, and writes `submission.csv` for Kaggle's "Petals to the Metal" (104 classes,
+# scored by macro F1). The same cells run on Kaggle's TPU v5e-8 (Keras 3 on JAX, eight chips
+# data-parallel), on a GPU, and on a laptop CPU with the tiny demo dataset.
+#
+# How long it takes: on a TPU v5e-8, one EfficientNetB7 at 512 px spends a few minutes compiling
+# and then roughly a minute per epoch; on a CPU the demo (digits standing in for flowers, a
+# small CNN) takes under a minute. Every stage prints its result right after it runs, and the run
+# ends with one `DONE` line and a `metrics.json` that a sweep collects.
+#
+# Everything you may want to change is in the next cell. The plumbing (reading shards, building
+# backbones, writing files atomically) lives in the small tested package `petals/`; the cells
+# below show the parts of the recipe that matter for the score.
 
 # %% tags=["parameters"]
 IMAGE_SIZE = 512  # 192, 224, 331 or 512 on the competition data
@@ -50,253 +60,361 @@ MAX_STEPS_PER_EPOCH = None  # a small cap for smoke runs
 KERAS_BACKEND = None  # "jax", "tensorflow", or None (the environment's, else JAX)
 ACCELERATOR = None  # "tpu" or "gpu" to fail instead of training on a CPU by mistake
 COMPILE_CACHE_DIR = None  # JAX: keep compiled programs here (an attached folder saves minutes)
-CLASS_NAMES = None  # None: the competition's 104 flower names
+CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 
 # %% [markdown]
-# ## Configuration
-# Every parameter is checked here, so a typo fails in a second rather than after an hour of
-# training. The kernel starts in this notebook's folder (Jupyter, papermill) or in the repository
-# root; the `petals` package sits next to one of them.
+# ## Accelerator
+#
+# Keras 3 runs on several backends, and the backend is chosen once, before Keras is first
+# imported. On Kaggle's TPU v5e-8 that must be JAX: the image has `jax[tpu]` but no TPU build
+# of TensorFlow, so TensorFlow only reads the TFRecords here. `accelerator.detect` then finds
+# the chips and sets up data parallelism: every chip holds a copy of the model, each step's
+# batch is split evenly across them, and the gradients are averaged. On a TPU the layers compute
+# in bfloat16 (twice the throughput, half the memory) while the variables stay float32.
 
 # %%
 import os
 import pathlib
 import sys
-import time
 
-started = time.perf_counter()
+# The package sits next to this notebook's folder (or is written by the kernel's Setup cells).
 for folder in (pathlib.Path.cwd(), pathlib.Path.cwd().parent):
     if (folder / "petals" / "__init__.py").is_file():
         sys.path.insert(0, str(folder))
         break
 
-from petals import CLASSES, accelerator, parameters, submission
+from petals import accelerator, report
 
-KERAS_BACKEND = accelerator.choose_backend(KERAS_BACKEND)  # before Keras is first imported
-PARAMETERS = parameters.validate({name: globals()[name] for name in parameters.NAMES})
-CLASS_NAMES = CLASS_NAMES or CLASSES
-OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
+timer = report.StageTimer()
+with timer.stage("import"):
+    KERAS_BACKEND = accelerator.choose_backend(KERAS_BACKEND)  # before Keras is imported
+    import keras
+    import numpy as np
+    from IPython.display import display
 
-# %% [markdown]
-# ## Imports
+    from petals import (
+        CLASSES,
+        augment,
+        backbones,
+        data,
+        ensemble,
+        evaluate,
+        figures,
+        mixing,
+        parameters,
+        predict,
+        schedule,
+        submission,
+        train,
+    )
 
-# %%
-import keras
-import numpy as np
-from IPython.display import display
-
-from petals import augment, backbones, data, ensemble, evaluate, figures, schedule, train
-
-keras.utils.set_random_seed(SEED)
-timings = {"import": time.perf_counter() - started}
-print(f"Keras {keras.__version__} on {keras.backend.backend()}")
-
-# %% [markdown]
-# ## Accelerator
-# Data parallel on every chip found; the global batch grows with the replica count so each chip
-# keeps its own batch size. With JAX, compiled programs can be kept on disk for the next run.
-
-# %%
+VERSIONS = accelerator.versions()
+print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
+accelerator.check_keras_version()
 if KERAS_BACKEND == "jax":
     accelerator.enable_compilation_cache(COMPILE_CACHE_DIR)
 device = accelerator.detect(require=ACCELERATOR)
+print(device.describe())
+
+# %% [markdown]
+# ## Configuration
+#
+# Every parameter is checked here, so a typo fails in a second with one line naming the
+# parameter and the values it accepts, rather than after an hour of training. Two values are
+# derived from the hardware. The global batch is the per-chip batch times the number of chips,
+# so each chip keeps the batch it handles well. The peak learning rate grows with it: averaged
+# over eight times as many images, each gradient is less noisy and can take a larger step.
+
+# %%
+PARAMETERS = parameters.validate(parameters.namespace_parameters(globals()))
+globals().update(PARAMETERS)  # "None" and "null" given on a command line become None
+OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
+keras.utils.set_random_seed(SEED)
 GLOBAL_BATCH = BATCH_SIZE_PER_REPLICA * device.replicas
-print(device.describe(), f"— global batch {GLOBAL_BATCH}")
+PEAK_LEARNING_RATE = LR_MAX * device.replicas
+print(f"global batch {GLOBAL_BATCH} ({BATCH_SIZE_PER_REPLICA} per replica × {device.replicas})"
+      f", peak learning rate {PEAK_LEARNING_RATE:g}")
 
 # %% [markdown]
 # ## Data
-# Records are counted from the shard names, their framing is checked (a truncated shard is named
-# here, not deep inside training), and the training stream shuffles serialized records and
-# decodes to uint8.
+#
+# The competition ships each split as TFRecord shards of JPEGs, at four image sizes. A shard's
+# name carries its record count (`00-512x512-230.tfrec`), so steps per epoch are known without
+# reading the data, and each shard's framing is walked once here so that a truncated download
+# is named now instead of failing deep inside training.
+#
+# Images stay **uint8 until they reach the accelerator**. A 512 px image is 786 KB as uint8 and
+# four times that as float32; the host CPU that decodes JPEGs is the slowest part of a TPU
+# machine, and every byte it moves to the chips is a byte the chips wait for. The model casts to
+# floating point as its first operation, on the accelerator. The training stream shuffles the
+# small serialized records (not decoded images), so a deep shuffle costs megabytes.
 
 # %%
-started = time.perf_counter()
-root = data.find_data_root(DATA_DIR)
-splits = {name: data.find_split(root, IMAGE_SIZE, name) for name in data.SPLITS}
-for split in splits.values():
-    data.check_split(split)
-training_files = splits["train"].files + (splits["val"].files if TRAIN_ON_VALIDATION else ())
-training_records = data.count_records(training_files)
-steps = train.steps_per_epoch(training_records, GLOBAL_BATCH, MAX_STEPS_PER_EPOCH)
-training_data = data.training_dataset(training_files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
-                                      seed=SEED)
-validation_data = None if TRAIN_ON_VALIDATION else data.evaluation_dataset(
-    splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS)
-# Labels and ids are read now (no decoding), so a broken split fails before training.
-validation_labels = None if TRAIN_ON_VALIDATION else data.labels(splits["val"].files,
-                                                                  EXCLUDED_IDS)
-test_ids = data.record_ids(splits["test"].files)
-submission.check_ids(test_ids)
-print(f"data: {root}")
-for split in splits.values():
-    print(f"  {split.name:5} {split.count:6} images in {len(split.files)} files")
-print(f"training on {training_records} images, {steps} steps of {GLOBAL_BATCH} per epoch")
+with timer.stage("data"):
+    root = data.find_data_root(DATA_DIR)
+    splits = {name: data.find_split(root, IMAGE_SIZE, name) for name in data.SPLITS}
+    for split in splits.values():
+        data.check_split(split)
+        print(f"{split.name:5} {split.count:6} images in {len(split.files)} shards")
+    # A dataset may name its classes (the demo's digits do); the competition's are the flowers.
+    CLASS_NAMES = CLASS_NAMES or data.class_names(root, IMAGE_SIZE) or CLASSES
+
+# %% [markdown]
+# ### Extra training data, kept apart from validation and test
+#
+# The top entries added public flower photos converted to the competition's schema (`EXTRA_DATA`:
+# folders, or Kaggle datasets attached to the kernel). They join **training only**. Some public
+# sets overlap the competition's own images, so a leakage guard drops every extra record whose
+# id, or whose JPEG bytes, equal a validation or test record's: training on a validation image
+# would inflate the validation score, and the blend weights tuned on it, without helping the
+# leaderboard.
+
+# %%
+with timer.stage("data"):
+    training = data.training_data(splits, IMAGE_SIZE, TRAIN_ON_VALIDATION, EXTRA_DATA,
+                                  EXCLUDED_IDS)
+    steps = train.steps_per_epoch(training.count, GLOBAL_BATCH, MAX_STEPS_PER_EPOCH)
+    training_data = data.training_dataset(training, IMAGE_SIZE, GLOBAL_BATCH, seed=SEED)
+    if TRAIN_ON_VALIDATION:
+        validation_labels = None
+    else:
+        validation_labels = data.labels(splits["val"].files, EXCLUDED_IDS)
+    test_ids = data.record_ids(splits["test"].files)
+    submission.check_ids(test_ids)
+print("\n".join(training.lines()))
+print(f"training on {training.count} images: {steps} steps of {GLOBAL_BATCH} per epoch")
+
+# %% [markdown]
+# One training batch, exactly as the accelerator receives it: uint8 pixels and integer labels.
 
 # %%
 images, labels = (np.asarray(tensor) for tensor in next(iter(training_data)))
-timings["data"] = time.perf_counter() - started
+print(f"batch: images {images.shape} {images.dtype}, labels {labels.shape} {labels.dtype}")
 display(figures.save(figures.batch(images, labels, CLASS_NAMES), OUTPUT_DIR, "training_batch"))
 
 # %% [markdown]
-# ## Augmentation
-# A random rotation, shear, zoom and shift per image, plus a mirror flip: a Keras layer inside the
-# model, so it runs in the compiled step on the accelerator, not on the host CPU that feeds it.
-# Below: the same batch as the model sees it during training.
-
+# ## Model
+#
+# ### Augmentation inside the compiled step
+#
+# Each training image is rotated, sheared, zoomed and shifted by a random amount, and mirrored
+# half the time. This runs as the model's first layer, so it is part of the compiled train step
+# on the accelerator: the host only decodes JPEGs, and the augmentation costs the chips next to
+# nothing (measured in `benchmarks/train_step.py`). Done on the host, per image, it was what kept
+# 2020's TPUs waiting.
+#
+# The geometry is one 3×3 matrix per image. Pixel coordinates are measured from the centre as
+# `[up, right, 1]`, and the matrix maps each *output* pixel to the *input* pixel it copies, so
+# every output pixel gets exactly one value and there are no holes:
+#
+# $$M = R(r)\,S(s)\,Z(z_h, z_w)\,T(t_h, t_w),\quad
+# R = \begin{pmatrix}\cos r & \sin r & 0\\ -\sin r & \cos r & 0\\ 0&0&1\end{pmatrix},\;
+# S = \begin{pmatrix}1 & \sin s & 0\\ 0 & \cos s & 0\\ 0&0&1\end{pmatrix},\;
+# Z = \begin{pmatrix}1/z_h & 0 & 0\\ 0 & 1/z_w & 0\\ 0&0&1\end{pmatrix},\;
+# T = \begin{pmatrix}1 & 0 & t_h\\ 0 & 1 & t_w\\ 0&0&1\end{pmatrix}$$
+#
+# with `r ~ N(0, ROTATION_DEGREES)`, `s ~ N(0, SHEAR_DEGREES)`, `z ~ 1 + N(0, ZOOM_STDDEV)` and
+# `t ~ N(0, SHIFT_PIXELS)`. A mirror flip negates the `right` column of `M`, so it rides along in
+# the same single gather. Source locations are rounded to the nearest pixel (real pixel values,
+# no blur) and clamped to the image (edges repeat rather than leaving black corners).
+# Below: one training image under several draws.
 
 # %%
-def make_augmentation():
-    return augment.RandomAffine(ROTATION_DEGREES, SHEAR_DEGREES, ZOOM_STDDEV, SHIFT_PIXELS, FLIP,
-                                seed=SEED)
-
-
-augmented = make_augmentation()(keras.ops.cast(images, "float32"), training=True)
-augmented = np.clip(keras.ops.convert_to_numpy(augmented), 0, 255).astype(np.uint8)
-display(figures.save(figures.batch(augmented, labels, CLASS_NAMES), OUTPUT_DIR, "augmented_batch"))
+augmentation = augment.RandomAffine(ROTATION_DEGREES, SHEAR_DEGREES, ZOOM_STDDEV, SHIFT_PIXELS,
+                                    FLIP, seed=SEED)
+display(figures.save(figures.augmentation(images[0], augmentation), OUTPUT_DIR, "augmentation"))
 
 # %% [markdown]
-# ## Learning-rate schedule
+# ### Soft targets: label smoothing, MixUp and CutMix
+#
+# With `LABEL_SMOOTHING = 0.1` the target of a daisy is 0.9 on "daisy" and 0.1 spread over the
+# other classes: the model is never pushed towards infinite confidence, which helps when some
+# labels are wrong or two classes look alike. MixUp blends two images and their targets in
+# proportion; CutMix pastes a patch of one image into another and mixes the targets by area.
+# Both happen inside the compiled step, like the affine augmentation, with probabilities
+# `MIXUP` and `CUTMIX` per image. When all three are 0 the labels stay integers and the loss is
+# the plain sparse cross-entropy (the fast path).
 
 # %%
-learning_rate = schedule.Schedule(LR_START, LR_MAX * device.replicas, LR_MIN, LR_RAMP_UP_EPOCHS,
+if MIXUP or CUTMIX:
+    pixel_weights = mixing.pixel_weights(images, MIXUP, CUTMIX, keras.random.SeedGenerator(SEED))
+    mixed = keras.ops.convert_to_numpy(mixing.mix_images(images, pixel_weights))
+    own = keras.ops.convert_to_numpy(mixing.own_shares(pixel_weights))
+    titles = [f"{share:.0%} {figures.class_name(int(label), CLASS_NAMES)}\n"
+              f"{1 - share:.0%} {figures.class_name(int(partner), CLASS_NAMES)}"
+              for share, label, partner in zip(own, labels, np.roll(labels, 1), strict=True)]
+    display(figures.save(figures.image_grid(mixed[:12], titles[:12], title="MixUp / CutMix: "
+                                            "each image's own share of the target"),
+                         OUTPUT_DIR, "mixed_batch"))
+
+# %% [markdown]
+# ### Learning-rate schedule
+#
+# The backbones arrive pretrained and the new head starts random. A large learning rate at once
+# would push the head's random gradients back through the backbone and wreck features learnt on
+# millions of images, and with a global batch of 128 the peak rate is eight times a single
+# chip's. So the rate ramps up linearly over `LR_RAMP_UP_EPOCHS`, holds, then decays
+# exponentially towards `LR_MIN` as the model settles.
+
+# %%
+learning_rate = schedule.Schedule(LR_START, PEAK_LEARNING_RATE, LR_MIN, LR_RAMP_UP_EPOCHS,
                                   LR_SUSTAIN_EPOCHS, LR_DECAY)
 display(figures.save(figures.schedule(learning_rate.values(EPOCHS)), OUTPUT_DIR, "schedule"))
 
 # %% [markdown]
-# ## Model
-# Each backbone gets the input scaling its weights were trained with, and a float32 softmax head
-# (under bfloat16 mixed precision the probabilities and the loss stay in float32). Built inside
-# the accelerator's scope so the variables are placed on every replica.
+# ### The classifier around each backbone
+#
+# `backbones.build_model` puts the augmentation first, feeds the backbone the pixel scaling its
+# weights were trained with (EfficientNets take 0–255, DenseNet201 ImageNet-normalised values),
+# pools the features, applies `HEAD_DROPOUT`, and ends with a softmax that computes in float32:
+# under bfloat16 the probabilities and the loss would otherwise lose precision. It is built in
+# the accelerator's scope, so its variables are placed on every chip.
+
 
 # %%
-started = time.perf_counter()
-with device.scope():
-    models = {name: train.compile_model(backbones.build_model(
-        name, IMAGE_SIZE, weights=WEIGHTS, augmentation=make_augmentation()))
-        for name in BACKBONES}
-timings["build"] = time.perf_counter() - started
-for name, model in models.items():
-    print(f"{name}: {model.count_params():,} parameters")
-models[BACKBONES[0]].summary(line_length=100, expand_nested=False)
+def build(name):
+    """One backbone's classifier, compiled with the run's loss (called once per model)."""
+    layer = augment.RandomAffine(ROTATION_DEGREES, SHEAR_DEGREES, ZOOM_STDDEV, SHIFT_PIXELS,
+                                 FLIP, seed=SEED)
+    with timer.stage("build"), device.scope():
+        model = backbones.build_model(name, IMAGE_SIZE, weights=WEIGHTS, augmentation=layer,
+                                      head_dropout=HEAD_DROPOUT)
+        return train.compile_model(model, label_smoothing=LABEL_SMOOTHING, mixup=MIXUP,
+                                   cutmix=CUTMIX, seed=SEED)
+
 
 # %% [markdown]
-# ## Training
-# One model after another; the first epoch includes the compilation of the training step.
+# ## Training, evaluation and test predictions, one model at a time
+#
+# An ensemble trains its members one after another, and each member is released before the
+# next is built: build → train → predict validation and test → release. Accelerator memory then
+# only has to hold the largest member (EfficientNetB7 at 512 px), not all of them at once.
+#
+# Each epoch prints one line. The first epoch also pays for compiling the train step (minutes
+# for a large backbone on a TPU); its excess over the later epochs is reported as `compile`.
+#
+# Predictions use **test-time augmentation**: the model also sees each image mirrored (and, with
+# `TTA_VIEWS`, flipped upside down or turned a quarter), and the class probabilities of all views
+# are averaged. A flower has no handedness, so every view is a fair photo of the same flower, and
+# the average cancels some of each view's mistakes. The views are computed on the accelerator
+# from the same uint8 batches; the last batch is padded to full size so that every batch splits
+# evenly across the chips, and the padding's predictions are dropped.
 
 # %%
-started = time.perf_counter()
-histories, epoch_seconds = {}, {}
-for name, model in models.items():
-    print(f"--- {name}")
-    histories[name], epoch_seconds[name] = train.fit(model, training_data, EPOCHS, steps,
-                                                     learning_rate, validation=validation_data)
-    display(figures.save(figures.training_curves(histories[name]), OUTPUT_DIR,
+# Validation during training runs on full batches only (the remainder is scored below).
+validation_steps = 0 if TRAIN_ON_VALIDATION else len(validation_labels) // GLOBAL_BATCH
+fits, model_scores = {}, {}
+validation_probabilities, test_probabilities = {}, {}
+for name, model in train.members(BACKBONES, build):
+    print(f"--- {name}: {model.count_params():,} parameters")
+    with timer.stage("train"):
+        validation_data = None if not validation_steps else data.evaluation_dataset(
+            splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS)
+        fits[name] = train.fit(model, training_data, EPOCHS, steps, learning_rate,
+                               validation_data, validation_steps or None)
+    timer.add("compile", train.compile_seconds(fits[name].seconds))
+    display(figures.save(figures.training_curves(fits[name].history, name), OUTPUT_DIR,
                          f"training_{name}"))
-training_seconds = time.perf_counter() - started
-# The first epoch pays for compiling the training step; split that out so a slow stage shows.
-timings["compile"] = sum(train.compile_seconds(seconds) for seconds in epoch_seconds.values())
-timings["train"] = training_seconds - timings["compile"]
+    if validation_labels is not None:
+        with timer.stage("evaluate"):
+            validation_probabilities[name] = predict.predict(model, data.evaluation_dataset(
+                splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
+                count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
+        model_scores[name] = evaluate.scores(validation_labels,
+                                             validation_probabilities[name].argmax(axis=-1))
+        print(report.scores_line(name, model_scores[name]))
+    with timer.stage("predict"):
+        test_probabilities[name] = predict.predict(model, data.test_dataset(
+            splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
+            TTA_VIEWS)
+# The compile seconds were measured inside "train"; count them once.
+timer.add("train", -timer.seconds["compile"])
 
 # %% [markdown]
 # ## Evaluation
-# Macro F1 (the competition's metric) on the validation split, per model, with flip TTA when
-# asked. Skipped when validation was merged into training.
-
-# %%
-started = time.perf_counter()
-
-
-def predict(model, make_dataset, count):
-    """Class probabilities of the first `count` images (the batches are padded to full ones);
-    with TTA, averaged with those of the mirror images."""
-    probabilities = model.predict(make_dataset(flip=False), verbose=0)[:count]
-    if TTA_VIEWS:
-        flipped = model.predict(make_dataset(flip=True), verbose=0)[:count]
-        probabilities = ensemble.flip_tta(probabilities, flipped)
-    return probabilities
-
-
-model_scores, validation_probabilities = {}, {}
-if not TRAIN_ON_VALIDATION:
-    for name, model in models.items():
-        validation_probabilities[name] = predict(model, lambda flip: data.evaluation_dataset(
-            splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS, flip=flip,
-            count=len(validation_labels)), len(validation_labels))
-        model_scores[name] = evaluate.scores(validation_labels,
-                                             validation_probabilities[name].argmax(axis=-1))
-        print(f"{name}: " + "  ".join(f"{key} {value:.4f}"
-                                      for key, value in model_scores[name].items()))
-timings["evaluate"] = time.perf_counter() - started
-
-# %% [markdown]
-# ## Ensemble
-# Blend weights searched on a grid over the simplex for the best validation F1 (equal weights
-# without validation). One backbone is a blend of one.
+#
+# ### What macro F1 rewards
+#
+# The competition scores the **macro** F1: the F1 score (harmonic mean of precision and recall)
+# of each class, averaged with equal weight per class. The 104 classes are very unequal (a few
+# hundred roses, a dozen of some orchids), so a model that sacrifices the rare classes to get the
+# common ones right loses much more macro F1 than accuracy. Accuracy is printed beside it.
+#
+# ### Blending, and an honest score for it
+#
+# The blend weights are searched on a grid over the simplex (every combination of weights in
+# steps of `BLEND_STEP` that sum to 1) for the best validation F1. A score measured on the same
+# images the weights were tuned on is optimistic: the search also fits those images' noise. So
+# the weights are also searched on one half of validation and scored on the other half, both
+# ways round, and that cross-validated F1 is the number reported as the validation score. The
+# submission uses the weights tuned on all of validation. With one backbone the blend is that
+# model and both numbers are its F1.
 
 # %%
 if validation_labels is None:
-    blend_weights, blend_f1 = ensemble.equal_weights(len(models)), None
+    blend = ensemble.Blend(tuple(ensemble.equal_weights(len(BACKBONES))), None, None)
 else:
-    blend_weights, blend_f1 = ensemble.best_weights(
-        [validation_probabilities[name] for name in models], validation_labels, BLEND_STEP)
-print("blend weights:", dict(zip(models, np.round(blend_weights, 3), strict=True)))
-if validation_labels is not None:
-    blended = ensemble.blend([validation_probabilities[name] for name in models], blend_weights)
-    validation_predictions = blended.argmax(axis=-1)
-    blend_scores = evaluate.scores(validation_labels, validation_predictions)
-    print(f"blend: F1 {blend_f1:.4f} (best single model "
-          f"{max(score['f1'] for score in model_scores.values()):.4f})")
-    matrix, present = evaluate.confusion(validation_labels, validation_predictions)
-    display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores),
-                         OUTPUT_DIR, "confusion_matrix"))
+    blend = ensemble.honest_blend([validation_probabilities[name] for name in BACKBONES],
+                                  validation_labels, BLEND_STEP, seed=SEED)
+print("blend weights: " + ", ".join(f"{name} {weight:.2f}"
+                                    for name, weight in zip(BACKBONES, blend.weights, strict=True)))
+if blend.f1 is not None:
+    print(f"blend F1: {blend.f1:.4f} cross-validated (the validation score), "
+          f"{blend.f1_in_sample:.4f} tuned and scored on the same images (optimistic)")
 
 # %% [markdown]
-# ## Predictions and submission
-# Test images are read in file order, so predictions line up with the ids. The file is validated
-# (every test id once, labels 0–103) and written atomically: a failed run leaves no partial file.
+# The blend's confusion on validation: with many classes, the most-confused pairs ranked by
+# count say more than a 104 × 104 matrix; with few, the matrix shows everything.
 
 # %%
-started = time.perf_counter()
-test_probabilities = ensemble.blend([predict(model, lambda flip: data.test_dataset(
-    splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids), flip=flip), len(test_ids))
-    for model in models.values()], blend_weights)
-test_predictions = test_probabilities.argmax(axis=-1)
-timings["predict"] = time.perf_counter() - started
+if validation_labels is not None:
+    validation_predictions = ensemble.blend([validation_probabilities[name] for name in BACKBONES],
+                                            blend.weights).argmax(axis=-1)
+    blend_scores = evaluate.scores(validation_labels, validation_predictions)
+    print(report.scores_line("blend", blend_scores))
+    matrix, present = evaluate.confusion(validation_labels, validation_predictions)
+    display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores,
+                                           "+".join(BACKBONES)), OUTPUT_DIR, "confusion_matrix"))
+
+# %% [markdown]
+# ## Submission
+#
+# Test images are read in shard order, so the predictions line up with the ids read earlier.
+# The file is validated (every test id exactly once, labels in range) and written atomically;
+# a failed run leaves no partial file behind, and an earlier result is never overwritten.
+# `metrics.json` records the parameters, versions, per-epoch history and timings, scores and
+# blend weights, for the sweep tools to compare runs.
+
+# %%
+test_predictions = ensemble.blend([test_probabilities[name] for name in BACKBONES],
+                                  blend.weights).argmax(axis=-1)
 submission.write_submission(os.path.join(OUTPUT_DIR, "submission.csv"), test_ids,
                             test_predictions)
-metrics = {
-    "parameters": PARAMETERS,
-    "accelerator": {"kind": device.kind, "backend": device.backend, "replicas": device.replicas},
-    "keras_version": keras.__version__,
-    "history": histories,
-    "epoch_seconds": epoch_seconds,
-    "seconds_per_epoch": {name: train.steady_epoch_seconds(seconds)
-                          for name, seconds in epoch_seconds.items()},
-    "images_per_second": {name: train.images_per_second(seconds, steps, GLOBAL_BATCH)
-                          for name, seconds in epoch_seconds.items()},
-    "validation": model_scores,
-    "blend_weights": dict(zip(models, blend_weights, strict=True)),
-    "blend_f1": blend_f1,
-    "stage_seconds": timings,
-    "validation_images": None if validation_labels is None else len(validation_labels),
-    "test_images": len(test_ids),
-}
+metrics = report.metrics(
+    parameters=PARAMETERS, device=device, versions=VERSIONS, fits=fits, steps=steps,
+    global_batch=GLOBAL_BATCH, training=training, model_scores=model_scores, blend=blend,
+    timer=timer, validation_labels=validation_labels, test_ids=test_ids)
 submission.write_metrics(os.path.join(OUTPUT_DIR, "metrics.json"), metrics)
-print("seconds per stage: " + ", ".join(f"{stage} {seconds:.1f}"
-                                        for stage, seconds in timings.items()))
+print(timer.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
 
 # %% [markdown]
 # ## Visual validation
-# Validation images with the blend's prediction: OK, or NO → the true class.
+#
+# The blend's mistakes first, each titled with the prediction and the true class, then correct
+# predictions. Looking at the mistakes tells you more than the score: two look-alike classes,
+# a mislabelled image, or an augmentation that destroys what tells the classes apart.
 
 # %%
 if validation_labels is not None:
-    shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 18, EXCLUDED_IDS,
+    # The first few hundred validation images, so that there are mistakes to show first.
+    count = min(len(validation_labels), 256)
+    shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, count, EXCLUDED_IDS,
                                     count=len(validation_labels))
-    images, labels = (np.asarray(tensor)[:len(validation_labels)] for tensor in next(iter(shown)))
-    display(figures.save(figures.predictions(images, labels, validation_predictions[:len(images)],
-                                             CLASS_NAMES), OUTPUT_DIR, "validation_predictions"))
-summary = f"F1 {blend_f1:.4f}" if blend_f1 is not None else "no validation (trained on val)"
-print(f"DONE {'+'.join(BACKBONES)} {IMAGE_SIZE}px {EPOCHS} epochs on {device.describe()}: "
-      f"{summary}, {len(test_ids)} test predictions")
+    shown_images = np.asarray(next(iter(shown))[0])
+    display(figures.save(figures.predictions(shown_images, validation_labels[:count],
+                                             validation_predictions[:count], CLASS_NAMES,
+                                             model_name="+".join(BACKBONES)),
+                         OUTPUT_DIR, "validation_predictions"))
+print(report.summary_line(BACKBONES, IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
+                          len(test_ids)))

@@ -51,13 +51,13 @@ def scores_line(name, scores):
     return f"{name}: " + "  ".join(f"{key} {value:.4f}" for key, value in scores.items())
 
 
-def metrics(*, parameters, device, versions, histories, epoch_seconds, steps, global_batch,
-            training, model_scores, blend, timer, validation_labels, test_ids):
+def metrics(*, parameters, device, versions, fits, steps, global_batch, training, model_scores,
+            blend, timer, validation_labels, test_ids):
     """The run's metrics.json record: what it was asked, what it ran on, what it measured.
 
-    `epoch_seconds` maps each model to its synchronized training seconds per epoch (validation
-    excluded); `blend.f1` is the cross-validated blend score, `blend.f1_in_sample` the one tuned
-    and scored on the same images.
+    `fits` maps each model to its `train.Fitted` (history, synchronized training and validation
+    seconds per epoch); `blend` is an `ensemble.Blend` whose `f1` is the cross-validated score
+    and `f1_in_sample` the one tuned and scored on the same images.
     """
     from petals import train
 
@@ -67,16 +67,16 @@ def metrics(*, parameters, device, versions, histories, epoch_seconds, steps, gl
                         "replicas": device.replicas},
         "versions": versions,
         "keras_version": versions.get("keras"),
-        "history": histories,
-        "epoch_seconds": epoch_seconds,
-        "seconds_per_epoch": {name: train.steady_epoch_seconds(seconds)
-                              for name, seconds in epoch_seconds.items()},
-        "images_per_second": {name: train.images_per_second(seconds, steps, global_batch)
-                              for name, seconds in epoch_seconds.items()},
-        "training_images": training.count,
-        "training_sources": training.counts(),
+        "history": {name: fit.history for name, fit in fits.items()},
+        "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
+        "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
+        "seconds_per_epoch": {name: train.steady_epoch_seconds(fit.seconds)
+                              for name, fit in fits.items()},
+        "images_per_second": {name: train.images_per_second(fit.seconds, steps, global_batch)
+                              for name, fit in fits.items()},
+        **training.summary(),
         "validation": model_scores,
-        "blend_weights": blend.weights_by_model(),
+        "blend_weights": dict(zip(fits, blend.weights, strict=True)),
         "blend_f1": blend.f1,
         "blend_f1_in_sample": blend.f1_in_sample,
         "stage_seconds": timer.seconds,
