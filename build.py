@@ -197,10 +197,17 @@ def command_collect(arguments, sweep):
     return 1 if problems else 0
 
 
-def resume_command(arguments):
-    """The command that resumes this run (without --rerun, which would push again)."""
-    return shlex.join(["python", "build.py", *(argument for argument in arguments.argv
-                                                 if argument != "--rerun")])
+def resume_hint(arguments, sweep_run):
+    """How to resume this run: the same command without --rerun (which would push again what
+    this one pushed), plus, after a --rerun, how to push the variants it had not pushed yet."""
+    command = ["python", "build.py", *(argument for argument in arguments.argv
+                                       if argument != "--rerun")]
+    hint = (f"resume with `{shlex.join(command)}`, here or on another machine after "
+            "`python build.py kernels` for the same owner (the state is read back from Kaggle)")
+    if arguments.rerun and sweep_run.pending:
+        hint += ("; then push again those not pushed yet with `--rerun --only "
+                 + " ".join(job.slug for job in sweep_run.pending) + "`")
+    return hint
 
 
 def command_run(arguments, sweep):
@@ -214,8 +221,6 @@ def command_run(arguments, sweep):
     maximum = arguments.max_concurrent or DEFAULT_CONCURRENT[accelerator]
     sweep_run = cycle.SweepRun(jobs, connect(), maximum, arguments.poll, arguments.expected_rows,
                                arguments.rerun)
-    resume = (f"resume with `{resume_command(arguments)}`, here or on another machine after "
-              "`python build.py kernels` for the same owner (the state is read back from Kaggle)")
     try:
         sweep_run.start()
         print(f"run {sweep.name}: {sweep_run.describe()}; at most {maximum} {accelerator} "
@@ -225,14 +230,15 @@ def command_run(arguments, sweep):
                                   arguments.budget_hours)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); {resume}")
+        print(f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); "
+              f"{resume_hint(arguments, sweep_run)}")
         return 130
     except KaggleError as error:
-        print(f"stopped: {sweep_run.describe()}; {resume}")
+        print(f"stopped: {sweep_run.describe()}; {resume_hint(arguments, sweep_run)}")
         raise error from None
     if not done:
         print(f"stopped after --timeout {arguments.timeout:g} s: {sweep_run.describe()}; "
-              f"{resume}")
+              f"{resume_hint(arguments, sweep_run)}")
         return 1
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
     for slug, problem in problems.items():

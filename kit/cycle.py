@@ -128,6 +128,9 @@ def sync_with_kaggle(run_dir, kernel_id, api):
     """The variant's state, with any version Kaggle has that this folder does not know (pushed
     from another machine, or by a push whose answer was lost) added and saved."""
     state = read_state(run_dir)
+    if state.get("kernel", kernel_id) != kernel_id:
+        raise ValueError(f"{run_dir} holds versions of {state['kernel']}, but the built kernel "
+                         f"is {kernel_id}; use another --runs-dir for this owner")
     known = max((entry["version"] for entry in state["pushes"]), default=0)
     latest = latest_version(kernel_id, api)
     if latest is not None and latest > known:

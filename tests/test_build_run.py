@@ -237,3 +237,9 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
     assert result.returncode == 1
     assert CAP_REFUSAL.format(1) in result.stderr and "build.py run" in result.stderr
     assert len(fake_kaggle.accepted()) == 1
+    # `run` takes over: the pushed version holds the one TPU session until --timeout stops it.
+    result = kit("run", *selection, "--poll", "0.2", "--timeout", "1")
+    assert result.returncode == 1
+    assert "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; " \
+        "resume with `python build.py run" in result.stdout
+    assert len(fake_kaggle.accepted()) == 1
