@@ -7,7 +7,7 @@ from pathlib import Path
 
 from slugify import slugify
 
-from petals.parameters import ACCELERATORS, NAMES
+from petals.parameters import ACCELERATORS, NONE_STRINGS, notebook_parameters
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Kaggle refuses slugs under 5 characters; long titles are cut by Kaggle, so keep them short.
@@ -50,8 +50,8 @@ def variant_title(prefix, parameters, grid_names):
 
 
 def _none(value):
-    """TOML has no null: the string "None" stands for Python's None (e.g. WEIGHTS = "None")."""
-    return None if value == "None" else value
+    """TOML has no null: the strings "None" and "null" stand for None (e.g. WEIGHTS = "None")."""
+    return None if isinstance(value, str) and value in NONE_STRINGS else value
 
 
 def load(path):
@@ -81,10 +81,11 @@ def load(path):
             raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
     if not (REPOSITORY / notebook).is_file():
         raise ValueError(f"sweep file {path}: notebook {notebook} does not exist")
-    unknown = sorted((set(fixed) | set(grid)) - set(NAMES))
+    names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
+    unknown = sorted((set(fixed) | set(grid)) - set(names))
     if unknown:
         raise ValueError(f"sweep file {path}: unknown parameters {', '.join(unknown)}; the "
-                         "notebook's parameters are " + ", ".join(NAMES))
+                         "notebook's parameters are " + ", ".join(names))
     overlap = set(fixed) & set(grid)
     if overlap:
         raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "
