@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -140,6 +141,11 @@ def main(argv=None):
     destination = os.path.join(arguments.root,
                                f"tfrecords-jpeg-{arguments.image_size}x{arguments.image_size}")
     if os.path.isdir(destination):
+        from petals.data import TEST_LABELS_FILE
+
+        if not os.path.exists(os.path.join(destination, TEST_LABELS_FILE)):
+            sys.exit(f"error: {destination} was made by an older version (no {TEST_LABELS_FILE} "
+                     "or class names); delete it and run this again")
         print(f"{destination} exists; kept as it is")
         return
     print("wrote", write_demo_dataset(arguments.root, arguments.image_size, arguments.shards,

@@ -268,7 +268,8 @@ def validate(parameters):
                          "CHECKS in petals/parameters.py")
     missing = [name for name in CHECKS if name not in parameters]
     if missing:
-        raise ValueError("parameters missing: " + ", ".join(missing))
+        raise ValueError("parameters missing: " + ", ".join(missing) + " (the parameters cell "
+                         "must hold only NAME = literal lines)")
     for name, check in CHECKS.items():
         check(name, parameters[name], parameters)
     return parameters

@@ -55,3 +55,14 @@ def test_test_labels_are_held_out_beside_the_records(tmp_path):
     nearest = np.argmax(gray[1] @ gray[0].T, axis=1)
     agreement = np.mean(data.labels(train_files)[nearest] == np.array(list(held_out.values())))
     assert agreement > 0.8
+
+
+def test_the_command_keeps_a_current_folder_and_refuses_an_outdated_one(tmp_path, capsys):
+    from petals.demo_data import main
+
+    main([str(tmp_path), "--image-size", "32", "--shards", "1", "--limit", "30"])
+    main([str(tmp_path), "--image-size", "32"])
+    assert "exists; kept as it is" in capsys.readouterr().out
+    os.remove(tmp_path / "tfrecords-jpeg-32x32" / "test_labels.csv")
+    with pytest.raises(SystemExit, match="made by an older version .* delete it"):
+        main([str(tmp_path), "--image-size", "32"])
