@@ -52,9 +52,9 @@ def rows(runs_dir):
         table.append({
             "variant": parts[0] if parts else ".",
             "run": "/".join(parts[1:]) or ".",
-            "IMAGE_SIZE": parameters.get("IMAGE_SIZE"),
+            "IMAGE_SIZE": parameters.get("IMAGE_SIZE", ""),
             "BACKBONES": "+".join(parameters.get("BACKBONES", [])),
-            "EPOCHS": parameters.get("EPOCHS"),
+            "EPOCHS": parameters.get("EPOCHS", ""),
             "validation F1": f1_text(validation_f1(metrics)),
             "in-sample F1": f1_text(in_sample_f1(metrics)),
             "blend weights": " ".join(f"{name}:{float(weight):.2f}" for name, weight

@@ -83,8 +83,11 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
 
     # A second version goes to its own folder; the first is left as it was.
     assert kit("push", *selection()).returncode == 0
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
-                           version=2)
+    # The second version blends two models: its weights were searched on half of validation.
+    blend = json.loads(METRICS) | {"blend_f1": 0.9012, "blend_f1_in_sample": 0.9254,
+                                   "blend_weights": {"densenet201": 0.65, "efficientnet_b7": 0.35}}
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(),
+                                 "metrics.json": json.dumps(blend)}, version=2)
     before = (version_1 / "collected.json").stat().st_mtime_ns
     assert kit("collect", *selection(), "--poll", "0.01", "--expected-rows",
                str(ROWS)).returncode == 0
@@ -107,7 +110,7 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     (submitted,) = fake_kaggle.submissions
     assert submitted.competition == "tpu-getting-started"
     assert submitted.content.decode() == submission_bytes()
-    assert submitted.description == f"petals {SLUG} v2 validation F1 0.9512"
+    assert submitted.description == f"petals {SLUG} v2 validation F1 0.9012 (in-sample 0.9254)"
 
 
 def test_rejected_push_is_a_failure(kit, fake_kaggle):
