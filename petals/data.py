@@ -342,7 +342,7 @@ def training_data(splits, image_size, train_on_validation=False, extra_data=(),
     held_out_ids, held_out_digests = set(), set()
     if extras:
         for split in (splits["val"], splits["test"]):
-            for record in scan_records(split.files, labeled=split.name != "test"):
+            for record in scan_records(split.files, labeled=split.name != "test", digests=True):
                 held_out_ids.add(record.id)
                 held_out_digests.add(record.digest)
         held_out_ids.discard("")  # an empty id is no id
@@ -357,7 +357,7 @@ def training_data(splits, image_size, train_on_validation=False, extra_data=(),
             sources.append(Source(name, tuple(source_files), count_records(source_files)))
             continue
         records = excluded = duplicates = 0
-        for record in scan_records(source_files, labeled=True,
+        for record in scan_records(source_files, labeled=True, digests=extra,
                                    image_size=image_size if extra else None):
             records += 1
             if record.id in excluded_ids:
@@ -516,17 +516,19 @@ def extra_sources(entry, image_size, input_root=KAGGLE_INPUT):
 
 @dataclass(frozen=True)
 class ScannedRecord:
-    """What a scan reads of one record: where it is, its id and its JPEG bytes' SHA-256."""
+    """What a scan reads of one record: where it is, its id and its JPEG bytes' SHA-256 (or
+    None when the scan was not asked for digests)."""
 
     file_index: int
     index: int
     id: str
-    digest: bytes
+    digest: bytes | None
 
 
-def scan_records(files, labeled, image_size=None):
+def scan_records(files, labeled, image_size=None, digests=False):
     """Yield a ScannedRecord per record of `files`, in order, without decoding any image.
 
+    With `digests`, each record's JPEG bytes are hashed (SHA-256), for the leakage guard.
     With `image_size`, each record must be a labelled JPEG of that size with a class in
     0..103 (checked from the JPEG header); extra data is checked so, once, before training.
     """
@@ -559,7 +561,7 @@ def scan_records(files, labeled, image_size=None):
                         raise DataError(f"{path} record {index} has class {label}, not one of "
                                         f"0..{NUM_CLASSES - 1}")
                     yield ScannedRecord(file_index, index, record_id.decode(),
-                                        hashlib.sha256(jpeg).digest())
+                                        hashlib.sha256(jpeg).digest() if digests else None)
                     index += 1
         except tf.errors.OpError as error:
             reason = error.message.strip().splitlines()[0] if error.message else type(error)
