@@ -40,3 +40,76 @@ def test_detect_on_this_cpu(backend):
     assert lines[0] == f"cpu {backend} 1 float32"
     assert lines[1] == "float32"
     assert lines[2].startswith("refused: this run requires a TPU but found CPU")
+
+
+def test_versions_name_the_installed_packages_and_the_device():
+    import importlib.metadata
+
+    found = accelerator.versions()
+    assert found["keras"] == importlib.metadata.version("keras")
+    assert found["jax"] == importlib.metadata.version("jax")
+    assert found["jaxlib"] == importlib.metadata.version("jaxlib")
+    assert found["tensorflow"] == importlib.metadata.version("tensorflow-cpu")
+    assert "libtpu" not in found  # not installed on this CPU machine
+    assert found["device_kind"] == "cpu"
+
+
+def test_check_keras_version_refuses_older_keras():
+    assert accelerator.check_keras_version() == accelerator._installed_version(["keras"])
+    assert accelerator.check_keras_version(accelerator.MINIMUM_KERAS)
+    assert accelerator.check_keras_version("3.16.0.dev2026112901")
+    assert accelerator.check_keras_version("4.0.0")
+    with pytest.raises(ValueError, match=r"Keras 3\.14\.1 is older than 3\.15\.1, the oldest "
+                                         r"version this kit is tested with; run: pip install"):
+        accelerator.check_keras_version("3.14.1")
+    with pytest.raises(ValueError, match="older than"):
+        accelerator.check_keras_version("3.15.0")
+
+
+def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
+    import jax
+
+    with pytest.raises(accelerator.OutOfMemoryError,
+                       match="ran out of memory while predicting; lower BATCH_SIZE_PER_REPLICA "
+                             "or IMAGE_SIZE") as error:
+        with accelerator.out_of_memory_hint("predicting"):
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent "
+                                             "error. Ran out of memory in memory space hbm.")
+    assert isinstance(error.value, ValueError) and "\n" not in str(error.value)
+    other = jax.errors.JaxRuntimeError("INTERNAL: something else")
+    with pytest.raises(jax.errors.JaxRuntimeError) as passed:
+        with accelerator.out_of_memory_hint("predicting"):
+            raise other
+    assert passed.value is other
+
+
+OUT_OF_MEMORY_ON_TENSORFLOW = """
+import keras, numpy as np, tensorflow as tf
+from petals import train
+from petals.accelerator import OutOfMemoryError
+from petals.schedule import Schedule
+
+class Exhausting(keras.layers.Layer):
+    def call(self, inputs, training=None):
+        if training:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return inputs
+
+model = train.compile_model(keras.Sequential(
+    [keras.Input((4,)), Exhausting(), keras.layers.Dense(3, activation="softmax")], name="big"))
+data = tf.data.Dataset.from_tensors((np.zeros((8, 4), "float32"), np.zeros(8, "int32"))).repeat()
+try:
+    train.fit(model, data, 1, 1, Schedule(0.1, 0.1, 0.1, 0, 1, 1.0), verbose=0)
+except OutOfMemoryError as error:
+    print("caught:", error)
+"""
+
+
+def test_out_of_memory_on_tensorflow_becomes_one_line():
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_ON_TENSORFLOW],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == (
+        "caught: the accelerator ran out of memory while training big; lower "
+        "BATCH_SIZE_PER_REPLICA or IMAGE_SIZE (or train a smaller backbone)")
