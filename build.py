@@ -113,11 +113,11 @@ def built_accelerator(accelerators):
     return accelerators[0]
 
 
-def print_estimates(arguments, variants, accelerator, check=True):
-    """One line per variant and the total; with `check`, refuse past the budget (unless --yes).
-    Returns {slug: Estimate}."""
+def print_estimates(arguments, variants, accelerator, check=True, each=True):
+    """The total (and with `each`, a line per variant); with `check`, refuse past the budget
+    (unless --yes). Returns {slug: Estimate}."""
     estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir)
-    for item in estimates:
+    for item in estimates if each else ():
         print(f"  {item.slug}: {item.text()}")
     print(estimate.summary(estimates) + f" on {accelerator}")
     if check and not arguments.yes:
@@ -136,7 +136,7 @@ def command_push(arguments, sweep):
         try:
             version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
         except cycle.SessionCapReached as refusal:
-            raise KaggleError(f"{refusal}; `python build.py run` pushes each variant when a "
+            raise KaggleError(f"{refusal} `python build.py run` pushes each variant when a "
                               "session is free") from None
         print(f"  {kernel_id}: version {version} pushed")
 
@@ -151,7 +151,7 @@ def command_status(arguments, sweep):
     accelerator = built_accelerator([checked_kernel(arguments, variant)[1]
                                      for variant in variants]) if kernels_built \
         else sweep.accelerator
-    estimates = print_estimates(arguments, variants, accelerator, check=False)
+    estimates = print_estimates(arguments, variants, accelerator, check=False, each=False)
     api = connect()
     for variant in variants:
         run_dir = Path(arguments.runs_dir) / variant.slug
