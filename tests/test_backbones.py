@@ -1,6 +1,7 @@
 """Tests for petals.backbones: registry and argument checks, every backbone builds, weight files
 load, noisy-student conversion gives the package model's features, and the tiny CNN learns."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 # keras.applications' downloadable weight files use.
 from keras.src.legacy.saving import legacy_h5_format
 
-from petals import NUM_CLASSES
+from petals import NUM_CLASSES, backbones
 from petals.backbones import (
     BACKBONES,
     FEATURE_TOLERANCE,
@@ -277,3 +278,38 @@ def test_tiny_learns_the_digits():
     _, held_out_accuracy = model.evaluate(images[held_out], labels[held_out], verbose=0)
     assert train_accuracy >= 0.95
     assert held_out_accuracy >= 0.95
+
+
+def test_head_dropout_sits_before_the_head_and_trains_only():
+    model = build_model("tiny", SMALLEST_SIZE, num_classes=4, head_dropout=0.5)
+    names = [layer.name for layer in model.layers]
+    assert names.index("features") < names.index("head_dropout") < names.index("probabilities")
+    assert model.get_layer("head_dropout").rate == 0.5
+    image = np.random.default_rng(0).integers(0, 256, (2, SMALLEST_SIZE, SMALLEST_SIZE, 3))
+    image = image.astype("uint8")
+    inference = keras.ops.convert_to_numpy(model(image, training=False))
+    np.testing.assert_allclose(inference, keras.ops.convert_to_numpy(model(image, training=False)))
+    training = keras.ops.convert_to_numpy(model(image, training=True))
+    assert np.abs(training - inference).max() > 1e-6  # some features were dropped
+    assert "head_dropout" not in [layer.name for layer in build_model("tiny", SMALLEST_SIZE).layers]
+    with pytest.raises(ValueError, match="HEAD_DROPOUT = 1.0 is not valid"):
+        build_model("tiny", SMALLEST_SIZE, head_dropout=1.0)
+
+
+def test_noisy_student_install_failure_on_kaggle_is_one_line(monkeypatch):
+    # As on Kaggle's TPU image: no efficientnet package; and pip finds nothing (no Internet).
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None
+                        if name == "efficientnet" else real_find_spec(name, *rest))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setattr(backbones, "EFFICIENTNET_REQUIREMENT", "efficientnet==0.0.1")
+    with pytest.raises(ValueError, match=r"efficientnet package, which Kaggle's TPU image lacks, "
+                                         r"and `pip install efficientnet==0\.0\.1` failed .*turn "
+                                         r"on Internet") as error:
+        validate_weights("noisy-student", ["efficientnet_b7"])
+    assert "\n" not in str(error.value)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    with pytest.raises(ValueError, match=r"need the efficientnet package\(s\); run: pip install"):
+        validate_weights("noisy-student", ["efficientnet_b7"])
