@@ -190,6 +190,13 @@ def _check_tta_views(name, value, parameters):
         _fail(name, value, "each view once")
 
 
+def _check_cutmix(name, value, parameters):
+    from petals import mixing
+
+    _number(name, value, 0.0, 1.0)
+    mixing.validate_probabilities(parameters["MIXUP"], value)
+
+
 def _check_output_dir(name, value, parameters):
     if not isinstance(value, str) or not value:
         _fail(name, value, "a folder path")
@@ -238,7 +245,7 @@ CHECKS = {
     "LABEL_SMOOTHING": _simple(_number, 0.0, 0.999),
     "HEAD_DROPOUT": _simple(_number, 0.0, 0.95),
     "MIXUP": _simple(_number, 0.0, 1.0),
-    "CUTMIX": _simple(_number, 0.0, 1.0),
+    "CUTMIX": _check_cutmix,
     "TTA_VIEWS": _check_tta_views,
     "BLEND_STEP": _simple(_number, 0.01, 1.0),
     "SEED": _simple(_integer, 0),

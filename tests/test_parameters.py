@@ -119,3 +119,9 @@ def test_notebook_parameters_refuses_what_it_cannot_read(tmp_path):
     (tmp_path / "good.py").write_text(header + "A = 1  # one\nB = [None, 'x']\n\n# %%\nC = 3\n")
     assert parameters.notebook_parameters(str(tmp_path / "good.py")) == {"A": 1,
                                                                          "B": [None, "x"]}
+
+
+def test_mixup_and_cutmix_together_are_at_most_certain(valid):
+    with pytest.raises(ValueError, match="MIXUP \\+ CUTMIX = 1.2 is more than 1"):
+        parameters.validate({**valid, "MIXUP": 0.5, "CUTMIX": 0.7})
+    assert parameters.validate({**valid, "MIXUP": 0.5, "CUTMIX": 0.5})["CUTMIX"] == 0.5
