@@ -121,41 +121,48 @@ def test_probabilities_are_checked(mixup, cutmix):
 TRAIN_WITH_MIXING = """
 import json, warnings
 import keras, numpy as np, tensorflow as tf
-from petals import train
+from petals import accelerator, train
 from petals.schedule import Schedule
 
+device = accelerator.detect()
 keras.utils.set_random_seed(0)
 random = np.random.default_rng(0)
 images = random.integers(0, 256, (64, 8, 8, 3)).astype("uint8")
 labels = (images[:, :, :4].mean(axis=(1, 2, 3)) > images[:, :, 4:].mean(axis=(1, 2, 3)))
 dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
-inputs = keras.Input((8, 8, 3), dtype="uint8")
-hidden = keras.layers.Dense(16, activation="relu")(
-    keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255))
-classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
-model = train.compile_model(classifier, 3e-3,
-                            label_smoothing=0.1, mixup=0.4, cutmix=0.4, seed=1)
+with device.scope():
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    hidden = keras.layers.Dense(16, activation="relu")(
+        keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255))
+    classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    model = train.compile_model(classifier, 3e-3, label_smoothing=0.1, mixup=0.4, cutmix=0.4,
+                                seed=1)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     fitted = train.fit(model, dataset.batch(16, drop_remainder=True).repeat(), epochs=4, steps=4,
                        schedule=Schedule(3e-3, 3e-3, 3e-3, 0, 9, 1.0),
                        validation=dataset.batch(16, drop_remainder=True), validation_steps=4,
                        verbose=0)
-print(json.dumps({"type": type(model).__name__, "loss": fitted.history["loss"],
+print(json.dumps({"type": type(model).__name__, "replicas": device.replicas,
+                  "loss": fitted.history["loss"],
                   "val_accuracy": fitted.history["val_accuracy"],
                   "warnings": [str(warning.message) for warning in caught]}))
 """
 
 
-@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
-def test_mixing_trains_on_both_backends(backend):
+@pytest.mark.parametrize(("backend", "devices"), [("jax", 1), ("jax", 8), ("tensorflow", 1)])
+def test_mixing_trains_on_both_backends(backend, devices):
+    """Also on 8 virtual JAX devices: the batch is then split across them, and the partner of
+    the first image of each replica's share comes from the previous replica."""
     import json
 
+    environment = {**os.environ, "KERAS_BACKEND": backend,
+                   "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     result = subprocess.run([sys.executable, "-c", TRAIN_WITH_MIXING], capture_output=True,
-                            text=True, env={**os.environ, "KERAS_BACKEND": backend}, timeout=300)
+                            text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["type"] == "MixingModel"
+    assert (report["type"], report["replicas"]) == ("MixingModel", devices)
     assert report["loss"][-1] < report["loss"][0]
     assert len(report["val_accuracy"]) == 4
     assert not [message for message in report["warnings"]

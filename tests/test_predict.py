@@ -87,3 +87,42 @@ def test_no_views_is_the_plain_prediction():
 def test_views_are_checked(views):
     with pytest.raises(ValueError, match="TTA_VIEWS"):
         predict.validate_views(views)
+
+
+TTA_ON_EIGHT_DEVICES = """
+import json
+import keras, numpy as np, tensorflow as tf
+from petals import accelerator, predict
+
+device = accelerator.detect()
+with device.scope():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3), dtype="uint8")
+    flat = keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(flat))
+images = np.random.default_rng(3).integers(0, 256, (13, 6, 6, 3)).astype("uint8")
+padded = np.concatenate([images, np.zeros((3, 6, 6, 3), np.uint8)])
+dataset = tf.data.Dataset.from_tensor_slices(padded).batch(8, drop_remainder=True)
+probabilities = predict.predict(model, dataset, 13, ["rot90", "flip_ud"])
+expected = (model.predict(padded, batch_size=8, verbose=0)
+            + model.predict(np.rot90(padded, 1, axes=(1, 2)).copy(), batch_size=8, verbose=0)
+            + model.predict(padded[:, ::-1].copy(), batch_size=8, verbose=0))[:13] / 3
+print(json.dumps({"replicas": device.replicas, "shape": list(probabilities.shape),
+                  "difference": float(np.abs(probabilities - expected).max())}))
+"""
+
+
+def test_views_on_eight_virtual_devices():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "KERAS_BACKEND": "jax",
+                   "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = subprocess.run([sys.executable, "-c", TTA_ON_EIGHT_DEVICES], capture_output=True,
+                            text=True, env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 8 and report["shape"] == [13, 4]
+    assert report["difference"] < 1e-6
