@@ -39,6 +39,11 @@ PREDICTION_SPEEDUP = 3.0
 # reading the data and downloading the ImageNet weights.
 PREDICTION_COMPILE_SECONDS = 60.0
 SETUP_SECONDS = 120.0
+# EXTRA_DATA's size is unknown before a run reads it. Until a run of the same backbone and size
+# has measured its `training_images`, each entry is assumed to add as many images as the
+# competition's training split (the public flower TFRecord sets made for this competition are
+# of that order); the estimate says so.
+EXTRA_IMAGES_ASSUMED = TRAIN_IMAGES
 # Compute and activation traffic grow with the pixel count, so the table scales throughput by
 # (512 / size)²; small images use the chips less well, so this is optimistic at 192 px.
 REFERENCE_SIZE = 512
@@ -57,6 +62,7 @@ class Figures:
     epoch: float
     prediction_view: float  # validation + test, one view (TTA adds views)
     source: str
+    images: int  # training images per epoch when `epoch` was measured (epochs scale with it)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,12 @@ def duration(seconds):
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 7200 else hours(seconds)
+
+
+def training_images(parameters):
+    """Images a variant trains on per epoch: train (+ val) + EXTRA_IMAGES_ASSUMED per extra."""
+    return (TRAIN_IMAGES + (VALIDATION_IMAGES if parameters.get("TRAIN_ON_VALIDATION") else 0)
+            + EXTRA_IMAGES_ASSUMED * len(parameters.get("EXTRA_DATA") or []))
 
 
 def views(parameters):
@@ -119,7 +131,8 @@ def measured(runs_dir):
             epoch = stages["train"] / epochs * share if "train" in stages else seconds
             found[(accelerator, backbone, size)] = Figures(
                 setup * share, stages.get("compile", 0.0) * share, epoch,
-                prediction * share / views(parameters), f"measured {path.parent}")
+                prediction * share / views(parameters), f"measured {path.parent}",
+                metrics.get("training_images") or training_images(parameters))
     return found
 
 
@@ -130,12 +143,12 @@ def tabled(accelerator, backbone, size, parameters):
     reference_speed, compile_seconds = H200_512[backbone]
     speed = reference_speed * ACCELERATOR_SPEED[accelerator] * (REFERENCE_SIZE / size) ** 2
     validation = 0 if parameters.get("TRAIN_ON_VALIDATION") else VALIDATION_IMAGES
-    training = TRAIN_IMAGES + (VALIDATION_IMAGES if parameters.get("TRAIN_ON_VALIDATION") else 0)
+    training = training_images(parameters)
     epoch = (training + validation / PREDICTION_SPEEDUP) / speed
     prediction_view = (validation + TEST_IMAGES) / (PREDICTION_SPEEDUP * speed)
     return Figures(SETUP_SECONDS / len(parameters.get("BACKBONES") or [backbone]),
                    compile_seconds + PREDICTION_COMPILE_SECONDS, epoch, prediction_view,
-                   "table")
+                   "table", training)
 
 
 def estimate(variant, accelerator, figures):
@@ -149,8 +162,11 @@ def estimate(variant, accelerator, figures):
             missing.append(backbone)
             continue
         sources.append(found.source)
-        seconds += (found.setup + found.compile + parameters.get("EPOCHS", 0) * found.epoch
+        epoch = found.epoch * training_images(parameters) / found.images
+        seconds += (found.setup + found.compile + parameters.get("EPOCHS", 0) * epoch
                     + views(parameters) * found.prediction_view)
+    if parameters.get("EXTRA_DATA"):
+        sources.append(f"EXTRA_DATA assumed {EXTRA_IMAGES_ASSUMED:,} images per entry")
     return Estimate(variant.slug, None if missing else seconds, tuple(sources), tuple(missing))
 
 

@@ -1,4 +1,6 @@
-"""Sweeps as data: a TOML file naming a notebook, fixed parameters and a grid of variants."""
+"""Sweeps as data: a TOML file naming a notebook, fixed parameters, a grid of variants, and
+named variants (`[variants.NAME]` tables: a configuration the grid does not express, such as the
+competition's recipe), which come after the grid's."""
 
 import itertools
 import tomllib
@@ -54,6 +56,16 @@ def _none(value):
     return None if isinstance(value, str) and value in NONE_STRINGS else value
 
 
+def _variant(path, sweep_name, title, notebook, parameters, titled=False):
+    """A Variant whose slug Kaggle accepts; `title` is a named variant's name unless `titled`."""
+    title = title if titled else f"Petals {sweep_name} {title}"
+    slug = slugify(title)
+    if not 5 <= len(slug) <= MAXIMUM_SLUG:
+        raise ValueError(f"sweep file {path}: run name {slug!r} must have 5 to {MAXIMUM_SLUG} "
+                         "characters; shorten the sweep's or the variant's name")
+    return Variant(slug, title, notebook, parameters)
+
+
 def load(path):
     """Read a sweep file; every mistake is a ValueError naming the file and the key."""
     path = Path(path)
@@ -63,10 +75,11 @@ def load(path):
         raise ValueError(f"sweep file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"sweep file {path} is not valid TOML: {error}") from None
-    unknown = set(document) - {"name", "notebook", "accelerator", "parameters", "grid"}
+    keys = ("name", "notebook", "accelerator", "parameters", "grid", "variants")
+    unknown = set(document) - set(keys)
     if unknown:
         raise ValueError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; "
-                         "allowed: name, notebook, accelerator, parameters, grid")
+                         "allowed: " + ", ".join(keys))
     name = document.get("name", path.stem)
     notebook = document.get("notebook", "notebooks/flowers.py")
     accelerator = document.get("accelerator", "tpu")
@@ -81,8 +94,16 @@ def load(path):
             raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
     if not (REPOSITORY / notebook).is_file():
         raise ValueError(f"sweep file {path}: notebook {notebook} does not exist")
+    named = document.get("variants", {})
+    for variant_name, table in named.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"sweep file {path}: variants.{variant_name} must be a table of "
+                             "parameters")
+    named = {variant_name: {key: _none(value) for key, value in table.items()}
+             for variant_name, table in named.items()}
     names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
-    unknown = sorted((set(fixed) | set(grid)) - set(names))
+    given = set(fixed) | set(grid) | {key for table in named.values() for key in table}
+    unknown = sorted(given - set(names))
     if unknown:
         raise ValueError(f"sweep file {path}: unknown parameters {', '.join(unknown)}; the "
                          "notebook's parameters are " + ", ".join(names))
@@ -91,14 +112,16 @@ def load(path):
         raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "
                          "the grid")
     variants = []
-    for values in itertools.product(*grid.values()):
+    # Without a grid, the product has one empty combination: the fixed parameters alone, a
+    # variant of its own unless named variants say what to run.
+    combinations = itertools.product(*grid.values()) if grid or not named else ()
+    for values in combinations:
         parameters = {**fixed, **dict(zip(grid, values, strict=True))}
-        title = variant_title(name, parameters, list(grid))
-        slug = slugify(title)
-        if not 5 <= len(slug) <= MAXIMUM_SLUG:
-            raise ValueError(f"sweep file {path}: run name {slug!r} must have 5 to "
-                             f"{MAXIMUM_SLUG} characters; shorten the sweep's name")
-        variants.append(Variant(slug, title, notebook, parameters))
+        variants.append(_variant(path, name, variant_title(name, parameters, list(grid)),
+                                 notebook, parameters, titled=True))
+    for variant_name, table in named.items():
+        # A named variant starts from the fixed parameters; the grid does not apply to it.
+        variants.append(_variant(path, name, variant_name, notebook, {**fixed, **table}))
     slugs = [variant.slug for variant in variants]
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"sweep file {path}: two variants share a name; grid values must differ "

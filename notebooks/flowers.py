@@ -30,7 +30,8 @@
 # %% tags=["parameters"]
 IMAGE_SIZE = 512  # 192, 224, 331 or 512 on the competition data
 BACKBONES = ["efficientnet_b7"]  # one name trains one model; several train an ensemble
-WEIGHTS = "imagenet"  # "imagenet", "noisy-student" (EfficientNets), None, or a weights file
+WEIGHTS = "imagenet"  # "imagenet", "noisy-student" (EfficientNets), None, a file, or per backbone:
+# {"efficientnet_b7": "noisy-student", "densenet201": "imagenet"}
 EPOCHS = 12
 BATCH_SIZE_PER_REPLICA = 16
 LR_START = 1e-5
@@ -277,7 +278,8 @@ def build(name):
     layer = augment.RandomAffine(ROTATION_DEGREES, SHEAR_DEGREES, ZOOM_STDDEV, SHIFT_PIXELS,
                                  FLIP, seed=SEED)
     with timer.stage("build"), device.scope():
-        model = backbones.build_model(name, IMAGE_SIZE, weights=WEIGHTS, augmentation=layer,
+        model = backbones.build_model(name, IMAGE_SIZE, augmentation=layer,
+                                      weights=parameters.weights_for(WEIGHTS, name),
                                       head_dropout=HEAD_DROPOUT)
         return train.compile_model(model, label_smoothing=LABEL_SMOOTHING, mixup=MIXUP,
                                    cutmix=CUTMIX, seed=SEED)

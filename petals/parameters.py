@@ -169,7 +169,22 @@ def _check_backbones(name, value, parameters):
 def _check_weights(name, value, parameters):
     from petals import backbones
 
-    backbones.validate_weights(value, parameters["BACKBONES"])
+    if not isinstance(value, dict):
+        backbones.validate_weights(value, parameters["BACKBONES"])
+        return
+    if set(value) != set(parameters["BACKBONES"]):
+        _fail(name, value, "one weights choice for all backbones, or a mapping with exactly "
+              "the backbones " + ", ".join(parameters["BACKBONES"]) + " as keys")
+    for backbone, weights in value.items():
+        backbones.validate_weights(plain_none({"weights": weights})["weights"], backbone)
+
+
+def weights_for(weights, backbone):
+    """The WEIGHTS of one backbone: WEIGHTS itself, or its entry when WEIGHTS maps backbones
+    to weights (e.g. noisy-student for EfficientNetB7, imagenet for DenseNet201)."""
+    if isinstance(weights, dict):
+        return plain_none({"weights": weights[backbone]})["weights"]
+    return weights
 
 
 def _check_extra_data(name, value, parameters):

@@ -114,3 +114,15 @@ def test_durations_read_naturally():
     assert estimate.duration(45) == "45 s"
     assert estimate.duration(12 * 60) == "12 min"
     assert estimate.duration(3 * 3600) == "3.0 h"
+
+
+def test_extra_data_lengthens_epochs_by_the_assumed_images_and_says_so(tmp_path):
+    epoch = seconds(EPOCHS=13) - seconds(EPOCHS=12)
+    extra = {"EXTRA_DATA": ["someone/flowers", "someone/more-flowers"]}
+    extra_epoch = seconds(EPOCHS=13, **extra) - seconds(EPOCHS=12, **extra)
+    images = estimate.TRAIN_IMAGES + 2 * estimate.EXTRA_IMAGES_ASSUMED
+    # The table's epoch also validates; only its training part grows with the images.
+    speed = estimate.H200_512["densenet201"][0] * estimate.ACCELERATOR_SPEED["tpu"]
+    assert extra_epoch - epoch == pytest.approx(2 * estimate.EXTRA_IMAGES_ASSUMED / speed)
+    assert estimate.training_images(variant(**extra).parameters) == images
+    assert "assumed" in estimate.estimate(variant(**extra), "tpu", {}).text()

@@ -125,3 +125,14 @@ def test_mixup_and_cutmix_together_are_at_most_certain(valid):
     with pytest.raises(ValueError, match="MIXUP \\+ CUTMIX = 1.2 is more than 1"):
         parameters.validate({**valid, "MIXUP": 0.5, "CUTMIX": 0.7})
     assert parameters.validate({**valid, "MIXUP": 0.5, "CUTMIX": 0.5})["CUTMIX"] == 0.5
+
+
+def test_weights_per_backbone(valid):
+    both = {**valid, "BACKBONES": ["tiny", "tiny_wide"]}
+    checked = parameters.validate({**both, "WEIGHTS": {"tiny": None, "tiny_wide": "null"}})
+    assert parameters.weights_for(checked["WEIGHTS"], "tiny_wide") is None
+    assert parameters.weights_for("imagenet", "tiny") == "imagenet"
+    with pytest.raises(ValueError, match="a mapping with exactly the backbones tiny, tiny_wide"):
+        parameters.validate({**both, "WEIGHTS": {"tiny": None}})
+    with pytest.raises(ValueError, match="'tiny' has no ImageNet weights"):
+        parameters.validate({**both, "WEIGHTS": {"tiny": "imagenet", "tiny_wide": None}})

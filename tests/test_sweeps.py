@@ -10,14 +10,37 @@ def write(tmp_path, text):
     return path
 
 
-def test_competition_sweep_has_nine_named_variants():
+def test_competition_sweep_has_nine_grid_variants_then_the_recipe():
     sweep = sweeps.load("sweeps/competition.toml")
-    assert sweep.accelerator == "tpu" and len(sweep.variants) == 9
+    assert sweep.accelerator == "tpu" and len(sweep.variants) == 10
     slugs = [variant.slug for variant in sweep.variants]
-    assert "petals-flowers-512-densenet201-efficientnet-b7" in slugs
+    assert slugs[0] == "petals-flowers-512-densenet201-efficientnet-b7"
     for variant in sweep.variants:
         assert slugify(variant.title) == variant.slug and 5 <= len(variant.slug) <= 50
-        assert variant.parameters["EPOCHS"] == 12
+    assert all(variant.parameters["EPOCHS"] == 12 for variant in sweep.variants[:9])
+    recipe = sweep.variants[-1]
+    assert recipe.slug == "petals-flowers-recipe"
+    assert recipe.parameters["WEIGHTS"] == {"efficientnet_b7": "noisy-student",
+                                            "densenet201": "imagenet"}
+    assert recipe.parameters["LABEL_SMOOTHING"] == 0.1 and recipe.parameters["TRAIN_ON_VALIDATION"]
+    assert len(recipe.parameters["TTA_VIEWS"]) == 4 and recipe.parameters["EXTRA_DATA"]
+    # Fixed parameters reach a named variant; the grid does not.
+    assert recipe.parameters["BATCH_SIZE_PER_REPLICA"] == 16
+
+
+def test_named_variants_without_a_grid(tmp_path):
+    sweep = sweeps.load(write(tmp_path, """
+name = "t"
+[parameters]
+EPOCHS = 3
+[variants.smooth]
+LABEL_SMOOTHING = 0.1
+[variants.sharp]
+LABEL_SMOOTHING = "None"
+"""))
+    assert [(variant.slug, variant.parameters) for variant in sweep.variants] == [
+        ("petals-t-smooth", {"EPOCHS": 3, "LABEL_SMOOTHING": 0.1}),
+        ("petals-t-sharp", {"EPOCHS": 3, "LABEL_SMOOTHING": None})]
 
 
 def test_grid_is_a_product_with_fixed_values_and_none(tmp_path):
@@ -42,6 +65,8 @@ LR_MAX = [0.001, 0.002]
     ("[parameters]\nEPOCHS = 1\n[grid]\nEPOCHS = [1, 2]\n", "EPOCHS both fixed and in the grid"),
     ("name = 'x' \n[grid]\nBACKBONES = [['a'], ['a']]\n", "two variants share a name"),
     ("name = = 1", "not valid TOML"),
+    ("[variants]\nrecipe = 1\n", "variants.recipe must be a table of parameters"),
+    ("[variants.x]\nEPOCS = 1\n", "unknown parameters EPOCS"),
 ])
 def test_bad_sweep_files(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
