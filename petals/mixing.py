@@ -149,6 +149,10 @@ class MixingModel(keras.Model):
         self.cutmix = cutmix
         self.classes = classifier.outputs[0].shape[-1]
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Nothing to build: the classifier already is, and the seed state needs no input shape.
+        # Marked built so that summary() and count_params() work before training, as they do on
+        # the classifier.
+        self.built = True
 
     def call(self, images, training=None):
         if not training:

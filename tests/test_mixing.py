@@ -105,6 +105,7 @@ def test_inference_is_the_classifier_alone():
         keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255))
     classifier = keras.Model(inputs, outputs)
     model = mixing.MixingModel(classifier, mixup=0.5, cutmix=0.5, seed=0)
+    assert model.count_params() == classifier.count_params()  # usable before training
     images = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3)).astype("uint8")
     np.testing.assert_array_equal(model.predict(images, verbose=0),
                                   classifier.predict(images, verbose=0))
