@@ -97,7 +97,7 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     slugs = [path.name for path in (kit.folder / "kernels").iterdir()]
-    assert len(slugs) == 9
+    assert len(slugs) == 10  # the 3 × 3 grid and the recipe
     for slug in slugs:
         assert collected(kit.folder / "runs", slug)["problem"] is None, slug
         assert (kit.folder / "runs" / slug / "v1" / "submission.csv").read_text() \
@@ -107,7 +107,7 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     refusals = [push for push in fake_kaggle.pushes if push.error]
     assert refusals and all(push.error == CAP_REFUSAL.format(1) for push in refusals)
     assert "waiting for a free session" in result.stdout
-    assert "9 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
+    assert "10 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
 
 
 def test_cap_of_two_with_failures(kit, fake_kaggle):
