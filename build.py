@@ -296,7 +296,7 @@ def command_sweep(arguments, sweep):
         print(f"  {variant.slug} → {folder}", flush=True)
         try:
             runner.execute(str(kernels.REPOSITORY / sweep.notebook), str(folder),
-                           variant.parameters)
+                           variant.parameters, log_output=True)
         except (PapermillExecutionError, OSError, ValueError) as error:
             # One failed variant is reported and the sweep goes on with the others.
             failures += 1

@@ -141,7 +141,8 @@ def validate_weights(weights, backbones):
         without = [name for name in names if not BACKBONES[name].has_imagenet_weights]
         if without:
             raise ValueError(
-                f"backbone {without[0]!r} has no ImageNet weights; use weights=None or a path"
+                f"backbone {without[0]!r} has no ImageNet weights; set WEIGHTS = None (null or "
+                f"None on a command line) or a weights file"
             )
     elif weights == "noisy-student":
         without = [name for name in names if BACKBONES[name].efficientnet_variant is None]
@@ -213,8 +214,9 @@ def build_model(
 
     Input "image" is uint8 [image_size, image_size, 3], as the data pipeline delivers it. The
     pooled backbone features are the layer named "features"; the softmax head is float32 so it
-    stays exact under a mixed-precision policy. `augmentation` is a Keras layer on 0-255 floats
-    that is the identity at inference. `cache_dir` keeps converted noisy-student weights
+    stays exact under a mixed-precision policy. `augmentation` is a Keras layer that takes the
+    uint8 image and returns it as 0-255 floats (moved in training, unchanged at inference), as
+    `petals.augment.RandomAffine` does. `cache_dir` keeps converted noisy-student weights
     (default: `default_cache_dir()`). `head_dropout` (0 <= rate < 1) adds a Dropout layer
     "head_dropout" between the pooled features and the head, active in training only. The model
     is named after the backbone.
@@ -230,9 +232,8 @@ def build_model(
     input_shape = (image_size, image_size, 3)
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
-    x = keras.ops.cast(inputs, "float32")
-    if augmentation is not None:
-        x = augmentation(x)
+    # The augmentation gathers the uint8 pixels (a quarter of float32's bytes) and casts after.
+    x = augmentation(inputs) if augmentation is not None else keras.ops.cast(inputs, "float32")
     if spec.torch_normalization:
         x = keras.layers.Rescaling(1.0 / 255)(x)
         x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=IMAGENET_VARIANCE)(x)

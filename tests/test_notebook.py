@@ -221,7 +221,8 @@ def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
         arguments = [item for pair in parameters for item in ("-p", *pair)]
         return subprocess.run([sys.executable, "-m", "petals.runner", NOTEBOOK,
                                str(tmp_path / f"run-{len(list(tmp_path.iterdir()))}"),
-                               "-p", "DATA_DIR", tiny_dataset, *arguments],
+                               "-p", "DATA_DIR", tiny_dataset, "-p", "IMAGE_SIZE",
+                               str(TINY_SIZE), *arguments],
                               cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
 
     result = run(("EPOCHS", "0"))
