@@ -21,3 +21,20 @@ def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-data")
     write_demo_dataset(str(root), image_size=TINY_SIZE, shards=2, limit=240)
     return str(root)
+
+
+def run_in_child(source, backend="jax", devices=8, timeout=300):
+    """Run a Python script in a child process on `backend` with `devices` virtual CPU devices
+    (8: a TPU v5e-8's count; XLA_FLAGS must reach JAX before it starts); return its last stdout
+    line as JSON."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": root,
+                   "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                            env=environment, cwd=root, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

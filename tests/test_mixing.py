@@ -1,15 +1,13 @@
 """Tests for petals.mixing: the soft-target losses against hand-computed values, MixUp and CutMix
 targets that match the pixels, identity where nothing is mixed, and training on both backends."""
 
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from petals import mixing, train
+from tests.conftest import run_in_child
 
 # Three images, three classes; rows of probabilities the "model" predicted.
 PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], "float32")
@@ -155,14 +153,7 @@ print(json.dumps({"type": type(model).__name__, "replicas": device.replicas,
 def test_mixing_trains_on_both_backends(backend, devices):
     """Also on 8 virtual JAX devices: the batch is then split across them, and the partner of
     the first image of each replica's share comes from the previous replica."""
-    import json
-
-    environment = {**os.environ, "KERAS_BACKEND": backend,
-                   "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = subprocess.run([sys.executable, "-c", TRAIN_WITH_MIXING], capture_output=True,
-                            text=True, env=environment, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_child(TRAIN_WITH_MIXING, backend, devices)
     assert (report["type"], report["replicas"]) == ("MixingModel", devices)
     assert report["loss"][-1] < report["loss"][0]
     assert len(report["val_accuracy"]) == 4

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from petals import predict
+from tests.conftest import run_in_child
 
 NUMPY_VIEWS = {
     "flip_lr": np.fliplr,
@@ -113,16 +114,6 @@ print(json.dumps({"replicas": device.replicas, "shape": list(probabilities.shape
 
 
 def test_views_on_eight_virtual_devices():
-    import json
-    import os
-    import subprocess
-    import sys
-
-    environment = {**os.environ, "KERAS_BACKEND": "jax",
-                   "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    result = subprocess.run([sys.executable, "-c", TTA_ON_EIGHT_DEVICES], capture_output=True,
-                            text=True, env=environment, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_child(TTA_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8 and report["shape"] == [13, 4]
     assert report["difference"] < 1e-6

@@ -3,6 +3,7 @@ import math
 import pytest
 
 from petals import train
+from tests.conftest import run_in_child
 
 
 def test_steps_per_epoch_from_counts():
@@ -195,17 +196,7 @@ print(json.dumps(report))
 
 
 def test_members_release_each_model_before_building_the_next():
-    import json
-    import os
-    import subprocess
-    import sys
-
-    environment = {**os.environ, "KERAS_BACKEND": "jax",
-                   "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    result = subprocess.run([sys.executable, "-c", MEMBERS_ON_EIGHT_DEVICES], capture_output=True,
-                            text=True, env=environment, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_child(MEMBERS_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8
     first, second = report["before_build"]
     assert second["earlier_models_alive"] == [False]
