@@ -18,10 +18,11 @@
 # scored by macro F1). The same cells run on Kaggle's TPU v5e-8 (Keras 3 on JAX, eight chips
 # data-parallel), on a GPU, and on a laptop CPU with the tiny demo dataset.
 #
-# How long it takes: on a TPU v5e-8, one EfficientNetB7 at 512 px spends a few minutes compiling
-# and then roughly a minute per epoch; on a CPU the demo (digits standing in for flowers, a
-# small CNN) takes under a minute. Every stage prints its result right after it runs, and the run
-# ends with one `DONE` line and a `metrics.json` that a sweep collects.
+# How long it takes: EfficientNetB7 at 512 px compiles its train step in about four minutes and
+# then trains at about 240 images/s on one H200 (under a minute per epoch of the 12,753 training
+# images; a TPU v5e-8 is of the same order); on a CPU the demo (digits standing in for flowers,
+# a small CNN) takes about a minute. Every stage shows its result right after it runs, and the
+# run ends with one `DONE` line and a `metrics.json` that a sweep collects.
 #
 # Everything you may want to change is in the next cell. The plumbing (reading shards, building
 # backbones, writing files atomically) lives in the small tested package `petals/`; the cells
