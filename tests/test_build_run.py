@@ -158,16 +158,19 @@ def wait_for(condition, seconds=120):
 
 
 def test_interrupted_run_resumes_here_and_from_an_empty_runs_folder(kit, fake_kaggle):
-    fake_kaggle.configure(session_cap=1, run_seconds=1, queue_seconds=0.2)
+    # Runs long enough that the interrupt lands while the second one runs, even on a busy machine.
+    fake_kaggle.configure(session_cap=1, run_seconds=4, queue_seconds=0.2)
     selection = built(kit, small_sweep(kit.folder))
     process = kit.start("run", *selection, "--poll", "0.2")
-    wait_for(lambda: len(fake_kaggle.accepted()) >= 2)  # one collected, the second running
+    runs = kit.folder / "runs"
+    # Interrupt once one variant is collected and the next one is running.
+    wait_for(lambda: len(fake_kaggle.accepted()) >= 2
+             and any(runs.glob("*/v*/collected.json")))
     process.send_signal(signal.SIGINT)
     output, errors = process.communicate(timeout=60)
     assert process.returncode == 130, output + errors
     assert "interrupted: " in output and "(what runs on Kaggle goes on)" in output
     assert f"resume with `python build.py run --sweep {selection[1]} --poll 0.2`" in output
-    runs = kit.folder / "runs"
     done_before = {path: path.stat().st_mtime_ns for path in runs.glob("*/v*/collected.json")}
     assert done_before
 

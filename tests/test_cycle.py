@@ -228,6 +228,7 @@ MAX_STEPS_PER_EPOCH = 2
 BATCH_SIZE_PER_REPLICA = 16
 SHIFT_PIXELS = 2.0
 DATA_DIR = "{tiny_dataset}"
+KERAS_BACKEND = "tensorflow"  # the faster start on a CPU; the sweep is what is tested here
 [grid]
 LR_MAX = [0.001, 0.003]
 """)

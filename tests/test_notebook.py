@@ -136,8 +136,10 @@ def test_data_parallel_on_eight_devices(tiny_dataset, tmp_path, monkeypatch):
 
 def test_ensemble_of_two_backbones(tiny_dataset, tmp_path):
     output_dir = str(tmp_path / "run")
+    # TensorFlow: one model at a time is also released there (JAX: tests/test_train.py).
     runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, BACKBONES=["tiny", "tiny_wide"], BLEND_STEP=0.25, TTA_VIEWS=[]))
+        tiny_dataset, BACKBONES=["tiny", "tiny_wide"], BLEND_STEP=0.25, TTA_VIEWS=[],
+        KERAS_BACKEND="tensorflow"))
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny", "tiny_wide"])
     assert set(metrics["validation"]) == {"tiny", "tiny_wide"}
     assert set(metrics["blend_weights"].values()) <= {0.0, 0.25, 0.5, 0.75, 1.0}
@@ -170,7 +172,7 @@ def test_the_winning_recipe_with_extra_data(tiny_dataset, tmp_path):
 def test_training_on_validation_skips_evaluation(tiny_dataset, tmp_path):
     output_dir = str(tmp_path / "run")
     runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, TRAIN_ON_VALIDATION=True))
+        tiny_dataset, TRAIN_ON_VALIDATION=True, KERAS_BACKEND="tensorflow"))
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"], validation=False)
     assert metrics["blend_f1"] is None and metrics["validation"] == {}
     splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
