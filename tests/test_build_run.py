@@ -65,8 +65,12 @@ def kit(fake_kaggle, tmp_path):
                               capture_output=True, text=True, timeout=300)
 
     def start(*arguments):
+        # A shell without job control starts background commands (a CI step run with `&`, say)
+        # with SIGINT ignored, and Python then never raises KeyboardInterrupt: give the child
+        # the default disposition, as a terminal's Ctrl-C finds it.
         return subprocess.Popen(command(*arguments), cwd=tmp_path, env=environment,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     run.start, run.folder = start, tmp_path
     return run
