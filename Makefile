@@ -33,9 +33,9 @@ demo: $(INSTALLED) $(DEMO_FILES)
 	$(BIN)/python -m petals.runner notebooks/flowers.py $(DEMO_OUT) -f notebooks/demo.yaml
 	@echo "demo outputs in $(DEMO_OUT) (open notebook.html in a browser)"
 
-# One line per test as it runs, and the slowest ones at the end.
+# Two workers (one per core); one line per test as it ends, and the slowest ones at the end.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -v --durations=15
+	$(BIN)/python -m pytest -n 2 -v --durations=15
 
 notebooks: $(INSTALLED)
 	$(BIN)/jupytext --to ipynb notebooks/*.py

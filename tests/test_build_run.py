@@ -49,6 +49,14 @@ def ref(size):
     return f"{OWNER}/petals-cap-{size}"
 
 
+INTERRUPTIBLE = """
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 @pytest.fixture
 def kit(fake_kaggle, tmp_path):
     """build.py verbs in a scratch folder as `someone`; the fake serves a valid submission."""
@@ -66,11 +74,11 @@ def kit(fake_kaggle, tmp_path):
 
     def start(*arguments):
         # A shell without job control starts background commands (a CI step run with `&`, say)
-        # with SIGINT ignored, and Python then never raises KeyboardInterrupt: give the child
-        # the default disposition, as a terminal's Ctrl-C finds it.
-        return subprocess.Popen(command(*arguments), cwd=tmp_path, env=environment,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # with SIGINT ignored, and Python then never raises KeyboardInterrupt: the child turns
+        # Ctrl-C's usual handling back on before it runs build.py, as a terminal would have it.
+        interruptible = [sys.executable, "-c", INTERRUPTIBLE, *command(*arguments)[1:]]
+        return subprocess.Popen(interruptible, cwd=tmp_path, env=environment,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     run.start, run.folder = start, tmp_path
     return run
