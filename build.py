@@ -243,8 +243,9 @@ def command_run(arguments, sweep):
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
     for slug, problem in problems.items():
         print(f"{slug}: {problem}")
-    if results.rows(arguments.runs_dir):
-        print(write_results(arguments.runs_dir))
+    table = results.rows(arguments.runs_dir)
+    if table:
+        print(write_results(arguments.runs_dir, table))
     print(f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
           f"with a valid submission, {len(problems)} with a problem")
     return 1 if problems else 0
@@ -305,9 +306,10 @@ def command_sweep(arguments, sweep):
     return 1 if failures else 0
 
 
-def write_results(runs_dir):
-    """Write runs/results.md and results.csv over every run; returns the text to print."""
-    table = results.rows(runs_dir)
+def write_results(runs_dir, table=None):
+    """Write runs/results.md and results.csv over every run (`table`: their rows, when read
+    already); returns the text to print."""
+    table = table if table is not None else results.rows(runs_dir)
     if not table:
         raise ValueError(f"no runs with metrics.json under {runs_dir}")
     markdown = results.markdown(table)

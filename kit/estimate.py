@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit import results
+
 # Kaggle stops a batch session after a time limit: 9 h for TPU sessions (CPU and GPU sessions
 # have been given 12 h, so 9 h is the safe side for every accelerator).
 SESSION_LIMIT_HOURS = 9.0
@@ -105,10 +107,9 @@ def measured(runs_dir):
     the newest run winning. A run's fixed stages are shared among its backbones in proportion
     to their epoch times."""
     found = {}
-    paths = sorted(Path(runs_dir).rglob("metrics.json"), key=lambda path: path.stat().st_mtime)
+    paths = sorted((folder / "metrics.json" for folder, _ in results.run_folders(runs_dir)),
+                   key=lambda path: path.stat().st_mtime)
     for path in paths:
-        if any(part.startswith(".") for part in path.relative_to(runs_dir).parts):
-            continue  # a staging folder left by a killed collect
         try:
             metrics = json.loads(path.read_text())
             parameters = metrics["parameters"]

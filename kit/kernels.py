@@ -124,9 +124,9 @@ def is_hidden(cell):
     return bool(cell.metadata.get("jupyter", {}).get("source_hidden"))
 
 
-def setup_cells(variant, accelerator, modules):
-    """The "Setup" section: stamp, TPU check, then one collapsed cell per carried module."""
-    revision = source_revision()
+def setup_cells(variant, accelerator, modules, revision):
+    """The "Setup" section: stamp (naming `revision`), TPU check, then one collapsed cell per
+    carried module."""
     names = ", ".join(f"`{path.stem}`" for path in modules if path.stem != "__init__")
     heading = nbformat.v4.new_markdown_cell(
         "## Setup\n"
@@ -180,14 +180,17 @@ def build_notebook(variant, accelerator, overrides=None):
     # for, before anything can import the package.
     modules = package_modules([cell.source for cell in notebook.cells
                                if cell.cell_type == "code"])
-    notebook.cells[introduction:introduction] = setup_cells(variant, accelerator, modules)
+    # Asked once, so the stamp and the metadata name the same commit.
+    revision = source_revision()
+    notebook.cells[introduction:introduction] = setup_cells(variant, accelerator, modules,
+                                                            revision)
     # Only the kernelspec (Kaggle runs notebooks through papermill, which needs it). No
     # metadata.kaggle and no docker image: either makes Kaggle run a TPU push on the CPU image.
     notebook.metadata = nbformat.from_dict({
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
         "petals": {"generated_by": "build.py", "source": variant.notebook,
-                   "revision": source_revision(), "variant": variant.slug},
+                   "revision": revision, "variant": variant.slug},
     })
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -310,6 +313,12 @@ def validate_metadata(document, folder):
     def fail(message):
         raise ValueError(f"{Path(folder) / METADATA_FILE}: {message}")
 
+    # Here rather than at build time: push, status and run check the files again, which may have
+    # been edited by hand since.
+    for slug in document.get("dataset_sources", []):
+        if not DATASET_SLUG.fullmatch(slug):
+            fail(f"dataset source {slug!r} is not a Kaggle dataset 'owner/dataset-name'")
+
     kernel_id = document.get("id", "")
     if kernel_id.count("/") != 1 or not all(kernel_id.split("/")):
         fail(f"id {kernel_id!r} must be 'owner/slug'")
@@ -353,9 +362,6 @@ def write_kernel(variant, folder, owner, accelerator, public=False, dataset_sour
     nothing) rather than half of one.
     """
     folder = Path(folder)
-    for slug in dataset_sources:
-        if not DATASET_SLUG.fullmatch(slug):
-            raise ValueError(f"--dataset {slug!r} is not a Kaggle dataset 'owner/dataset-name'")
     datasets = list(dict.fromkeys([*dataset_sources, *extra_datasets(variant)]))
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{variant.slug}-", dir=folder.parent))

@@ -263,8 +263,18 @@ def test_malformed_extra_data_is_one_line(tmp_path, entry):
     assert not (tmp_path / "kernel").exists()
 
 
-def test_extra_data_must_be_a_list_and_datasets_slugs():
+def test_extra_data_must_be_a_list_and_datasets_slugs(tmp_path):
     with pytest.raises(ValueError, match="must be a list"):
         kernels.dataset_slugs("alice/flowers")
-    with pytest.raises(ValueError, match="--dataset 'weights' is not a Kaggle dataset"):
-        kernels.write_kernel(VARIANT, "unused", "alice", "tpu", dataset_sources=["weights"])
+    with pytest.raises(ValueError, match="dataset source 'weights' is not a Kaggle dataset"):
+        kernels.write_kernel(VARIANT, tmp_path / "kernel", "alice", "tpu",
+                             dataset_sources=["weights"])
+    assert not (tmp_path / "kernel").exists()
+
+
+def test_a_hand_edited_dataset_source_is_refused_before_any_request(built):
+    folder = built
+    document = json.loads((folder / kernels.METADATA_FILE).read_text())
+    document["dataset_sources"] = ["not a slug"]
+    with pytest.raises(ValueError, match="dataset source 'not a slug' is not a Kaggle dataset"):
+        kernels.validate_metadata(document, folder)
