@@ -111,6 +111,22 @@ def test_inference_is_the_classifier_alone():
     assert tuple(probabilities.shape) == (4, 3) and tuple(shares.shape) == (4,)
 
 
+def test_training_calls_mix_the_images_the_classifier_sees():
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    outputs = keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255))
+    classifier = keras.Model(inputs, outputs)
+    images = np.random.default_rng(1).integers(0, 256, (32, 8, 8, 3)).astype("uint8")
+    plain = keras.ops.convert_to_numpy(classifier(images))
+    for mixup, cutmix in ((1.0, 0.0), (0.0, 1.0)):
+        model = mixing.MixingModel(classifier, mixup=mixup, cutmix=cutmix, seed=0)
+        probabilities, shares = (keras.ops.convert_to_numpy(value)
+                                 for value in model(images, training=True))
+        assert (shares < 0.99).mean() > 0.5, (mixup, cutmix)  # most images got a partner's part
+        mixed = shares < 0.99
+        assert np.abs(probabilities[mixed] - plain[mixed]).max() > 1e-4
+
+
 @pytest.mark.parametrize(("mixup", "cutmix"), [(0.6, 0.6), (-0.1, 0.0), (0.0, 1.5)])
 def test_probabilities_are_checked(mixup, cutmix):
     with pytest.raises(ValueError, match="MIXUP|CUTMIX"):
