@@ -14,7 +14,6 @@ from petals.accelerator import BACKENDS
 
 COMPETITION_SIZES = (192, 224, 331, 512)
 ACCELERATORS = ("tpu", "gpu", "cpu")
-TTA_VIEW_NAMES = ("flip_lr", "flip_ud", "rot90", "rot270")
 # YAML reads `null` as None but `None` as a string, and TOML has no null: both strings mean None.
 NONE_STRINGS = ("None", "null")
 PARAMETER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -198,11 +197,10 @@ def _check_extra_data(name, value, parameters):
 
 
 def _check_tta_views(name, value, parameters):
+    from petals import predict  # the views are defined where they are computed
+
     _strings(name, value)
-    for view in value:
-        _choice(name, view, TTA_VIEW_NAMES)
-    if len(set(value)) != len(value):
-        _fail(name, value, "each view once")
+    predict.validate_views(value)
 
 
 def _check_cutmix(name, value, parameters):

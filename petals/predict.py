@@ -3,15 +3,14 @@
 A view is a flip or quarter turn of the whole image (`VIEWS`; flowers have no handedness and,
 seen from above, no up). All requested views share one compiled program: a Keras model that
 takes the uint8 images and a per-image view number (0 = the original) and transforms them with
-`keras.ops` before the classifier. The dataset is predicted once per view with that number
-fixed, so adding views costs one pass each and no further compilation.
+`keras.ops` before the classifier. The dataset is read once; each batch is predicted in every
+view, so adding a view costs one forward pass per batch and no further compilation or decoding.
 """
 
 import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from petals import accelerator
@@ -102,9 +101,12 @@ def predict(model, dataset, count, views=()):
         if not views:
             return model.predict(dataset, steps=steps, verbose=0)[:count]
         tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
-        total = np.zeros((count, tta.output_shape[-1]), np.float64)
-        for number in range(len(views) + 1):
-            numbered = dataset.map(lambda *element, number=number: {
-                "image": element[0], "view": tf.fill(tf.shape(element[0])[:1], number)})
-            total += tta.predict(numbered, steps=steps, verbose=0)[:count]
-    return (total / (len(views) + 1)).astype(np.float32)
+        # One pass over the data: decoding JPEGs on the host is the slow part, so each batch
+        # is read once and predicted in every view (one compiled program, the view an input).
+        batches = []
+        for element in dataset.take(steps).as_numpy_iterator():
+            images = element[0] if isinstance(element, tuple) else element
+            batches.append(np.mean([tta.predict_on_batch(
+                {"image": images, "view": np.full(len(images), number, "int32")})
+                for number in range(len(views) + 1)], axis=0))
+    return np.concatenate(batches)[:count].astype(np.float32)

@@ -1,4 +1,5 @@
-"""What a run reports: seconds per stage, the metrics.json record, and its one summary line."""
+"""What a run reports: seconds per stage, the metrics.json record (numpy values and all:
+`submission.write_metrics` makes it JSON), and its one summary line."""
 
 import contextlib
 import time
@@ -34,18 +35,6 @@ class StageTimer:
                                                  for name, seconds in self.seconds.items())
 
 
-def plain(value):
-    """`value` with numpy scalars and arrays turned into Python numbers and lists (for JSON and
-    for printing: `0.65`, not `np.float64(0.65)`)."""
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
-    return value
-
-
 def scores_line(name, scores):
     """`name: f1 0.9412  precision 0.95  recall 0.94  accuracy 0.96`."""
     return f"{name}: " + "  ".join(f"{key} {value:.4f}" for key, value in scores.items())
@@ -61,12 +50,11 @@ def metrics(*, parameters, device, versions, fits, steps, global_batch, training
     """
     from petals import train
 
-    return plain({
+    return {
         "parameters": parameters,
         "accelerator": {"kind": device.kind, "backend": device.backend,
                         "replicas": device.replicas},
         "versions": versions,
-        "keras_version": versions.get("keras"),
         "history": {name: fit.history for name, fit in fits.items()},
         "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
         "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
@@ -82,7 +70,7 @@ def metrics(*, parameters, device, versions, fits, steps, global_batch, training
         "stage_seconds": timer.seconds,
         "validation_images": None if validation_labels is None else len(validation_labels),
         "test_images": len(test_ids),
-    })
+    }
 
 
 def summary_line(backbones, image_size, epochs, device, blend_f1, test_images):

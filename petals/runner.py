@@ -60,10 +60,17 @@ class Progress:
 def absolute_paths(parameters):
     """Path parameters made absolute: the kernel starts in another folder than the caller."""
     parameters = dict(parameters)
-    for name in PATH_PARAMETERS:
-        value = parameters.get(name)
-        if isinstance(value, str) and value not in WEIGHTS_NAMES:
-            parameters[name] = os.path.abspath(value)
+    from petals.parameters import NONE_STRINGS
+
+    def absolute(value):
+        named = (*WEIGHTS_NAMES, *NONE_STRINGS)
+        return os.path.abspath(value) if isinstance(value, str) and value not in named else value
+
+    for name in set(PATH_PARAMETERS) & set(parameters):
+        value = parameters[name]
+        # WEIGHTS may map each backbone to its own weights, files among them.
+        parameters[name] = ({key: absolute(item) for key, item in value.items()}
+                            if isinstance(value, dict) else absolute(value))
     if isinstance(parameters.get("EXTRA_DATA"), list):
         # Folders that exist here are made absolute; anything else is a Kaggle dataset slug.
         parameters["EXTRA_DATA"] = [os.path.abspath(entry) if isinstance(entry, str)

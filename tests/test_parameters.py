@@ -46,7 +46,7 @@ def test_the_notebook_names_the_parameters_and_each_has_a_check():
     ("BACKBONES", ["resnet9000"], "unknown backbone 'resnet9000'"),
     ("WEIGHTS", "/no/such/file.h5", "does not exist"),
     ("LR_DECAY", 1.5, "LR_DECAY"),
-    ("TTA_VIEWS", ["spin"], "one of"),
+    ("TTA_VIEWS", ["spin"], "expected each of flip_lr, flip_ud, rot90, rot270 at most once"),
     ("LABEL_SMOOTHING", 1.0, "a number in"),
     ("EXCLUDED_IDS", "a762df180", "a list of strings"),
     ("EXTRA_DATA", ["/no/such/folder"], "EXTRA_DATA entry '/no/such/folder' is not a folder"),

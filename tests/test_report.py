@@ -1,7 +1,5 @@
-import json
 import time
 
-import numpy as np
 import pytest
 
 from petals import report
@@ -38,14 +36,6 @@ def test_unknown_stage_is_refused():
     with pytest.raises(ValueError, match="unknown stage 'trian'"):
         with report.StageTimer().stage("trian"):
             pass
-
-
-def test_plain_numbers_print_and_serialize_as_python_numbers():
-    value = report.plain({"weights": {"a": np.float64(0.65)}, "f1": np.float32(0.5),
-                          "counts": np.array([1, 2]), "names": ("x", np.int64(3))})
-    assert value == {"weights": {"a": 0.65}, "f1": 0.5, "counts": [1, 2], "names": ["x", 3]}
-    assert "np." not in repr(value)
-    json.dumps(value)  # raises on any numpy type left
 
 
 def test_summary_line_names_the_score_or_its_absence():

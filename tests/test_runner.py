@@ -119,3 +119,7 @@ def test_path_parameters_become_absolute(tmp_path, monkeypatch):
                                   "EXTRA_DATA": ["extra", "owner/dataset"], "EPOCHS": 3}) == {
         "DATA_DIR": str(tmp_path / "data"), "WEIGHTS": "imagenet",
         "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"], "EPOCHS": 3}
+    # Weights per backbone: a file among them is a path too.
+    assert runner.absolute_paths({"WEIGHTS": {"densenet201": "imagenet", "tiny": "w.h5",
+                                              "tiny_wide": "null"}}) == {
+        "WEIGHTS": {"densenet201": "imagenet", "tiny": str(tmp_path / "w.h5"), "tiny_wide": "null"}}
