@@ -110,7 +110,7 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
         raise ValueError(f"unknown parameters {', '.join(unknown)}; the notebook's parameters "
                          "are " + ", ".join(names))
     parameters = absolute_paths(plain_none(parameters or {}))
-    output_dir = os.path.abspath(prepare_output_dir(output_dir))
+    output_dir = os.path.abspath(prepare_output_dir(output_dir, replace=False))
     notebook = jupytext.read(source)
     output_path = os.path.join(output_dir, NOTEBOOK_NAME)
     options = {}
