@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
+from tests.fake_kaggle import DEFAULT_USERNAME
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
@@ -136,118 +136,42 @@ def test_missing_or_wrong_credentials_give_one_line(kit, fake_kaggle, tmp_path):
 
 @pytest.mark.parametrize("status", [429, 500])
 def test_server_errors_are_retried(kit, fake_kaggle, status):
-    fake_kaggle.fail_next("SaveKernel", status=status)
+    """A 429 is retried after its Retry-After; a push answered 500 may have been carried out, so
+    it is sent again only once Kaggle shows no new version."""
+    fake_kaggle.fail_next("SaveKernel", status=status, retry_after=3 if status == 429 else None)
     fake_kaggle.fail_next("GetKernelSessionStatus", status=status)
     result = kit("push", *selection())
     assert result.returncode == 0, result.stderr
-    assert "retrying" in result.stdout and len(fake_kaggle.calls("SaveKernel")) == 2
+    assert len(fake_kaggle.calls("SaveKernel")) == 2 and len(fake_kaggle.accepted()) == 1
+    if status == 429:
+        assert f"push {REF}: retrying in 3 s (attempt 1 of 5)" in result.stdout
+    else:
+        assert f"push {REF}: the answer was lost (push {REF}: HTTP 500: Fake Kaggle fault: " \
+               "HTTP 500) and Kaggle shows no new version: pushing again" in result.stdout
     result = kit("status", *selection())
     assert result.returncode == 0 and f"{SLUG}: v1 complete" in result.stdout
+    assert "retrying in 1 s" in result.stdout
 
 
-def test_state_file_of_the_first_name_is_read_then_replaced(kit, fake_kaggle):
-    """Runs pushed before the rename kept their versions in kaggle.json (the name of Kaggle's
-    credentials file): still read, and replaced by pushes.json at the next push."""
-    assert kit("push", *selection()).returncode == 0
-    run_dir = kit.folder / "runs" / SLUG
-    (run_dir / "pushes.json").rename(run_dir / "kaggle.json")
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
-    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
-    assert result.returncode == 0 and f"{SLUG}: v1 → runs/{SLUG}/v1" in result.stdout
-    assert kit("push", *selection(), "--yes").returncode == 0
-    assert not (run_dir / "kaggle.json").exists()
-    state = json.loads((run_dir / "pushes.json").read_text())
-    assert [push["version"] for push in state["pushes"]] == [1, 2]
-
-
-def test_error_run_shows_its_log_tail(kit, fake_kaggle):
-    assert kit("push", *selection()).returncode == 0
-    fake_kaggle.set_statuses(REF, ["RUNNING", ("ERROR", "Your notebook hit an error")])
-    fake_kaggle.set_output(REF, {}, log=[f"line {index}\n" for index in range(50)]
-                           + ["ValueError: IMAGE_SIZE = 300 is not valid\n"])
-    result = kit("collect", *selection(), "--poll", "0.01")
-    assert result.returncode == 1
-    assert "ERROR: Your notebook hit an error" in result.stdout
-    assert "ValueError: IMAGE_SIZE = 300 is not valid" in result.stdout
-    assert "line 49" in result.stdout and "line 5\n" not in result.stdout  # a tail, not all
-
-
-def test_complete_run_without_submission(kit, fake_kaggle):
-    assert kit("push", *selection()).returncode == 0
-    fake_kaggle.set_output(REF, {"metrics.json": METRICS}, log=["done\n"])
-    result = kit("collect", *selection(), "--poll", "0.01")
-    assert result.returncode == 1 and "COMPLETE but no submission.csv" in result.stdout
-    result = kit("submit", SLUG, "--sweep", str(SWEEP))
-    assert result.returncode == 1 and "has no valid submission" in result.stderr
-
-
-def test_invalid_submission_is_flagged(kit, fake_kaggle):
-    assert kit("push", *selection()).returncode == 0
-    fake_kaggle.set_output(REF, {"submission.csv": "id,label\nabc,104\n"})
-    result = kit("collect", *selection(), "--poll", "0.01")
-    assert result.returncode == 1 and "invalid submission.csv: labels must be in 0..103" \
-        in result.stdout
-
-
-@pytest.mark.parametrize("source", ["environment", "kaggle.json"])
-def test_credentials_never_reach_outputs(kit, fake_kaggle, tmp_path, source):
-    environment = kit.environment
-    if source == "kaggle.json":
-        home = tmp_path / "json-home"
-        environment = fake_kaggle.environment(home, username=None)
-        config = Path(environment["KAGGLE_CONFIG_DIR"])
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "kaggle.json").write_text(json.dumps({"username": DEFAULT_USERNAME,
-                                                        "key": DEFAULT_KEY}))
-        (config / "kaggle.json").chmod(0o600)
-    assert kit("push", *selection(), env=environment).returncode == 0
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
-                           log=[f"key is {DEFAULT_KEY}\n"])
-    fake_kaggle.set_statuses(REF, [("ERROR", "failed")])
-    printed = kit("collect", *selection(), "--poll", "0.01", env=environment).stdout
-    printed += kit("results", env=environment).stdout
-    assert "key is ***" in printed and DEFAULT_KEY not in printed
-    for path in kit.folder.rglob("*"):
-        if path.is_file() and not {"home", "json-home"} & set(path.parts):
-            assert DEFAULT_KEY not in path.read_text(errors="replace"), path
-    for push in fake_kaggle.pushes:
-        assert DEFAULT_KEY not in json.dumps(push.body)
-
-
-def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(f"""
-name = "local"
-accelerator = "cpu"
-[parameters]
-IMAGE_SIZE = 32
-BACKBONES = ["tiny"]
-WEIGHTS = "None"
-EPOCHS = 1
-MAX_STEPS_PER_EPOCH = 2
-BATCH_SIZE_PER_REPLICA = 16
-SHIFT_PIXELS = 2.0
-DATA_DIR = "{tiny_dataset}"
-KERAS_BACKEND = "tensorflow"  # the faster start on a CPU; the sweep is what is tested here
-[grid]
-LR_MAX = [0.001, 0.003]
-""")
-
-    def build(*arguments):
-        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments,
-                               "--sweep", str(sweep)], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
-
-    result = build("sweep")
+def test_a_push_whose_answer_is_lost_is_adopted_not_sent_again(kit, fake_kaggle):
+    fake_kaggle.lose_answers("SaveKernel", count=1)
+    result = kit("push", *selection())
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "sweep local: 2 run(s), 0 finished already, 2 to run" in result.stdout
-    for slug in ("petals-local-lr-max-0-001", "petals-local-lr-max-0-003"):
-        assert (tmp_path / "runs" / slug / "local-1" / "submission.csv").exists()
-    assert "2 run(s), 2 finished already, 0 to run" in build("sweep").stdout
-    result = build("sweep", "--rerun", "--only", "petals-local-lr-max-0-003")
-    assert result.returncode == 0
-    assert (tmp_path / "runs" / "petals-local-lr-max-0-003" / "local-2" / "metrics.json").exists()
-    result = subprocess.run([sys.executable, str(REPOSITORY / "build.py"), "results"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-local")]
-    assert len(rows) == 3 and all("| 32 | tiny | 1 |" in row for row in rows)
+    assert len(fake_kaggle.lost_answers) == 1 and len(fake_kaggle.calls("SaveKernel")) == 1
+    assert "Kaggle has v1 since the push began: adopted, not pushed again" in result.stdout
+    state = json.loads((kit.folder / "runs" / SLUG / "pushes.json").read_text())
+    assert [(push["version"], push.get("adopted")) for push in state["pushes"]] == [(1, True)]
+    # Lost every time, and nothing done: a few tries, then one line.
+    fake_kaggle.fail_next("SaveKernel", status=502, count=4)
+    result = kit("push", *selection())
+    assert result.returncode == 1 and len(fake_kaggle.accepted()) == 1
+    assert result.stderr.strip() == (f"error: push {REF}: no answer from Kaggle 4 times and no "
+                                     f"new version after v1 (push {REF}: HTTP 502: Fake Kaggle "
+                                     "fault: HTTP 502); try again later")
+
+
+def test_a_push_answer_without_a_version_number(kit, fake_kaggle):
+    """Kaggle's answer may lack versionNumber: the version is asked of Kaggle."""
+    fake_kaggle.omit_version_numbers(count=1)
+    result = kit("push", *selection())
+    assert result.returncode == 0 and f"{REF}: version 1 pushed" in result.stdout
