@@ -6,6 +6,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,63 @@ def test_a_push_answer_without_a_version_number(kit, fake_kaggle):
     fake_kaggle.omit_version_numbers(count=1)
     result = kit("push", *selection())
     assert result.returncode == 0 and f"{REF}: version 1 pushed" in result.stdout
+
+
+def test_the_installed_client_is_checked_against_the_minimum():
+    from kit.kaggle_client import KaggleError, check_client
+
+    assert check_client() == "2.2.5"  # what requirements.txt installs
+    assert check_client("2.3.0") == "2.3.0"
+    with pytest.raises(KaggleError, match=r"^the kaggle client 2\.2\.3 is older than 2\.2\.5, "
+                                          r"which this kit needs \(per-version status\); run: "
+                                          r"pip install 'kaggle>=2\.2\.5'$"):
+        check_client("2.2.3")
+
+
+def test_timeouts_are_retried_then_one_line():
+    """A read timeout (what a stalled output download raises) is retried like a lost
+    connection; a push's is never retried: its answer may be lost after Kaggle acted."""
+    import requests
+
+    from kit.kaggle_client import AnswerLost, KaggleError, call
+
+    waits, outcomes = [], [requests.exceptions.ReadTimeout("read timed out"),
+                           requests.exceptions.ChunkedEncodingError("cut short"), "files"]
+
+    def download():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert call(download, "download", sleep=waits.append) == "files" and waits == [1.0, 2.0]
+
+    def stalled():
+        raise requests.exceptions.ReadTimeout("HTTPSConnectionPool: Read timed out. (300)")
+
+    with pytest.raises(KaggleError, match=r"^download: cannot reach Kaggle, or it did not "
+                                          r"answer in time, 3 times \(HTTPSConnectionPool: Read "
+                                          r"timed out\. \(300\)\); try again later$"):
+        call(stalled, "download", attempts=3, sleep=waits.append)
+    with pytest.raises(AnswerLost):
+        call(stalled, "push", sleep=waits.append, repeatable=False)
+    assert waits == [1.0, 2.0, 1.0, 2.0]
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    from email.utils import formatdate
+
+    import requests
+
+    from kit.kaggle_client import retry_after
+
+    def refusal(value):
+        response = requests.Response()
+        response.status_code = 429
+        if value is not None:
+            response.headers["Retry-After"] = value
+        return requests.exceptions.HTTPError("429", response=response)
+
+    assert retry_after(refusal("12")) == 12.0
+    assert 55 < retry_after(refusal(formatdate(time.time() + 60, usegmt=True))) <= 60
+    assert retry_after(refusal(None)) is None and retry_after(refusal("soon")) is None
