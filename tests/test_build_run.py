@@ -294,8 +294,10 @@ def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggl
 def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle):
     fake_kaggle.configure(run_seconds=1)
     fake_kaggle.invalid_sources("kirillblinov/tf-flower-photo-tfrec")
-    selection = [*built(kit, REPOSITORY / "sweeps" / "competition.toml"), "--only",
-                 "petals-flowers-recipe", "petals-flowers-192-densenet201", "--poll", "0.2"]
+    only = ["--only", "petals-flowers-recipe", "petals-flowers-192-densenet201"]
+    sweep = REPOSITORY / "sweeps" / "competition.toml"
+    assert kit("kernels", "--owner", OWNER, "--sweep", str(sweep), *only).returncode == 0
+    selection = ["--sweep", str(sweep), *only, "--poll", "0.2"]
     result = kit("run", *selection)
     assert result.returncode == 1, result.stdout + result.stderr
     line = (f"petals-flowers-recipe: {OWNER}/petals-flowers-recipe v1: the dataset "
