@@ -97,7 +97,7 @@ class Quota:
 
     def refresh_text(self):
         if self.refresh is None:
-            return "an unknown time"
+            return "at an unknown time"
         return self.refresh.strftime("%a %d %b %H:%M UTC")
 
     def text(self):
