@@ -4,7 +4,9 @@ Each variant has a folder `runs/<slug>/`: `pushes.json` lists its pushed version
 outputs go to `v<N>/` and local papermill runs to `local-<N>/`. Folders are built beside their
 destination and renamed into place, and an existing one is never overwritten, so an interrupted
 collect, run or sweep simply resumes. What `pushes.json` says can be rebuilt from Kaggle itself
-(each kernel's latest version), so a run resumed on another machine does not push again.
+(each kernel's latest version), so a run resumed on another machine does not push again, and a
+push whose answer was lost is adopted rather than sent again. The week's quota is read from
+Kaggle too (`weekly_quota`).
 """
 
 import json

@@ -1,5 +1,10 @@
 """The real `kaggle` client, imported lazily and wrapped: retries, clear errors, no leaks.
 
+Retries follow what each failure means: a 429 waits its Retry-After; 5xx, lost connections,
+timeouts and cut downloads back off and try again, except for a request that changes something
+(a push), whose answer may be lost after Kaggle acted: that raises AnswerLost for the caller to
+look first. `check_client` names the oldest client the kit works with.
+
 `import kaggle` authenticates at import time; without credentials it prints its help text and
 creates a config folder. So it is imported only by the verbs that talk to Kaggle, with its
 chatter captured, and a missing credential becomes one line saying what to set.
