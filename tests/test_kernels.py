@@ -38,6 +38,11 @@ def test_notebook_opens_with_its_title_then_setup_then_the_parameters(built):
     writes = [number for number, cell in enumerate(notebook.cells)
               if cell.source.startswith("%%writefile {petals_folder}/")]
     assert setup < min(writes) and max(writes) < index
+    # Then the Keras check, before the first cell that imports Keras (the source's first).
+    assert notebook.cells[max(writes) + 1].source == kernels.KERAS_SETUP
+    assert "accelerator.install_tested_keras()" in kernels.KERAS_SETUP
+    first_code = next(cell.source for cell in source.cells if cell.cell_type == "code")
+    assert max(writes) + 1 < [cell.source for cell in notebook.cells].index(first_code)
     assert tags[index + 1] == ["injected-parameters"]
     injected = notebook.cells[index + 1].source
     for line in ("IMAGE_SIZE = 512", 'BACKBONES = ["densenet201", "efficientnet_b7"]',
