@@ -130,6 +130,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_every_backbone_builds():
     """Catches a Keras upgrade that breaks one of the constructors.
 
@@ -262,6 +263,7 @@ def test_conversion_rejects_other_backbones(tmp_path):
         convert_noisy_student("efficientnetv2_b0", tmp_path, source_weights=None)
 
 
+@pytest.mark.slow
 def test_tiny_learns_the_digits():
     images, labels = digit_images(32)
     order = np.random.default_rng(0).permutation(len(images))

@@ -165,6 +165,7 @@ print(json.dumps({"type": type(model).__name__, "replicas": device.replicas,
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "devices"), [("jax", 1), ("jax", 8), ("tensorflow", 1)])
 def test_mixing_trains_on_both_backends(backend, devices):
     """Also on 8 virtual JAX devices: the batch is then split across them, and the partner of

@@ -18,6 +18,8 @@ from papermill import PapermillExecutionError
 from petals import data, evaluate, runner, submission
 from tests.conftest import TINY_SIZE
 
+pytestmark = pytest.mark.slow
+
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPOSITORY, "notebooks", "flowers.py")
 FIGURES = ("training_batch", "augmentation", "schedule", "confusion_matrix",

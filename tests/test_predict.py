@@ -113,6 +113,7 @@ print(json.dumps({"replicas": device.replicas, "shape": list(probabilities.shape
 """
 
 
+@pytest.mark.slow
 def test_views_on_eight_virtual_devices():
     report = run_in_child(TTA_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8 and report["shape"] == [13, 4]

@@ -197,6 +197,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow
 def test_members_release_each_model_before_building_the_next():
     report = run_in_child(MEMBERS_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8
