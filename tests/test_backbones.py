@@ -160,7 +160,12 @@ def test_augmentation_layer_sits_before_the_backbone():
 # One backbone per family: each preprocessing path (inside the model, torch-style layers
 # before it, the tiny CNN's) runs for real here.
 @pytest.mark.parametrize(
-    "backbone", ["tiny", "efficientnet_b0", "efficientnetv2_b0", "densenet201"]
+    "backbone",
+    [
+        "tiny",
+        *(pytest.param(name, marks=pytest.mark.slow)
+          for name in ("efficientnet_b0", "efficientnetv2_b0", "densenet201")),
+    ],
 )
 def test_mixed_bfloat16_keeps_the_output_float32(backbone):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -186,6 +191,7 @@ def test_weights_path_loads_the_same_values(tmp_path):
     assert_same_values(source.weights, loaded.weights)
 
 
+@pytest.mark.slow
 def test_keras_efficientnet_h5_file_gets_the_real_imagenet_variance(tmp_path):
     # keras.applications' downloadable EfficientNet files are legacy .h5 files whose
     # Normalization variance holds the ImageNet std; given as a path, the model must still
@@ -231,6 +237,7 @@ def test_tiny_learns_the_digits():
     assert held_out_accuracy >= 0.95
 
 
+@pytest.mark.slow
 def test_head_dropout_sits_before_the_head_and_trains_only():
     model = build_model("tiny", SMALLEST_SIZE, num_classes=4, head_dropout=0.5)
     names = [layer.name for layer in model.layers]

@@ -16,7 +16,7 @@ def test_layout_naming_and_refusal_to_overwrite(tmp_path):
     assert counts == [36, 12, 12]
     assert [entry for entry in os.listdir(tmp_path) if entry.startswith(".")] == []
     assert sorted(os.listdir(folder)) == ["classes.txt", "test", "test_labels.csv", "train", "val"]
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="already exists; delete it to regenerate"):
         write_demo_dataset(str(tmp_path), image_size=48, limit=60)
 
 
