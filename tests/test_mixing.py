@@ -100,6 +100,7 @@ def test_probability_zero_leaves_images_and_labels_untouched():
         keras.ops.convert_to_numpy(one_hot))
 
 
+@pytest.mark.slow
 def test_inference_is_the_classifier_alone():
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
