@@ -7,6 +7,7 @@ takes the uint8 images and a per-image view number (0 = the original) and transf
 view, so adding a view costs one forward pass per batch and no further compilation or decoding.
 """
 
+import functools
 import math
 
 import keras
@@ -73,16 +74,32 @@ def _image_spec(dataset):
     return spec[0] if isinstance(spec, tuple) else spec
 
 
+# One slot: the last model's views model is kept, so validation and test predictions with the
+# same model share one compiled program, and at most one model is held beyond its last use.
+@functools.lru_cache(maxsize=1)
 def views_model(model, image_shape, image_dtype, views):
-    """A model of {"image", "view"} → `model`'s probabilities on each image's view."""
+    """A model of {"image", "view"} → `model`'s probabilities on each image's view.
+
+    Built once per model, shape and views (arguments hashable: tuples and strings), so Keras
+    compiles its predict step once.
+    """
     images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
     view = keras.Input(shape=(), dtype="int32", name="view")
     probabilities = model(SelectView(views)(images, view), training=False)
     return keras.Model({"image": images, "view": view}, probabilities, name=f"{model.name}_tta")
 
 
+def _batches_in_every_view(dataset, steps, view_count):
+    """Each batch's images, read and decoded once, fed `view_count` times with its view number."""
+    for element in dataset.take(steps).as_numpy_iterator():
+        images = element[0] if isinstance(element, tuple) else element
+        for number in range(view_count):
+            # A one-element tuple: Keras takes a generator's tuples as (inputs, ...).
+            yield ({"image": images, "view": np.full(len(images), number, "int32")},)
+
+
 def predict(model, dataset, count, views=()):
-    """Class probabilities [count, classes] of the first `count` images, float32.
+    """Class probabilities [count, classes] of the first `count` images, float32, on the host.
 
     `dataset` yields full batches of uint8 images, or of (images, labels), with a static batch
     size (as petals.data.evaluation_dataset(..., count=N) and test_dataset do: the last batch
@@ -100,13 +117,13 @@ def predict(model, dataset, count, views=()):
     with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
         if not views:
             return model.predict(dataset, steps=steps, verbose=0)[:count]
-        tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
-        # One pass over the data: decoding JPEGs on the host is the slow part, so each batch
-        # is read once and predicted in every view (one compiled program, the view an input).
-        batches = []
-        for element in dataset.take(steps).as_numpy_iterator():
-            images = element[0] if isinstance(element, tuple) else element
-            batches.append(np.mean([tta.predict_on_batch(
-                {"image": images, "view": np.full(len(images), number, "int32")})
-                for number in range(len(views) + 1)], axis=0))
-    return np.concatenate(batches)[:count].astype(np.float32)
+        tta = views_model(model, tuple(spec.shape[1:]), spec.dtype.name, tuple(views))
+        # Decoding JPEGs on the host is the slow part, so each batch is read once and fed once
+        # per view. Keras's own predict loop splits every batch across the devices (under
+        # DataParallel; predict_on_batch would give each device the whole batch).
+        view_count = len(views) + 1
+        probabilities = tta.predict(_batches_in_every_view(dataset, steps, view_count),
+                                    steps=steps * view_count, verbose=0)
+    # [batch 0 view 0, batch 0 view 1, …, batch 1 view 0, …] → the mean over the views.
+    by_view = probabilities.reshape(-1, view_count, batch, probabilities.shape[-1])
+    return by_view.mean(axis=1).reshape(-1, probabilities.shape[-1])[:count].astype(np.float32)
