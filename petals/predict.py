@@ -7,7 +7,6 @@ takes the uint8 images and a per-image view number (0 = the original) and transf
 view, so adding a view costs one forward pass per batch and no further compilation or decoding.
 """
 
-import functools
 import math
 
 import keras
@@ -74,19 +73,23 @@ def _image_spec(dataset):
     return spec[0] if isinstance(spec, tuple) else spec
 
 
-# One slot: the last model's views model is kept, so validation and test predictions with the
-# same model share one compiled program, and at most one model is held beyond its last use.
-@functools.lru_cache(maxsize=1)
 def views_model(model, image_shape, image_dtype, views):
     """A model of {"image", "view"} → `model`'s probabilities on each image's view.
 
-    Built once per model, shape and views (arguments hashable: tuples and strings), so Keras
-    compiles its predict step once.
+    Built once per model, image shape and views, and kept on the model (so it lives and dies
+    with it): Keras compiles its predict step once per model, not once per call.
     """
-    images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
-    view = keras.Input(shape=(), dtype="int32", name="view")
-    probabilities = model(SelectView(views)(images, view), training=False)
-    return keras.Model({"image": images, "view": view}, probabilities, name=f"{model.name}_tta")
+    # In the model's __dict__: assigned as an attribute, Keras would track it as a sublayer.
+    # vars() reaches the model through petals.train.members' weak proxies too.
+    built = vars(model).setdefault("_petals_views_models", {})
+    key = (tuple(image_shape), image_dtype, tuple(views))
+    if key not in built:
+        images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
+        view = keras.Input(shape=(), dtype="int32", name="view")
+        probabilities = model(SelectView(views)(images, view), training=False)
+        built[key] = keras.Model({"image": images, "view": view}, probabilities,
+                                 name=f"{model.name}_tta")
+    return built[key]
 
 
 def _batches_in_every_view(dataset, steps, view_count):
@@ -117,7 +120,7 @@ def predict(model, dataset, count, views=()):
     with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
         if not views:
             return model.predict(dataset, steps=steps, verbose=0)[:count]
-        tta = views_model(model, tuple(spec.shape[1:]), spec.dtype.name, tuple(views))
+        tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
         # Decoding JPEGs on the host is the slow part, so each batch is read once and fed once
         # per view. Keras's own predict loop splits every batch across the devices (under
         # DataParallel; predict_on_batch would give each device the whole batch).

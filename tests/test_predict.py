@@ -1,7 +1,9 @@
 """Tests for petals.predict: each view's geometry against numpy, and TTA averaging over padded
 batches."""
 
+import gc
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -82,6 +84,20 @@ def test_no_views_is_the_plain_prediction():
     model = small_classifier(6)
     probabilities = predict.predict(model, padded_batches(images, 4, labeled=True), 7)
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_the_views_model_is_built_once_and_lives_and_dies_with_its_model():
+    model = small_classifier(6)
+    dataset = padded_batches(random_images(4, 6), 4, labeled=False)
+    predict.predict(weakref.proxy(model), dataset, 4, ["flip_lr"])  # as train.members yields it
+    built = predict.views_model(model, (6, 6, 3), "uint8", ["flip_lr"])
+    assert predict.views_model(weakref.proxy(model), [6, 6, 3], "uint8", ("flip_lr",)) is built
+    assert predict.views_model(model, (6, 6, 3), "uint8", ["flip_ud"]) is not built
+    # An ensemble's next member needs the memory back: nothing here keeps the model alive.
+    alive = weakref.ref(model)
+    del model, built
+    gc.collect()
+    assert alive() is None
 
 
 @pytest.mark.parametrize("views", [["mirror"], ["flip_lr", "flip_lr"]])
