@@ -23,9 +23,14 @@ def without_efficientnet(monkeypatch):
 
 @pytest.fixture
 def pip_calls(monkeypatch):
-    """The commands run through subprocess.run; none of them runs."""
+    """The commands passed to subprocess.run; none of them runs, each fails the test."""
     calls = []
-    monkeypatch.setattr(subprocess, "run", lambda command, **options: calls.append(command))
+
+    def refuse(command, **options):
+        calls.append(command)
+        raise AssertionError(f"ran {command}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
     return calls
 
 
