@@ -36,7 +36,7 @@ def test_results_are_never_overwritten(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="exists; results are never overwritten"):
         submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([2]))
     with pytest.raises(FileExistsError, match="already holds submission.csv"):
         submission.prepare_output_dir(str(tmp_path))
