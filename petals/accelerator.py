@@ -217,8 +217,10 @@ def install_tested_keras(version=None):
     command instead. Installing needs the notebook's Internet setting on: without it, one line
     says so (ValueError).
     """
+    from petals.install import on_kaggle
+
     version = version or _installed_version(PACKAGES["keras"])
-    if "KAGGLE_KERNEL_RUN_TYPE" not in os.environ or (
+    if not on_kaggle() or (
             version is not None and _version_tuple(version) >= _version_tuple(MINIMUM_KERAS)):
         return None
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",

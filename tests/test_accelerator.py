@@ -67,6 +67,7 @@ def test_check_keras_version_refuses_older_keras():
         accelerator.check_keras_version("3.13.1")
 
 
+@pytest.mark.slow
 def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypatch, capsys):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     assert accelerator.install_tested_keras("3.10.0") is None  # not on Kaggle: nothing done
@@ -85,6 +86,7 @@ def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypat
                                        "with\n")
 
 
+@pytest.mark.slow
 def test_installing_keras_without_internet_is_one_line(monkeypatch):
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # as a Kaggle notebook with Internet off

@@ -341,6 +341,7 @@ def kaggle_folders(tmp_path):
                 path.rmdir()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("PETALS_KAGGLE_IMAGE"),
                     reason="runs in the Kaggle-image environment: make test-kaggle-image")
 def test_the_built_kernel_runs_as_kaggle_runs_it(kaggle_folders, tmp_path):
