@@ -32,23 +32,49 @@ SIZE_FOLDER = re.compile(r"^tfrecords-jpeg-(\d+)x(\d+)$")
 DATASET_SLUG = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
+# A percent script's cell marker, with the cell's tags: `# %% tags=["parameters"]`.
+CELL_MARKER = re.compile(r"^# %%(?P<rest>.*)$")
+
+
+def _tagged_cells(path, tag):
+    """The sources of the code cells tagged `tag`.
+
+    A percent script is read line by line here: importing jupytext takes seconds, and the
+    runner and build.py read the parameters to refuse a mistake at once. An .ipynb is JSON.
+    """
+    if str(path).endswith(".ipynb"):
+        import nbformat
+
+        return [cell.source for cell in nbformat.read(path, as_version=4).cells
+                if tag in cell.metadata.get("tags", [])]
+    cells, current = [], None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            marker = CELL_MARKER.match(line.rstrip("\n"))
+            if marker:
+                rest = marker.group("rest")
+                current = [] if "[markdown]" not in rest and f'"{tag}"' in rest else None
+                if current is not None:
+                    cells.append(current)
+            elif current is not None:
+                current.append(line)
+    return ["".join(lines) for lines in cells]
+
+
 def notebook_parameters(path):
     """{name: default} of the cell tagged `parameters` of a notebook (.py percent script or .ipynb).
 
     Raises ValueError when the notebook is missing, has no such cell or several, or a default is
     not a literal.
     """
-    import jupytext
-
     if not os.path.isfile(path):
         raise ValueError(f"notebook {path} does not exist")
-    cells = [cell for cell in jupytext.read(path).cells
-             if "parameters" in cell.metadata.get("tags", [])]
+    cells = _tagged_cells(path, "parameters")
     if len(cells) != 1:
         raise ValueError(f"notebook {path} has {len(cells)} cells tagged 'parameters'; "
                          "it needs exactly one")
     defaults = {}
-    for statement in ast.parse(cells[0].source).body:
+    for statement in ast.parse(cells[0]).body:
         if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
                 and isinstance(statement.targets[0], ast.Name):
             name = statement.targets[0].id

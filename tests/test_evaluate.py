@@ -63,3 +63,14 @@ def test_submission_scores_against_held_out_labels(tmp_path):
     missing = write_submission(tmp_path / "missing.csv", ids[1:], list(held_out.values())[1:])
     with pytest.raises(ValueError, match="49 ids are not the 50 held-out test ids"):
         evaluate.submission_scores(missing, held_out)
+
+
+def test_per_class_f1_lowest_first_with_support():
+    truth = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    predicted = [0, 0, 1, 1, 1, 2, 2, 2, 0]
+    rows = evaluate.per_class_f1(truth, predicted)
+    # F1: class 0 = 2·2/(3+3) = 0.667, class 1 = 2·2/(2+3) = 0.8, class 2 = 2·3/(4+3) = 0.857.
+    assert [(label, round(f1, 3), support) for label, f1, support in rows] == [
+        (0, 0.667, 3), (1, 0.8, 2), (2, 0.857, 4)]
+    # A class only predicted, never true, is listed with no images and F1 0.
+    assert evaluate.per_class_f1([0, 0], [0, 5])[0] == (5, 0.0, 0)
