@@ -221,6 +221,8 @@ def test_a_version_found_on_kaggle_is_not_pushed_again_unless_rerun(kit, fake_ka
 
     result = kit("run", *selection, "--rerun")
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each selected variant counted once: the collected version is not also "finished".
+    assert "0 finished, 0 running on Kaggle, 1 not pushed" in result.stdout
     assert [push.version_number for push in fake_kaggle.accepted()] == [1, 2]
     assert collected(kit.folder / "runs", "petals-cap-192", 2)["problem"] is None
 
