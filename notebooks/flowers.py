@@ -408,7 +408,7 @@ if validation_labels is not None:
     validation_predictions = ensemble.blend([validation_probabilities[name] for name in BACKBONES],
                                             blend.weights).argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
-    print(report.scores_line("blend", blend_scores))
+    print(report.scores_line("blend in-sample (optimistic)", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)
     display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores,
                                            "+".join(BACKBONES)), OUTPUT_DIR, "confusion_matrix"))

@@ -69,6 +69,12 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     assert len(shown) == len(figures)
     html = open(os.path.join(output_dir, "notebook.html")).read()
     assert html.count("data:image/png;base64,") >= len(figures)
+    printed = "".join(output.get("text", "") for cell in notebook.cells
+                      for output in cell.get("outputs", []))
+    if validation:  # the figure beside the cross-validated one says what it is
+        assert "blend in-sample (optimistic): f1 " in printed
+        assert "the ten worst classes on validation" in printed
+    assert "id,label\n" in printed  # the head of submission.csv
     tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
     parameters_index = tags.index(["parameters"])
     assert tags[parameters_index + 1] == ["injected-parameters"]
@@ -261,3 +267,19 @@ def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: unknown parameters EPOCH (did you mean 'EPOCHS'?);")
+
+
+def test_narrative_keeps_pace_with_the_code():
+    """At least 0.6 lines of markdown per line of code (blank lines not counted), and no maths
+    that needs MathJax from the network to render (notebook.html is read offline)."""
+    import jupytext
+
+    notebook = jupytext.read(NOTEBOOK)
+
+    def lines(kind):
+        return sum(1 for cell in notebook.cells if cell.cell_type == kind
+                   for line in cell.source.splitlines() if line.strip())
+
+    assert lines("markdown") >= 0.6 * lines("code"), (lines("markdown"), lines("code"))
+    markdown = "".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert "$$" not in markdown and "\\begin{" not in markdown
