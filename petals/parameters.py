@@ -1,8 +1,12 @@
 """Check the notebook's parameters before anything slow runs, one clear error per mistake.
 
 The notebook's cell tagged `parameters` is the one list of parameter names: `notebook_parameters`
-reads it (for the runner and build.py, which refuse unknown names), and `validate` checks what
-that cell defined with one check per name, refusing a name nobody checks.
+reads it (for the runner and build.py, which refuse unknown names, naming the nearest known one).
+`check` checks every value with one check per name (CHECKS), refusing a name nobody checks,
+without importing Keras, JAX or TensorFlow: the runner and build.py call it before they start
+anything. `validate` adds what only the running notebook can check (the data TensorFlow reads,
+datasets attached to a kernel, the noisy-student converter); the notebook calls it through
+`validate_notebook`.
 """
 
 import ast

@@ -183,3 +183,10 @@ def test_check_imports_neither_keras_nor_jax_nor_tensorflow(valid):
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_validate_notebook_sets_the_checked_values_back(valid):
+    namespace = {**valid, "BACKBONES": "tiny", "WEIGHTS": "None"}
+    checked = parameters.validate_notebook(namespace)
+    assert namespace["BACKBONES"] == checked["BACKBONES"] == ["tiny"]
+    assert namespace["WEIGHTS"] is None
