@@ -260,7 +260,7 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
     result = kit("run", *selection, "--poll", "0.2", "--timeout", "1")
     assert result.returncode == 1
     assert "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; " \
-        "resume with `python build.py run" in result.stdout
+        f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run" in result.stdout
     assert len(fake_kaggle.accepted()) == 1
 
 
