@@ -136,8 +136,8 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
     # The kernel inherits this environment: TensorFlow's C++ start-up banner (CPU features,
     # missing CUDA) goes to the terminal, not the notebook, and says nothing to act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT,
-                                                            os.environ.get("PYTHONPATH")]))
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
     with tempfile.TemporaryDirectory(prefix="petals-kernel-") as socket_folder:
         try:
             papermill.execute_notebook(
