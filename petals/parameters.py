@@ -5,8 +5,8 @@ reads it (for the runner and build.py, which refuse unknown names, naming the ne
 `check` checks every value with one check per name (CHECKS), refusing a name nobody checks,
 without importing Keras, JAX or TensorFlow: the runner and build.py call it before they start
 anything. `validate` adds what only the running notebook can check (the data TensorFlow reads,
-datasets attached to a kernel, the noisy-student converter); the notebook calls it through
-`validate_notebook`.
+datasets attached to a kernel, the noisy-student converter's packages); the notebook calls it
+through `validate_notebook`.
 """
 
 import ast
@@ -370,7 +370,7 @@ def _read_data_dir(parameters):
 
 
 def _prepare_weights(parameters):
-    """The backbones' own check; for noisy-student it installs the converter on Kaggle."""
+    """The backbones' own check (for noisy-student: whether its converter can run here)."""
     from petals import backbones
 
     for backbone in parameters["BACKBONES"]:
