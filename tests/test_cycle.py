@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_kaggle import DEFAULT_USERNAME
+from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +154,168 @@ def test_server_errors_are_retried(kit, fake_kaggle, status):
     result = kit("status", *selection())
     assert result.returncode == 0 and f"{SLUG}: v1 complete" in result.stdout
     assert "retrying in 1 s" in result.stdout
+
+
+def test_state_file_of_the_first_name_is_read_then_replaced(kit, fake_kaggle):
+    """Runs pushed before the rename kept their versions in kaggle.json (the name of Kaggle's
+    credentials file): still read, and replaced by pushes.json at the next push."""
+    assert kit("push", *selection()).returncode == 0
+    run_dir = kit.folder / "runs" / SLUG
+    (run_dir / "pushes.json").rename(run_dir / "kaggle.json")
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 0 and f"{SLUG}: v1 → runs/{SLUG}/v1" in result.stdout
+    assert kit("push", *selection(), "--yes").returncode == 0
+    assert not (run_dir / "kaggle.json").exists()
+    state = json.loads((run_dir / "pushes.json").read_text())
+    assert [push["version"] for push in state["pushes"]] == [1, 2]
+
+
+def test_error_run_shows_its_log_tail(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_statuses(REF, ["RUNNING", ("ERROR", "Your notebook hit an error")])
+    fake_kaggle.set_output(REF, {}, log=[f"line {index}\n" for index in range(50)]
+                           + ["ValueError: IMAGE_SIZE = 300 is not valid\n"])
+    result = kit("collect", *selection(), "--poll", "0.01")
+    assert result.returncode == 1
+    assert "ERROR: Your notebook hit an error" in result.stdout
+    assert "ValueError: IMAGE_SIZE = 300 is not valid" in result.stdout
+    assert "line 49" in result.stdout and "line 5\n" not in result.stdout  # a tail, not all
+
+
+def test_complete_run_without_submission(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"metrics.json": METRICS}, log=["done\n"])
+    result = kit("collect", *selection(), "--poll", "0.01")
+    assert result.returncode == 1 and "COMPLETE but no submission.csv" in result.stdout
+    result = kit("submit", SLUG, "--sweep", str(SWEEP))
+    assert result.returncode == 1 and "has no valid submission" in result.stderr
+
+
+def test_submit_without_metrics_says_why_there_is_no_score(kit, fake_kaggle):
+    """The variant did not train on validation: its message must not say it did."""
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes()})
+    assert kit("collect", *selection(), "--poll", "0.01", "--expected-rows",
+               str(ROWS)).returncode == 0
+    result = kit("submit", SLUG, "--sweep", str(SWEEP))
+    assert result.returncode == 0, result.stderr
+    (submitted,) = fake_kaggle.submissions
+    assert submitted.description == (f"petals {SLUG} v1 (no validation score: no metrics.json "
+                                     "was collected)")
+
+
+def test_a_malformed_kaggle_json_is_named_as_such(kit, fake_kaggle, tmp_path):
+    home = tmp_path / "broken-home"
+    environment = fake_kaggle.environment(home, username=None)
+    config = Path(environment["KAGGLE_CONFIG_DIR"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "kaggle.json").write_text('{"username": "someone", "key": ')
+    (config / "kaggle.json").chmod(0o600)
+    for arguments in (("push", *selection()), ("kernels", "--sweep", str(SWEEP), "--only", SLUG,
+                                               "--kernels-dir", "other")):
+        result = kit(*arguments, env=environment)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: {config / 'kaggle.json'} is malformed ("), \
+            result.stderr
+
+
+def test_invalid_submission_is_flagged(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": "id,label\nabc,104\n"})
+    result = kit("collect", *selection(), "--poll", "0.01")
+    assert result.returncode == 1 and "invalid submission.csv: labels must be in 0..103" \
+        in result.stdout
+
+
+@pytest.mark.parametrize("source", ["environment", "kaggle.json"])
+def test_credentials_never_reach_outputs(kit, fake_kaggle, tmp_path, source):
+    environment = kit.environment
+    if source == "kaggle.json":
+        home = tmp_path / "json-home"
+        environment = fake_kaggle.environment(home, username=None)
+        config = Path(environment["KAGGLE_CONFIG_DIR"])
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "kaggle.json").write_text(json.dumps({"username": DEFAULT_USERNAME,
+                                                        "key": DEFAULT_KEY}))
+        (config / "kaggle.json").chmod(0o600)
+    assert kit("push", *selection(), env=environment).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
+                           log=[f"key is {DEFAULT_KEY}\n"])
+    fake_kaggle.set_statuses(REF, [("ERROR", "failed")])
+    printed = kit("collect", *selection(), "--poll", "0.01", env=environment).stdout
+    printed += kit("results", env=environment).stdout
+    assert "key is ***" in printed and DEFAULT_KEY not in printed
+    for path in kit.folder.rglob("*"):
+        if path.is_file() and not {"home", "json-home"} & set(path.parts):
+            assert DEFAULT_KEY not in path.read_text(errors="replace"), path
+    for push in fake_kaggle.pushes:
+        assert DEFAULT_KEY not in json.dumps(push.body)
+
+
+def test_bad_values_and_tpu_sweeps_are_refused_before_anything_runs(tmp_path):
+    def build(*arguments):
+        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    result = build("sweep", "--sweep", str(SWEEP))
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert "sweep flowers is sized for a TPU" in result.stderr and "--on-cpu" in result.stderr
+    assert f"`{sys.executable} {REPOSITORY / 'build.py'} run --sweep" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\naccelerator = "cpu"\n[parameters]\nEPOCHS = -3\n'
+                   '[grid]\nTTA_VIEWS = [["flip_lr"], ["flipud"]]\n')
+    for verb in ("sweep", "kernels"):
+        result = build(verb, "--sweep", str(bad), "--owner", "someone") if verb == "kernels" \
+            else build(verb, "--sweep", str(bad))
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: petals-bad-tta-views-flip-lr: EPOCHS = -3 is not "
+                                        "valid"), result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "kernels").exists()
+    result = build("kernels", "--sweep", str(SWEEP), "--owner", "someone", "--dataset",
+                   "notaslug")
+    assert result.stderr == ("error: --dataset 'notaslug' is not a Kaggle dataset "
+                             "'owner/dataset-name' (3-50 lowercase letters, digits and "
+                             "hyphens)\n")
+
+
+def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f"""
+name = "local"
+accelerator = "cpu"
+[parameters]
+IMAGE_SIZE = 32
+BACKBONES = ["tiny"]
+WEIGHTS = "None"
+EPOCHS = 1
+MAX_STEPS_PER_EPOCH = 2
+BATCH_SIZE_PER_REPLICA = 16
+SHIFT_PIXELS = 2.0
+DATA_DIR = "{tiny_dataset}"
+KERAS_BACKEND = "tensorflow"  # the faster start on a CPU; the sweep is what is tested here
+[grid]
+LR_MAX = [0.001, 0.003]
+""")
+
+    def build(*arguments):
+        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments,
+                               "--sweep", str(sweep)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    result = build("sweep")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sweep local: 2 run(s), 0 finished already, 2 to run" in result.stdout
+    for slug in ("petals-local-lr-max-0-001", "petals-local-lr-max-0-003"):
+        assert (tmp_path / "runs" / slug / "local-1" / "submission.csv").exists()
+    assert "2 run(s), 2 finished already, 0 to run" in build("sweep").stdout
+    result = build("sweep", "--rerun", "--only", "petals-local-lr-max-0-003")
+    assert result.returncode == 0
+    assert (tmp_path / "runs" / "petals-local-lr-max-0-003" / "local-2" / "metrics.json").exists()
+    result = subprocess.run([sys.executable, str(REPOSITORY / "build.py"), "results"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-local")]
+    assert len(rows) == 3 and all("| 32 | tiny | 1 |" in row for row in rows)
 
 
 def test_a_push_whose_answer_is_lost_is_adopted_not_sent_again(kit, fake_kaggle):

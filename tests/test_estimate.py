@@ -151,3 +151,10 @@ def test_the_quota_left_caps_the_sweep_and_budget_hours_caps_it_further():
     estimate.check_budget(sweep * 10)
     with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 20"):
         estimate.check_budget(sweep * 11)
+
+
+def test_a_total_adds_the_rounded_figures_it_follows():
+    """Two variants printed as 0.1 h each make 0.2 h, not the 0.3 h of their raw seconds."""
+    items = [estimate.Estimate(f"petals-{index}", 0.14 * 3600, ("table",), ()) for index in (1, 2)]
+    assert [item.text() for item in items] == ["0.1 h (table)"] * 2
+    assert estimate.summary(items).startswith("estimated total 0.2 h of accelerator time")
