@@ -15,7 +15,7 @@ from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
 SLUG = "petals-flowers-512-densenet201"  # not the default variant: --only is exercised
-DEFAULT_SLUG = "petals-flowers-512-densenet201-efficientnet-b7"
+DEFAULT_SLUG = "petals-flowers-512-efficientnet-b7"
 REF = f"{DEFAULT_USERNAME}/{SLUG}"
 ROWS = 4
 
