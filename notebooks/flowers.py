@@ -322,7 +322,7 @@ validation_ids = None if TRAIN_ON_VALIDATION else data.record_ids(
 record = report.RunRecord(PARAMETERS, device, VERSIONS, training, steps, GLOBAL_BATCH, timer,
                           None if validation_labels is None else len(validation_labels),
                           len(test_ids))
-members = {}  # each member that finished: its probabilities, as saved
+finished = {}  # each model that finished: its probabilities, as saved
 for name, model in train.members(BACKBONES, build):
     print(f"--- {name}: {model.count_params():,} parameters")
     with timer.stage("train"):
@@ -334,7 +334,7 @@ for name, model in train.members(BACKBONES, build):
     display(figures.save(figures.training_curves(fit.history, name), OUTPUT_DIR,
                          f"training_{name}"))
     if fit.stopped:
-        record.drop(name, f"stopped: {fit.stopped}")
+        record.drop(name, fit.stopped)
         print(f"{name} dropped from the blend: {fit.stopped}")
         continue
     validation = None
@@ -349,15 +349,14 @@ for name, model in train.members(BACKBONES, build):
         test = predict.predict(model, data.test_dataset(
             splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
             TTA_VIEWS)
-    members[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
+    finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
         name, test_ids, test, validation_ids, validation_labels, validation))
-    # The provisional result: the members so far, blended (see Evaluation).
-    blend = probabilities.blend(list(members.values()), BLEND_STEP, SEED)
-    report.write_results(OUTPUT_DIR, test_ids, probabilities.blended(
-        list(members.values()), blend.weights).argmax(axis=-1), record.metrics(blend, members))
+    # The provisional result: the models so far, blended (see Evaluation).
+    blend = probabilities.blend(list(finished.values()), BLEND_STEP, SEED)
+    report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
     print(f"saved {name}'s probabilities; submission.csv and metrics.json now blend "
-          + " + ".join(members))
-if not members:
+          + " + ".join(finished))
+if not finished:
     raise RuntimeError("every model diverged: " + "; ".join(
         f"{name} {reason}" for name, reason in record.dropped.items()) + "; lower LR_MAX")
 
@@ -384,7 +383,7 @@ if not members:
 
 # %%
 print("blend weights: " + ", ".join(f"{name} {weight:.2f}"
-                                    for name, weight in zip(members, blend.weights, strict=True)))
+                                    for name, weight in zip(finished, blend.weights, strict=True)))
 if blend.f1 is not None:
     print(f"blend F1: {blend.f1:.4f} cross-validated (the validation score), "
           f"{blend.f1_in_sample:.4f} tuned and scored on the same images (optimistic)")
@@ -395,13 +394,13 @@ if blend.f1 is not None:
 
 # %%
 if validation_labels is not None:
-    validation_predictions = probabilities.blended(list(members.values()), blend.weights,
+    validation_predictions = probabilities.blended(list(finished.values()), blend.weights,
                                                    "validation").argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
     print(report.scores_line("blend", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)
     display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores,
-                                           "+".join(members)), OUTPUT_DIR, "confusion_matrix"))
+                                           "+".join(finished)), OUTPUT_DIR, "confusion_matrix"))
 
 # %% [markdown]
 # ## Submission
@@ -414,8 +413,7 @@ if validation_labels is not None:
 # of a run stopped before its last member.
 
 # %%
-test_predictions = probabilities.blended(list(members.values()), blend.weights).argmax(axis=-1)
-report.write_results(OUTPUT_DIR, test_ids, test_predictions, record.metrics(blend, members))
+report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
 print(timer.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
 
@@ -435,7 +433,7 @@ if validation_labels is not None:
     shown_images = np.asarray(next(iter(shown))[0])
     display(figures.save(figures.predictions(shown_images, validation_labels[:count],
                                              validation_predictions[:count], CLASS_NAMES,
-                                             model_name="+".join(members)),
+                                             model_name="+".join(finished)),
                          OUTPUT_DIR, "validation_predictions"))
-print(report.summary_line(list(members), IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
+print(report.summary_line(list(finished), IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
                           len(test_ids)))

@@ -121,18 +121,22 @@ class RunRecord:
         }
 
 
-def write_results(output_dir, test_ids, test_predictions, metrics):
-    """submission.csv, then metrics.json, each replacing the run's earlier one atomically.
+def write_results(output_dir, members, blend, record):
+    """submission.csv (the blend of `members`, `probabilities.Member`s, with `blend`'s weights),
+    then metrics.json (`record`'s), each replacing the run's earlier one atomically.
 
     Called after every model, so a run stopped at any point after its first model leaves a
     valid submission of the models finished so far (`prepare_output_dir` made sure no earlier
     run's results are in `output_dir`).
     """
-    from petals import submission
+    from petals import probabilities, submission
 
-    submission.write_submission(os.path.join(output_dir, "submission.csv"), test_ids,
-                                test_predictions, overwrite=True)
-    submission.write_metrics(os.path.join(output_dir, "metrics.json"), metrics, overwrite=True)
+    labels = probabilities.blended(members, blend.weights).argmax(axis=-1)
+    submission.write_submission(os.path.join(output_dir, "submission.csv"),
+                                members[0].test_ids.tolist(), labels, overwrite=True)
+    submission.write_metrics(os.path.join(output_dir, "metrics.json"),
+                             record.metrics(blend, [member.name for member in members]),
+                             overwrite=True)
 
 
 def summary_line(backbones, image_size, epochs, device, blend_f1, test_images):

@@ -70,8 +70,12 @@ def test_a_local_sweep_at_two_sizes_blends_into_one_submission(tmp_path):
     header = next(index for index, line in enumerate(lines) if line.startswith("run "))
     assert lines[header].split() == ["run", "backbone", "size", "weights", "validation", "F1",
                                      "weight"]
-    assert lines[header + 1].startswith("petals-pair-32/local-1  tiny  32")
-    assert lines[header + 2].startswith("petals-pair-64/local-1  tiny  64")
+    rows = [line.split() for line in lines[header + 1:header + 3]]
+    assert [row[:4] for row in rows] == [["petals-pair-32/local-1", "tiny", "32", "none"],
+                                         ["petals-pair-64/local-1", "tiny", "64", "none"]]
+    assert [float(row[5]) for row in rows] == [pytest.approx(weight) for weight in (
+        metrics["blend_weights"]["petals-pair-32/local-1:tiny"],
+        metrics["blend_weights"]["petals-pair-64/local-1:tiny"])]
     assert lines[header + 3].startswith("blend: honest validation F1 ")
     assert "best single run petals-pair-" in lines[header + 3]
     # `build.py results` lists the blend as a run of its own.
