@@ -39,7 +39,7 @@ def test_notebook_opens_with_its_title_then_setup_then_the_parameters(built):
     assert setup < min(writes) and max(writes) < index
     assert tags[index + 1] == ["injected-parameters"]
     injected = notebook.cells[index + 1].source
-    for line in ("IMAGE_SIZE = 512", 'BACKBONES = ["densenet201", "efficientnet_b7"]',
+    for line in ("IMAGE_SIZE = 512", 'BACKBONES = ["efficientnet_b7"]',
                  "DATA_DIR = None", 'ACCELERATOR = "tpu"'):
         assert line in injected
 
