@@ -319,7 +319,8 @@ class SweepRun:
         """Sort the variants into finished, running and to push, from disk and from Kaggle."""
         for job in self.jobs:
             state = sync_with_kaggle(job.run_dir, job.kernel_id, self.api)
-            if not state["pushes"]:
+            if not state["pushes"] or self.rerun:
+                # --rerun: one new version each; the earlier ones are neither counted nor watched.
                 self.pending.append(job)
                 continue
             latest = state["pushes"][-1]
@@ -328,8 +329,6 @@ class SweepRun:
                 self.active.append(Session(job, latest["version"], latest.get("pushed_at")))
             else:
                 self.outcomes[job.slug] = (latest["version"], record.get("problem"))
-            if self.rerun:
-                self.pending.append(job)
         return self
 
     def describe(self):

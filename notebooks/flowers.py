@@ -18,15 +18,21 @@
 # scored by macro F1). The same cells run on Kaggle's TPU v5e-8 (Keras 3 on JAX, eight chips
 # data-parallel), on a GPU, and on a laptop CPU with the tiny demo dataset.
 #
-# How long it takes: EfficientNetB7 at 512 px compiles its train step in about four minutes and
-# then trains at about 240 images/s on one H200 (under a minute per epoch of the 12,753 training
-# images; a TPU v5e-8 is of the same order); on a CPU the demo (digits standing in for flowers,
-# a small CNN) takes about a minute. Every stage shows its result right after it runs, and the
-# run ends with one `DONE` line and a `metrics.json` that a sweep collects.
+# How long it takes, and where each figure was measured: on **one H200 GPU** (not a TPU),
+# EfficientNetB7 at 512 px compiles its train step in about four minutes and then trains at
+# about 240 images/s, under a minute per epoch of the 12,753 training images. A TPU v5e-8 has not
+# been timed with this notebook yet; its `metrics.json` records the seconds of every stage. On a
+# laptop CPU the demo (digits standing in for flowers, a small CNN) takes about a minute. Every
+# stage shows its result right after it runs, and the run ends with one `DONE` line.
 #
-# Everything you may want to change is in the next cell. The plumbing (reading shards, building
-# backbones, writing files atomically) lives in the small tested package `petals/`; the cells
-# below show the parts of the recipe that matter for the score.
+# **On Kaggle:** in the notebook's settings (the panel on the right) set *Accelerator* to
+# **TPU v5e-8** and turn **Internet on** (the ImageNet weights are downloaded when the model is
+# built). The competition's data is attached already and found by itself.
+#
+# Everything you may want to change is in the next cell: the recipe first, then where the run
+# reads and writes. The plumbing (reading shards, building backbones, writing files atomically)
+# lives in the small tested package `petals/`; the cells below show the parts of the recipe that
+# matter for the score.
 
 # %% tags=["parameters"]
 IMAGE_SIZE = 512  # 192, 224, 331 or 512 on the competition data
@@ -49,13 +55,14 @@ FLIP = True
 TRAIN_ON_VALIDATION = False  # merge val into train (no validation scores then)
 EXTRA_DATA = []  # folders or Kaggle dataset slugs of extra training records (competition schema)
 EXCLUDED_IDS = []  # record ids to drop from train and val
-LABEL_SMOOTHING = 0.0  # 0 ≤ x < 1: share of each target spread over the other classes
+LABEL_SMOOTHING = 0.0  # 0 ≤ x < 1: share of each target spread evenly over all classes
 HEAD_DROPOUT = 0.0  # dropout rate before the classification head
 MIXUP = 0.0  # probability that an image is blended with another (soft targets)
 CUTMIX = 0.0  # probability that an image gets a patch of another (soft targets)
 TTA_VIEWS = ["flip_lr"]  # views averaged with the original: flip_lr, flip_ud, rot90, rot270
 BLEND_STEP = 0.05  # grid step of the ensemble-weight search
 SEED = 42
+# Where the run reads and writes, and on what: not the recipe. Kaggle needs none of them changed.
 DATA_DIR = None  # None: find the competition data on Kaggle
 OUTPUT_DIR = "."
 MAX_STEPS_PER_EPOCH = None  # a small cap for smoke runs
@@ -76,14 +83,6 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 
 # %%
 import os
-import pathlib
-import sys
-
-# The package sits next to this notebook's folder (or is written by the kernel's Setup cells).
-for folder in (pathlib.Path.cwd(), pathlib.Path.cwd().parent):
-    if (folder / "petals" / "__init__.py").is_file():
-        sys.path.insert(0, str(folder))
-        break
 
 from petals import accelerator, report
 
@@ -121,15 +120,15 @@ print(device.describe())
 # %% [markdown]
 # ## Configuration
 #
-# Every parameter is checked here, so a typo fails in a second with one line naming the
-# parameter and the values it accepts, rather than after an hour of training. Two values are
+# Every parameter is checked here, so a typo fails with one line naming the parameter, the bad
+# value and the values it accepts, rather than after an hour of training (`petals.runner` and
+# `build.py` run the same checks before they start the notebook at all). Two values are
 # derived from the hardware. The global batch is the per-chip batch times the number of chips,
 # so each chip keeps the batch it handles well. The peak learning rate grows with it: averaged
 # over eight times as many images, each gradient is less noisy and can take a larger step.
 
 # %%
-PARAMETERS = parameters.validate(parameters.namespace_parameters(globals()))
-globals().update(PARAMETERS)  # "None" and "null" given on a command line become None
+PARAMETERS = parameters.validate_notebook(globals())  # also sets the checked values back
 OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
 keras.utils.set_random_seed(SEED)
 GLOBAL_BATCH = BATCH_SIZE_PER_REPLICA * device.replicas
@@ -187,12 +186,37 @@ print("\n".join(training.lines()))
 print(f"training on {training.count} images: {steps} steps of {GLOBAL_BATCH} per epoch")
 
 # %% [markdown]
+# ### How many images each class has
+#
+# The classes are far from balanced: a few hundred roses, a dozen of some orchids. Macro F1 (see
+# Evaluation) weighs every class equally, so the rare classes at the bottom of this chart count
+# as much as the roses at the top. Counted on the competition's training split.
+
+# %%
+training_labels = data.labels(splits["train"].files, EXCLUDED_IDS)
+display(figures.save(figures.class_histogram(training_labels, CLASS_NAMES), OUTPUT_DIR,
+                     "class_histogram"))
+
+# %% [markdown]
 # One training batch, exactly as the accelerator receives it: uint8 pixels and integer labels.
 
 # %%
 images, labels = (np.asarray(tensor) for tensor in next(iter(training_data)))
 print(f"batch: images {images.shape} {images.dtype}, labels {labels.shape} {labels.dtype}")
 display(figures.save(figures.batch(images, labels, CLASS_NAMES), OUTPUT_DIR, "training_batch"))
+
+# %% [markdown]
+# And what the model is scored on and predicts for the submission: validation images with their
+# class, test images with only their id (their labels are Kaggle's secret), both read in order
+# and never augmented.
+
+# %%
+sample_images, sample_labels = (np.asarray(tensor) for tensor in next(iter(
+    data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 6, EXCLUDED_IDS))))
+sample_test = np.asarray(next(iter(data.test_dataset(splits["test"].files, IMAGE_SIZE, 6,
+                                                     len(test_ids)))))
+display(figures.save(figures.samples(sample_images, sample_labels, sample_test, test_ids,
+                                     CLASS_NAMES), OUTPUT_DIR, "validation_and_test_images"))
 
 # %% [markdown]
 # ## Model
@@ -209,11 +233,17 @@ display(figures.save(figures.batch(images, labels, CLASS_NAMES), OUTPUT_DIR, "tr
 # `[up, right, 1]`, and the matrix maps each *output* pixel to the *input* pixel it copies, so
 # every output pixel gets exactly one value and there are no holes:
 #
-# $$M = R(r)\,S(s)\,Z(z_h, z_w)\,T(t_h, t_w),\quad
-# R = \begin{pmatrix}\cos r & \sin r & 0\\ -\sin r & \cos r & 0\\ 0&0&1\end{pmatrix},\;
-# S = \begin{pmatrix}1 & \sin s & 0\\ 0 & \cos s & 0\\ 0&0&1\end{pmatrix},\;
-# Z = \begin{pmatrix}1/z_h & 0 & 0\\ 0 & 1/z_w & 0\\ 0&0&1\end{pmatrix},\;
-# T = \begin{pmatrix}1 & 0 & t_h\\ 0 & 1 & t_w\\ 0&0&1\end{pmatrix}$$
+# ```
+# M = R(r) · S(s) · Z(z_h, z_w) · T(t_h, t_w)
+#
+#        ⎛  cos r   sin r   0 ⎞           ⎛ 1   sin s   0 ⎞
+#   R =  ⎜ −sin r   cos r   0 ⎟      S =  ⎜ 0   cos s   0 ⎟
+#        ⎝    0       0     1 ⎠           ⎝ 0     0     1 ⎠
+#
+#        ⎛ 1/z_h    0     0 ⎞             ⎛ 1   0   t_h ⎞
+#   Z =  ⎜   0    1/z_w   0 ⎟         T = ⎜ 0   1   t_w ⎟
+#        ⎝   0      0     1 ⎠             ⎝ 0   0    1  ⎠
+# ```
 #
 # with `r ~ N(0, ROTATION_DEGREES)`, `s ~ N(0, SHEAR_DEGREES)`, `z ~ 1 + N(0, ZOOM_STDDEV)` and
 # `t ~ N(0, SHIFT_PIXELS)`. A mirror flip negates the `right` column of `M`, so it rides along in
@@ -229,13 +259,14 @@ display(figures.save(figures.augmentation(images[0], augmentation), OUTPUT_DIR, 
 # %% [markdown]
 # ### Soft targets: label smoothing, MixUp and CutMix
 #
-# With `LABEL_SMOOTHING = 0.1` the target of a daisy is 0.9 on "daisy" and 0.1 spread over the
-# other classes: the model is never pushed towards infinite confidence, which helps when some
-# labels are wrong or two classes look alike. MixUp blends two images and their targets in
-# proportion; CutMix pastes a patch of one image into another and mixes the targets by area.
-# Both happen inside the compiled step, like the affine augmentation, with probabilities
-# `MIXUP` and `CUTMIX` per image. When all three are 0 the labels stay integers and the loss is
-# the plain sparse cross-entropy (the fast path).
+# With `LABEL_SMOOTHING = 0.1` over 104 classes, Keras spreads the 0.1 evenly over **all**
+# classes, the true one included: the target of a daisy is 0.9 + 0.1/104 ≈ 0.901 on "daisy" and
+# 0.1/104 ≈ 0.001 on each other class. The model is never pushed towards infinite confidence,
+# which helps when some labels are wrong or two classes look alike. MixUp blends two images and
+# their targets in proportion; CutMix pastes a patch of one image into another and mixes the
+# targets by area. Both happen inside the compiled step, like the affine augmentation, with
+# probabilities `MIXUP` and `CUTMIX` per image. When all three are 0 the labels stay integers
+# and the loss is the plain sparse cross-entropy (the fast path).
 
 # %%
 if MIXUP or CUTMIX:
@@ -270,7 +301,8 @@ display(figures.save(figures.schedule(learning_rate.values(EPOCHS)), OUTPUT_DIR,
 # weights were trained with (EfficientNets take 0–255, DenseNet201 ImageNet-normalised values),
 # pools the features, applies `HEAD_DROPOUT`, and ends with a softmax that computes in float32:
 # under bfloat16 the probabilities and the loss would otherwise lose precision. It is built in
-# the accelerator's scope, so its variables are placed on every chip.
+# the accelerator's scope, so its variables are placed on every chip. Each member's Keras summary
+# shows, collapsed, when it is built.
 
 
 # %%
@@ -282,8 +314,10 @@ def build(name):
         model = backbones.build_model(name, IMAGE_SIZE, augmentation=layer,
                                       weights=parameters.weights_for(WEIGHTS, name),
                                       head_dropout=HEAD_DROPOUT)
-        return train.compile_model(model, label_smoothing=LABEL_SMOOTHING, mixup=MIXUP,
-                                   cutmix=CUTMIX, seed=SEED)
+        model = train.compile_model(model, label_smoothing=LABEL_SMOOTHING, mixup=MIXUP,
+                                    cutmix=CUTMIX, seed=SEED)
+    display(backbones.Summary(model))
+    return model
 
 
 # %% [markdown]
@@ -397,10 +431,27 @@ if validation_labels is not None:
     validation_predictions = probabilities.blended(list(finished.values()), blend.weights,
                                                    "validation").argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
-    print(report.scores_line("blend", blend_scores))
+    print(report.scores_line("blend in-sample (optimistic)", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)
     display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores,
                                            "+".join(finished)), OUTPUT_DIR, "confusion_matrix"))
+
+# %% [markdown]
+# ### Which classes fail
+#
+# The macro F1 is the mean of the per-class F1 below, so the classes at the top of this chart
+# are where the score is lost. The number beside each name is its validation images: a low F1
+# on three images is a weaker signal than on thirty. Look these classes up in the confusion
+# pairs above and in the visual validation below.
+
+# %%
+if validation_labels is not None:
+    class_f1 = evaluate.per_class_f1(validation_labels, validation_predictions)
+    print("the ten worst classes on validation: F1, images, class")
+    for label, f1, support in class_f1[:10]:
+        print(f"  {f1:.3f} {support:4d}  {figures.class_name(label, CLASS_NAMES)}")
+    display(figures.save(figures.per_class_f1(class_f1, CLASS_NAMES, "+".join(BACKBONES)),
+                         OUTPUT_DIR, "per_class_f1"))
 
 # %% [markdown]
 # ## Submission
@@ -416,6 +467,14 @@ if validation_labels is not None:
 report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
 print(timer.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
+
+# %% [markdown]
+# The file Kaggle scores: a header, then one `id,label` line per test image, the label being the
+# class's index in the competition's list of 104 flowers.
+
+# %%
+with open(os.path.join(OUTPUT_DIR, "submission.csv")) as submitted:
+    print("".join(submitted.readlines()[:6]), end="")
 
 # %% [markdown]
 # ## Visual validation

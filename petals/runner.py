@@ -7,9 +7,13 @@ beside it. On the terminal: each section's heading as it starts, and what the no
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 
+# The folder holding the petals package: the kernel finds it through PYTHONPATH, so the notebook
+# needs no sys.path code (a built Kaggle kernel writes the package in its Setup cells).
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_NAME = "notebook.ipynb"
 HTML_NAME = "notebook.html"
 PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
@@ -89,27 +93,38 @@ def write_html(notebook_path, html_path):
     return write_atomically(html_path, lambda handle: handle.write(body), overwrite=True)
 
 
+def check_parameters(source, parameters, output_dir):
+    """The parameters `execute` injects, checked now: unknown names (with the nearest known
+    one), and, for a notebook whose every parameter petals.parameters checks (flowers.py), every
+    value, in a second, without Keras. ValueError with one line; nothing is written."""
+    from petals import parameters as checks
+
+    names = checks.notebook_parameters(source)
+    unknown = checks.unknown_names(parameters, names)
+    if unknown:
+        raise ValueError(unknown)
+    parameters = absolute_paths(checks.plain_none(parameters))
+    if set(names) == set(checks.CHECKS):
+        checks.check({**names, **parameters, "OUTPUT_DIR": output_dir})
+    return parameters
+
+
 def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
     """Run `source` with `parameters`, OUTPUT_DIR set to `output_dir`; return the notebook path.
 
-    Unknown parameter names are refused (the notebook's `parameters` cell lists them); the
-    strings 'None' and 'null' mean None. With `log_output`, section headings and the notebook's
-    printed output stream to this process's stdout and stderr. The kernel starts in `cwd`, by
-    default the source's folder, as Jupyter would start it. The executed notebook is written
-    with an HTML copy, also when a cell fails; then papermill.PapermillExecutionError is raised.
+    Unknown parameter names and bad values are refused before anything runs
+    (`check_parameters`); the strings 'None' and 'null' mean None. With `log_output`, section
+    headings and the notebook's printed output stream to this process's stdout and stderr. The
+    kernel starts in `cwd`, by default the source's folder, as Jupyter would start it. The
+    executed notebook is written with an HTML copy, also when a cell fails; then
+    papermill.PapermillExecutionError is raised.
     """
+    parameters = check_parameters(source, parameters or {}, os.path.abspath(output_dir))
     import jupytext
     import papermill
 
-    from petals.parameters import notebook_parameters, plain_none
     from petals.submission import prepare_output_dir
 
-    names = notebook_parameters(source)
-    unknown = sorted(set(parameters or {}) - set(names))
-    if unknown:
-        raise ValueError(f"unknown parameters {', '.join(unknown)}; the notebook's parameters "
-                         "are " + ", ".join(names))
-    parameters = absolute_paths(plain_none(parameters or {}))
     output_dir = os.path.abspath(prepare_output_dir(output_dir))
     notebook = jupytext.read(source)
     output_path = os.path.join(output_dir, NOTEBOOK_NAME)
@@ -121,6 +136,8 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
     # The kernel inherits this environment: TensorFlow's C++ start-up banner (CPU features,
     # missing CUDA) goes to the terminal, not the notebook, and says nothing to act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
     with tempfile.TemporaryDirectory(prefix="petals-kernel-") as socket_folder:
         try:
             papermill.execute_notebook(
@@ -156,21 +173,38 @@ def main(argv=None):
                         metavar=("NAME", "VALUE"),
                         help="one parameter (value parsed as YAML; None or null for None)")
     arguments = parser.parse_args(argv)
-    from papermill import PapermillExecutionError
-
     try:
         parameters = {}
         if arguments.parameters_file:
             parameters.update(read_parameters_file(arguments.parameters_file))
         parameters.update({name: parse_value(name, value) for name, value in arguments.parameter})
-        path = execute(arguments.source, arguments.output_dir, parameters, log_output=True)
+        # Checked before papermill is even imported: a mistake is named within a second.
+        check_parameters(arguments.source, parameters, os.path.abspath(arguments.output_dir))
+        from papermill import PapermillExecutionError
+
+        try:
+            path = execute(arguments.source, arguments.output_dir, parameters, log_output=True)
+        except PapermillExecutionError as error:
+            # The notebook already showed the traceback; the user needs the one line saying why.
+            sys.exit(f"error: {error.ename}: {error.evalue} (see {arguments.output_dir}/"
+                     f"{NOTEBOOK_NAME})")
     except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
-    except PapermillExecutionError as error:
-        # The notebook already showed the traceback; the user needs the one line that says why.
-        sys.exit(f"error: {error.ename}: {error.evalue} (see {arguments.output_dir}/"
-                 f"{NOTEBOOK_NAME})")
+    except KeyboardInterrupt:
+        # The kernel is gone with this process; its notebook so far stays as the record.
+        command = [command_name(), "-m", "petals.runner",
+                   *(sys.argv[1:] if argv is None else argv)]
+        sys.exit(f"\ninterrupted: the run in {arguments.output_dir} stopped unfinished; start it "
+                 f"again with `{shlex.join(command)}`")
     print(f"executed notebook: {path}")
+
+
+def command_name(executable=None):
+    """The interpreter this command was started with, as the user can type it: relative to the
+    current folder when inside it (`.venv/bin/python`), else the full path."""
+    executable = executable or sys.executable
+    relative = os.path.relpath(executable)
+    return executable if relative.startswith("..") else relative
 
 
 def read_parameters_file(path):

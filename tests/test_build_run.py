@@ -218,7 +218,9 @@ def test_interrupted_run_resumes_here_and_from_an_empty_runs_folder(kit, fake_ka
     output, errors = process.communicate(timeout=60)
     assert process.returncode == 130, output + errors
     assert "interrupted: " in output and "(what runs on Kaggle goes on)" in output
-    assert f"resume with `python build.py run --sweep {selection[1]} --poll 0.2`" in output
+    # The interpreter the command was started with, not a bare `python` that may lack the kit.
+    assert (f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run --sweep {selection[1]} "
+            "--poll 0.2`") in output
     done_before = {path: path.stat().st_mtime_ns for path in runs.glob("*/v*/collected.json")}
     assert done_before
 
@@ -257,6 +259,8 @@ def test_a_version_found_on_kaggle_is_not_pushed_again_unless_rerun(kit, fake_ka
 
     result = kit("run", *selection, "--rerun")
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each selected variant counted once: the collected version is not also "finished".
+    assert "0 finished, 0 running on Kaggle, 1 not pushed" in result.stdout
     assert [push.version_number for push in fake_kaggle.accepted()] == [1, 2]
     assert collected(kit.folder / "runs", "petals-cap-192", 2)["problem"] is None
 
@@ -292,5 +296,25 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
     result = kit("run", *selection, "--poll", "0.2", "--timeout", "1")
     assert result.returncode == 1
     assert "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; " \
-        "resume with `python build.py run" in result.stdout
+        f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run" in result.stdout
     assert len(fake_kaggle.accepted()) == 1
+
+
+def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes(kit,
+                                                                                  tiny_dataset):
+    sweep = kit.folder / "local.toml"
+    sweep.write_text(f'name = "local"\naccelerator = "cpu"\n[parameters]\nIMAGE_SIZE = 32\n'
+                     f'BACKBONES = ["tiny"]\nWEIGHTS = "None"\nDATA_DIR = "{tiny_dataset}"\n'
+                     '[grid]\nEPOCHS = [1, 2]\n')
+    process = kit.start("sweep", "--sweep", str(sweep))
+    for line in process.stdout:
+        if "→" in line:  # the first variant's notebook is starting
+            break
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    assert errors.strip().splitlines()[-1] == (
+        "interrupted during petals-local-epochs-1: 0 of 2 run(s) finished; resume with "
+        f"`{sys.executable} {REPOSITORY / 'build.py'} sweep --sweep {sweep}` (finished runs are "
+        "kept, the interrupted one starts again in a new folder)")
+    assert "Traceback" not in errors

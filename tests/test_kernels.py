@@ -181,6 +181,10 @@ def test_built_notebook_runs_self_contained_in_an_empty_folder(tiny_dataset, tmp
     ids, labels = submission.read_submission(empty / "submission.csv")
     assert len(ids) == len(set(ids)) > 0 and ((labels >= 0) & (labels < 104)).all()
     assert (empty / "metrics.json").exists()
+    # The figures show in the kernel too, as images (not a Figure's repr).
+    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    assert sum("image/png" in output.get("data", {}) for cell in executed.cells
+               for output in cell.get("outputs", [])) >= 8
 
 
 @pytest.mark.slow
