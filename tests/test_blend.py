@@ -41,6 +41,7 @@ IMAGE_SIZE = {list(SIZES)}
     return path
 
 
+@pytest.mark.slow
 def test_a_local_sweep_at_two_sizes_blends_into_one_submission(tmp_path):
     """The real notebook at 32 and 64 px on the demo digits (the same ids at both sizes),
     then `build.py blend`: a submission for exactly the test ids, naming both runs."""
