@@ -9,6 +9,7 @@
     python build.py submit    submit a collected submission.csv to the competition
     python build.py sweep     run the sweep locally through papermill (resumable)
     python build.py results   one table (markdown and CSV) over every collected or local run
+    python build.py blend     blend the saved probabilities of the sweep's runs; --submit it
 
 A sweep is a TOML file (see sweeps/): the notebook, fixed parameters and a grid.
 """
@@ -20,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from kit import cycle, estimate, kernels, results, sweeps
+from kit import blend, cycle, estimate, kernels, results, sweeps
 from kit.kaggle_client import KaggleError, check_client, connect, read_config
 from petals.runner import command_name
 
@@ -303,6 +304,13 @@ def command_run(arguments, sweep):
     table = results.rows(arguments.runs_dir)
     if table:
         print(write_results(arguments.runs_dir, table))
+    # Every variant is collected: the blend of all their models, as `build.py blend` makes it.
+    try:
+        print(blend.table(blend_of(arguments, sweep, variants)))
+        print(f"write and submit this blend: `python build.py blend --sweep {arguments.sweep} "
+              "--submit`")
+    except ValueError as error:
+        print(f"no blend: {error}")
     print(f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
           f"with a valid submission, {len(problems)} with a problem")
     return 1 if problems else 0
@@ -397,9 +405,26 @@ def command_results(arguments, sweep):
     print(write_results(arguments.runs_dir))
 
 
+def blend_of(arguments, sweep, variants):
+    """The blend of the variants' newest runs with saved probabilities (kit/blend.py)."""
+    entries = blend.align(blend.gather(arguments.runs_dir, [variant.slug for variant in variants]))
+    return blend.search(entries, arguments.step, share=arguments.trained_on_validation_share)
+
+
+def command_blend(arguments, sweep):
+    blended = blend_of(arguments, sweep, selected(sweep, arguments.only))
+    print(blend.table(blended))
+    folder = blend.write(blended, arguments.runs_dir, sweep.name)
+    print(f"wrote {folder}/submission.csv and metrics.json")
+    if arguments.submit:
+        message = blend.message(blended, sweep.name)
+        print(cycle.submit(folder / "submission.csv", message, connect()))
+        print(f"submitted: {message}")
+
+
 COMMANDS = {"kernels": command_kernels, "run": command_run, "push": command_push,
             "status": command_status, "collect": command_collect, "submit": command_submit,
-            "sweep": command_sweep, "results": command_results}
+            "sweep": command_sweep, "results": command_results, "blend": command_blend}
 
 
 def parser():
@@ -463,6 +488,16 @@ def parser():
                              help="run finished variants again (in a new folder)")
             sub.add_argument("--on-cpu", action="store_true",
                              help="run a sweep made for a TPU or GPU here anyway")
+        if verb in ("blend", "run"):
+            sub.add_argument("--step", type=float, default=0.1,
+                             help="grid step of the blend-weight search (default %(default)g; "
+                                  "0.05 takes about 10× longer with six models)")
+            sub.add_argument("--trained-on-validation-share", type=float, metavar="SHARE",
+                             help="blend runs trained on validation (no validation scores) "
+                                  "with this fixed share; without it they are left out")
+        if verb == "blend":
+            sub.add_argument("--submit", action="store_true",
+                             help="submit the blend, with a message naming its members")
     return main
 
 

@@ -322,6 +322,7 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
 
     Returns the problem (None: a valid submission); a problem is printed with the log's tail.
     """
+    from petals import probabilities
     from petals.submission import SubmissionError, read_submission, validate
 
     destination = Path(run_dir) / f"v{version}"
@@ -348,6 +349,13 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
                     raise SubmissionError(f"{len(ids)} rows, the test split has {expected_rows}")
             except (SubmissionError, ValueError, IndexError) as error:
                 problem = f"invalid submission.csv: {error}"
+            else:  # each model's saved probabilities: the submission's ids, finite values
+                for path in probabilities.paths(staging):
+                    try:
+                        probabilities.read(path, ids)
+                    except probabilities.ProbabilitiesError as error:
+                        problem = f"invalid {str(error).removeprefix(str(staging) + os.sep)}"
+                        break
         write_json(staging / COLLECTED_FILE, {"kernel": kernel_id, "version": version,
                                               "status": name, "problem": problem,
                                               "collected_at": now_text()})

@@ -98,12 +98,12 @@ with timer.stage("import"):
         augment,
         backbones,
         data,
-        ensemble,
         evaluate,
         figures,
         mixing,
         parameters,
         predict,
+        probabilities,
         schedule,
         submission,
         train,
@@ -324,11 +324,14 @@ def build(name):
 # ## Training, evaluation and test predictions, one model at a time
 #
 # An ensemble trains its members one after another, and each member is released before the
-# next is built: build → train → predict validation and test → release. Accelerator memory then
-# only has to hold the largest member (EfficientNetB7 at 512 px), not all of them at once.
+# next is built: build → train → predict validation and test → save → release. Accelerator
+# memory then only has to hold the largest member (EfficientNetB7 at 512 px), not all of them.
 #
 # Each epoch prints one line. The first epoch also pays for compiling the train step (minutes
 # for a large backbone on a TPU); its excess over the later epochs is reported as `compile`.
+# A member whose loss becomes infinite or NaN has diverged (a learning rate too high for it,
+# say): it stops after that epoch, is dropped from the blend, and the run goes on with the
+# others; `metrics.json` says which member was dropped and why.
 #
 # Predictions use **test-time augmentation**: the model also sees each image mirrored (and, with
 # `TTA_VIEWS`, flipped upside down or turned a quarter), and the class probabilities of all views
@@ -336,36 +339,60 @@ def build(name):
 # the average cancels some of each view's mistakes. The views are computed on the accelerator
 # from the same uint8 batches; the last batch is padded to full size so that every batch splits
 # evenly across the chips, and the padding's predictions are dropped.
+#
+# **Nothing finished is thrown away.** As soon as a member has predicted, its probabilities are
+# saved (`probabilities-<backbone>.npz`: validation with ids and labels, test with ids, float16,
+# about 2 MB on the competition), and `submission.csv` and `metrics.json` are rewritten from the
+# members so far, blended. Each file is replaced atomically, so a session stopped at Kaggle's
+# 9-hour limit, or killed, during the second member still leaves the first member's valid
+# submission. The saved probabilities also let `build.py blend` blend models across runs
+# (other sizes, other backbones) later.
 
 # %%
 # Validation during training runs on full batches only (the remainder is scored below).
 validation_steps = 0 if TRAIN_ON_VALIDATION else len(validation_labels) // GLOBAL_BATCH
-fits, model_scores = {}, {}
-validation_probabilities, test_probabilities = {}, {}
+validation_ids = None if TRAIN_ON_VALIDATION else data.record_ids(
+    splits["val"].files, labeled=True, excluded_ids=EXCLUDED_IDS)
+record = report.RunRecord(PARAMETERS, device, VERSIONS, training, steps, GLOBAL_BATCH, timer,
+                          None if validation_labels is None else len(validation_labels),
+                          len(test_ids))
+finished = {}  # each model that finished: its probabilities, as saved
 for name, model in train.members(BACKBONES, build):
     print(f"--- {name}: {model.count_params():,} parameters")
     with timer.stage("train"):
         validation_data = None if not validation_steps else data.evaluation_dataset(
             splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS)
-        fits[name] = train.fit(model, training_data, EPOCHS, steps, learning_rate,
-                               validation_data, validation_steps or None)
-    timer.add("compile", train.compile_seconds(fits[name].seconds))
-    display(figures.save(figures.training_curves(fits[name].history, name), OUTPUT_DIR,
+        fit = train.fit(model, training_data, EPOCHS, steps, learning_rate, validation_data,
+                        validation_steps or None)
+    record.add_fit(name, fit)
+    display(figures.save(figures.training_curves(fit.history, name), OUTPUT_DIR,
                          f"training_{name}"))
+    if fit.stopped:
+        record.drop(name, fit.stopped)
+        print(f"{name} dropped from the blend: {fit.stopped}")
+        continue
+    validation = None
     if validation_labels is not None:
         with timer.stage("evaluate"):
-            validation_probabilities[name] = predict.predict(model, data.evaluation_dataset(
+            validation = predict.predict(model, data.evaluation_dataset(
                 splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
                 count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
-        model_scores[name] = evaluate.scores(validation_labels,
-                                             validation_probabilities[name].argmax(axis=-1))
-        print(report.scores_line(name, model_scores[name]))
+        record.add_scores(name, evaluate.scores(validation_labels, validation.argmax(axis=-1)))
+        print(report.scores_line(name, record.scores[name]))
     with timer.stage("predict"):
-        test_probabilities[name] = predict.predict(model, data.test_dataset(
+        test = predict.predict(model, data.test_dataset(
             splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
             TTA_VIEWS)
-# The compile seconds were measured inside "train"; count them once.
-timer.add("train", -timer.seconds["compile"])
+    finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
+        name, test_ids, test, validation_ids, validation_labels, validation))
+    # The provisional result: the models so far, blended (see Evaluation).
+    blend = probabilities.blend(list(finished.values()), BLEND_STEP, SEED)
+    report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
+    print(f"saved {name}'s probabilities; submission.csv and metrics.json now blend "
+          + " + ".join(finished))
+if not finished:
+    raise RuntimeError("every model diverged: " + "; ".join(
+        f"{name} {reason}" for name, reason in record.dropped.items()) + "; lower LR_MAX")
 
 # %% [markdown]
 # ## Evaluation
@@ -385,16 +412,12 @@ timer.add("train", -timer.seconds["compile"])
 # the weights are also searched on one half of validation and scored on the other half, both
 # ways round, and that cross-validated F1 is the number reported as the validation score. The
 # submission uses the weights tuned on all of validation. With one backbone the blend is that
-# model and both numbers are its F1.
+# model and both numbers are its F1; trained on validation, the members count equally. The
+# blend below is the last one the loop wrote, over every member that finished.
 
 # %%
-if validation_labels is None:
-    blend = ensemble.Blend(tuple(ensemble.equal_weights(len(BACKBONES))), None, None)
-else:
-    blend = ensemble.honest_blend([validation_probabilities[name] for name in BACKBONES],
-                                  validation_labels, BLEND_STEP, seed=SEED)
 print("blend weights: " + ", ".join(f"{name} {weight:.2f}"
-                                    for name, weight in zip(BACKBONES, blend.weights, strict=True)))
+                                    for name, weight in zip(finished, blend.weights, strict=True)))
 if blend.f1 is not None:
     print(f"blend F1: {blend.f1:.4f} cross-validated (the validation score), "
           f"{blend.f1_in_sample:.4f} tuned and scored on the same images (optimistic)")
@@ -405,13 +428,13 @@ if blend.f1 is not None:
 
 # %%
 if validation_labels is not None:
-    validation_predictions = ensemble.blend([validation_probabilities[name] for name in BACKBONES],
-                                            blend.weights).argmax(axis=-1)
+    validation_predictions = probabilities.blended(list(finished.values()), blend.weights,
+                                                   "validation").argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
     print(report.scores_line("blend in-sample (optimistic)", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)
     display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores,
-                                           "+".join(BACKBONES)), OUTPUT_DIR, "confusion_matrix"))
+                                           "+".join(finished)), OUTPUT_DIR, "confusion_matrix"))
 
 # %% [markdown]
 # ### Which classes fail
@@ -434,21 +457,14 @@ if validation_labels is not None:
 # ## Submission
 #
 # Test images are read in shard order, so the predictions line up with the ids read earlier.
-# The file is validated (every test id exactly once, labels in range) and written atomically;
-# a failed run leaves no partial file behind, and an earlier result is never overwritten.
-# `metrics.json` records the parameters, versions, per-epoch history and timings, scores and
-# blend weights, for the sweep tools to compare runs.
+# The file is validated (every test id exactly once, labels in range) and written atomically,
+# after every member; here it is written one last time with the complete record. `metrics.json`
+# records the parameters, versions, per-epoch history and timings, scores, blend weights and
+# any dropped member, for the sweep tools to compare runs; `"complete": false` marks the record
+# of a run stopped before its last member.
 
 # %%
-test_predictions = ensemble.blend([test_probabilities[name] for name in BACKBONES],
-                                  blend.weights).argmax(axis=-1)
-submission.write_submission(os.path.join(OUTPUT_DIR, "submission.csv"), test_ids,
-                            test_predictions)
-metrics = report.metrics(
-    parameters=PARAMETERS, device=device, versions=VERSIONS, fits=fits, steps=steps,
-    global_batch=GLOBAL_BATCH, training=training, model_scores=model_scores, blend=blend,
-    timer=timer, validation_labels=validation_labels, test_ids=test_ids)
-submission.write_metrics(os.path.join(OUTPUT_DIR, "metrics.json"), metrics)
+report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
 print(timer.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
 
@@ -476,7 +492,7 @@ if validation_labels is not None:
     shown_images = np.asarray(next(iter(shown))[0])
     display(figures.save(figures.predictions(shown_images, validation_labels[:count],
                                              validation_predictions[:count], CLASS_NAMES,
-                                             model_name="+".join(BACKBONES)),
+                                             model_name="+".join(finished)),
                          OUTPUT_DIR, "validation_predictions"))
-print(report.summary_line(BACKBONES, IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
+print(report.summary_line(list(finished), IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
                           len(test_ids)))

@@ -5,13 +5,16 @@ Kaggle's refusal, queued then running sessions that take time, failures, a sessi
 the fake on 127.0.0.1. Sessions last a second or two, so each test takes seconds.
 """
 
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -20,6 +23,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 OWNER = "someone"
 TEST_ROWS = 7382  # the competition's test split
 SIZES = (192, 224, 331, 512)
+SWEEP_SLUGS = [f"petals-flowers-{size}-{backbone}" for size in (512, 331, 192)
+               for backbone in ("efficientnet-b7", "densenet201")] + ["petals-flowers-recipe"]
 CAP_REFUSAL = "Maximum batch TPU session count of {} reached."
 
 
@@ -37,6 +42,24 @@ def metrics_text(size=512):
         "stage_seconds": {"import": 10.0, "data": 5.0, "build": 20.0, "compile": 100.0,
                           "train": 90.0, "evaluate": 10.0, "predict": 20.0},
         "blend_weights": {"densenet201": 1.0}, "blend_f1": 0.91, "blend_f1_in_sample": 0.91})
+
+
+def probabilities_bytes(validation=20, classes=104):
+    """A model's probabilities file as the notebook saves it, for the served submission's ids."""
+    random = np.random.default_rng(0)
+
+    def table(rows):
+        values = random.random((rows, classes))
+        return (values / values.sum(axis=1, keepdims=True)).astype(np.float16)
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, name=np.array("densenet201"),
+                        test_ids=np.array([f"{index:09x}" for index in range(TEST_ROWS)]),
+                        test=table(TEST_ROWS),
+                        validation_ids=np.array([f"v{index}" for index in range(validation)]),
+                        validation_labels=np.arange(validation) % classes,
+                        validation=table(validation))
+    return buffer.getvalue()
 
 
 def small_sweep(folder):
@@ -109,13 +132,18 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     accepted push, 2 s runs, 7,382-row submissions: every variant collected, none pushed twice."""
     fake_kaggle.configure(session_cap=1, run_seconds=2)
     fake_kaggle.lose_answers("SaveKernel", every=3)
+    # Each kernel also saves its model's probabilities, as the notebook does.
+    fake_kaggle.set_output(None, {"submission.csv": submission_text(),
+                                  "metrics.json": metrics_text(),
+                                  "probabilities-densenet201.npz": probabilities_bytes()},
+                           log=["DONE\n"])
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(fake_kaggle.lost_answers) == 3  # of the 10 accepted pushes
-    assert result.stdout.count("since the push began: adopted, not pushed again") == 3
+    assert len(fake_kaggle.lost_answers) == 2  # of the 7 accepted pushes
+    assert result.stdout.count("since the push began: adopted, not pushed again") == 2
     slugs = [path.name for path in (kit.folder / "kernels").iterdir()]
-    assert len(slugs) == 10  # the 3 × 3 grid and the recipe
+    assert len(slugs) == 7  # the 3 × 2 grid (one model each) and the recipe
     for slug in slugs:
         assert collected(kit.folder / "runs", slug)["problem"] is None, slug
         assert (kit.folder / "runs" / slug / "v1" / "submission.csv").read_text() \
@@ -125,7 +153,13 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     refusals = [push for push in fake_kaggle.pushes if push.error]
     assert refusals and all(push.error == CAP_REFUSAL.format(1) for push in refusals)
     assert "waiting for a free session" in result.stdout
-    assert "10 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
+    # Once every variant is collected, the blend of all their models: one row per model.
+    table = result.stdout[re.search(r"^run +backbone", result.stdout, re.M).start():]
+    assert [line.split()[0] for line in table.splitlines()[1:8]] == [f"{slug}/v1" for slug in
+                                                                     SWEEP_SLUGS]
+    assert "blend: honest validation F1 " in table
+    assert "python build.py blend --sweep" in table
+    assert "7 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
 
 
 def test_cap_of_two_with_failures(kit, fake_kaggle):
@@ -277,7 +311,7 @@ def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggl
     assert result.returncode == 1, result.stdout + result.stderr
     assert "TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes " in result.stdout
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: the 10 variant(s) to push need about ")
+    assert line.startswith("error: the 7 variant(s) to push need about ")
     assert "of TPU time, but 1.0 h of this week's quota is left (29.0 h of 30.0 h used; it " \
         "refreshes " in line and line.endswith("push fewer with --only, or pass --yes to push "
                                               "anyway")

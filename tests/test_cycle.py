@@ -3,12 +3,14 @@
 `build.py` runs as a subprocess whose only reachable host is the fake Kaggle on 127.0.0.1.
 """
 
+import io
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.slow
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
 SLUG = "petals-flowers-512-densenet201"  # not the default variant: --only is exercised
-DEFAULT_SLUG = "petals-flowers-512-densenet201-efficientnet-b7"
+DEFAULT_SLUG = "petals-flowers-512-efficientnet-b7"
 REF = f"{DEFAULT_USERNAME}/{SLUG}"
 ROWS = 4
 
@@ -226,6 +228,35 @@ def test_invalid_submission_is_flagged(kit, fake_kaggle):
     result = kit("collect", *selection(), "--poll", "0.01")
     assert result.returncode == 1 and "invalid submission.csv: labels must be in 0..103" \
         in result.stdout
+
+
+def saved_probabilities(ids, test):
+    """A model's probabilities file as the notebook writes it (here with any values)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, name=np.array("densenet201"), test_ids=np.array(ids),
+                        test=np.asarray(test, np.float16))
+    return buffer.getvalue()
+
+
+def test_saved_probabilities_are_validated_like_the_submission(kit, fake_kaggle):
+    ids = [f"{index:09x}" for index in range(ROWS)]
+    uniform = np.full((ROWS, 104), 1 / 104)
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS,
+                                 "probabilities-densenet201.npz": saved_probabilities(
+                                     ids, uniform)})
+    assert kit("push", *selection()).returncode == 0
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 0, result.stdout
+    assert (kit.folder / "runs" / SLUG / "v1" / "probabilities-densenet201.npz").exists()
+    uniform[1, 3] = np.nan
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS,
+                                 "probabilities-densenet201.npz": saved_probabilities(
+                                     ids, uniform)})
+    assert kit("push", *selection()).returncode == 0
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 1
+    assert "v2: invalid probabilities-densenet201.npz: test probabilities hold non-finite " \
+        "values" in result.stdout
 
 
 @pytest.mark.parametrize("source", ["environment", "kaggle.json"])

@@ -5,8 +5,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 from papermill import PapermillExecutionError
 
-from petals import data, demo_data, runner, submission
+from petals import backbones, data, demo_data, probabilities, runner, submission
 from tests.conftest import TINY_SIZE
 
 pytestmark = pytest.mark.slow
@@ -50,6 +52,19 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     assert ids == test_ids
     metrics = json.load(open(os.path.join(output_dir, "metrics.json")))
     assert finite_numbers(metrics)
+    assert metrics["complete"] and metrics["members"] == backbones and not metrics["dropped"]
+    # Each model's probabilities, as `build.py blend` reads them: the test ids, and the
+    # validation ids and labels unless it trained on validation.
+    saved = probabilities.paths(output_dir)
+    assert [probabilities.read(path, test_ids).name for path in saved] == sorted(backbones)
+    for path in saved:
+        member = probabilities.read(path)
+        assert member.test.dtype == np.float16 and member.test_ids.tolist() == test_ids
+        assert (member.validation is not None) == validation
+        if validation:
+            assert member.validation_labels.tolist() == data.labels(
+                data.find_split(dataset, TINY_SIZE, "val").files,
+                metrics["parameters"]["EXCLUDED_IDS"]).tolist()
     assert list(metrics["history"]) == backbones
     assert all(len(history["loss"]) == epochs for history in metrics["history"].values())
     assert set(metrics["stage_seconds"]) == STAGES
@@ -198,6 +213,74 @@ def test_training_on_validation_skips_evaluation(tiny_dataset, tmp_path):
     assert metrics["blend_f1"] is None and metrics["validation"] == {}
     splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
     assert metrics["training_images"] == splits["train"].count + splits["val"].count
+
+
+def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
+    """tiny_wide starts from weights that hold NaN (a real weights file), so its loss is NaN from
+    the first step: it stops after that epoch and is dropped; tiny makes the submission."""
+    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
+    layers.set_weights([np.full_like(weights, np.nan) for weights in layers.get_weights()])
+    broken = str(tmp_path / "nan.weights.h5")
+    layers.save_weights(broken)
+    output_dir = tmp_path / "run"
+    runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(
+        tiny_dataset, BACKBONES=["tiny_wide", "tiny"], EPOCHS=3, TTA_VIEWS=[],
+        WEIGHTS={"tiny_wide": broken, "tiny": None}, KERAS_BACKEND="tensorflow"))
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["members"] == ["tiny"]
+    assert metrics["blend_weights"] == {"tiny": 1.0}
+    assert list(metrics["dropped"]) == ["tiny_wide"] and "loss nan in epoch 1" in \
+        metrics["dropped"]["tiny_wide"]
+    assert metrics["history"]["tiny_wide"]["loss"] == [None]  # stopped after one epoch
+    assert len(metrics["history"]["tiny"]["loss"]) == 3
+    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
+        "probabilities-tiny.npz"]
+
+
+def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_path):
+    """The runner and its kernel are killed with SIGKILL during the second model's second
+    epoch: the first model's submission, probabilities and metrics remain, valid."""
+    import psutil
+
+    output_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    parameters = smoke_parameters(tiny_dataset, BACKBONES=["tiny", "tiny_wide"], EPOCHS=6,
+                                  MAX_STEPS_PER_EPOCH=None, BATCH_SIZE_PER_REPLICA=8,
+                                  TTA_VIEWS=[], KERAS_BACKEND="tensorflow")
+    arguments = [item for name, value in parameters.items()
+                 for item in ("-p", name, json.dumps(value))]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), *arguments],
+            cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        # The markers, not a clock: the first model saved, then the second one's second epoch.
+        while process.poll() is None:
+            text = log_path.read_text()
+            second = text.partition("--- tiny_wide")[2]
+            if (output_dir / "probabilities-tiny.npz").exists() and "Epoch 2/6" in second:
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        kernel = psutil.Process(process.pid).children(recursive=True)
+        assert kernel, "the runner has no kernel process"
+        for child in [psutil.Process(process.pid), *kernel]:
+            child.send_signal(signal.SIGKILL)
+        psutil.wait_procs(kernel, timeout=60)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert "DONE" not in log_path.read_text()
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    ids, labels = submission.read_submission(output_dir / "submission.csv")
+    assert ids == test_ids
+    submission.validate(ids, labels, test_ids)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert not metrics["complete"] and metrics["members"] == ["tiny"]
+    assert [probabilities.read(path, test_ids).name
+            for path in probabilities.paths(output_dir)] == ["tiny"]
 
 
 @pytest.mark.parametrize("overrides, message", [
