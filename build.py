@@ -73,6 +73,16 @@ def built_kernel_id(arguments, variant):
     return json.loads(path.read_text())["id"]
 
 
+def variant_kernel_id(arguments, variant):
+    """The Kaggle id of a variant: the one its pushes.json records, else the built kernel's;
+    None when neither exists."""
+    state = cycle.read_state(Path(arguments.runs_dir) / variant.slug)
+    if state.get("kernel"):
+        return state["kernel"]
+    path = Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE
+    return built_kernel_id(arguments, variant) if path.exists() else None
+
+
 def check_variants(sweep, variants, fixed=None, output_dirs=None):
     """Every variant's parameter values checked now, before anything is built or run: one line
     naming the variant and the mistake (petals.parameters.check, no Keras: about a second)."""
@@ -212,19 +222,16 @@ def command_status(arguments, sweep):
     weekly_quota(api, accelerator)
     for variant in variants:
         run_dir = Path(arguments.runs_dir) / variant.slug
-        state = cycle.read_state(run_dir)
-        kernel_id = state.get("kernel") or (
-            built_kernel_id(arguments, variant) if kernels_built else None)
-        known = state["pushes"][-1] if state["pushes"] else {"version": 0, "pushed_at": None}
-        latest = cycle.latest_version(kernel_id, api) if kernel_id else None
+        kernel_id = variant_kernel_id(arguments, variant)
+        _, current = cycle.current_version(run_dir, kernel_id, api) if kernel_id else (None, None)
         guess = f"estimate {estimates[variant.slug].text()}"
-        if not known["version"] and latest is None:
+        if current is None:
             print(f"{variant.slug}: not pushed — {guess}")
             continue
-        version = max(known["version"], latest or 0)
+        version = current["version"]
         name, failure = cycle.status(kernel_id, version, api)
         record = cycle.collected(run_dir, version)
-        since = cycle.seconds_since(known["pushed_at"]) if version == known["version"] else None
+        since = cycle.seconds_since(current["pushed_at"])
         if record is not None:  # pushed → collected: an upper bound of the session's time
             took = since - cycle.seconds_since(record["collected_at"]) \
                 if since is not None and record.get("collected_at") else None
@@ -241,10 +248,16 @@ def command_collect(arguments, sweep):
     api = connect()
     problems = 0
     for variant in selected(sweep, arguments.only):
+        kernel_id = variant_kernel_id(arguments, variant)
+        if kernel_id is None:
+            print(f"{variant.slug}: never pushed and not built; run `{this_command('kernels')}` "
+                  "first")
+            problems += 1
+            continue
         try:
             version, folder, problem = cycle.collect(
-                Path(arguments.runs_dir) / variant.slug, variant.slug, arguments.expected_rows,
-                api, poll=arguments.poll, timeout=arguments.timeout)
+                Path(arguments.runs_dir) / variant.slug, variant.slug, kernel_id,
+                arguments.expected_rows, api, poll=arguments.poll, timeout=arguments.timeout)
         except KaggleError as error:  # This variant can't be collected now; the others can.
             print(f"{variant.slug}: {error}")
             problems += 1
@@ -319,10 +332,12 @@ def command_run(arguments, sweep):
 def command_submit(arguments, sweep):
     (variant,) = selected(sweep, [arguments.variant])
     run_dir = Path(arguments.runs_dir) / variant.slug
-    state = cycle.read_state(run_dir)
-    if not state["pushes"]:
+    kernel_id = variant_kernel_id(arguments, variant)
+    api = connect()
+    _, current = cycle.current_version(run_dir, kernel_id, api) if kernel_id else (None, None)
+    if current is None:
         raise ValueError(f"{variant.slug} was never pushed")
-    version = arguments.version or state["pushes"][-1]["version"]
+    version = arguments.version or current["version"]
     folder = run_dir / f"v{version}"
     collected = folder / cycle.COLLECTED_FILE
     if not collected.exists():
@@ -345,7 +360,7 @@ def command_submit(arguments, sweep):
         score = " (no validation score: " + ("no metrics.json was collected)" if not metrics
                                              else "metrics.json has none)")
     message = f"petals {variant.slug} v{version}{score}"
-    print(cycle.submit(folder / "submission.csv", message, connect()))
+    print(cycle.submit(folder / "submission.csv", message, api))
     print(f"submitted: {message}")
 
 

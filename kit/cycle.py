@@ -232,9 +232,15 @@ def latest_version(kernel_id, api):
     return call(look_up, f"look up {kernel_id}")
 
 
-def sync_with_kaggle(run_dir, kernel_id, api):
-    """The variant's state, with any version Kaggle has that this folder does not know (pushed
-    from another machine, or by a push whose answer was lost) added and saved."""
+def current_version(run_dir, kernel_id, api):
+    """(state, current push) of a variant: its pushes.json reconciled with Kaggle.
+
+    The one way `run`, `status`, `collect` and `submit` find a variant's current version: a
+    version Kaggle has that this folder does not know (pushed from another machine, or by a push
+    whose answer was lost) is added to pushes.json and saved. The current push is the state's last
+    entry ({"version", "url", "pushed_at", ...}), or None when Kaggle and this folder know of no
+    version.
+    """
     state = read_state(run_dir)
     if state.get("kernel", kernel_id) != kernel_id:
         raise ValueError(f"{run_dir} holds versions of {state['kernel']}, but the built kernel "
@@ -246,7 +252,7 @@ def sync_with_kaggle(run_dir, kernel_id, api):
         state["pushes"].append({"version": latest, "url": None, "pushed_at": None,
                                 "found_on_kaggle": now_text()})
         write_state(run_dir, state)
-    return state
+    return state, (state["pushes"][-1] if state["pushes"] else None)
 
 
 def status(kernel_id, version=None, api=None):
@@ -296,22 +302,23 @@ def collected(run_dir, version):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect(run_dir, slug, expected_rows=None, api=None, **wait_options):
-    """Wait for the latest pushed version, download its outputs to `v<N>/`, validate them.
+def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, **wait_options):
+    """Wait for the variant's current version (`current_version`), download its outputs to
+    `v<N>/`, validate them.
 
     Returns (version, folder, problem or None). A version already collected is not fetched
     again; an earlier version's folder is never touched.
     """
-    state = read_state(run_dir)
-    if not state["pushes"]:
+    api = api or connect()
+    _, current = current_version(run_dir, kernel_id, api)
+    if current is None:
         raise KaggleError(f"{slug}: never pushed; run `python build.py push` first")
-    kernel_id, version = state["kernel"], state["pushes"][-1]["version"]
+    version = current["version"]
     destination = Path(run_dir) / f"v{version}"
     record = collected(run_dir, version)
     if record is not None:
         print(f"  {slug} v{version}: collected already ({record['status']})")
         return version, destination, record.get("problem")
-    api = api or connect()
     name, failure = wait(kernel_id, version, api, **wait_options)
     return version, destination, fetch(run_dir, slug, kernel_id, version, name, failure,
                                        expected_rows, api)
@@ -428,12 +435,11 @@ class SweepRun:
     def start(self):
         """Sort the variants into finished, running and to push, from disk and from Kaggle."""
         for job in self.jobs:
-            state = sync_with_kaggle(job.run_dir, job.kernel_id, self.api)
-            if not state["pushes"] or self.rerun:
+            _, latest = current_version(job.run_dir, job.kernel_id, self.api)
+            if latest is None or self.rerun:
                 # --rerun: one new version each; the earlier ones are neither counted nor watched.
                 self.pending.append(job)
                 continue
-            latest = state["pushes"][-1]
             record = collected(job.run_dir, latest["version"])
             if latest.get("invalid_sources") and record is None:
                 # Runs without its data on Kaggle: reported again until rebuilt and --rerun.

@@ -431,3 +431,23 @@ def test_retry_after_in_seconds_or_as_a_date():
     assert retry_after(refusal("12")) == 12.0
     assert 55 < retry_after(refusal(formatdate(time.time() + 60, usegmt=True))) <= 60
     assert retry_after(refusal(None)) is None and retry_after(refusal("soon")) is None
+
+
+def test_collect_and_submit_follow_a_version_pushed_elsewhere(kit, fake_kaggle):
+    """After a push from another machine, collect and submit take Kaggle's current version, not
+    the last one this folder pushed, and pushes.json records it."""
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
+    collect = ["collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS)]
+    assert kit(*collect).returncode == 0
+    subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p", f"kernels/{SLUG}"],
+                   cwd=kit.folder, env=kit.environment, check=True, capture_output=True,
+                   timeout=120)
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes()}, version=2)
+    assert f"{SLUG}: v2 complete" in kit("status", *selection()).stdout
+    result = kit(*collect)
+    assert result.returncode == 0 and f"{SLUG}: v2 → " in result.stdout, result.stdout
+    state = json.loads((kit.folder / "runs" / SLUG / "pushes.json").read_text())
+    assert [push["version"] for push in state["pushes"]] == [1, 2]
+    assert kit("submit", SLUG, "--sweep", str(SWEEP)).returncode == 0
+    assert fake_kaggle.submissions[-1].description.startswith(f"petals {SLUG} v2 ")
