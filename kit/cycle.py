@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kit import poll as polling
 from kit.kaggle_client import (
     AnswerLost,
     KaggleError,
@@ -263,23 +264,25 @@ def status(kernel_id, version=None, api=None):
     return response.status.name, response.failure_message or ""
 
 
-def wait(kernel_id, version, api, poll=10.0, maximum_poll=120.0, timeout=None,
-         clock=time.monotonic, sleep=time.sleep):
-    """Poll until the version finishes, printing each change; backoff up to `maximum_poll`."""
+def wait(kernel_id, version, api, poll=10.0, timeout=None, clock=time.monotonic,
+         sleep=time.sleep):
+    """Poll until the version finishes, printing each change (kit.poll: backoff, timeout); its
+    (status name, failure message). KaggleError when `timeout` seconds pass first."""
     started = clock()
-    last = None
-    while True:
+    seen = []  # the last (status name, failure message)
+
+    def check():
         name, failure = status(kernel_id, version, api)
-        if name != last:
+        changed = not seen or seen[-1][0] != name
+        if changed:
             print(f"  {kernel_id} v{version}: {name} ({clock() - started:.0f} s)", flush=True)
-            last = name
-        if name in FINISHED:
-            return name, failure
-        if timeout is not None and clock() - started > timeout:
-            raise KaggleError(f"{kernel_id} v{version} still {name} after {timeout:.0f} s; run "
-                              "collect again later (it resumes)")
-        sleep(poll)
-        poll = min(poll * 1.5, maximum_poll)
+        seen[:] = [(name, failure)]
+        return name in FINISHED, changed
+
+    if not polling.poll(check, poll, timeout, clock, sleep):
+        raise KaggleError(f"{kernel_id} v{version} still {seen[-1][0]} after {timeout:.0f} s; "
+                          "run collect again later (it resumes)")
+    return seen[-1]
 
 
 def log_tail(folder, slug, hidden=(), lines=LOG_TAIL_LINES):
@@ -411,11 +414,11 @@ class SweepRun:
 
     `start()` reads each variant's state (rebuilt from Kaggle where this folder knows less);
     `run()` pushes while fewer than `max_concurrent` of the sweep's versions are queued or
-    running, polls them (the interval starts at `poll` seconds and backs off to ten times that
-    while nothing changes), collects each one as it finishes and pushes the next. A push that
-    Kaggle refuses for its session cap waits for a free session: it is tried again when one of
-    the sweep's sessions ends (or at each poll when none of them runs: other kernels hold the
-    sessions). A version that is running or collected is never pushed again, unless `rerun`
+    running, polls them (kit.poll: the interval starts at `poll` seconds and backs off to ten
+    times that while nothing changes), collects each one as it finishes and pushes the next. A
+    push that Kaggle refuses for its session cap waits for a free session: it is tried again
+    when one of the sweep's sessions ends (or at each poll when none of them runs: other kernels
+    hold the sessions). A version that is running or collected is never pushed again, unless `rerun`
     (one new version of each variant).
     """
 
@@ -459,19 +462,14 @@ class SweepRun:
     def run(self, timeout=None):
         """Work until every variant is collected or reported; True when done, False when
         `timeout` seconds passed first (what is running on Kaggle goes on; run again)."""
-        started = self.clock()
-        interval = self.poll
         waiting = set()  # slugs already told they wait for a free session
-        while self.active or self.pending:
+
+        def check():
             changed = self._watch()
             changed |= self._push(waiting)
-            if not (self.active or self.pending):
-                break
-            if timeout is not None and self.clock() - started > timeout:
-                return False
-            interval = self.poll if changed else min(interval * 1.5, 10 * self.poll)
-            self.sleep(interval)
-        return True
+            return not (self.active or self.pending), changed
+
+        return polling.poll(check, self.poll, timeout, self.clock, self.sleep)
 
     def _elapsed(self, session):
         since_push = seconds_since(session.pushed_at)
