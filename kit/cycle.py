@@ -30,7 +30,7 @@ from kit.kaggle_client import (
     secrets,
 )
 from kit.kernels import COMPETITION
-from petals.submission import write_atomically
+from petals.files import write_atomically
 
 # CANCEL_REQUESTED is not final: the kernel may still be running.
 FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}

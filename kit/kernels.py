@@ -25,6 +25,7 @@ from pathlib import Path
 import nbformat
 
 from petals import COMPETITION, parameters
+from petals.files import write_atomically
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGE = REPOSITORY / "petals"
@@ -394,20 +395,13 @@ def write_root_metadata(kernel_folder, path):
 
     The same document with the notebook named by its path from `path`'s folder, so that a plain
     `kaggle kernels push` there pushes this kernel. The file is generated per owner, so it is
-    not part of the repository. Written to a temporary file and renamed.
+    not part of the repository. Written atomically (petals.files), readable by all.
     """
     path = Path(path)
     document = json.loads((Path(kernel_folder) / METADATA_FILE).read_text())
     notebook = Path(kernel_folder).resolve() / document["code_file"]
     document["code_file"] = Path(os.path.relpath(notebook, path.parent.resolve())).as_posix()
     validate_metadata(document, path.parent)
-    handle, temporary = tempfile.mkstemp(prefix=".kernel-metadata-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(json.dumps(document, indent=2) + "\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomically(path, lambda handle: handle.write(json.dumps(document, indent=2) + "\n"),
+                     overwrite=True)
     return document

@@ -11,7 +11,6 @@ names the classes instead.
 import io
 import math
 import os
-import tempfile
 import textwrap
 
 import matplotlib
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from petals import CLASSES
+from petals.files import write_atomically
 
 # Figures are built with the object API (no pyplot state), so nothing depends on a display.
 matplotlib.rcParams["figure.dpi"] = 80
@@ -75,20 +75,13 @@ def save(figure, output_dir, name):
     """Write `figure` as OUTPUT_DIR/name.png (readable by all, 0644) and return it as a
     SavedFigure, which `display` shows inline.
 
-    Written to a temporary file first and renamed, so a failure leaves no truncated PNG.
+    Written atomically (petals.files), so a failure leaves no truncated PNG.
     """
     path = os.path.join(output_dir, f"{name}.png")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=".png", dir=output_dir)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(buffer.getvalue())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is an ordinary file
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomically(path, lambda handle: handle.write(buffer.getvalue()), overwrite=True,
+                     binary=True)
     return SavedFigure(figure, path, buffer.getvalue())
 
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from petals import ensemble
-from petals.submission import write_atomically
+from petals.files import write_atomically
 
 FILE_PATTERN = "probabilities-*.npz"
 # float16 keeps 3 significant digits: a row of 104 probabilities sums to 1 within about 1e-3.

@@ -87,7 +87,7 @@ def write_html(notebook_path, html_path):
     """The executed notebook as one HTML file (figures embedded), written atomically."""
     from nbconvert import HTMLExporter
 
-    from petals.submission import write_atomically
+    from petals.files import write_atomically
 
     body, _ = HTMLExporter().from_filename(notebook_path)
     return write_atomically(html_path, lambda handle: handle.write(body), overwrite=True)

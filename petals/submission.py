@@ -1,22 +1,21 @@
 """The run's results on disk: submission.csv and metrics.json, validated, written atomically.
 
-Each file is written to a temporary name beside its destination and renamed into place, so a run
-that fails leaves no partial file that looks valid. An earlier run's results are never
-overwritten: `prepare_output_dir` refuses a folder that holds them (except on a second "Run
-all" in an interactive session, which removes them first, saying so), and from then on the
-run owns the folder and replaces its own provisional results (`overwrite=True`) as each
-model finishes.
+Each file is written atomically (petals.files), so a run that fails leaves no partial file that
+looks valid. An earlier run's results are never overwritten: `prepare_output_dir` refuses a
+folder that holds them (except on a second "Run all" in an interactive session, which removes
+them first, saying so), and from then on the run owns the folder and replaces its own
+provisional results (`overwrite=True`) as each model finishes.
 """
 
 import csv
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from petals import NUM_CLASSES
+from petals.files import write_atomically
 
 RESULT_FILES = ("submission.csv", "metrics.json")
 
@@ -94,30 +93,8 @@ def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
         raise SubmissionError(f"labels must be in 0..{num_classes - 1}, got {out_of_range[:5]}")
 
 
-def write_atomically(path, write, overwrite=False, binary=False):
-    """Call write(file) on a temporary file beside `path`, then rename it to `path`.
-
-    Results are never overwritten (FileExistsError); state files, and a run replacing its own
-    provisional results, pass `overwrite=True`. `binary`: the file is opened in bytes mode.
-    """
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"{path} exists; results are never overwritten")
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
-    try:
-        with (os.fdopen(descriptor, "wb") if binary
-              else os.fdopen(descriptor, "w", newline="")) as handle:
-            write(handle)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary files
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
 def write_submission(path, test_ids, labels, expected_ids=None, overwrite=False):
-    """Validate, then write `id,label` rows in test order (`overwrite`: see write_atomically)."""
+    """Validate, then write `id,label` rows in test order (`overwrite`: see petals.files)."""
     validate(test_ids, labels, expected_ids)
 
     def write(handle):
