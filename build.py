@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kit import blend, cycle, estimate, kernels, results, sweeps
 from kit.kaggle_client import KaggleError, check_client, connect, read_config
+from petals.parameters import DATASET_SLUG
 from petals.runner import command_name
 
 DEFAULT_SWEEP = "sweeps/competition.toml"
@@ -105,7 +106,7 @@ def command_kernels(arguments, sweep):
     accelerator = arguments.accelerator or sweep.accelerator
     variants = selected(sweep, arguments.only)
     for dataset in arguments.dataset:
-        if not kernels.DATASET_SLUG.fullmatch(dataset):
+        if not DATASET_SLUG.fullmatch(dataset):
             raise ValueError(f"--dataset {dataset!r} is not a Kaggle dataset 'owner/dataset-name' "
                              "(3-50 lowercase letters, digits and hyphens)")
     # As the kernel runs on Kaggle: the data found there, outputs in the working folder.

@@ -36,8 +36,6 @@ MACHINE_SHAPES = {"tpu": "TpuV5E8", "gpu": "NvidiaTeslaT4", "cpu": None}
 RETIRED_SHAPES = {"TpuV38": "TpuV5E8", "Tpu1VmV38": "TpuV5E8", "NvidiaTeslaP100": "NvidiaTeslaT4"}
 # The parameters every kernel gets: Kaggle finds the data, outputs go to /kaggle/working.
 KAGGLE_PARAMETERS = {"DATA_DIR": None, "OUTPUT_DIR": "."}
-# A Kaggle dataset: owner/slug, the slug 3-50 lowercase letters, digits and hyphens.
-DATASET_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]{1,48}[a-z0-9]")
 # Cell metadata that collapses a generated cell: `jupyter.*` for Jupyter and JupyterLab (nbformat
 # 4.5), `_kg_hide-*` for Kaggle's notebook viewer ("Show hidden code" / "Show hidden output").
 HIDDEN = {"jupyter": {"source_hidden": True, "outputs_hidden": True},
@@ -249,9 +247,9 @@ def render_html(notebook):
 def dataset_slugs(entries, where="EXTRA_DATA"):
     """The Kaggle dataset slugs among EXTRA_DATA's entries (folders are left out).
 
-    A folder is an entry that starts with /, ./, ../ or ~, a URL (gs://…), or a folder that
-    exists here; every other entry must be a slug, `owner/dataset-name`. Raises ValueError
-    naming a malformed one.
+    A folder is a local path or a URL (gs://…), by petals.parameters' one rule (is_local_path);
+    every other entry must be a slug, `owner/dataset-name`. Raises ValueError naming a malformed
+    one.
     """
     if not isinstance(entries, (list, tuple)):
         raise ValueError(f"{where} must be a list of folders or Kaggle dataset slugs, got "
@@ -260,9 +258,9 @@ def dataset_slugs(entries, where="EXTRA_DATA"):
     for entry in entries:
         if not isinstance(entry, str) or not entry:
             raise ValueError(f"{where} entry {entry!r} is not a folder or a dataset slug")
-        if entry.startswith(("/", "./", "../", "~")) or "://" in entry or os.path.isdir(entry):
+        if parameters.is_local_path(entry) or parameters.is_url(entry):
             continue
-        if not DATASET_SLUG.fullmatch(entry):
+        if not parameters.DATASET_SLUG.fullmatch(entry):
             raise ValueError(f"{where} entry {entry!r} is neither an existing folder nor a Kaggle "
                              "dataset slug 'owner/dataset-name' (3-50 lowercase letters, digits, "
                              "hyphens); write folders as /path or ./path")
@@ -327,7 +325,7 @@ def validate_metadata(document, folder):
     # Here rather than at build time: push, status and run check the files again, which may have
     # been edited by hand since.
     for slug in document.get("dataset_sources", []):
-        if not DATASET_SLUG.fullmatch(slug):
+        if not parameters.DATASET_SLUG.fullmatch(slug):
             fail(f"dataset source {slug!r} is not a Kaggle dataset 'owner/dataset-name'")
 
     kernel_id = document.get("id", "")

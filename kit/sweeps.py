@@ -9,7 +9,12 @@ from pathlib import Path
 
 from slugify import slugify
 
-from petals.parameters import ACCELERATORS, NONE_STRINGS, notebook_parameters, unknown_names
+from petals.parameters import (
+    ACCELERATORS,
+    none_or_value,
+    notebook_parameters,
+    unknown_names,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Kaggle refuses slugs under 5 characters; long titles are cut by Kaggle, so keep them short.
@@ -51,11 +56,6 @@ def variant_title(prefix, parameters, grid_names):
                                           for name in grid_names)]).strip()
 
 
-def _none(value):
-    """TOML has no null: the strings "None" and "null" stand for None (e.g. WEIGHTS = "None")."""
-    return None if isinstance(value, str) and value in NONE_STRINGS else value
-
-
 def _variant(path, sweep_name, title, notebook, parameters, titled=False):
     """A Variant whose slug Kaggle accepts; `title` is a named variant's name unless `titled`."""
     title = title if titled else f"Petals {sweep_name} {title}"
@@ -86,8 +86,8 @@ def load(path):
     if accelerator not in ACCELERATORS:
         raise ValueError(f"sweep file {path}: accelerator {accelerator!r} is not one of "
                          + ", ".join(ACCELERATORS))
-    fixed = {key: _none(value) for key, value in document.get("parameters", {}).items()}
-    grid = {key: [_none(value) for value in values] if isinstance(values, list) else values
+    fixed = {key: none_or_value(value) for key, value in document.get("parameters", {}).items()}
+    grid = {key: [none_or_value(value) for value in values] if isinstance(values, list) else values
             for key, values in document.get("grid", {}).items()}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -99,7 +99,7 @@ def load(path):
         if not isinstance(table, dict):
             raise ValueError(f"sweep file {path}: variants.{variant_name} must be a table of "
                              "parameters")
-    named = {variant_name: {key: _none(value) for key, value in table.items()}
+    named = {variant_name: {key: none_or_value(value) for key, value in table.items()}
              for variant_name, table in named.items()}
     names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
     given = set(fixed) | set(grid) | {key for table in named.values() for key in table}

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from petals import COMPETITION
+from petals.parameters import DATASET_SLUG, SIZE_FOLDER
 
 # Where Kaggle mounts the competition data, newest first (older kernels used the two later ones).
 KAGGLE_DATA_ROOTS = (
@@ -24,11 +25,9 @@ KAGGLE_DATA_ROOTS = (
 # Where Kaggle mounts an attached dataset `owner/name`: /kaggle/input/datasets/owner/name since
 # 2026, /kaggle/input/name before. Both are searched.
 KAGGLE_INPUT = "/kaggle/input"
-DATASET_SLUG = re.compile(r"^[\w.-]+/[\w.-]+$")
 SPLITS = ("train", "val", "test")
 # A shard's name carries its record count: `NN-SxS-COUNT.tfrec`.
 SHARD_NAME = re.compile(r"^\d+-(\d+)x(\d+)-(\d+)\.tfrec$")
-SIZE_FOLDER = re.compile(r"^tfrecords-jpeg-(\d+)x(\d+)$")
 # Serialized records are small (a JPEG each), so a deep shuffle buffer costs megabytes, not the
 # gigabytes that shuffling decoded float32 images costs.
 SHUFFLE_RECORDS = 2048
@@ -462,7 +461,7 @@ def find_extra_folder(entry, input_root=KAGGLE_INPUT):
     if tf.io.gfile.isdir(folder):
         return folder
     searched = []
-    if DATASET_SLUG.match(entry):
+    if DATASET_SLUG.fullmatch(entry):
         owner, name = entry.split("/")
         searched = [os.path.join(input_root, "datasets", owner, name),
                     os.path.join(input_root, name)]

@@ -31,9 +31,10 @@ BACKBONE_NAMES = ("densenet201", *NOISY_STUDENT_BACKBONES,
                   *(f"efficientnetv2_{size}" for size in ("b0", "b1", "b2", "b3", "s", "m", "l")),
                   *WITHOUT_IMAGENET_WEIGHTS)
 TTA_VIEWS = ("flip_lr", "flip_ud", "rot90", "rot270")
-# As petals.data names them: a size folder, and a Kaggle dataset `owner/name`.
+# A size folder of the competition's data (petals.data reads them by this name), and a Kaggle
+# dataset: owner/slug, the slug 3-50 lowercase letters, digits and hyphens (use with fullmatch).
 SIZE_FOLDER = re.compile(r"^tfrecords-jpeg-(\d+)x(\d+)$")
-DATASET_SLUG = re.compile(r"^[\w.-]+/[\w.-]+$")
+DATASET_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]{1,48}[a-z0-9]")
 
 
 # A percent script's cell marker, with the cell's tags: `# %% tags=["parameters"]`.
@@ -133,10 +134,15 @@ def namespace_parameters(namespace):
     return {name: namespace[name] for name in names if name in namespace}
 
 
+def none_or_value(value):
+    """None for the strings 'None' and 'null' (YAML's and TOML's ways to write None), else the
+    value: the one rule for them, in notebooks' parameters, papermill runs and sweep files."""
+    return None if isinstance(value, str) and value in NONE_STRINGS else value
+
+
 def plain_none(parameters):
     """A copy of `parameters` with the strings 'None' and 'null' turned into None."""
-    return {name: None if isinstance(value, str) and value in NONE_STRINGS else value
-            for name, value in parameters.items()}
+    return {name: none_or_value(value) for name, value in parameters.items()}
 
 
 def _fail(name, value, expected):
@@ -287,20 +293,25 @@ def _check_weights(name, value, parameters):
         _fail(name, value, "one weights choice for all backbones, or a mapping with exactly "
               "the backbones " + ", ".join(parameters["BACKBONES"]) + " as keys")
     for backbone, weights in value.items():
-        _check_one_weights(name, plain_none({"weights": weights})["weights"], [backbone])
+        _check_one_weights(name, none_or_value(weights), [backbone])
 
 
 def weights_for(weights, backbone):
     """The WEIGHTS of one backbone: WEIGHTS itself, or its entry when WEIGHTS maps backbones
     to weights (e.g. noisy-student for EfficientNetB7, imagenet for DenseNet201)."""
     if isinstance(weights, dict):
-        return plain_none({"weights": weights[backbone]})["weights"]
+        return none_or_value(weights[backbone])
     return weights
 
 
 def is_local_path(entry):
     """An EXTRA_DATA entry meant as a folder of this machine rather than a dataset slug: it starts
-    with /, ./, ../ or ~, or its first part is a folder here (`data/extra` when data/ exists)."""
+    with /, ./, ../ or ~, or its first part is a folder here (`data/extra` when data/ exists).
+
+    The one rule for a folder versus a Kaggle dataset: an entry that is neither a local path nor
+    a URL (`is_url`) is a dataset slug (DATASET_SLUG), in the checks, papermill runs
+    (petals.runner), the data (petals.data) and the kernels' dataset sources (kit.kernels).
+    """
     first = entry.split("/")[0]
     return entry.startswith(("/", "./", "../", "~")) or os.path.isdir(entry) or (
         "/" in entry and os.path.isdir(first))
@@ -314,9 +325,10 @@ def _check_extra_data(name, value, parameters):
         if is_local_path(entry) and not os.path.isdir(os.path.expanduser(entry)):
             raise ValueError(f"EXTRA_DATA entry {entry!r} is not a folder (a local path; no "
                              "such folder here)")
-        if not is_local_path(entry) and not is_url(entry) and not DATASET_SLUG.match(entry):
+        if not is_local_path(entry) and not is_url(entry) and not DATASET_SLUG.fullmatch(entry):
             raise ValueError(f"EXTRA_DATA entry {entry!r} is neither a folder nor a Kaggle "
-                             "dataset 'owner/name'")
+                             "dataset slug 'owner/dataset-name' (3-50 lowercase letters, digits, "
+                             "hyphens); write folders as /path or ./path")
 
 
 def _check_tta_views(name, value, parameters):

@@ -64,11 +64,11 @@ class Progress:
 def absolute_paths(parameters):
     """Path parameters made absolute: the kernel starts in another folder than the caller."""
     parameters = dict(parameters)
-    from petals.parameters import NONE_STRINGS
+    from petals.parameters import is_local_path, none_or_value
 
     def absolute(value):
-        named = (*WEIGHTS_NAMES, *NONE_STRINGS)
-        return os.path.abspath(value) if isinstance(value, str) and value not in named else value
+        named = isinstance(value, str) and (value in WEIGHTS_NAMES or none_or_value(value) is None)
+        return os.path.abspath(value) if isinstance(value, str) and not named else value
 
     for name in set(PATH_PARAMETERS) & set(parameters):
         value = parameters[name]
@@ -76,9 +76,9 @@ def absolute_paths(parameters):
         parameters[name] = ({key: absolute(item) for key, item in value.items()}
                             if isinstance(value, dict) else absolute(value))
     if isinstance(parameters.get("EXTRA_DATA"), list):
-        # Folders that exist here are made absolute; anything else is a Kaggle dataset slug.
-        parameters["EXTRA_DATA"] = [os.path.abspath(entry) if isinstance(entry, str)
-                                    and os.path.isdir(entry) else entry
+        # Local folders are made absolute; anything else is a URL or a Kaggle dataset slug.
+        parameters["EXTRA_DATA"] = [os.path.abspath(os.path.expanduser(entry))
+                                    if isinstance(entry, str) and is_local_path(entry) else entry
                                     for entry in parameters["EXTRA_DATA"]]
     return parameters
 

@@ -190,3 +190,26 @@ def test_validate_notebook_sets_the_checked_values_back(valid):
     checked = parameters.validate_notebook(namespace)
     assert namespace["BACKBONES"] == checked["BACKBONES"] == ["tiny"]
     assert namespace["WEIGHTS"] is None
+
+
+def test_one_rule_for_a_folder_versus_a_dataset_slug(valid, tmp_path, monkeypatch):
+    """The checks, papermill runs and kernels' dataset sources tell EXTRA_DATA's folders from
+    Kaggle dataset slugs alike: `data/extra` is a folder when data/ exists here."""
+    from kit import kernels
+    from petals import runner
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "extra").mkdir(parents=True)
+    entries = ["data/extra", "./data", "gs://bucket/flowers", "someone/more-flowers"]
+    parameters.check({**valid, "EXTRA_DATA": entries})
+    assert [parameters.is_local_path(entry) for entry in entries] == [True, True, False, False]
+    assert kernels.dataset_slugs(entries) == ["someone/more-flowers"]
+    assert runner.absolute_paths({"EXTRA_DATA": entries})["EXTRA_DATA"] == [
+        str(tmp_path / "data" / "extra"), str(tmp_path / "data"), *entries[2:]]
+    with pytest.raises(ValueError, match="neither a folder nor a Kaggle dataset slug"):
+        parameters.check({**valid, "EXTRA_DATA": ["someone/Flowers_Extra"]})
+
+
+def test_one_rule_for_none():
+    assert [parameters.none_or_value(value) for value in ("None", "null", "none", None, 0)] == \
+        [None, None, "none", None, 0]
