@@ -28,7 +28,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from petals import NUM_CLASSES, install
+from petals import NUM_CLASSES, install, parameters
 
 # Torch-style ImageNet statistics of RGB images scaled to 0-1: what DenseNet201 and the
 # EfficientNet weights (keras.applications' and the efficientnet package's) were trained on.
@@ -158,13 +158,12 @@ def build_model(
     stays exact under a mixed-precision policy. `augmentation` is a Keras layer that takes the
     uint8 image and returns it as 0-255 floats (moved in training, unchanged at inference), as
     `petals.augment.RandomAffine` does. `cache_dir` keeps converted noisy-student weights
-    (default: `convert_weights.default_cache_dir()`). `head_dropout` (0 <= rate < 1) adds a
-    Dropout layer "head_dropout" between the pooled features and the head, active in training
-    only. The model is named after the backbone.
+    (default: `convert_weights.default_cache_dir()`). `head_dropout` (a rate, within the bounds
+    of petals.parameters) adds a Dropout layer "head_dropout" between the pooled features and
+    the head, active in training only. The model is named after the backbone.
     """
     validate_weights(weights, backbone)
-    if not 0.0 <= head_dropout < 1.0:
-        raise ValueError(f"HEAD_DROPOUT = {head_dropout!r} is not valid: expected a rate in [0, 1)")
+    parameters.check_value("HEAD_DROPOUT", head_dropout)
     spec = BACKBONES[backbone]
     if weights == "noisy-student":
         from petals import convert_weights  # which imports this module

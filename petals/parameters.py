@@ -366,6 +366,13 @@ def _simple(check, *arguments, **bounds):
     return lambda name, value, parameters: check(name, value, *arguments, **bounds)
 
 
+
+def check_value(name, value):
+    """One parameter's value checked alone, by the bounds `check` applies: the package's
+    functions check their arguments with it (LABEL_SMOOTHING in train.compile_model,
+    HEAD_DROPOUT in backbones.build_model), so a bound has one source."""
+    CHECKS[name](name, value, {})
+
 # --- What only the running notebook can check (it imports Keras and TensorFlow) -----------------
 
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from petals import accelerator, mixing
+from petals import accelerator, mixing, parameters
 
 
 def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
@@ -21,9 +21,7 @@ def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cut
     1 together): a `mixing.MixingModel` around `model`, trained on mixed images with soft
     targets, predicting like `model`; use the returned model from then on.
     """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"LABEL_SMOOTHING = {label_smoothing!r} is not valid: expected a number "
-                         f"in [0, 1)")
+    parameters.check_value("LABEL_SMOOTHING", label_smoothing)
     if mixup or cutmix:
         model = mixing.MixingModel(model, mixup, cutmix, seed=seed)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
