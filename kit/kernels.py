@@ -6,7 +6,7 @@ notebook imports carried inside it, so the kernel needs nothing from this reposi
 
 Layout of a built kernel, so that a reader meets the title and the narrative first:
 the source's title and introduction (its leading markdown cells); a short "Setup" section with
-the stamp, the TPU check, one collapsed cell per carried module (`%%writefile` into a
+the stamp, one collapsed cell per carried module (`%%writefile` into a
 temporary folder on `sys.path`, so the package stays out of the kernel's outputs) and the Keras
 check, which on Kaggle installs the tested Keras when the image's is older; then the rest of the
 notebook, from the `parameters` cell on.
@@ -40,16 +40,6 @@ KAGGLE_PARAMETERS = {"DATA_DIR": None, "OUTPUT_DIR": "."}
 # 4.5), `_kg_hide-*` for Kaggle's notebook viewer ("Show hidden code" / "Show hidden output").
 HIDDEN = {"jupyter": {"source_hidden": True, "outputs_hidden": True},
           "_kg_hide-input": True, "_kg_hide-output": True}
-
-TPU_CHECK = '''\
-# Generated check: this variant was built for a TPU. Fail now rather than train on a CPU when the
-# kernel was started without one (or silently on the CPU image).
-import jax
-
-if jax.devices()[0].platform != "tpu":
-    raise RuntimeError(f"no TPU found (devices: {jax.devices()}); set the accelerator to "
-                       "TPU v5e-8 and run again")
-print("TPU:", jax.devices())'''
 
 # The first collapsed cell: the package goes to a temporary folder, not to /kaggle/working,
 # whose files Kaggle keeps as the kernel's outputs.
@@ -132,9 +122,14 @@ def is_hidden(cell):
     return bool(cell.metadata.get("jupyter", {}).get("source_hidden"))
 
 
-def setup_cells(variant, accelerator, modules, revision):
-    """The "Setup" section: stamp (naming `revision`), TPU check, one collapsed cell per carried
-    module, then the Keras check (which installs the tested Keras on Kaggle when needed)."""
+def setup_cells(variant, modules, revision):
+    """The "Setup" section: stamp (naming `revision`), one collapsed cell per carried module,
+    then the Keras check (which installs the tested Keras on Kaggle when needed).
+
+    No check of the accelerator here: the kernel's ACCELERATOR parameter (set by
+    `build_notebook`) makes the notebook's first section, `accelerator.detect`, refuse a machine
+    without it before any data is read.
+    """
     names = ", ".join(f"`{path.stem}`" for path in modules if path.stem != "__init__")
     heading = nbformat.v4.new_markdown_cell(
         "## Setup\n"
@@ -145,10 +140,7 @@ def setup_cells(variant, accelerator, modules, revision):
         f"({names}) to a temporary folder on the Python path. They are generated from "
         f"`{PACKAGE_NAME}/` in the Petals repository, where each module has its tests; expand a "
         "cell to read one.")
-    cells = [heading]
-    if accelerator == "tpu":
-        cells.append(nbformat.v4.new_code_cell(TPU_CHECK))
-    cells.append(hidden(nbformat.v4.new_code_cell(PACKAGE_FOLDER)))
+    cells = [heading, hidden(nbformat.v4.new_code_cell(PACKAGE_FOLDER))]
     for path in modules:
         cells.append(hidden(nbformat.v4.new_code_cell(
             f"%%writefile {{petals_folder}}/{path.name}\n{path.read_text()}")))
@@ -180,7 +172,7 @@ def build_notebook(variant, accelerator, overrides=None):
         cell.metadata.setdefault("tags", [])  # papermill looks up every cell's tags
     notebook.metadata.setdefault("papermill", {})  # where papermill records the parameters
     injected = {**variant.parameters, **KAGGLE_PARAMETERS, **(overrides or {})}
-    if accelerator in ("tpu", "gpu"):
+    if accelerator in ("tpu", "gpu"):  # the one check of the accelerator: see setup_cells
         injected["ACCELERATOR"] = accelerator
     notebook = parameterize_notebook(notebook, injected)
     kinds = [cell.cell_type for cell in notebook.cells]
@@ -191,8 +183,7 @@ def build_notebook(variant, accelerator, overrides=None):
                                if cell.cell_type == "code"])
     # Asked once, so the stamp and the metadata name the same commit.
     revision = source_revision()
-    notebook.cells[introduction:introduction] = setup_cells(variant, accelerator, modules,
-                                                            revision)
+    notebook.cells[introduction:introduction] = setup_cells(variant, modules, revision)
     # Only the kernelspec (Kaggle runs notebooks through papermill, which needs it). No
     # metadata.kaggle and no docker image: either makes Kaggle run a TPU push on the CPU image.
     notebook.metadata = nbformat.from_dict({
