@@ -377,8 +377,8 @@ def command_sweep(arguments, sweep):
                          f"`{this_command('run', '--sweep', arguments.sweep)}`, choose a CPU "
                          "sweep (--sweep sweeps/cpu-smoke.toml), or pass --on-cpu to run it "
                          "here anyway")
-    plans = [(variant, *cycle.local_run_dir(Path(arguments.runs_dir) / variant.slug,
-                                            arguments.rerun)) for variant in variants]
+    plans = [(variant, *sweeps.local_run_dir(Path(arguments.runs_dir) / variant.slug,
+                                             arguments.rerun)) for variant in variants]
     pending = [plan for plan in plans if not plan[2]]
     check_variants(sweep, [variant for variant, _, _ in pending],
                    output_dirs={variant.slug: folder for variant, folder, _ in pending})

@@ -1,9 +1,9 @@
-"""Push → status → collect → submit, the unattended `run`, and local sweeps; state on disk.
+"""Push → status → collect → submit and the unattended `run` on Kaggle; state on disk.
 
 Each variant has a folder `runs/<slug>/`: `pushes.json` lists its pushed versions; collected
-outputs go to `v<N>/` and local papermill runs to `local-<N>/`. Folders are built beside their
-destination and renamed into place, and an existing one is never overwritten, so an interrupted
-collect, run or sweep simply resumes. What `pushes.json` says can be rebuilt from Kaggle itself
+outputs go to `v<N>/` (local papermill runs go to `local-<N>/`: kit.sweeps). Folders are built
+beside their destination and renamed into place, and an existing one is never overwritten, so an
+interrupted collect or run simply resumes. What `pushes.json` says can be rebuilt from Kaggle itself
 (each kernel's latest version), so a run resumed on another machine does not push again, and a
 push whose answer was lost is adopted rather than sent again. The week's quota is read from
 Kaggle too (`weekly_quota`).
@@ -29,7 +29,7 @@ from kit.kaggle_client import (
     scrub,
     secrets,
 )
-from kit.kernels import COMPETITION
+from petals import COMPETITION
 from petals.files import write_atomically
 
 # CANCEL_REQUESTED is not final: the kernel may still be running.
@@ -531,17 +531,3 @@ class SweepRun:
             changed = True
         return changed
 
-
-def local_run_dir(run_dir, rerun=False):
-    """(folder for a local run, finished already?).
-
-    The latest `local-N` if it finished (has metrics.json) and no `rerun` is asked; otherwise a
-    new `local-N+1`, so an interrupted run's notebook stays for diagnosis and nothing is
-    overwritten.
-    """
-    numbers = sorted(int(path.name.split("-")[1]) for path in Path(run_dir).glob("local-*")
-                     if path.name.split("-")[1].isdigit())
-    latest = Path(run_dir) / f"local-{numbers[-1]}" if numbers else None
-    if latest is not None and (latest / "metrics.json").exists() and not rerun:
-        return latest, True
-    return Path(run_dir) / f"local-{(numbers[-1] if numbers else 0) + 1}", False

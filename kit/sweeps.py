@@ -1,8 +1,10 @@
 """Sweeps as data: a TOML file naming a notebook, fixed parameters, a grid of variants, and
 named variants (`[variants.NAME]` tables: a configuration the grid does not express, such as the
-competition's recipe), which come after the grid's."""
+competition's recipe), which come after the grid's; and each variant's local run folders
+(`local_run_dir`)."""
 
 import itertools
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,3 +128,26 @@ def load(path):
         raise ValueError(f"sweep file {path}: two variants share a name; grid values must differ "
                          "in their text")
     return Sweep(name, notebook, accelerator, fixed, grid, tuple(variants))
+
+
+def local_run_dir(run_dir, rerun=False):
+    """(folder for a local run of a variant, finished already?).
+
+    The latest `local-N` if it finished and no `rerun` is asked; otherwise a new `local-N+1`, so
+    an interrupted run's notebook stays for diagnosis and nothing is overwritten. A run finished
+    when its metrics.json says `"complete": true`: the notebook rewrites it after each model with
+    `false` until the last one, so a run killed midway is not taken for finished (a metrics.json
+    without the key, from before it existed, is a finished run's).
+    """
+    numbers = sorted(int(path.name.split("-")[1]) for path in Path(run_dir).glob("local-*")
+                     if path.name.split("-")[1].isdigit())
+    latest = Path(run_dir) / f"local-{numbers[-1]}" if numbers else None
+    if latest is not None and not rerun and finished(latest / "metrics.json"):
+        return latest, True
+    return Path(run_dir) / f"local-{(numbers[-1] if numbers else 0) + 1}", False
+
+
+def finished(metrics_path):
+    """Whether a run's metrics.json records a finished run (see local_run_dir)."""
+    path = Path(metrics_path)
+    return path.exists() and json.loads(path.read_text()).get("complete", True) is True

@@ -78,3 +78,19 @@ def test_bad_sweep_files(tmp_path, text, message):
 def test_missing_sweep_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         sweeps.load(tmp_path / "nope.toml")
+
+
+def test_a_local_run_is_finished_only_when_its_metrics_say_complete(tmp_path):
+    """A run killed between models left `"complete": false`: a new folder, nothing overwritten."""
+    assert sweeps.local_run_dir(tmp_path) == (tmp_path / "local-1", False)
+    (tmp_path / "local-1").mkdir()  # killed before its first model: no metrics.json
+    assert sweeps.local_run_dir(tmp_path) == (tmp_path / "local-2", False)
+    (tmp_path / "local-2").mkdir()
+    metrics = tmp_path / "local-2" / "metrics.json"
+    metrics.write_text('{"complete": false}')  # killed after its first model
+    assert sweeps.local_run_dir(tmp_path) == (tmp_path / "local-3", False)
+    metrics.write_text('{"complete": true}')
+    assert sweeps.local_run_dir(tmp_path) == (tmp_path / "local-2", True)
+    assert sweeps.local_run_dir(tmp_path, rerun=True) == (tmp_path / "local-3", False)
+    metrics.write_text('{"blend_f1": 0.5}')  # from before the key existed: finished
+    assert sweeps.local_run_dir(tmp_path) == (tmp_path / "local-2", True)
