@@ -58,6 +58,7 @@ def find_owner(requested):
 
 
 def selected(sweep, only):
+    """The sweep's variants named by --only (all without it); ValueError naming unknown ones."""
     variants = [variant for variant in sweep.variants if not only or variant.slug in only]
     unknown = set(only or ()) - {variant.slug for variant in sweep.variants}
     if unknown:
@@ -100,6 +101,9 @@ def check_variants(sweep, variants, fixed=None, output_dirs=None):
 
 
 def command_kernels(arguments, sweep):
+    """`kernels`: each selected variant checked, then built into `<kernels-dir>/<slug>/`
+    (notebook + kernel-metadata.json); the root kernel-metadata.json is rewritten only by a
+    build for the placeholder owner."""
     import nbformat
 
     owner = find_owner(arguments.owner)
@@ -190,6 +194,8 @@ def check_hours(arguments, estimates, quota):
 
 
 def command_push(arguments, sweep):
+    """`push`: push each built kernel once, after the estimate is checked against the week's
+    quota; the session cap stops it with the command that waits for free sessions (`run`)."""
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
@@ -212,6 +218,8 @@ STATES = {"QUEUED": "queued", "RUNNING": "running", "COMPLETE": "complete", "ERR
 
 
 def command_status(arguments, sweep):
+    """`status`: per variant, its current version (`cycle.current_version`), Kaggle's status,
+    time since its push or collection, and the estimate."""
     variants = selected(sweep, arguments.only)
     kernels_built = all((Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE)
                         .exists() for variant in variants)
@@ -246,6 +254,8 @@ def command_status(arguments, sweep):
               + (f" ({detail})" if detail else "") + f", {when} — {guess}")
 
 def command_collect(arguments, sweep):
+    """`collect`: wait for each variant's current version, download and validate its outputs;
+    1 when any variant has a problem (the others are still collected)."""
     api = connect()
     problems = 0
     for variant in selected(sweep, arguments.only):
@@ -282,6 +292,9 @@ def resume_hint(arguments, sweep_run):
 
 
 def command_run(arguments, sweep):
+    """`run`: the unattended push → wait → collect of the sweep within the session cap
+    (`cycle.SweepRun`), resumable; then the results table and the blend. 1 on any problem, 130
+    when interrupted."""
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
@@ -331,6 +344,8 @@ def command_run(arguments, sweep):
 
 
 def command_submit(arguments, sweep):
+    """`submit`: submit a collected version's submission.csv (default: the current version),
+    with a message naming its validation score."""
     (variant,) = selected(sweep, [arguments.variant])
     run_dir = Path(arguments.runs_dir) / variant.slug
     kernel_id = variant_kernel_id(arguments, variant)
@@ -366,6 +381,9 @@ def command_submit(arguments, sweep):
 
 
 def command_sweep(arguments, sweep):
+    """`sweep`: run the selected variants here through papermill, each in its own `local-N`
+    folder (`sweeps.local_run_dir`), skipping finished ones; 1 when any failed, 130 when
+    interrupted."""
     from papermill import PapermillExecutionError
 
     from petals import runner
@@ -418,6 +436,7 @@ def write_results(runs_dir, table=None):
 
 
 def command_results(arguments, sweep):
+    """`results`: write and print the table over every collected and local run."""
     print(write_results(arguments.runs_dir))
 
 
@@ -428,6 +447,8 @@ def blend_of(arguments, sweep, variants):
 
 
 def command_blend(arguments, sweep):
+    """`blend`: blend the sweep's newest runs' saved probabilities, write the blend to its own
+    folder, and submit it with --submit."""
     blended = blend_of(arguments, sweep, selected(sweep, arguments.only))
     print(blend.table(blended))
     folder = blend.write(blended, arguments.runs_dir, sweep.name)
@@ -444,6 +465,8 @@ COMMANDS = {"kernels": command_kernels, "run": command_run, "push": command_push
 
 
 def parser():
+    """The command line: one subcommand per verb of COMMANDS, its help from this module's
+    docstring."""
     main = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = main.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -451,35 +474,11 @@ def parser():
              if line.startswith("    python build.py")}
     for verb in COMMANDS:
         sub = verbs.add_parser(verb, help=helps[verb], description=helps[verb])
-        if verb != "results":
-            sub.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep file (TOML)")
-            if verb != "submit":
-                sub.add_argument("--only", nargs="+", metavar="VARIANT",
-                                 help="only these variants (run names)")
-        sub.add_argument("--runs-dir", default="runs", help="where runs and results live")
-        sub.add_argument("--kernels-dir", default="kernels", help="where kernels are built")
+        common_options(sub, verb)
         if verb == "kernels":
-            sub.add_argument("--owner", help="Kaggle username (default: KAGGLE_USERNAME or "
-                                             "the kaggle config)")
-            sub.add_argument("--accelerator", choices=sweeps.ACCELERATORS,
-                             help="override the sweep's accelerator (tpu: TpuV5E8, gpu: "
-                                  "NvidiaTeslaT4, cpu: none)")
-            sub.add_argument("--public", action="store_true", help="make kernels public")
-            sub.add_argument("--dataset", action="append", default=[], metavar="OWNER/SLUG",
-                             help="attach a dataset (e.g. weights files)")
-            sub.add_argument("--root-metadata", default=kernels.METADATA_FILE,
-                             help="where to write the default variant's kernel-metadata.json")
+            kernels_options(sub)
         if verb in ("collect", "run"):
-            sub.add_argument("--poll", type=float, default=10.0 if verb == "collect" else 60.0,
-                             help="first poll interval (s); it backs off while nothing changes")
-            sub.add_argument("--timeout", type=float, default=None,
-                             help="stop waiting for a variant after this many seconds (each "
-                                  "variant waits up to this long; collect resumes later)"
-                             if verb == "collect" else
-                             "stop after this many seconds (what runs on Kaggle goes on; run "
-                             "again to resume)")
-            sub.add_argument("--expected-rows", type=int, default=estimate.TEST_IMAGES,
-                             help="rows a submission must have (the competition's test split)")
+            waiting_options(sub, verb)
         if verb == "run":
             sub.add_argument("--max-concurrent", type=positive, metavar="N",
                              help="sessions at once (default: 1 for TPU kernels, 2 for GPU); "
@@ -488,14 +487,7 @@ def parser():
                              help="push one new version of each variant, even one that is "
                                   "running or collected")
         if verb in ("run", "push"):
-            sub.add_argument("--budget-hours", type=float,
-                             help="refuse when the estimated accelerator time of the variants "
-                                  "to push exceeds this; caps the hours left of the week's quota "
-                                  "that Kaggle reports (without Kaggle's answer: default "
-                                  f"{estimate.DEFAULT_BUDGET_HOURS:g})")
-            sub.add_argument("--yes", action="store_true",
-                             help="push even past the quota, --budget-hours or Kaggle's 9 h "
-                                  "session limit")
+            budget_options(sub)
         if verb == "submit":
             sub.add_argument("variant", help="run name of the variant to submit")
             sub.add_argument("--version", type=int, help="kernel version (default: latest)")
@@ -505,16 +497,72 @@ def parser():
             sub.add_argument("--on-cpu", action="store_true",
                              help="run a sweep made for a TPU or GPU here anyway")
         if verb in ("blend", "run"):
-            sub.add_argument("--step", type=float, default=0.1,
-                             help="grid step of the blend-weight search (default %(default)g; "
-                                  "0.05 takes about 10× longer with six models)")
-            sub.add_argument("--trained-on-validation-share", type=float, metavar="SHARE",
-                             help="blend runs trained on validation (no validation scores) "
-                                  "with this fixed share; without it they are left out")
+            blend_options(sub)
         if verb == "blend":
             sub.add_argument("--submit", action="store_true",
                              help="submit the blend, with a message naming its members")
     return main
+
+
+def common_options(sub, verb):
+    """The sweep and variants (but `results`; `submit` names one variant), and the folders."""
+    if verb != "results":
+        sub.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep file (TOML)")
+        if verb != "submit":
+            sub.add_argument("--only", nargs="+", metavar="VARIANT",
+                             help="only these variants (run names)")
+    sub.add_argument("--runs-dir", default="runs", help="where runs and results live")
+    sub.add_argument("--kernels-dir", default="kernels", help="where kernels are built")
+
+
+def blend_options(sub):
+    """`blend` and `run`: the blend-weight search."""
+    sub.add_argument("--step", type=float, default=0.1,
+                     help="grid step of the blend-weight search (default %(default)g; "
+                          "0.05 takes about 10× longer with six models)")
+    sub.add_argument("--trained-on-validation-share", type=float, metavar="SHARE",
+                     help="blend runs trained on validation (no validation scores) "
+                          "with this fixed share; without it they are left out")
+
+
+def kernels_options(sub):
+    """`kernels`: the owner, accelerator, visibility, datasets and root metadata."""
+    sub.add_argument("--owner", help="Kaggle username (default: KAGGLE_USERNAME or "
+                                     "the kaggle config)")
+    sub.add_argument("--accelerator", choices=sweeps.ACCELERATORS,
+                     help="override the sweep's accelerator (tpu: TpuV5E8, gpu: "
+                          "NvidiaTeslaT4, cpu: none)")
+    sub.add_argument("--public", action="store_true", help="make kernels public")
+    sub.add_argument("--dataset", action="append", default=[], metavar="OWNER/SLUG",
+                     help="attach a dataset (e.g. weights files)")
+    sub.add_argument("--root-metadata", default=kernels.METADATA_FILE,
+                     help="where to write the default variant's kernel-metadata.json")
+
+
+def waiting_options(sub, verb):
+    """`collect` and `run`: polling, timeout and the submission's expected rows."""
+    sub.add_argument("--poll", type=float, default=10.0 if verb == "collect" else 60.0,
+                     help="first poll interval (s); it backs off while nothing changes")
+    sub.add_argument("--timeout", type=float, default=None,
+                     help="stop waiting for a variant after this many seconds (each "
+                          "variant waits up to this long; collect resumes later)"
+                     if verb == "collect" else
+                     "stop after this many seconds (what runs on Kaggle goes on; run "
+                     "again to resume)")
+    sub.add_argument("--expected-rows", type=int, default=estimate.TEST_IMAGES,
+                     help="rows a submission must have (the competition's test split)")
+
+
+def budget_options(sub):
+    """`run` and `push`: the accelerator budget, and --yes past it."""
+    sub.add_argument("--budget-hours", type=float,
+                     help="refuse when the estimated accelerator time of the variants "
+                          "to push exceeds this; caps the hours left of the week's quota "
+                          "that Kaggle reports (without Kaggle's answer: default "
+                          f"{estimate.DEFAULT_BUDGET_HOURS:g})")
+    sub.add_argument("--yes", action="store_true",
+                     help="push even past the quota, --budget-hours or Kaggle's 9 h "
+                          "session limit")
 
 
 def positive(text):
@@ -526,6 +574,8 @@ def positive(text):
 
 
 def main(argv=None):
+    """Run one verb; a bad input, a Kaggle refusal or a missing credential ends with one line
+    and exit status 1."""
     argv = sys.argv[1:] if argv is None else list(argv)
     arguments = parser().parse_args(argv)
     arguments.argv = argv

@@ -130,17 +130,7 @@ def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep, rep
         try:
             return action()
         except requests.exceptions.HTTPError as error:
-            status = http_status(error)
-            if status in (401, 403):
-                raise KaggleError(f"{description}: Kaggle refused the credentials (HTTP {status});"
-                                  " check KAGGLE_USERNAME / KAGGLE_KEY") from None
-            if status in RETRY_STATUSES and status != 429 and not repeatable:
-                raise AnswerLost(f"{description}: HTTP {status}: {_first_line(error)}") from None
-            if status not in RETRY_STATUSES or attempt == attempts:
-                raise KaggleError(f"{description} failed: HTTP {status}: "
-                                  f"{_first_line(error)}") from None
-            if status == 429 and retry_after(error) is not None:
-                wait = min(retry_after(error), MAXIMUM_RETRY_AFTER)
+            wait = _http_retry_wait(error, description, delay, attempt == attempts, repeatable)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as error:
             # A read timeout (ReadTimeout) is not a ConnectionError, nor is a download cut short
@@ -160,6 +150,22 @@ def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep, rep
         sleep(wait)
         delay *= 2
     raise AssertionError("unreachable")
+
+
+def _http_retry_wait(error, description, delay, last_attempt, repeatable):
+    """Seconds to wait before retrying a request Kaggle answered with an HTTP error (`delay`, or
+    a 429's Retry-After); raises the one-line error when it is not to be retried."""
+    status = http_status(error)
+    if status in (401, 403):
+        raise KaggleError(f"{description}: Kaggle refused the credentials (HTTP {status});"
+                          " check KAGGLE_USERNAME / KAGGLE_KEY") from None
+    if status in RETRY_STATUSES and status != 429 and not repeatable:
+        raise AnswerLost(f"{description}: HTTP {status}: {_first_line(error)}") from None
+    if status not in RETRY_STATUSES or last_attempt:
+        raise KaggleError(f"{description} failed: HTTP {status}: {_first_line(error)}") from None
+    if status == 429 and retry_after(error) is not None:
+        return min(retry_after(error), MAXIMUM_RETRY_AFTER)
+    return delay
 
 
 def _first_line(error):

@@ -308,8 +308,6 @@ def validate_metadata(document, folder):
 
     Raises ValueError with one line saying what is wrong.
     """
-    from slugify import slugify
-
     def fail(message):
         raise ValueError(f"{Path(folder) / METADATA_FILE}: {message}")
 
@@ -318,6 +316,14 @@ def validate_metadata(document, folder):
     for slug in document.get("dataset_sources", []):
         if not parameters.DATASET_SLUG.fullmatch(slug):
             fail(f"dataset source {slug!r} is not a Kaggle dataset 'owner/dataset-name'")
+    _check_identity(document, fail)
+    _check_settings(document, fail)
+    _check_code_file(document, folder, fail)
+
+
+def _check_identity(document, fail):
+    """The id `owner/slug` and a title that slugifies to the slug, as Kaggle requires."""
+    from slugify import slugify
 
     kernel_id = document.get("id", "")
     if kernel_id.count("/") != 1 or not all(kernel_id.split("/")):
@@ -328,6 +334,10 @@ def validate_metadata(document, folder):
     title = document.get("title", "")
     if len(title) < 5 or slugify(title) != slug:
         fail(f"title {title!r} must have 5+ characters and slugify to the id's slug {slug!r}")
+
+
+def _check_settings(document, fail):
+    """Flags, language and kind, no docker image, and a current machine shape."""
     for key in ("is_private", "enable_gpu", "enable_tpu", "enable_internet"):
         if key in document and not isinstance(document[key], bool):
             fail(f"{key} must be true or false (a JSON boolean), got {document[key]!r}")
@@ -341,6 +351,10 @@ def validate_metadata(document, folder):
     if shape is not None and shape not in MACHINE_SHAPES.values():
         fail(f"machine_shape {shape!r} is not one of "
              + ", ".join(value for value in MACHINE_SHAPES.values() if value))
+
+
+def _check_code_file(document, folder, fail):
+    """The notebook the metadata names: JSON with a kernelspec and no metadata.kaggle."""
     code_path = Path(folder) / document.get("code_file", "")
     if not code_path.is_file() or code_path.suffix != ".ipynb":
         fail(f"code_file {document.get('code_file')!r} is not a notebook in {folder}")

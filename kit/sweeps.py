@@ -71,47 +71,16 @@ def _variant(path, sweep_name, title, notebook, parameters, titled=False):
 def load(path):
     """Read a sweep file; every mistake is a ValueError naming the file and the key."""
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"sweep file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"sweep file {path} is not valid TOML: {error}") from None
-    keys = ("name", "notebook", "accelerator", "parameters", "grid", "variants")
-    unknown = set(document) - set(keys)
-    if unknown:
-        raise ValueError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; "
-                         "allowed: " + ", ".join(keys))
+    document = _read(path)
     name = document.get("name", path.stem)
     notebook = document.get("notebook", "notebooks/flowers.py")
     accelerator = document.get("accelerator", "tpu")
     if accelerator not in ACCELERATORS:
         raise ValueError(f"sweep file {path}: accelerator {accelerator!r} is not one of "
                          + ", ".join(ACCELERATORS))
-    fixed = {key: none_or_value(value) for key, value in document.get("parameters", {}).items()}
-    grid = {key: [none_or_value(value) for value in values] if isinstance(values, list) else values
-            for key, values in document.get("grid", {}).items()}
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
     if not (REPOSITORY / notebook).is_file():
         raise ValueError(f"sweep file {path}: notebook {notebook} does not exist")
-    named = document.get("variants", {})
-    for variant_name, table in named.items():
-        if not isinstance(table, dict):
-            raise ValueError(f"sweep file {path}: variants.{variant_name} must be a table of "
-                             "parameters")
-    named = {variant_name: {key: none_or_value(value) for key, value in table.items()}
-             for variant_name, table in named.items()}
-    names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
-    given = set(fixed) | set(grid) | {key for table in named.values() for key in table}
-    unknown = unknown_names(given, names)
-    if unknown:
-        raise ValueError(f"sweep file {path}: {unknown}")
-    overlap = set(fixed) & set(grid)
-    if overlap:
-        raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "
-                         "the grid")
+    fixed, grid, named = _parameter_tables(path, document, notebook)
     variants = []
     # Without a grid, the product has one empty combination: the fixed parameters alone, a
     # variant of its own unless named variants say what to run.
@@ -128,6 +97,50 @@ def load(path):
         raise ValueError(f"sweep file {path}: two variants share a name; grid values must differ "
                          "in their text")
     return Sweep(name, notebook, accelerator, fixed, grid, tuple(variants))
+
+
+def _read(path):
+    """The sweep file's TOML document, its top-level keys checked."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"sweep file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"sweep file {path} is not valid TOML: {error}") from None
+    keys = ("name", "notebook", "accelerator", "parameters", "grid", "variants")
+    unknown = set(document) - set(keys)
+    if unknown:
+        raise ValueError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; "
+                         "allowed: " + ", ".join(keys))
+    return document
+
+
+def _parameter_tables(path, document, notebook):
+    """(fixed, grid, named variants) of a sweep file, "None"/"null" made None, every name one of
+    the notebook's parameters."""
+    fixed = {key: none_or_value(value) for key, value in document.get("parameters", {}).items()}
+    grid = {key: [none_or_value(value) for value in values] if isinstance(values, list) else values
+            for key, values in document.get("grid", {}).items()}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
+    named = document.get("variants", {})
+    for variant_name, table in named.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"sweep file {path}: variants.{variant_name} must be a table of "
+                             "parameters")
+    named = {variant_name: {key: none_or_value(value) for key, value in table.items()}
+             for variant_name, table in named.items()}
+    names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
+    given = set(fixed) | set(grid) | {key for table in named.values() for key in table}
+    unknown = unknown_names(given, names)
+    if unknown:
+        raise ValueError(f"sweep file {path}: {unknown}")
+    overlap = set(fixed) & set(grid)
+    if overlap:
+        raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "
+                         "the grid")
+    return fixed, grid, named
 
 
 def local_run_dir(run_dir, rerun=False):

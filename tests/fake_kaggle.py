@@ -567,16 +567,9 @@ class FakeKaggle:
         key = _key_of(rec)
         if key is None:
             return self._unknown(rec, 404, f"No fake endpoint for {rec.method} {rec.path}")
-        fault = None
-        with self._lock:
-            queue = self._faults.get(key)
-            if queue:
-                fault = queue.pop(0)
-        if fault is not None:
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            return fault.status, _error(fault.status, fault.message), extra
-        if key != "SaveKernel" and self._lose(key):
-            return 0, _LOST, {}
+        injected = self._injected(key)
+        if injected is not None:
+            return injected
         if key == "download":
             return self._download(rec)
         if key == "upload":
@@ -601,6 +594,20 @@ class FakeKaggle:
         if not isinstance(rec.body, dict):
             return 400, _error(400, "Request body must be a JSON object"), {}
         return route(rec)
+
+    def _injected(self, key: str):
+        """The answer of a scripted fault or lost answer for this endpoint, else None."""
+        fault = None
+        with self._lock:
+            queue = self._faults.get(key)
+            if queue:
+                fault = queue.pop(0)
+        if fault is not None:
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return fault.status, _error(fault.status, fault.message), extra
+        if key != "SaveKernel" and self._lose(key):
+            return 0, _LOST, {}
+        return None
 
     def _unknown(self, rec: RecordedRequest, status: int, message: str):
         with self._lock:
