@@ -110,12 +110,13 @@ with timer.stage("import"):
         train,
     )
 
-VERSIONS = accelerator.versions()
-print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 accelerator.check_keras_version()
 if KERAS_BACKEND == "jax":
     accelerator.enable_compilation_cache(COMPILE_CACHE_DIR)
+# First to touch the devices: on a TPU slice of several hosts it joins the other hosts' processes.
 device = accelerator.detect(require=ACCELERATOR)
+VERSIONS = accelerator.versions()
+print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 print(device.describe())
 
 # %% [markdown]
@@ -413,7 +414,7 @@ if validation_labels is not None:
     # The first few hundred validation images, so that there are mistakes to show first.
     count = min(len(validation_labels), 256)
     shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, count, EXCLUDED_IDS,
-                                    count=len(validation_labels))
+                                    count=len(validation_labels), shard=False)
     shown_images = np.asarray(next(iter(shown))[0])
     display(figures.save(figures.predictions(shown_images, validation_labels[:count],
                                              validation_predictions[:count], CLASS_NAMES,

@@ -19,7 +19,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from petals import CLASSES
+from petals import CLASSES, hosts
 
 # Figures are built with the object API (no pyplot state), so nothing depends on a display.
 matplotlib.rcParams["figure.dpi"] = 80
@@ -55,8 +55,11 @@ def with_model(title, model_name):
 def save(figure, output_dir, name):
     """Write `figure` as OUTPUT_DIR/name.png and return the figure for inline display.
 
-    Written to a temporary file first and renamed, so a failure leaves no truncated PNG.
+    Written to a temporary file first and renamed, so a failure leaves no truncated PNG. When
+    several processes share a run (petals.hosts), only process 0 writes.
     """
+    if not hosts.is_writer():
+        return figure
     path = os.path.join(output_dir, f"{name}.png")
     handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=".png", dir=output_dir)
     os.close(handle)

@@ -52,12 +52,12 @@ def metrics(*, parameters, device, versions, fits, steps, global_batch, training
 
     return {
         "parameters": parameters,
-        "accelerator": {"kind": device.kind, "backend": device.backend,
-                        "replicas": device.replicas},
+        "accelerator": device.summary(),
         "versions": versions,
         "history": {name: fit.history for name, fit in fits.items()},
         "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
         "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
+        "weights_sha256": {name: fit.weights_sha256 for name, fit in fits.items()},
         "seconds_per_epoch": {name: train.steady_epoch_seconds(fit.seconds)
                               for name, fit in fits.items()},
         "images_per_second": {name: train.images_per_second(fit.seconds, steps, global_batch)

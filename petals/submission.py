@@ -12,7 +12,7 @@ import tempfile
 
 import numpy as np
 
-from petals import NUM_CLASSES
+from petals import NUM_CLASSES, hosts
 
 RESULT_FILES = ("submission.csv", "metrics.json")
 
@@ -67,8 +67,12 @@ def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
 def write_atomically(path, write, overwrite=False):
     """Call write(file) on a temporary file beside `path`, then rename it to `path`.
 
-    Results are never overwritten (FileExistsError); state files pass `overwrite=True`.
+    Results are never overwritten (FileExistsError); state files pass `overwrite=True`. When
+    several processes share a run (petals.hosts), only process 0 writes; the others, which
+    computed the same results, write nothing.
     """
+    if not hosts.is_writer():
+        return path
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists; results are never overwritten")
     folder = os.path.dirname(os.path.abspath(path))
