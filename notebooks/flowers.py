@@ -102,6 +102,7 @@ with timer.stage("import"):
         ensemble,
         evaluate,
         figures,
+        hosts,
         mixing,
         parameters,
         predict,
@@ -411,10 +412,11 @@ print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submissi
 
 # %%
 if validation_labels is not None:
-    # The first few hundred validation images, so that there are mistakes to show first.
+    # The first few hundred validation images, so that there are mistakes to show first (all
+    # of them in this process, also when several processes share the run).
     count = min(len(validation_labels), 256)
     shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, count, EXCLUDED_IDS,
-                                    count=len(validation_labels), shard=False)
+                                    count=len(validation_labels), process=hosts.SINGLE)
     shown_images = np.asarray(next(iter(shown))[0])
     display(figures.save(figures.predictions(shown_images, validation_labels[:count],
                                              validation_predictions[:count], CLASS_NAMES,

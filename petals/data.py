@@ -417,13 +417,13 @@ def training_records(training, seed=None, process=hosts.SINGLE):
     return records
 
 
-def training_dataset(training, image_size, batch_size, seed=None):
+def training_dataset(training, image_size, batch_size, seed=None, process=None):
     """Endless, shuffled batches of (uint8 image, class) from a TrainingData, static batch size.
 
-    `batch_size` is the global batch; one process of several yields its share of it, from its
-    share of the shards.
+    `batch_size` is the global batch; one `process` of several (default: this one, see
+    petals.hosts) yields its share of it, from its share of the shards.
     """
-    process = hosts.current()
+    process = process or hosts.current()
     records = training_records(training, seed, process).repeat().shuffle(SHUFFLE_RECORDS,
                                                                           seed=seed)
     dataset = labeled_images(records, image_size, deterministic=False)
@@ -449,16 +449,16 @@ def full_batches(dataset, batch_size, count, blank, process=hosts.SINGLE):
     return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=None, shard=True):
+def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=None, process=None):
     """Ordered batches of (uint8 image, class) for validation.
 
     With `count` (the number of records kept) the last batch is padded for predictions; without
     it the remainder is dropped, which is what per-epoch validation during training needs.
-    `batch_size` is the global batch: with several processes each yields its share of the
-    records (for the model); `shard=False` yields every record in every process (for showing
-    images).
+    `batch_size` is the global batch: one `process` of several (default: this one) yields its
+    share of the records, for the model; `process=hosts.SINGLE` yields every record, e.g. to
+    show images.
     """
-    process = hosts.current() if shard else hosts.SINGLE
+    process = process or hosts.current()
     dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids,
                              process=process)
     if count is None:
@@ -468,12 +468,13 @@ def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=Non
     return full_batches(dataset, batch_size, count, blank, process)
 
 
-def test_dataset(files, image_size, batch_size, count):
+def test_dataset(files, image_size, batch_size, count, process=None):
     """Ordered, padded batches of uint8 test images; ids come from `record_ids` in that order.
 
-    `batch_size` is the global batch; with several processes each yields its share.
+    `batch_size` is the global batch; one `process` of several (default: this one) yields its
+    share of the records.
     """
-    process = hosts.current()
+    process = process or hosts.current()
     dataset = read_records(files, ordered=True).shard(process.count, process.index).map(
         lambda serialized: decode_image(parse_unlabeled(serialized)[0], image_size),
         num_parallel_calls=tf.data.AUTOTUNE)

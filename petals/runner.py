@@ -300,15 +300,15 @@ class Worker:
         return f"process {self.index}{where}"
 
 
-def stop(workers):
+def stop(workers, grace=STOP_GRACE_SECONDS):
     """Stop every worker and what it started: SIGTERM to their process groups, SIGKILL to
-    those still running after STOP_GRACE_SECONDS (a process hung in a collective ignores
+    those still running `grace` seconds later (a process hung in a collective ignores
     SIGTERM)."""
     for worker in workers:
         worker.remember_descendants()
     if not any([worker.signal_all(signal.SIGTERM) for worker in workers]):
         return
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         for worker in workers:
             worker.popen.poll()
@@ -325,11 +325,13 @@ def exit_status(returncode):
     return 128 - returncode if returncode < 0 else returncode
 
 
-def supervise(workers, timeout=None, stream=sys.stderr):
+def supervise(workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=STOP_GRACE_SECONDS,
+              stream=sys.stderr):
     """Wait for the workers; the run's exit status, with one line naming what went wrong.
 
     The first process to fail stops the run (its status is the run's); a process still running
-    EXIT_GRACE_SECONDS after another finished is hung; past `timeout` every process is stopped.
+    `exit_grace` seconds after another finished is hung; past `timeout` every process is
+    stopped (`stop`, with `stop_grace`).
     """
     count = len(workers)
     started = time.monotonic()
@@ -345,24 +347,24 @@ def supervise(workers, timeout=None, stream=sys.stderr):
             worker, code = failed[0]
             print(f"error: {worker.describe()} of {count} failed with exit status "
                   f"{exit_status(code)}; stopped the others", file=stream, flush=True)
-            stop(workers)
+            stop(workers, stop_grace)
             return max(exit_status(code) for _, code in failed)
         if all(code == 0 for code in codes):
             return 0
         if first_finished is None and 0 in codes:
             first_finished = now
         running = [worker for worker, code in zip(workers, codes, strict=True) if code is None]
-        if first_finished is not None and now - first_finished > EXIT_GRACE_SECONDS:
+        if first_finished is not None and now - first_finished > exit_grace:
             print(f"error: {', '.join(worker.describe() for worker in running)} of {count} still "
-                  f"running {EXIT_GRACE_SECONDS} s after another finished: hung; stopped it",
+                  f"running {exit_grace:g} s after another finished: hung; stopped it",
                   file=stream, flush=True)
-            stop(workers)
+            stop(workers, stop_grace)
             return 1
         if timeout is not None and now - started > timeout:
             print(f"error: timed out after {timeout:g} s; stopped "
                   f"{', '.join(worker.describe() for worker in running)} of {count}",
                   file=stream, flush=True)
-            stop(workers)
+            stop(workers, stop_grace)
             return 124
         time.sleep(POLL_SECONDS)
 
