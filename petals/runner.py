@@ -326,13 +326,14 @@ def exit_status(returncode):
 
 
 def supervise(workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=STOP_GRACE_SECONDS,
-              stream=sys.stderr):
+              stream=None):
     """Wait for the workers; the run's exit status, with one line naming what went wrong.
 
     The first process to fail stops the run (its status is the run's); a process still running
     `exit_grace` seconds after another finished is hung; past `timeout` every process is
-    stopped (`stop`, with `stop_grace`).
+    stopped (`stop`, with `stop_grace`). The line goes to `stream` (default: stderr).
     """
+    stream = stream or sys.stderr
     count = len(workers)
     started = time.monotonic()
     first_finished = None
