@@ -22,7 +22,7 @@ PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
 # too before they count as hung; a process asked to stop has this long before it is killed.
 EXIT_GRACE_SECONDS = 120
 STOP_GRACE_SECONDS = 10
-POLL_SECONDS = 0.2
+POLL_SECONDS = 1.0
 # A kernel that is one of several processes waits this long at its exit for the others (JAX's
 # shutdown barrier), instead of jupyter_client's 5 s before it is killed.
 PROCESS_SHUTDOWN_WAIT_SECONDS = 60.0
@@ -44,7 +44,7 @@ def kernel_manager_class(socket_folder):
     class RunKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(transport="ipc", ip=os.path.join(socket_folder, "kernel"), **kwargs)
-            if hosts.launched_process() is not None:
+            if hosts.launched_process() is not None or hosts.cloud_tpu_hosts() > 1:
                 self.shutdown_wait_time = PROCESS_SHUTDOWN_WAIT_SECONDS
 
         async def _async_interrupt_kernel(self):
@@ -81,7 +81,8 @@ def absolute_paths(parameters):
 
     def absolute(value):
         named = (*WEIGHTS_NAMES, *NONE_STRINGS)
-        return os.path.abspath(value) if isinstance(value, str) and value not in named else value
+        local = isinstance(value, str) and value not in named and "://" not in value
+        return os.path.abspath(value) if local else value  # gs://… stays as it is
 
     for name in set(PATH_PARAMETERS) & set(parameters):
         value = parameters[name]

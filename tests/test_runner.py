@@ -122,6 +122,9 @@ def test_path_parameters_become_absolute(tmp_path, monkeypatch):
                                   "EXTRA_DATA": ["extra", "owner/dataset"], "EPOCHS": 3}) == {
         "DATA_DIR": str(tmp_path / "data"), "WEIGHTS": "imagenet",
         "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"], "EPOCHS": 3}
+    # Cloud storage (a TPU slice reads the data from GCS) is not a local path.
+    assert runner.absolute_paths({"DATA_DIR": "gs://bucket/flowers"}) == {
+        "DATA_DIR": "gs://bucket/flowers"}
     # Weights per backbone: a file among them is a path too.
     assert runner.absolute_paths({"WEIGHTS": {"densenet201": "imagenet", "tiny": "w.h5",
                                               "tiny_wide": "null"}}) == {
