@@ -4,8 +4,10 @@
 #   benchmarks/accelerator_check.sh [--wheels DIR] [more train_step.py options]
 #
 # On one NVIDIA GPU or a TPU host it prints one table: per backbone (EfficientNetB0, DenseNet201,
-# EfficientNetB7 at 512 px, bf16, batch 64) bare and full images/s, fed/resident, compile seconds.
-# On a CPU it runs the same on 8 virtual devices with the tiny backbone at 32 px. --wheels DIR
+# EfficientNetB7 at 512 px, bf16, batch 64) bare and full images/s, fed/resident, compile seconds;
+# then prediction with and without a TTA view (benchmarks/prediction.py, EfficientNetB0 at 512 px;
+# it needs TensorFlow for tf.data and says so where it is missing). On a CPU it runs the same on
+# 8 virtual devices with the tiny backbone at 32 px (prediction: 64 px). --wheels DIR
 # installs the wheels in DIR first (Keras and what the host lacks of its dependencies) into a
 # folder of their own, for hosts that have JAX but no Keras. Options after it go to
 # benchmarks/train_step.py --check (they win over the ones set here).
@@ -15,6 +17,8 @@ started=$SECONDS
 PYTHON=${PYTHON:-python3}
 # The whole check, installs included, stays within this many seconds.
 BUDGET_SECONDS=${BUDGET_SECONDS:-540}
+# Of which the prediction benchmark, run last, gets this many.
+PREDICTION_SECONDS=${PREDICTION_SECONDS:-150}
 
 if [[ "${1:-}" == "--wheels" ]]; then
     wheels=${2:?"--wheels needs a folder of .whl files"}
@@ -49,5 +53,17 @@ elif command -v nvidia-smi > /dev/null; then
     settings+=(--parallel 3)
 fi
 export TF_CPP_MIN_LOG_LEVEL=2
-exec "$PYTHON" benchmarks/train_step.py "${settings[@]}" \
-    --budget $((BUDGET_SECONDS - (SECONDS - started))) "$@"
+"$PYTHON" benchmarks/train_step.py "${settings[@]}" \
+    --budget $((BUDGET_SECONDS - PREDICTION_SECONDS - (SECONDS - started))) "$@"
+
+echo
+left=$((BUDGET_SECONDS - (SECONDS - started)))
+if ! "$PYTHON" -c "import importlib.util; assert importlib.util.find_spec('tensorflow')" \
+        2> /dev/null; then
+    echo "prediction not measured: benchmarks/prediction.py reads tf.data, and TensorFlow is" \
+         "not installed for $PYTHON"
+elif ((left < 30)); then
+    echo "prediction not measured: time budget spent"
+elif ! timeout "$left" "$PYTHON" benchmarks/prediction.py; then
+    echo "prediction not measured: stopped after ${left} s (time budget) or failed (above)"
+fi

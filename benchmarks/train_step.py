@@ -19,9 +19,10 @@ only JAX); the script checks.
 distribution (`petals.accelerator.detect`: DataParallel over every device), against the same
 model's device-resident step. Host batches are uint8 from a numpy generator (no TensorFlow) and,
 where TensorFlow is installed, the kit's own `petals.data.training_dataset` on records written
-here; each feed is timed plain and through `petals.feed.device_prefetch`. It also times the
-augmentation's gather on uint8 (cast after) against float32 (cast before). --check adds the bare
-model and leaves out tf.data; every model runs in its own process, under a time budget.
+here; each feed is timed plain and through `device_prefetch` (benchmarks/feed.py, not wired into
+the kit). It also times the augmentation's gather on uint8 (cast after) against float32 (cast
+before). --check adds the bare model and leaves out tf.data; every model runs in its own
+process, under a time budget.
 """
 
 import argparse
@@ -205,8 +206,8 @@ def kit_dataset_batches(settings, folder):
 def run_model_job(job, settings):
     """Compile seconds and resident images/s of one model; for the full model also the feeds."""
     found = set_up(settings)
+    from benchmarks.feed import device_prefetch
     from petals import augment, backbones, train
-    from petals.feed import device_prefetch
 
     with found.scope():
         layer = augment.RandomAffine(seed=0) if job["model"] == "full" else None
@@ -262,8 +263,8 @@ def measure_gather(found, settings):
     import keras
     import numpy as np
 
+    from benchmarks.feed import device_prefetch
     from petals.augment import affine_matrices, apply_affine
-    from petals.feed import device_prefetch
 
     images = next(device_prefetch(host_batches(settings, 1), found.distribution))[0]
     random = np.random.default_rng(1)

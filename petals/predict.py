@@ -74,15 +74,35 @@ def _image_spec(dataset):
 
 
 def views_model(model, image_shape, image_dtype, views):
-    """A model of {"image", "view"} → `model`'s probabilities on each image's view."""
-    images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
-    view = keras.Input(shape=(), dtype="int32", name="view")
-    probabilities = model(SelectView(views)(images, view), training=False)
-    return keras.Model({"image": images, "view": view}, probabilities, name=f"{model.name}_tta")
+    """A model of {"image", "view"} → `model`'s probabilities on each image's view.
+
+    Built once per model, image shape and views, and kept on the model (so it lives and dies
+    with it): Keras compiles its predict step once per model, not once per call.
+    """
+    # In the model's __dict__: assigned as an attribute, Keras would track it as a sublayer.
+    # vars() reaches the model through petals.train.members' weak proxies too.
+    built = vars(model).setdefault("_petals_views_models", {})
+    key = (tuple(image_shape), image_dtype, tuple(views))
+    if key not in built:
+        images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
+        view = keras.Input(shape=(), dtype="int32", name="view")
+        probabilities = model(SelectView(views)(images, view), training=False)
+        built[key] = keras.Model({"image": images, "view": view}, probabilities,
+                                 name=f"{model.name}_tta")
+    return built[key]
+
+
+def _batches_in_every_view(dataset, steps, view_count):
+    """Each batch's images, read and decoded once, fed `view_count` times with its view number."""
+    for element in dataset.take(steps).as_numpy_iterator():
+        images = element[0] if isinstance(element, tuple) else element
+        for number in range(view_count):
+            # A one-element tuple: Keras takes a generator's tuples as (inputs, ...).
+            yield ({"image": images, "view": np.full(len(images), number, "int32")},)
 
 
 def predict(model, dataset, count, views=()):
-    """Class probabilities [count, classes] of the first `count` images, float32.
+    """Class probabilities [count, classes] of the first `count` images, float32, on the host.
 
     `dataset` yields full batches of uint8 images, or of (images, labels), with a static batch
     size (as petals.data.evaluation_dataset(..., count=N) and test_dataset do: the last batch
@@ -101,12 +121,12 @@ def predict(model, dataset, count, views=()):
         if not views:
             return model.predict(dataset, steps=steps, verbose=0)[:count]
         tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
-        # One pass over the data: decoding JPEGs on the host is the slow part, so each batch
-        # is read once and predicted in every view (one compiled program, the view an input).
-        batches = []
-        for element in dataset.take(steps).as_numpy_iterator():
-            images = element[0] if isinstance(element, tuple) else element
-            batches.append(np.mean([tta.predict_on_batch(
-                {"image": images, "view": np.full(len(images), number, "int32")})
-                for number in range(len(views) + 1)], axis=0))
-    return np.concatenate(batches)[:count].astype(np.float32)
+        # Decoding JPEGs on the host is the slow part, so each batch is read once and fed once
+        # per view. Keras's own predict loop splits every batch across the devices (under
+        # DataParallel; predict_on_batch would give each device the whole batch).
+        view_count = len(views) + 1
+        probabilities = tta.predict(_batches_in_every_view(dataset, steps, view_count),
+                                    steps=steps * view_count, verbose=0)
+    # [batch 0 view 0, batch 0 view 1, …, batch 1 view 0, …] → the mean over the views.
+    by_view = probabilities.reshape(-1, view_count, batch, probabilities.shape[-1])
+    return by_view.mean(axis=1).reshape(-1, probabilities.shape[-1])[:count].astype(np.float32)

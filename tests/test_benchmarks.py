@@ -33,6 +33,15 @@ def test_cpu_version_prints_one_row_of_figures_for_the_tiny_backbone():
     assert abs(full_over_bare - full / bare) < 0.01
     assert abs(fed_over_resident - fed / full) < 0.01  # "full" is the resident full model
     assert re.search(r"uint8-first / float-first time = \d+\.\d+", result.stdout)
+    # Then prediction, on the same eight devices, with and without the mirror view.
+    assert "prediction on 8 × cpu" in result.stdout
+    speeds = re.findall(r"^  (model\.predict|predict\.predict, views): +(\d+\.\d) images/s",
+                        result.stdout, re.MULTILINE)
+    assert [name for name, _ in speeds] == ["model.predict", "predict.predict, views"]
+    (_, plain), (_, views) = speeds
+    ratio = float(re.search(r"with 1 view\(s\) / without, time = (\d+\.\d+)",
+                            result.stdout).group(1))
+    assert abs(ratio - float(plain) / float(views)) < 0.05 * ratio
 
 
 def test_a_host_without_jax_or_keras_gets_one_line_naming_the_wheels_option(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for petals.feed: batches come out on the devices, in order, the next ones in flight."""
+"""Tests for benchmarks/feed.py (not wired into the kit): batches come out on the devices, in
+order, the next ones in flight."""
 
 import os
 import subprocess
@@ -8,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from petals.feed import device_prefetch
+from benchmarks.feed import device_prefetch
 
 
 def numbered_batches(count, pulled):
@@ -50,7 +51,7 @@ SHARDED_CHECK = """
 import os
 os.environ["KERAS_BACKEND"] = "jax"
 import jax, keras, numpy as np
-from petals.feed import device_prefetch
+from benchmarks.feed import device_prefetch
 distribution = keras.distribution.DataParallel(devices=jax.devices())
 batches = [(np.arange(16 * 3, dtype="uint8").reshape(16, 3) + i, np.arange(16) + i, None)
            for i in range(3)]

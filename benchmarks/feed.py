@@ -5,6 +5,10 @@ Under `keras.distribution.DataParallel` (the kit on a TPU v5e-8) it converts and
 batch on the Python main thread right before the step that uses it. `device_prefetch` shards
 the batches itself, `depth` batches ahead, with the layout Keras would give them, so `model.fit`
 receives arrays already on the devices and its own placement of them is a no-op.
+
+Not wired into `petals.train.fit`: it lives here, with the benchmarks that measure it, until
+`accelerator_check.sh` shows a gain on a GPU or TPU. On CPU virtual devices a transfer is a
+memory copy on the same cores as the step, so there it cannot show one (README.md here).
 """
 
 import collections
