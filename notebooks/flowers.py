@@ -73,6 +73,10 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 # the chips and sets up data parallelism: every chip holds a copy of the model, each step's
 # batch is split evenly across them, and the gradients are averaged. On a TPU the layers compute
 # in bfloat16 (twice the throughput, half the memory) while the variables stay float32.
+#
+# On a Cloud TPU slice of several hosts (one process per host) the same cell first joins the
+# other hosts' processes, and the chips of every host then share each batch; only process 0
+# prints and writes files (README, "Beyond one TPU host").
 
 # %%
 import os

@@ -30,8 +30,8 @@ INDEX_VARIABLE = "KERAS_DISTRIBUTION_PROCESS_ID"
 # Where a Cloud TPU VM names its slice's workers: environment variables (GKE, and Kaggle's
 # single-host "local"), else the VM's metadata server (what JAX's own TPU detection reads).
 TPU_HOST_VARIABLES = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
-TPU_WORKERS_METADATA = ("http://metadata.google.internal/computeMetadata/v1/instance/attributes/"
-                        "worker-network-endpoints")
+TPU_WORKER_VARIABLE = "TPU_WORKER_ID"
+TPU_METADATA = "http://metadata.google.internal/computeMetadata/v1/instance/attributes/"
 
 
 class Process(NamedTuple):
@@ -82,15 +82,37 @@ def cloud_tpu_hosts(timeout=2.0):
         value = os.environ.get(name)
         if value:
             return 1 if value == "local" else len(value.split(","))
-    if importlib.util.find_spec("libtpu") is None:
-        return 1  # Not a TPU VM: nothing to ask.
-    request = urllib.request.Request(TPU_WORKERS_METADATA, headers={"Metadata-Flavor": "Google"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            endpoints = response.read().decode()
-    except (urllib.error.URLError, OSError):  # No metadata server: a TPU outside Google Cloud.
+    endpoints = _tpu_metadata("worker-network-endpoints", timeout)
+    if endpoints is None:
         return 1
     return max(1, len([entry for entry in endpoints.split(",") if entry.strip()]))
+
+
+def cloud_tpu_worker(timeout=2.0):
+    """This host's number in a Cloud TPU slice of several hosts (0 anywhere else)."""
+    if cloud_tpu_hosts(timeout) == 1:
+        return 0
+    value = os.environ.get(TPU_WORKER_VARIABLE) or _tpu_metadata("agent-worker-number", timeout)
+    return int(value) if value else 0
+
+
+def _tpu_metadata(attribute, timeout):
+    """An attribute of this Cloud TPU VM from its metadata server; None off a TPU VM."""
+    if importlib.util.find_spec("libtpu") is None:
+        return None  # Not a TPU VM: nothing to ask.
+    request = urllib.request.Request(TPU_METADATA + attribute,
+                                     headers={"Metadata-Flavor": "Google"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError):  # No metadata server: a TPU outside Google Cloud.
+        return None
+
+
+def prints_progress():
+    """Whether this host's runner shows the notebook's output: every process of a local launch
+    (process I > 0 into its own log file), and worker 0 alone of a Cloud TPU slice."""
+    return launched_process() is not None or cloud_tpu_worker() == 0
 
 
 def start():

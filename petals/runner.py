@@ -183,19 +183,22 @@ def main(argv=None):
         sys.exit(launch_processes(arguments))
     from papermill import PapermillExecutionError
 
+    from petals import hosts
+
     try:
         parameters = {}
         if arguments.parameters_file:
             parameters.update(read_parameters_file(arguments.parameters_file))
         parameters.update({name: parse_value(name, value) for name, value in arguments.parameter})
-        path = execute(arguments.source, arguments.output_dir, parameters, log_output=True,
+        path = execute(arguments.source, arguments.output_dir, parameters,
+                       log_output=hosts.prints_progress(),
                        notebook_dir=process_notebook_dir(arguments.output_dir))
     except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
     except PapermillExecutionError as error:
         # The notebook already showed the traceback; the user needs the one line that says why.
-        sys.exit(f"error: {error.ename}: {error.evalue} (see {arguments.output_dir}/"
-                 f"{NOTEBOOK_NAME})")
+        notebook_dir = process_notebook_dir(arguments.output_dir) or arguments.output_dir
+        sys.exit(f"error: {error.ename}: {error.evalue} (see {notebook_dir}/{NOTEBOOK_NAME})")
     print(f"executed notebook: {path}")
 
 

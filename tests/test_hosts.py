@@ -46,9 +46,14 @@ def test_launch_environment_is_checked(monkeypatch):
 def test_cloud_tpu_hosts_from_the_tpu_environment(monkeypatch):
     monkeypatch.setenv("TPU_PROCESS_ADDRESSES", "local")  # Kaggle's single-host TPU VM
     assert hosts.cloud_tpu_hosts() == 1
+    assert hosts.cloud_tpu_worker() == 0 and hosts.prints_progress()
     monkeypatch.delenv("TPU_PROCESS_ADDRESSES")
+    monkeypatch.delenv(hosts.COUNT_VARIABLE, raising=False)
     monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1k-0,t1k-1,t1k-2,t1k-3")
+    monkeypatch.setenv("TPU_WORKER_ID", "2")
     assert hosts.cloud_tpu_hosts() == 4
+    # Worker 2's runner keeps quiet: worker 0 shows the run's progress.
+    assert hosts.cloud_tpu_worker() == 2 and not hosts.prints_progress()
 
 
 @pytest.mark.parametrize("count, processes, process_batch", [(10, 2, 3), (7, 3, 2), (5, 1, 4)])
@@ -138,7 +143,7 @@ print(json.dumps({"weights": hosts.weights_checksum(model), "replicas": device.r
 """
 
 
-def run_processes(runs, timeout=300):
+def run_processes(runs, timeout=900):
     """Run SCRIPT for each (processes, devices, arguments) of `runs` at once: `processes`
     coordinated processes of `devices` virtual CPU devices each. Their JSON lines, per run."""
     children = []
@@ -191,3 +196,27 @@ def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_da
                      for index in range(2))
     assert difference < 1e-3
     assert np.abs(np.roll(single, 1, axis=0) - single).max() > 10 * difference
+
+
+def test_joining_after_the_devices_were_queried_fails_with_one_line():
+    """JAX refuses to join other processes once its backend has started: the error says what
+    to call first."""
+    script = f"""
+import json, os
+os.environ.update({{"{hosts.ADDRESS_VARIABLE}": "127.0.0.1:1", "{hosts.COUNT_VARIABLE}": "2",
+                   "{hosts.INDEX_VARIABLE}": "0"}})
+import jax
+from petals import accelerator
+jax.devices()
+try:
+    accelerator.detect()
+except RuntimeError as error:
+    print(json.dumps(str(error)))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPOSITORY, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPOSITORY})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == (
+        "the processes must join before anything queries the devices: call "
+        "accelerator.detect() before accelerator.versions() or jax.devices()")
