@@ -127,7 +127,7 @@ def start():
     if jax.distributed.is_initialized():
         return current()
     launched = launched_process()
-    if launched is None and cloud_tpu_hosts() == 1:
+    if launched == SINGLE or (launched is None and cloud_tpu_hosts() == 1):
         return SINGLE
     import keras
 
