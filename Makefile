@@ -1,4 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both install what they need first.
+# While writing code: `make test-fast` (unit tests) and `make lint`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ ifndef DEMO_OUT
 DEMO_OUT := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 endif
 
-.PHONY: install demo demo-data test notebooks lint
+.PHONY: install demo demo-data test test-fast notebooks lint
 
 install: $(INSTALLED)
 
@@ -37,11 +38,17 @@ demo: $(INSTALLED) $(DEMO_FILES)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n 2 -v --durations=15
 
+# The unit tests alone, in one process: no notebook runs, no training, no child processes,
+# no fake-Kaggle contract tests. The loop of writing code.
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -m "not slow and not contract" --durations=5
+
 notebooks: $(INSTALLED)
 	$(BIN)/jupytext --to ipynb notebooks/*.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The notebook's smoke tests on the versions Kaggle's TPU image installs (Python 3.12,
 # tensorflow-cpu 2.20.0, JAX 0.7, the newest Keras, no efficientnet), in their own environment.

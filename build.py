@@ -362,7 +362,7 @@ def parser():
                              if verb == "collect" else
                              "stop after this many seconds (what runs on Kaggle goes on; run "
                              "again to resume)")
-            sub.add_argument("--expected-rows", type=int, default=7382,
+            sub.add_argument("--expected-rows", type=int, default=estimate.TEST_IMAGES,
                              help="rows a submission must have (the competition's test split)")
         if verb == "run":
             sub.add_argument("--max-concurrent", type=positive, metavar="N",

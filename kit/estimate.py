@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit import results
+from petals import TEST_IMAGES, TRAIN_IMAGES, VALIDATION_IMAGES
 
 # Kaggle stops a batch session after a time limit: 9 h for TPU sessions (CPU and GPU sessions
 # have been given 12 h, so 9 h is the safe side for every accelerator).
 SESSION_LIMIT_HOURS = 9.0
 # Kaggle's weekly TPU quota has been published as 20 to 30 hours; the user sets their own.
 DEFAULT_BUDGET_HOURS = 20.0
-# The competition's splits (same counts at every image size).
-TRAIN_IMAGES, VALIDATION_IMAGES, TEST_IMAGES = 12753, 3712, 7382
 
 # Measured for this project on one H200 (README, Performance): bare train step, Keras 3 on JAX,
 # bf16, batch 64, 512 px: images/s and seconds of the first step's compilation.

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import nbformat
 
-from petals import parameters
+from petals import COMPETITION, parameters
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGE = REPOSITORY / "petals"
 PACKAGE_NAME = "petals"
-COMPETITION = "tpu-getting-started"
 METADATA_FILE = "kernel-metadata.json"
 # machine_shape per accelerator (Kaggle's names in 2026); None: no accelerator, the CPU image.
 MACHINE_SHAPES = {"tpu": "TpuV5E8", "gpu": "NvidiaTeslaT4", "cpu": None}

@@ -1,5 +1,10 @@
 """Petals: the package the flowers notebook narrates, one module per stage of the data flow."""
 
+# The competition's facts, used by the notebook's package and by the build kit alike.
+COMPETITION = "tpu-getting-started"  # the slug: data mount, GCS path, kernel source, submission
+# Images in each split of the competition data (the same counts at every image size).
+TRAIN_IMAGES, VALIDATION_IMAGES, TEST_IMAGES = 12753, 3712, 7382
+
 # The competition's class names, index = label (as in every public kernel of the competition).
 CLASSES = (
     "pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea",

@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from petals import hosts
+from petals import COMPETITION, hosts
 
 # Where Kaggle mounts the competition data, newest first (older kernels used the two later ones).
 KAGGLE_DATA_ROOTS = (
-    "/kaggle/input/competitions/tpu-getting-started",
-    "/kaggle/input/tpu-getting-started",
+    f"/kaggle/input/competitions/{COMPETITION}",
+    f"/kaggle/input/{COMPETITION}",
     "/kaggle/input/flower-classification-with-tpus",
 )
-COMPETITION_SLUG = "tpu-getting-started"
 # Where Kaggle mounts an attached dataset `owner/name`: /kaggle/input/datasets/owner/name since
 # 2026, /kaggle/input/name before. Both are searched.
 KAGGLE_INPUT = "/kaggle/input"
@@ -89,7 +88,7 @@ def find_data_root(data_dir=None, candidates=KAGGLE_DATA_ROOTS):
         return gcs_path
     raise DataError("no competition data found; searched " + ", ".join(candidates)
                     + " and KaggleDatasets().get_gcs_path(); attach the "
-                    f"'{COMPETITION_SLUG}' competition or set DATA_DIR")
+                    f"'{COMPETITION}' competition or set DATA_DIR")
 
 
 def _kaggle_gcs_path():
@@ -98,7 +97,7 @@ def _kaggle_gcs_path():
         from kaggle_datasets import KaggleDatasets
     except ImportError:  # Not on Kaggle: there is no GCS copy to fall back to.
         return None
-    return KaggleDatasets().get_gcs_path(COMPETITION_SLUG)
+    return KaggleDatasets().get_gcs_path(COMPETITION)
 
 
 def available_sizes(root):

@@ -6,7 +6,7 @@ record schema and 9-hex-character ids are the competition's, so the notebook run
 Beside the splits, the size folder carries what the competition's data does not: `classes.txt`
 (the digits' names, which the notebook uses when CLASS_NAMES is None) and `test_labels.csv`, the
 test split's labels kept out of the test records (which stay unlabelled, like the
-competition's), so a smoke test can score a submission.
+competition's), so a smoke test can score a submission (`submission_scores`).
 """
 
 import argparse
@@ -126,6 +126,25 @@ def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return destination
+
+
+def submission_scores(submission_path, held_out):
+    """Accuracy of a submission file against held-out test labels ({id: label}), and chance.
+
+    `chance` is the accuracy of always answering the most frequent class: no better can be
+    expected from predictions that do not line up with their ids (a shuffle scores about
+    sum(p_k²) ≤ max(p_k) on average). Refuses a submission whose ids differ from the labels'.
+    """
+    from petals.submission import SubmissionError, read_submission
+
+    ids, predicted = read_submission(submission_path)
+    if sorted(ids) != sorted(held_out):
+        raise SubmissionError(f"{submission_path}: its {len(ids)} ids are not the "
+                              f"{len(held_out)} held-out test ids")
+    truth = np.array([held_out[record_id] for record_id in ids])
+    frequencies = np.unique(truth, return_counts=True)[1] / len(truth)
+    return {"accuracy": float(np.mean(truth == predicted)),
+            "chance": float(frequencies.max()), "images": len(ids)}
 
 
 def main(argv=None):

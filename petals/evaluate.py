@@ -44,25 +44,6 @@ def macro_f1(true_labels, probabilities):
     return float(np.mean(2 * true_positives / counts))
 
 
-def submission_scores(submission_path, held_out):
-    """Accuracy of a submission file against held-out test labels ({id: label}), and chance.
-
-    `chance` is the accuracy of always answering the most frequent class: no better can be
-    expected from predictions that do not line up with their ids (a shuffle scores about
-    sum(p_k²) ≤ max(p_k) on average). Refuses a submission whose ids differ from the labels'.
-    """
-    from petals.submission import SubmissionError, read_submission
-
-    ids, predicted = read_submission(submission_path)
-    if sorted(ids) != sorted(held_out):
-        raise SubmissionError(f"{submission_path}: its {len(ids)} ids are not the "
-                              f"{len(held_out)} held-out test ids")
-    truth = np.array([held_out[record_id] for record_id in ids])
-    frequencies = np.unique(truth, return_counts=True)[1] / len(truth)
-    return {"accuracy": float(np.mean(truth == predicted)),
-            "chance": float(frequencies.max()), "images": len(ids)}
-
-
 def confusion(true_labels, predicted_labels):
     """Confusion matrix over the classes present, and those classes (rows = truth)."""
     classes = np.union1d(true_labels, predicted_labels)

@@ -18,6 +18,7 @@ def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
     assert accelerator.choose_backend("jax") == "jax"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_detect_on_this_cpu(backend):
     # A fresh process per backend: Keras reads KERAS_BACKEND once, at import.
@@ -105,6 +106,7 @@ except OutOfMemoryError as error:
 """
 
 
+@pytest.mark.slow
 def test_out_of_memory_on_tensorflow_becomes_one_line():
     result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_ON_TENSORFLOW],
                             capture_output=True, text=True, timeout=120,

@@ -176,6 +176,7 @@ def test_no_flip_and_zero_magnitudes_leave_the_images_alone():
     np.testing.assert_array_equal(ops.convert_to_numpy(layer(BATCH, training=True)), BATCH)
 
 
+@pytest.mark.slow
 def test_trains_inside_a_compiled_model():
     layer = RandomAffine(seed=0)
     inputs = keras.Input((8, 8, 3))
@@ -244,11 +245,19 @@ def test_uint8_output_follows_a_mixed_bfloat16_policy_and_the_symbolic_dtype_mat
     assert RandomAffine(dtype="mixed_bfloat16")(keras.Input((8, 8, 3))).dtype == "float32"
 
 
+@pytest.mark.slow
 def test_trains_on_uint8_input_inside_a_compiled_model():
     inputs = keras.Input((8, 8, 3), dtype="uint8")
-    features = keras.layers.Flatten()(RandomAffine(seed=0)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+    moved = keras.layers.Rescaling(1 / 255)(RandomAffine(shift_pixels=2.0, seed=0)(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(moved))
+    model = keras.Model(inputs, outputs)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype="uint8")
-    history = model.fit(images, np.array([0, 1, 2, 0]), batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    labels = np.array([0, 1, 2, 0])
+    unmoved_loss = model.evaluate(images, labels, batch_size=4, verbose=0)
+    weights_before = [ops.convert_to_numpy(weight) for weight in model.trainable_weights]
+    history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    # One step: its loss is that of the starting weights on the pixels the compiled step moved.
+    assert history.history["loss"][0] != pytest.approx(unmoved_loss, rel=1e-4)
+    for before, after in zip(weights_before, model.trainable_weights, strict=True):
+        assert not np.array_equal(ops.convert_to_numpy(after), before)  # and it learned

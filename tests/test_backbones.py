@@ -1,7 +1,6 @@
 """Tests for petals.backbones: registry and argument checks, every backbone builds, weight files
-load, noisy-student conversion gives the package model's features, and the tiny CNN learns."""
+load, and the tiny CNN learns."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,17 +15,13 @@ import pytest
 # keras.applications' downloadable weight files use.
 from keras.src.legacy.saving import legacy_h5_format
 
-from petals import NUM_CLASSES, backbones
+from petals import NUM_CLASSES
 from petals.backbones import (
     BACKBONES,
-    FEATURE_TOLERANCE,
     IMAGENET_MEAN,
     IMAGENET_STD,
     IMAGENET_VARIANCE,
     build_model,
-    convert_noisy_student,
-    converted_paths,
-    features_match,
     validate_backbone,
     validate_weights,
 )
@@ -130,6 +125,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_every_backbone_builds():
     """Catches a Keras upgrade that breaks one of the constructors.
 
@@ -164,7 +160,12 @@ def test_augmentation_layer_sits_before_the_backbone():
 # One backbone per family: each preprocessing path (inside the model, torch-style layers
 # before it, the tiny CNN's) runs for real here.
 @pytest.mark.parametrize(
-    "backbone", ["tiny", "efficientnet_b0", "efficientnetv2_b0", "densenet201"]
+    "backbone",
+    [
+        "tiny",
+        *(pytest.param(name, marks=pytest.mark.slow)
+          for name in ("efficientnet_b0", "efficientnetv2_b0", "densenet201")),
+    ],
 )
 def test_mixed_bfloat16_keeps_the_output_float32(backbone):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -190,6 +191,7 @@ def test_weights_path_loads_the_same_values(tmp_path):
     assert_same_values(source.weights, loaded.weights)
 
 
+@pytest.mark.slow
 def test_keras_efficientnet_h5_file_gets_the_real_imagenet_variance(tmp_path):
     # keras.applications' downloadable EfficientNet files are legacy .h5 files whose
     # Normalization variance holds the ImageNet std; given as a path, the model must still
@@ -216,52 +218,7 @@ def test_keras_efficientnet_h5_file_gets_the_real_imagenet_variance(tmp_path):
     assert_same_values(without_normalization(source), without_normalization(loaded))
 
 
-@pytest.fixture(scope="module")
-def random_conversion(tmp_path_factory):
-    """efficientnet_b0 converted from seeded random package weights (offline, ~15 s)."""
-    return convert_noisy_student(
-        "efficientnet_b0", tmp_path_factory.mktemp("converted"), source_weights=None
-    )
-
-
-def test_converted_weights_give_the_package_model_features(random_conversion):
-    probe = np.load(random_conversion.probe)
-    image, reference = probe["image"], probe["features"]
-    model = build_model("efficientnet_b0", image.shape[1], weights=random_conversion.weights)
-    features = keras.ops.convert_to_numpy(feature_extractor(model)(image, training=False))
-    scale = np.abs(reference).max()
-    np.testing.assert_allclose(features, reference, rtol=0, atol=FEATURE_TOLERANCE * scale)
-
-    # The same weights behind keras.applications' default 0-1 input scaling (no ImageNet mean
-    # and std) must fail the check: the tolerance is tight enough to see a preprocessing slip.
-    normalization = normalization_of(backbone_of(model))
-    normalization.adapt_mean.assign(np.zeros(3, "float32"))
-    normalization.adapt_variance.assign(np.ones(3, "float32"))
-    normalization.finalize_state()
-    unnormalized = keras.ops.convert_to_numpy(feature_extractor(model)(image, training=False))
-    assert np.abs(unnormalized - reference).max() > 100 * FEATURE_TOLERANCE * scale
-    assert not features_match(unnormalized, reference)
-
-
-def test_noisy_student_weights_come_from_the_cache(random_conversion, tmp_path):
-    # Offline stand-in for the real download: files already under the noisy-student names are
-    # reused, so build_model loads them without starting the conversion.
-    cached = converted_paths("efficientnet_b0", tmp_path)
-    cached.weights.write_bytes(random_conversion.weights.read_bytes())
-    cached.probe.write_bytes(random_conversion.probe.read_bytes())
-    assert convert_noisy_student("efficientnet_b0", tmp_path) == cached
-    model = build_model("efficientnet_b0", 64, weights="noisy-student", cache_dir=tmp_path)
-    reference = keras.applications.EfficientNetB0(
-        include_top=False, weights=str(random_conversion.weights), input_shape=(64, 64, 3)
-    )
-    assert_same_values(reference.weights, backbone_of(model).weights)
-
-
-def test_conversion_rejects_other_backbones(tmp_path):
-    with pytest.raises(ValueError, match="not 'efficientnetv2_b0'"):
-        convert_noisy_student("efficientnetv2_b0", tmp_path, source_weights=None)
-
-
+@pytest.mark.slow
 def test_tiny_learns_the_digits():
     images, labels = digit_images(32)
     order = np.random.default_rng(0).permutation(len(images))
@@ -280,6 +237,7 @@ def test_tiny_learns_the_digits():
     assert held_out_accuracy >= 0.95
 
 
+@pytest.mark.slow
 def test_head_dropout_sits_before_the_head_and_trains_only():
     model = build_model("tiny", SMALLEST_SIZE, num_classes=4, head_dropout=0.5)
     names = [layer.name for layer in model.layers]
@@ -301,22 +259,3 @@ def test_head_dropout_sits_before_the_head_and_trains_only():
     assert "head_dropout" not in [layer.name for layer in build_model("tiny", SMALLEST_SIZE).layers]
     with pytest.raises(ValueError, match="HEAD_DROPOUT = 1.0 is not valid"):
         build_model("tiny", SMALLEST_SIZE, head_dropout=1.0)
-
-
-def test_noisy_student_install_failure_on_kaggle_is_one_line(monkeypatch):
-    # As on Kaggle's TPU image: no efficientnet package; and pip finds nothing (no Internet).
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None
-                        if name == "efficientnet" else real_find_spec(name, *rest))
-    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", "")
-    monkeypatch.setattr(backbones, "EFFICIENTNET_REQUIREMENT", "efficientnet==0.0.1")
-    with pytest.raises(ValueError, match=r"efficientnet package, which Kaggle's TPU image lacks, "
-                                         r"and `pip install efficientnet==0\.0\.1` failed .*turn "
-                                         r"on Internet") as error:
-        validate_weights("noisy-student", ["efficientnet_b7"])
-    assert "\n" not in str(error.value)
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
-    with pytest.raises(ValueError, match=r"need the efficientnet package\(s\); run: pip install"):
-        validate_weights("noisy-student", ["efficientnet_b7"])

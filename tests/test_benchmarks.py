@@ -7,6 +7,10 @@ import sys
 import venv
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 CHECK = REPOSITORY / "benchmarks" / "accelerator_check.sh"
 ROW = re.compile(r"^\| tiny \|(.*)\|$", re.MULTILINE)

@@ -12,6 +12,8 @@ import pytest
 
 from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
 
+pytestmark = pytest.mark.slow
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
 SLUG = "petals-flowers-512-densenet201"  # not the default variant: --only is exercised

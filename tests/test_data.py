@@ -21,7 +21,7 @@ def test_count_records_rejects_an_unnamed_shard():
 
 
 def test_find_data_root_lists_searched_paths(tmp_path):
-    with pytest.raises(data.DataError) as error:
+    with pytest.raises(data.DataError, match="no competition data found; searched") as error:
         data.find_data_root(None, candidates=(str(tmp_path / "a"), str(tmp_path / "b")))
     assert str(tmp_path / "a") in str(error.value) and str(tmp_path / "b") in str(error.value)
     assert data.find_data_root(None, candidates=(str(tmp_path / "a"), str(tmp_path))) \

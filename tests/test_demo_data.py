@@ -3,7 +3,7 @@ import os
 import pytest
 
 from petals import data
-from petals.demo_data import write_demo_dataset
+from petals.demo_data import submission_scores, write_demo_dataset
 
 
 def test_layout_naming_and_refusal_to_overwrite(tmp_path):
@@ -16,7 +16,7 @@ def test_layout_naming_and_refusal_to_overwrite(tmp_path):
     assert counts == [36, 12, 12]
     assert [entry for entry in os.listdir(tmp_path) if entry.startswith(".")] == []
     assert sorted(os.listdir(folder)) == ["classes.txt", "test", "test_labels.csv", "train", "val"]
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="already exists; delete it to regenerate"):
         write_demo_dataset(str(tmp_path), image_size=48, limit=60)
 
 
@@ -66,3 +66,24 @@ def test_the_command_keeps_a_current_folder_and_refuses_an_outdated_one(tmp_path
     os.remove(tmp_path / "tfrecords-jpeg-32x32" / "test_labels.csv")
     with pytest.raises(SystemExit, match="made by an older version .* delete it"):
         main([str(tmp_path), "--image-size", "32"])
+
+
+def write_submission(path, ids, labels):
+    path.write_text("id,label\n" + "".join(f"{i},{label}\n" for i, label in
+                                              zip(ids, labels, strict=True)))
+    return str(path)
+
+
+def test_submission_scores_against_held_out_labels(tmp_path):
+    held_out = {f"id{index}": index % 4 for index in range(40)}
+    held_out.update({f"extra{index}": 0 for index in range(10)})  # class 0: 20 of 50
+    ids = list(held_out)
+    right = write_submission(tmp_path / "right.csv", ids, held_out.values())
+    assert submission_scores(right, held_out) == {"accuracy": 1.0, "chance": 0.4,
+                                                            "images": 50}
+    # The same labels against the wrong ids: what a misaligned submission looks like.
+    shifted = write_submission(tmp_path / "shifted.csv", ids, list(held_out.values())[1:] + [0])
+    assert submission_scores(shifted, held_out)["accuracy"] < 0.4
+    missing = write_submission(tmp_path / "missing.csv", ids[1:], list(held_out.values())[1:])
+    with pytest.raises(ValueError, match="49 ids are not the 50 held-out test ids"):
+        submission_scores(missing, held_out)

@@ -24,6 +24,8 @@ import requests
 
 from tests import fake_kaggle as fk
 
+pytestmark = pytest.mark.contract
+
 OWNER = fk.DEFAULT_USERNAME
 SLUG = "petals-flowers"
 REF = f"{OWNER}/{SLUG}"

@@ -68,6 +68,7 @@ print("sharded as fit shards")
 """
 
 
+@pytest.mark.slow
 def test_with_a_distribution_each_array_is_split_across_the_devices_as_fit_splits_it():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(

@@ -161,6 +161,7 @@ def test_notebook_without_kernelspec_or_with_kaggle_metadata_is_refused(built):
         kernels.validate_metadata(document, built)
 
 
+@pytest.mark.slow
 def test_built_notebook_runs_self_contained_in_an_empty_folder(tiny_dataset, tmp_path):
     """The kernel needs nothing from the repository: run it where only it exists."""
     variant = sweeps.Variant("petals-selfcontained", "Petals selfcontained", "notebooks/flowers.py",
@@ -182,6 +183,7 @@ def test_built_notebook_runs_self_contained_in_an_empty_folder(tiny_dataset, tmp
     assert (empty / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_building_for_another_owner_changes_no_tracked_file(tmp_path):
     """`build.py kernels --owner someone-else`, run as the README says, in a copy of the tree."""
     copy = tmp_path / "checkout"
@@ -213,6 +215,7 @@ def test_building_for_another_owner_changes_no_tracked_file(tmp_path):
     assert f"kaggle kernels push -p kernels/{VARIANT.slug}" in result.stdout
 
 
+@pytest.mark.slow
 def test_committed_root_metadata_is_what_build_writes_for_the_placeholder_owner(tmp_path):
     result = subprocess.run([sys.executable, "build.py", "kernels", "--owner",
                              "your-kaggle-username", "--only", VARIANT.slug, "--kernels-dir",

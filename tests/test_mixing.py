@@ -50,6 +50,7 @@ def test_mixing_model_loss_uses_the_partners_labels():
                                                        PROBABILITIES), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_cutmix_targets_match_the_pixel_shares():
     values = [10, 60, 110, 160, 210, 250, 30, 90]
     images = constant_images(values)
@@ -69,6 +70,7 @@ def test_cutmix_targets_match_the_pixel_shares():
     assert mixed.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_mixup_targets_match_the_blend():
     values = np.array([0, 250, 100, 200])
     images = constant_images(values)
@@ -86,6 +88,7 @@ def test_mixup_targets_match_the_blend():
     assert ((shares > 0.01) & (shares < 0.99)).any()
 
 
+@pytest.mark.slow
 def test_probability_zero_leaves_images_and_labels_untouched():
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3)).astype("uint8")
     weights = mixing.pixel_weights(images, 0.0, 0.0, seed=keras.random.SeedGenerator(1))
@@ -97,6 +100,7 @@ def test_probability_zero_leaves_images_and_labels_untouched():
         keras.ops.convert_to_numpy(one_hot))
 
 
+@pytest.mark.slow
 def test_inference_is_the_classifier_alone():
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
@@ -111,6 +115,7 @@ def test_inference_is_the_classifier_alone():
     assert tuple(probabilities.shape) == (4, 3) and tuple(shares.shape) == (4,)
 
 
+@pytest.mark.slow
 def test_training_calls_mix_the_images_the_classifier_sees():
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
@@ -165,6 +170,7 @@ print(json.dumps({"type": type(model).__name__, "replicas": device.replicas,
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "devices"), [("jax", 1), ("jax", 8), ("tensorflow", 1)])
 def test_mixing_trains_on_both_backends(backend, devices):
     """Also on 8 virtual JAX devices: the batch is then split across them, and the partner of

@@ -154,6 +154,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_views_on_eight_virtual_devices_split_each_batch_and_compile_once():
     report = run_in_child(TTA_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8 and report["shape"] == [13, 4]
@@ -187,6 +188,7 @@ print(json.dumps({"backend": keras.backend.backend(),
 """
 
 
+@pytest.mark.slow
 def test_views_on_the_tensorflow_backend():
     report = run_in_child(TTA_ON_TENSORFLOW, backend="tensorflow", devices=1)
     assert report == {"backend": "tensorflow", "difference": report["difference"]}

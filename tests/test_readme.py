@@ -7,7 +7,11 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from petals.demo_data import write_demo_dataset
+
+pytestmark = pytest.mark.slow
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,7 +17,7 @@ def test_stage_timer_sums_every_block_of_a_stage():
 
 def test_stage_timer_counts_a_block_that_raises():
     timer = report.StageTimer()
-    with pytest.raises(RuntimeError), timer.stage("predict"):
+    with pytest.raises(RuntimeError, match="out of memory"), timer.stage("predict"):
         time.sleep(0.01)
         raise RuntimeError("out of memory")
     assert timer.seconds["predict"] >= 0.01

@@ -63,6 +63,7 @@ def run(notebook, output_dir, *arguments):
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_progress_and_output_reach_the_terminal_without_noise(notebook, tmp_path):
     result = run(notebook, tmp_path / "run", "-p", "VALUE", "2", "-p", "DATA_DIR", "data/x")
     assert result.returncode == 0, result.stderr
@@ -77,6 +78,7 @@ def test_progress_and_output_reach_the_terminal_without_noise(notebook, tmp_path
     assert (tmp_path / "run" / runner.NOTEBOOK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_none_and_null_both_mean_none(notebook, tmp_path):
     for index, text in enumerate(("None", "null")):
         output = tmp_path / f"run-{index}"
@@ -84,6 +86,7 @@ def test_none_and_null_both_mean_none(notebook, tmp_path):
         assert "data None" in (output / runner.HTML_NAME).read_text()
 
 
+@pytest.mark.slow
 def test_a_failing_cell_ends_with_one_line_and_still_writes_the_notebook(notebook, tmp_path):
     result = run(notebook, tmp_path / "run", "-p", "VALUE", "-1")
     assert result.returncode == 1

@@ -34,7 +34,7 @@ def test_invalid_submissions_are_rejected_and_not_written(tmp_path, ids, labels,
 
 def test_results_are_never_overwritten(tmp_path):
     submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="exists; results are never overwritten"):
         submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([2]))
     with pytest.raises(FileExistsError, match="already holds submission.csv"):
         submission.prepare_output_dir(str(tmp_path))

@@ -50,6 +50,7 @@ def dense_classifier():
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
 
 
+@pytest.mark.slow
 def test_fit_records_history_and_epoch_times_without_warnings():
     import warnings
 
@@ -99,6 +100,7 @@ def test_compile_model_chooses_the_loss():
         train.compile_model(dense_classifier(), label_smoothing=1.0)
 
 
+@pytest.mark.slow
 def test_epoch_seconds_include_the_compute_that_jax_dispatches_asynchronously():
     """With JAX, fit's Python loop finishes an epoch before the device does; a timer that does
     not wait reads the dispatch time only (measured here: 0.12 s of a 1.1 s fit). Training here is
@@ -197,6 +199,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow
 def test_members_release_each_model_before_building_the_next():
     report = run_in_child(MEMBERS_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8
