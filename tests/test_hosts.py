@@ -80,6 +80,7 @@ def gather(streams, process_batch):
                            for step in range(steps) for stream in streams])
 
 
+@pytest.mark.slow
 def test_each_process_reads_its_share_of_every_split(tiny_dataset):
     """Evaluation and test shares, put back in record order, are the whole split (exclusions
     dropped first), with as many batches in every process; training reads its block of files."""
@@ -176,6 +177,7 @@ def run_processes(runs, timeout=900):
     return grouped
 
 
+@pytest.mark.slow
 def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_dataset, tmp_path):
     """Same global batches, same seed: the weights agree across the two processes and the
     gathered validation probabilities (one id excluded, flip TTA) equal a 1 × 8 run's."""
@@ -198,6 +200,7 @@ def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_da
     assert np.abs(np.roll(single, 1, axis=0) - single).max() > 10 * difference
 
 
+@pytest.mark.slow
 def test_joining_after_the_devices_were_queried_fails_with_one_line():
     """JAX refuses to join other processes once its backend has started: the error says what
     to call first."""

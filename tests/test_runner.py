@@ -166,6 +166,7 @@ def process(*command):
     return subprocess.Popen(list(command), start_new_session=True)
 
 
+@pytest.mark.slow
 def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
     workers = [runner.Worker(0, process("sleep", "60"), None),
                runner.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log")]
@@ -175,6 +176,7 @@ def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
                                        "failed with exit status 3; stopped the others\n")
 
 
+@pytest.mark.slow
 def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
     """One process finished, the other ignores SIGTERM: named as hung, then SIGKILLed."""
     workers = [runner.Worker(0, process("true"), None),
@@ -189,6 +191,7 @@ def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
                                        "finished: hung; stopped it\n")
 
 
+@pytest.mark.slow
 def test_a_timeout_stops_every_process(capsys):
     workers = [runner.Worker(index, process("sleep", "60"), None) for index in range(2)]
     assert runner.supervise(workers, timeout=0.5) == 124
@@ -197,6 +200,7 @@ def test_a_timeout_stops_every_process(capsys):
         capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_processes_stream_process_0_and_stop_together_on_interrupt(tmp_path):
     """Two processes of a notebook: process 0's output on the terminal, process 1's in its
     folder; a hung process 1 and its kernel are killed when the launcher is interrupted."""
