@@ -68,11 +68,15 @@ def launched_process():
     try:
         index, count = (int(os.environ[name]) for name in names)
     except (KeyError, ValueError):
-        raise ValueError(f"{' and '.join(names)} must both be whole numbers (set by "
-                         "`python -m petals.runner ... --processes N`)") from None
+        raise ValueError(
+            f"{' and '.join(names)} must both be whole numbers (set by "
+            "`python -m petals.runner ... --processes N`)"
+        ) from None
     if not 0 <= index < count or not os.environ.get(ADDRESS_VARIABLE):
-        raise ValueError(f"{INDEX_VARIABLE}={index} must be in 0..{COUNT_VARIABLE}-1 "
-                         f"(={count}) and {ADDRESS_VARIABLE} must name the coordinator host:port")
+        raise ValueError(
+            f"{INDEX_VARIABLE}={index} must be in 0..{COUNT_VARIABLE}-1 "
+            f"(={count}) and {ADDRESS_VARIABLE} must name the coordinator host:port"
+        )
     return Process(index, count)
 
 
@@ -100,8 +104,9 @@ def _tpu_metadata(attribute, timeout):
     """An attribute of this Cloud TPU VM from its metadata server; None off a TPU VM."""
     if importlib.util.find_spec("libtpu") is None:
         return None  # Not a TPU VM: nothing to ask.
-    request = urllib.request.Request(TPU_METADATA + attribute,
-                                     headers={"Metadata-Flavor": "Google"})
+    request = urllib.request.Request(
+        TPU_METADATA + attribute, headers={"Metadata-Flavor": "Google"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read().decode()
@@ -138,17 +143,20 @@ def start():
     except RuntimeError as error:
         if "before" not in str(error):
             raise
-        raise RuntimeError("the processes must join before anything queries the devices: call "
-                           "accelerator.detect() before accelerator.versions() or jax.devices()"
-                           ) from error
+        raise RuntimeError(
+            "the processes must join before anything queries the devices: call "
+            "accelerator.detect() before accelerator.versions() or jax.devices()"
+        ) from error
     return current()
 
 
 def process_batch(global_batch, process):
     """The share of each global batch that `process` feeds; ValueError if it does not divide."""
     if global_batch % process.count:
-        raise ValueError(f"a global batch of {global_batch} does not split over {process.count} "
-                         "processes; make BATCH_SIZE_PER_REPLICA × replicas a multiple of it")
+        raise ValueError(
+            f"a global batch of {global_batch} does not split over {process.count} "
+            "processes; make BATCH_SIZE_PER_REPLICA × replicas a multiple of it"
+        )
     return global_batch // process.count
 
 
@@ -198,7 +206,9 @@ def gather_strings(text):
     encoded = np.frombuffer(text.encode(), dtype=np.uint8)
     lengths = multihost_utils.process_allgather(np.array([len(encoded)]))
     padded = np.zeros(int(np.max(lengths)), np.uint8)
-    padded[:len(encoded)] = encoded
+    padded[: len(encoded)] = encoded
     gathered = multihost_utils.process_allgather(padded)
-    return [bytes(row[:int(length)]).decode() for row, length in
-            zip(gathered, np.ravel(lengths), strict=True)]
+    return [
+        bytes(row[: int(length)]).decode()
+        for row, length in zip(gathered, np.ravel(lengths), strict=True)
+    ]

@@ -65,19 +65,33 @@ def test_gathered_predictions_return_to_record_order(count, processes, process_b
     for index in range(processes):
         records = list(range(index, count, processes))
         streams.append(records + [-1] * (steps * process_batch - len(records)))
-    gathered = np.concatenate([np.concatenate(
-        [streams[index][step * process_batch:(step + 1) * process_batch]
-         for index in range(processes)]) for step in range(steps)])
+    gathered = np.concatenate(
+        [
+            np.concatenate(
+                [
+                    streams[index][step * process_batch : (step + 1) * process_batch]
+                    for index in range(processes)
+                ]
+            )
+            for step in range(steps)
+        ]
+    )
     np.testing.assert_array_equal(
         hosts.in_record_order(gathered[:, None], count, processes, process_batch)[:, 0],
-        np.arange(count))
+        np.arange(count),
+    )
 
 
 def gather(streams, process_batch):
     """What predict gathers from per-process streams: each step, every process's batch."""
     steps = len(streams[0]) // process_batch
-    return np.concatenate([stream[step * process_batch:(step + 1) * process_batch]
-                           for step in range(steps) for stream in streams])
+    return np.concatenate(
+        [
+            stream[step * process_batch : (step + 1) * process_batch]
+            for step in range(steps)
+            for stream in streams
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -88,23 +102,58 @@ def test_each_process_reads_its_share_of_every_split(tiny_dataset):
     excluded = data.record_ids(val, labeled=True)[1:2]
     labels = data.labels(val, excluded)
     processes, batch = 2, 8
-    streams = [np.concatenate([element[1] for element in data.evaluation_dataset(
-        val, TINY_SIZE, batch, excluded, count=len(labels),
-        process=hosts.Process(index, processes)).as_numpy_iterator()])
-        for index in range(processes)]
+    streams = [
+        np.concatenate(
+            [
+                element[1]
+                for element in data.evaluation_dataset(
+                    val,
+                    TINY_SIZE,
+                    batch,
+                    excluded,
+                    count=len(labels),
+                    process=hosts.Process(index, processes),
+                ).as_numpy_iterator()
+            ]
+        )
+        for index in range(processes)
+    ]
     assert len(streams[0]) == len(streams[1])
-    np.testing.assert_array_equal(hosts.in_record_order(
-        gather(streams, batch // processes), len(labels), processes, batch // processes), labels)
+    np.testing.assert_array_equal(
+        hosts.in_record_order(
+            gather(streams, batch // processes), len(labels), processes, batch // processes
+        ),
+        labels,
+    )
 
     test = data.find_split(tiny_dataset, TINY_SIZE, "test")
-    whole = np.concatenate(list(data.test_dataset(test.files, TINY_SIZE, batch, test.count,
-                                                  process=hosts.SINGLE).as_numpy_iterator()))
-    streams = [np.concatenate(list(data.test_dataset(
-        test.files, TINY_SIZE, batch, test.count, process=hosts.Process(index, processes))
-        .as_numpy_iterator())) for index in range(processes)]
-    np.testing.assert_array_equal(hosts.in_record_order(
-        gather(streams, batch // processes), test.count, processes, batch // processes),
-        whole[:test.count])
+    whole = np.concatenate(
+        list(
+            data.test_dataset(
+                test.files, TINY_SIZE, batch, test.count, process=hosts.SINGLE
+            ).as_numpy_iterator()
+        )
+    )
+    streams = [
+        np.concatenate(
+            list(
+                data.test_dataset(
+                    test.files,
+                    TINY_SIZE,
+                    batch,
+                    test.count,
+                    process=hosts.Process(index, processes),
+                ).as_numpy_iterator()
+            )
+        )
+        for index in range(processes)
+    ]
+    np.testing.assert_array_equal(
+        hosts.in_record_order(
+            gather(streams, batch // processes), test.count, processes, batch // processes
+        ),
+        whole[: test.count],
+    )
 
     train = data.find_split(tiny_dataset, TINY_SIZE, "train")
     training = data.training_data({"train": train, "val": None, "test": None}, TINY_SIZE)
@@ -151,15 +200,30 @@ def run_processes(runs, timeout=900):
     for count, devices, arguments in runs:
         address = f"127.0.0.1:{runner.free_port()}"
         for index in range(count):
-            environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPOSITORY,
-                           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+            environment = {
+                **os.environ,
+                "KERAS_BACKEND": "jax",
+                "PYTHONPATH": REPOSITORY,
+                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            }
             if count > 1:
-                environment.update({hosts.ADDRESS_VARIABLE: address,
-                                    hosts.COUNT_VARIABLE: str(count),
-                                    hosts.INDEX_VARIABLE: str(index)})
-            children.append(subprocess.Popen(
-                [sys.executable, "-c", SCRIPT, *arguments], env=environment, cwd=REPOSITORY,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                environment.update(
+                    {
+                        hosts.ADDRESS_VARIABLE: address,
+                        hosts.COUNT_VARIABLE: str(count),
+                        hosts.INDEX_VARIABLE: str(index),
+                    }
+                )
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", SCRIPT, *arguments],
+                    env=environment,
+                    cwd=REPOSITORY,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
     results = []
     try:
         for child in children:
@@ -172,7 +236,7 @@ def run_processes(runs, timeout=900):
                 child.kill()
     grouped, start = [], 0
     for count, _, _ in runs:
-        grouped.append(results[start:start + count])
+        grouped.append(results[start : start + count])
         start += count
     return grouped
 
@@ -182,20 +246,28 @@ def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_da
     """Same global batches, same seed: the weights agree across the two processes and the
     gathered validation probabilities (one id excluded, flip TTA) equal a 1 × 8 run's."""
     val = os.path.join(tiny_dataset, f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}", "val")
-    excluded = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "val").files,
-                               labeled=True)[3]
-    two, one = run_processes([(2, 4, [val, excluded, str(tmp_path / "two")]),
-                              (1, 8, [val, excluded, str(tmp_path / "one")])])
+    excluded = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "val").files, labeled=True)[
+        3
+    ]
+    two, one = run_processes(
+        [
+            (2, 4, [val, excluded, str(tmp_path / "two")]),
+            (1, 8, [val, excluded, str(tmp_path / "one")]),
+        ]
+    )
     assert [result["replicas"] for result in two + one] == [8, 8, 8]
     assert "on 2 hosts" in two[0]["describe"] and "hosts" not in one[0]["describe"]
     assert two[0]["weights"] == two[1]["weights"]
     single = np.load(tmp_path / "one-0.npy")
-    assert single.shape == (len(data.labels(
-        data.find_split(tiny_dataset, TINY_SIZE, "val").files, [excluded])), 10)
+    assert single.shape == (
+        len(data.labels(data.find_split(tiny_dataset, TINY_SIZE, "val").files, [excluded])),
+        10,
+    )
     # Equal up to the order of floating-point sums (gloo's across processes, XLA's within
     # one), which Adam's first steps amplify; a row out of order would differ far more.
-    difference = max(np.abs(np.load(tmp_path / f"two-{index}.npy") - single).max()
-                     for index in range(2))
+    difference = max(
+        np.abs(np.load(tmp_path / f"two-{index}.npy") - single).max() for index in range(2)
+    )
     assert difference < 1e-3
     assert np.abs(np.roll(single, 1, axis=0) - single).max() > 10 * difference
 
@@ -216,10 +288,16 @@ try:
 except RuntimeError as error:
     print(json.dumps(str(error)))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=REPOSITORY, timeout=300,
-                            env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPOSITORY})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPOSITORY},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == (
         "the processes must join before anything queries the devices: call "
-        "accelerator.detect() before accelerator.versions() or jax.devices()")
+        "accelerator.detect() before accelerator.versions() or jax.devices()"
+    )
