@@ -9,6 +9,7 @@
     python build.py submit    submit a collected submission.csv to the competition
     python build.py sweep     run the sweep locally through papermill (resumable)
     python build.py results   one table (markdown and CSV) over every collected or local run
+    python build.py blend     blend the saved probabilities of the sweep's runs; --submit it
 
 A sweep is a TOML file (see sweeps/): the notebook, fixed parameters and a grid.
 """
@@ -20,8 +21,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from kit import cycle, estimate, kernels, results, sweeps
-from kit.kaggle_client import KaggleError, connect
+from kit import blend, cycle, estimate, kernels, results, sweeps
+from kit.kaggle_client import KaggleError, connect, read_config
+from petals.runner import command_name
 
 DEFAULT_SWEEP = "sweeps/competition.toml"
 OWNER_PLACEHOLDER = "your-kaggle-username"
@@ -31,18 +33,23 @@ OWNER_PLACEHOLDER = "your-kaggle-username"
 DEFAULT_CONCURRENT = {"tpu": 1, "gpu": 2, "cpu": 2}
 
 
+def this_command(*arguments):
+    """`.venv/bin/python build.py ARGUMENTS…`, started as this command was: the hints' commands
+    then run with the interpreter that has the kit's packages (a bare `python` may have none)."""
+    script = os.path.relpath(__file__)
+    return shlex.join([command_name(), __file__ if script.startswith("..") else script,
+                       *arguments])
+
+
 def find_owner(requested):
     """--owner, else KAGGLE_USERNAME, else the username in the kaggle config file."""
     if requested:
         return requested
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    config_dir = os.environ.get("KAGGLE_CONFIG_DIR", os.path.expanduser("~/.kaggle"))
-    config = Path(config_dir) / "kaggle.json"
-    if config.exists():
-        username = json.loads(config.read_text()).get("username")
-        if username:
-            return username
+    username = read_config().get("username")  # a malformed kaggle.json is named as such
+    if username:
+        return username
     raise ValueError("no Kaggle owner: pass --owner, set KAGGLE_USERNAME, or put kaggle.json in "
                      "~/.kaggle")
 
@@ -60,8 +67,23 @@ def built_kernel_id(arguments, variant):
     """The id in the built kernel's metadata (the owner it was built for)."""
     path = Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE
     if not path.exists():
-        raise ValueError(f"{variant.slug} is not built; run `python build.py kernels` first")
+        raise ValueError(f"{variant.slug} is not built; run `{this_command('kernels')}` first")
     return json.loads(path.read_text())["id"]
+
+
+def check_variants(sweep, variants, fixed=None, output_dirs=None):
+    """Every variant's parameter values checked now, before anything is built or run: one line
+    naming the variant and the mistake (petals.parameters.check, no Keras: about a second)."""
+    from petals import parameters
+
+    defaults = parameters.notebook_parameters(str(kernels.REPOSITORY / sweep.notebook))
+    for variant in variants:
+        output_dir = (output_dirs or {}).get(variant.slug, ".")
+        try:
+            parameters.check({**defaults, **variant.parameters, **(fixed or {}),
+                              "OUTPUT_DIR": str(output_dir)})
+        except ValueError as error:
+            raise ValueError(f"{variant.slug}: {error}") from None
 
 
 def command_kernels(arguments, sweep):
@@ -70,6 +92,12 @@ def command_kernels(arguments, sweep):
     owner = find_owner(arguments.owner)
     accelerator = arguments.accelerator or sweep.accelerator
     variants = selected(sweep, arguments.only)
+    for dataset in arguments.dataset:
+        if not kernels.DATASET_SLUG.fullmatch(dataset):
+            raise ValueError(f"--dataset {dataset!r} is not a Kaggle dataset 'owner/dataset-name' "
+                             "(3-50 lowercase letters, digits and hyphens)")
+    # As the kernel runs on Kaggle: the data found there, outputs in the working folder.
+    check_variants(sweep, variants, kernels.KAGGLE_PARAMETERS)
     print(f"building {len(variants)} kernel(s) for {owner}, accelerator {accelerator}")
     for variant in variants:
         folder = kernels.write_kernel(variant, Path(arguments.kernels_dir) / variant.slug, owner,
@@ -90,7 +118,7 @@ def command_kernels(arguments, sweep):
         print(f"  {arguments.root_metadata} → {document['code_file']} (the default variant)")
     else:
         print(f"  push the default variant with `kaggle kernels push -p {default_folder}` or "
-              "`python build.py run`")
+              f"`{this_command('run')}`")
 
 
 def checked_kernel(arguments, variant):
@@ -109,7 +137,7 @@ def built_accelerator(accelerators):
     if len(set(accelerators)) > 1:
         raise ValueError(f"the kernels were built for different accelerators "
                          f"({', '.join(sorted(set(accelerators)))}); rebuild them together with "
-                         "`python build.py kernels`")
+                         f"`{this_command('kernels')}`")
     return accelerators[0]
 
 
@@ -136,7 +164,7 @@ def command_push(arguments, sweep):
         try:
             version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
         except cycle.SessionCapReached as refusal:
-            raise KaggleError(f"{refusal} `python build.py run` pushes each variant when a "
+            raise KaggleError(f"{refusal} `{this_command('run')}` pushes each variant when a "
                               "session is free") from None
         print(f"  {kernel_id}: version {version} pushed")
 
@@ -200,10 +228,10 @@ def command_collect(arguments, sweep):
 def resume_hint(arguments, sweep_run):
     """How to resume this run: the same command without --rerun (which would push again what
     this one pushed), plus, after a --rerun, how to push the variants it had not pushed yet."""
-    command = ["python", "build.py", *(argument for argument in arguments.argv
-                                       if argument != "--rerun")]
-    hint = (f"resume with `{shlex.join(command)}`, here or on another machine after "
-            "`python build.py kernels` for the same owner (the state is read back from Kaggle)")
+    command = this_command(*(argument for argument in arguments.argv if argument != "--rerun"))
+    hint = (f"resume with `{command}`, here or on another machine after "
+            f"`{this_command('kernels')}` for the same owner (the state is read back from "
+            "Kaggle)")
     if arguments.rerun and sweep_run.pending:
         hint += ("; then push again those not pushed yet with `--rerun --only "
                  + " ".join(job.slug for job in sweep_run.pending) + "`")
@@ -246,6 +274,13 @@ def command_run(arguments, sweep):
     table = results.rows(arguments.runs_dir)
     if table:
         print(write_results(arguments.runs_dir, table))
+    # Every variant is collected: the blend of all their models, as `build.py blend` makes it.
+    try:
+        print(blend.table(blend_of(arguments, sweep, variants)))
+        print(f"write and submit this blend: `python build.py blend --sweep {arguments.sweep} "
+              "--submit`")
+    except ValueError as error:
+        print(f"no blend: {error}")
     print(f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
           f"with a valid submission, {len(problems)} with a problem")
     return 1 if problems else 0
@@ -274,8 +309,11 @@ def command_submit(arguments, sweep):
             round(in_sample, 4) != round(honest, 4) else "")
     elif in_sample is not None:
         score = f" in-sample F1 {in_sample:.4f} (blend tuned on the images it was scored on)"
+    elif variant.parameters.get("TRAIN_ON_VALIDATION"):
+        score = " (trained on validation: no validation score)"
     else:
-        score = " (trained on validation)"
+        score = " (no validation score: " + ("no metrics.json was collected)" if not metrics
+                                             else "metrics.json has none)")
     message = f"petals {variant.slug} v{version}{score}"
     print(cycle.submit(folder / "submission.csv", message, connect()))
     print(f"submitted: {message}")
@@ -287,13 +325,21 @@ def command_sweep(arguments, sweep):
     from petals import runner
 
     variants = selected(sweep, arguments.only)
+    if sweep.accelerator != "cpu" and not arguments.on_cpu:
+        raise ValueError(f"sweep {sweep.name} is sized for a {sweep.accelerator.upper()} (hours "
+                         "per variant on a CPU); run it on Kaggle with "
+                         f"`{this_command('run', '--sweep', arguments.sweep)}`, choose a CPU "
+                         "sweep (--sweep sweeps/cpu-smoke.toml), or pass --on-cpu to run it "
+                         "here anyway")
     plans = [(variant, *cycle.local_run_dir(Path(arguments.runs_dir) / variant.slug,
                                             arguments.rerun)) for variant in variants]
     pending = [plan for plan in plans if not plan[2]]
+    check_variants(sweep, [variant for variant, _, _ in pending],
+                   output_dirs={variant.slug: folder for variant, folder, _ in pending})
     print(f"sweep {sweep.name}: {len(variants)} run(s), {len(variants) - len(pending)} finished "
           f"already, {len(pending)} to run")
     failures = 0
-    for variant, folder, _ in pending:
+    for done, (variant, folder, _) in enumerate(pending):
         print(f"  {variant.slug} → {folder}", flush=True)
         try:
             runner.execute(str(kernels.REPOSITORY / sweep.notebook), str(folder),
@@ -303,6 +349,13 @@ def command_sweep(arguments, sweep):
             failures += 1
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else error
             print(f"  {variant.slug} failed: {last_line} (see {folder}/notebook.ipynb)")
+        except KeyboardInterrupt:
+            resume = this_command(*(argument for argument in arguments.argv
+                                    if argument != "--rerun"))
+            print(f"\ninterrupted during {variant.slug}: {len(plans) - len(pending) + done} of "
+                  f"{len(plans)} run(s) finished; resume with `{resume}` (finished runs are "
+                  "kept, the interrupted one starts again in a new folder)", file=sys.stderr)
+            return 130
     return 1 if failures else 0
 
 
@@ -322,9 +375,26 @@ def command_results(arguments, sweep):
     print(write_results(arguments.runs_dir))
 
 
+def blend_of(arguments, sweep, variants):
+    """The blend of the variants' newest runs with saved probabilities (kit/blend.py)."""
+    entries = blend.align(blend.gather(arguments.runs_dir, [variant.slug for variant in variants]))
+    return blend.search(entries, arguments.step, share=arguments.trained_on_validation_share)
+
+
+def command_blend(arguments, sweep):
+    blended = blend_of(arguments, sweep, selected(sweep, arguments.only))
+    print(blend.table(blended))
+    folder = blend.write(blended, arguments.runs_dir, sweep.name)
+    print(f"wrote {folder}/submission.csv and metrics.json")
+    if arguments.submit:
+        message = blend.message(blended, sweep.name)
+        print(cycle.submit(folder / "submission.csv", message, connect()))
+        print(f"submitted: {message}")
+
+
 COMMANDS = {"kernels": command_kernels, "run": command_run, "push": command_push,
             "status": command_status, "collect": command_collect, "submit": command_submit,
-            "sweep": command_sweep, "results": command_results}
+            "sweep": command_sweep, "results": command_results, "blend": command_blend}
 
 
 def parser():
@@ -385,6 +455,18 @@ def parser():
         if verb == "sweep":
             sub.add_argument("--rerun", action="store_true",
                              help="run finished variants again (in a new folder)")
+            sub.add_argument("--on-cpu", action="store_true",
+                             help="run a sweep made for a TPU or GPU here anyway")
+        if verb in ("blend", "run"):
+            sub.add_argument("--step", type=float, default=0.1,
+                             help="grid step of the blend-weight search (default %(default)g; "
+                                  "0.05 takes about 10× longer with six models)")
+            sub.add_argument("--trained-on-validation-share", type=float, metavar="SHARE",
+                             help="blend runs trained on validation (no validation scores) "
+                                  "with this fixed share; without it they are left out")
+        if verb == "blend":
+            sub.add_argument("--submit", action="store_true",
+                             help="submit the blend, with a message naming its members")
     return main
 
 

@@ -214,6 +214,7 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
 
     Returns the problem (None: a valid submission); a problem is printed with the log's tail.
     """
+    from petals import probabilities
     from petals.submission import SubmissionError, read_submission, validate
 
     destination = Path(run_dir) / f"v{version}"
@@ -238,6 +239,13 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
                     raise SubmissionError(f"{len(ids)} rows, the test split has {expected_rows}")
             except (SubmissionError, ValueError, IndexError) as error:
                 problem = f"invalid submission.csv: {error}"
+            else:  # each model's saved probabilities: the submission's ids, finite values
+                for path in probabilities.paths(staging):
+                    try:
+                        probabilities.read(path, ids)
+                    except probabilities.ProbabilitiesError as error:
+                        problem = f"invalid {str(error).removeprefix(str(staging) + os.sep)}"
+                        break
         write_json(staging / COLLECTED_FILE, {"kernel": kernel_id, "version": version,
                                               "status": name, "problem": problem,
                                               "collected_at": now_text()})
@@ -311,7 +319,8 @@ class SweepRun:
         """Sort the variants into finished, running and to push, from disk and from Kaggle."""
         for job in self.jobs:
             state = sync_with_kaggle(job.run_dir, job.kernel_id, self.api)
-            if not state["pushes"]:
+            if not state["pushes"] or self.rerun:
+                # --rerun: one new version each; the earlier ones are neither counted nor watched.
                 self.pending.append(job)
                 continue
             latest = state["pushes"][-1]
@@ -320,8 +329,6 @@ class SweepRun:
                 self.active.append(Session(job, latest["version"], latest.get("pushed_at")))
             else:
                 self.outcomes[job.slug] = (latest["version"], record.get("problem"))
-            if self.rerun:
-                self.pending.append(job)
         return self
 
     def describe(self):

@@ -79,8 +79,20 @@ class Estimate:
         return f"{hours(self.seconds)} ({', '.join(sorted(set(self.sources)))})"
 
 
+def rounded_hours(seconds):
+    """Hours to one decimal: each estimate is rounded once, and totals add the rounded figures,
+    so that the printed 0.1 h + 0.1 h make 0.2 h."""
+    return round(seconds / 3600, 1)
+
+
 def hours(seconds):
-    return f"{seconds / 3600:.1f} h"
+    return f"{rounded_hours(seconds):.1f} h"
+
+
+def total_hours(estimates):
+    """`1.4 h`: the sum of the estimates' rounded hours (those without an estimate left out)."""
+    known = [rounded_hours(item.seconds) for item in estimates if item.seconds is not None]
+    return f"{sum(known):.1f} h"
 
 
 def duration(seconds):
@@ -177,9 +189,8 @@ def estimate_sweep(variants, accelerator, runs_dir):
 
 def summary(estimates):
     """`total 14.2 h of accelerator time for 9 variant(s)` (+ how many have no estimate)."""
-    known = [item.seconds for item in estimates if item.seconds is not None]
-    unknown = len(estimates) - len(known)
-    return (f"estimated total {hours(sum(known))} of accelerator time for {len(estimates)} "
+    unknown = sum(item.seconds is None for item in estimates)
+    return (f"estimated total {total_hours(estimates)} of accelerator time for {len(estimates)} "
             "variant(s)" + (f" ({unknown} without an estimate, not counted)" if unknown else ""))
 
 
@@ -196,6 +207,7 @@ def check_budget(estimates, budget_hours=DEFAULT_BUDGET_HOURS,
                           "anyway")
     total = sum(item.seconds for item in estimates if item.seconds is not None)
     if total > budget_hours * 3600:
-        raise BudgetError(f"the {len(estimates)} variant(s) to push need about {hours(total)} "
+        raise BudgetError(f"the {len(estimates)} variant(s) to push need about "
+                          f"{total_hours(estimates)} "
                           f"of accelerator time, more than --budget-hours {budget_hours:g}; run "
                           "fewer (--only), raise --budget-hours to your quota, or pass --yes")

@@ -7,6 +7,7 @@ chatter captured, and a missing credential becomes one line saying what to set.
 
 import contextlib
 import io
+import json
 import os
 import time
 
@@ -31,9 +32,28 @@ def connect():
             except SystemExit:  # The client exits (SystemExit) when it finds no credentials.
                 api = None
     if api is None:
+        read_config()  # a kaggle.json that is there but malformed is named as such
         raise KaggleError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or put "
                           "kaggle.json in ~/.kaggle (Kaggle → Settings → API → Create token)")
     return api
+
+
+def read_config():
+    """The kaggle.json mapping ({} when there is none); KaggleError naming the file when it is
+    malformed (not JSON, or without "username" and "key")."""
+    path = os.path.join(os.environ.get("KAGGLE_CONFIG_DIR", os.path.expanduser("~/.kaggle")),
+                        "kaggle.json")
+    if not os.path.exists(path):
+        return {}
+    fix = "download a new one: Kaggle → Settings → API → Create token"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError included
+        raise KaggleError(f"{path} is malformed ({_first_line(error)}); {fix}") from None
+    if not isinstance(document, dict) or not document.get("username") or not document.get("key"):
+        raise KaggleError(f'{path} is malformed: it needs "username" and "key"; {fix}')
+    return document
 
 
 def http_status(error):

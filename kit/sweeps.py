@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slugify import slugify
 
-from petals.parameters import ACCELERATORS, NONE_STRINGS, notebook_parameters
+from petals.parameters import ACCELERATORS, NONE_STRINGS, notebook_parameters, unknown_names
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Kaggle refuses slugs under 5 characters; long titles are cut by Kaggle, so keep them short.
@@ -103,10 +103,9 @@ def load(path):
              for variant_name, table in named.items()}
     names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
     given = set(fixed) | set(grid) | {key for table in named.values() for key in table}
-    unknown = sorted(given - set(names))
+    unknown = unknown_names(given, names)
     if unknown:
-        raise ValueError(f"sweep file {path}: unknown parameters {', '.join(unknown)}; the "
-                         "notebook's parameters are " + ", ".join(names))
+        raise ValueError(f"sweep file {path}: {unknown}")
     overlap = set(fixed) & set(grid)
     if overlap:
         raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "

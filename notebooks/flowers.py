@@ -18,15 +18,21 @@
 # scored by macro F1). The same cells run on Kaggle's TPU v5e-8 (Keras 3 on JAX, eight chips
 # data-parallel), on a GPU, and on a laptop CPU with the tiny demo dataset.
 #
-# How long it takes: EfficientNetB7 at 512 px compiles its train step in about four minutes and
-# then trains at about 240 images/s on one H200 (under a minute per epoch of the 12,753 training
-# images; a TPU v5e-8 is of the same order); on a CPU the demo (digits standing in for flowers,
-# a small CNN) takes about a minute. Every stage shows its result right after it runs, and the
-# run ends with one `DONE` line and a `metrics.json` that a sweep collects.
+# How long it takes, and where each figure was measured: on **one H200 GPU** (not a TPU),
+# EfficientNetB7 at 512 px compiles its train step in about four minutes and then trains at
+# about 240 images/s, under a minute per epoch of the 12,753 training images. A TPU v5e-8 has not
+# been timed with this notebook yet; its `metrics.json` records the seconds of every stage. On a
+# laptop CPU the demo (digits standing in for flowers, a small CNN) takes about a minute. Every
+# stage shows its result right after it runs, and the run ends with one `DONE` line.
 #
-# Everything you may want to change is in the next cell. The plumbing (reading shards, building
-# backbones, writing files atomically) lives in the small tested package `petals/`; the cells
-# below show the parts of the recipe that matter for the score.
+# **On Kaggle:** in the notebook's settings (the panel on the right) set *Accelerator* to
+# **TPU v5e-8** and turn **Internet on** (the ImageNet weights are downloaded when the model is
+# built). The competition's data is attached already and found by itself.
+#
+# Everything you may want to change is in the next cell: the recipe first, then where the run
+# reads and writes. The plumbing (reading shards, building backbones, writing files atomically)
+# lives in the small tested package `petals/`; the cells below show the parts of the recipe that
+# matter for the score.
 
 # %% tags=["parameters"]
 IMAGE_SIZE = 512  # 192, 224, 331 or 512 on the competition data
@@ -49,13 +55,14 @@ FLIP = True
 TRAIN_ON_VALIDATION = False  # merge val into train (no validation scores then)
 EXTRA_DATA = []  # folders or Kaggle dataset slugs of extra training records (competition schema)
 EXCLUDED_IDS = []  # record ids to drop from train and val
-LABEL_SMOOTHING = 0.0  # 0 ≤ x < 1: share of each target spread over the other classes
+LABEL_SMOOTHING = 0.0  # 0 ≤ x < 1: share of each target spread evenly over all classes
 HEAD_DROPOUT = 0.0  # dropout rate before the classification head
 MIXUP = 0.0  # probability that an image is blended with another (soft targets)
 CUTMIX = 0.0  # probability that an image gets a patch of another (soft targets)
 TTA_VIEWS = ["flip_lr"]  # views averaged with the original: flip_lr, flip_ud, rot90, rot270
 BLEND_STEP = 0.05  # grid step of the ensemble-weight search
 SEED = 42
+# Where the run reads and writes, and on what: not the recipe. Kaggle needs none of them changed.
 DATA_DIR = None  # None: find the competition data on Kaggle
 OUTPUT_DIR = "."
 MAX_STEPS_PER_EPOCH = None  # a small cap for smoke runs
@@ -80,14 +87,6 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 
 # %%
 import os
-import pathlib
-import sys
-
-# The package sits next to this notebook's folder (or is written by the kernel's Setup cells).
-for folder in (pathlib.Path.cwd(), pathlib.Path.cwd().parent):
-    if (folder / "petals" / "__init__.py").is_file():
-        sys.path.insert(0, str(folder))
-        break
 
 from petals import accelerator, report
 
@@ -103,13 +102,13 @@ with timer.stage("import"):
         augment,
         backbones,
         data,
-        ensemble,
         evaluate,
         figures,
         hosts,
         mixing,
         parameters,
         predict,
+        probabilities,
         schedule,
         submission,
         train,
@@ -127,15 +126,15 @@ print(device.describe())
 # %% [markdown]
 # ## Configuration
 #
-# Every parameter is checked here, so a typo fails in a second with one line naming the
-# parameter and the values it accepts, rather than after an hour of training. Two values are
+# Every parameter is checked here, so a typo fails with one line naming the parameter, the bad
+# value and the values it accepts, rather than after an hour of training (`petals.runner` and
+# `build.py` run the same checks before they start the notebook at all). Two values are
 # derived from the hardware. The global batch is the per-chip batch times the number of chips,
 # so each chip keeps the batch it handles well. The peak learning rate grows with it: averaged
 # over eight times as many images, each gradient is less noisy and can take a larger step.
 
 # %%
-PARAMETERS = parameters.validate(parameters.namespace_parameters(globals()))
-globals().update(PARAMETERS)  # "None" and "null" given on a command line become None
+PARAMETERS = parameters.validate_notebook(globals())  # also sets the checked values back
 OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
 keras.utils.set_random_seed(SEED)
 GLOBAL_BATCH = BATCH_SIZE_PER_REPLICA * device.replicas
@@ -193,12 +192,37 @@ print("\n".join(training.lines()))
 print(f"training on {training.count} images: {steps} steps of {GLOBAL_BATCH} per epoch")
 
 # %% [markdown]
+# ### How many images each class has
+#
+# The classes are far from balanced: a few hundred roses, a dozen of some orchids. Macro F1 (see
+# Evaluation) weighs every class equally, so the rare classes at the bottom of this chart count
+# as much as the roses at the top. Counted on the competition's training split.
+
+# %%
+training_labels = data.labels(splits["train"].files, EXCLUDED_IDS)
+display(figures.save(figures.class_histogram(training_labels, CLASS_NAMES), OUTPUT_DIR,
+                     "class_histogram"))
+
+# %% [markdown]
 # One training batch, exactly as the accelerator receives it: uint8 pixels and integer labels.
 
 # %%
 images, labels = (np.asarray(tensor) for tensor in next(iter(training_data)))
 print(f"batch: images {images.shape} {images.dtype}, labels {labels.shape} {labels.dtype}")
 display(figures.save(figures.batch(images, labels, CLASS_NAMES), OUTPUT_DIR, "training_batch"))
+
+# %% [markdown]
+# And what the model is scored on and predicts for the submission: validation images with their
+# class, test images with only their id (their labels are Kaggle's secret), both read in order
+# and never augmented.
+
+# %%
+sample_images, sample_labels = (np.asarray(tensor) for tensor in next(iter(
+    data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 6, EXCLUDED_IDS))))
+sample_test = np.asarray(next(iter(data.test_dataset(splits["test"].files, IMAGE_SIZE, 6,
+                                                     len(test_ids)))))
+display(figures.save(figures.samples(sample_images, sample_labels, sample_test, test_ids,
+                                     CLASS_NAMES), OUTPUT_DIR, "validation_and_test_images"))
 
 # %% [markdown]
 # ## Model
@@ -215,11 +239,17 @@ display(figures.save(figures.batch(images, labels, CLASS_NAMES), OUTPUT_DIR, "tr
 # `[up, right, 1]`, and the matrix maps each *output* pixel to the *input* pixel it copies, so
 # every output pixel gets exactly one value and there are no holes:
 #
-# $$M = R(r)\,S(s)\,Z(z_h, z_w)\,T(t_h, t_w),\quad
-# R = \begin{pmatrix}\cos r & \sin r & 0\\ -\sin r & \cos r & 0\\ 0&0&1\end{pmatrix},\;
-# S = \begin{pmatrix}1 & \sin s & 0\\ 0 & \cos s & 0\\ 0&0&1\end{pmatrix},\;
-# Z = \begin{pmatrix}1/z_h & 0 & 0\\ 0 & 1/z_w & 0\\ 0&0&1\end{pmatrix},\;
-# T = \begin{pmatrix}1 & 0 & t_h\\ 0 & 1 & t_w\\ 0&0&1\end{pmatrix}$$
+# ```
+# M = R(r) · S(s) · Z(z_h, z_w) · T(t_h, t_w)
+#
+#        ⎛  cos r   sin r   0 ⎞           ⎛ 1   sin s   0 ⎞
+#   R =  ⎜ −sin r   cos r   0 ⎟      S =  ⎜ 0   cos s   0 ⎟
+#        ⎝    0       0     1 ⎠           ⎝ 0     0     1 ⎠
+#
+#        ⎛ 1/z_h    0     0 ⎞             ⎛ 1   0   t_h ⎞
+#   Z =  ⎜   0    1/z_w   0 ⎟         T = ⎜ 0   1   t_w ⎟
+#        ⎝   0      0     1 ⎠             ⎝ 0   0    1  ⎠
+# ```
 #
 # with `r ~ N(0, ROTATION_DEGREES)`, `s ~ N(0, SHEAR_DEGREES)`, `z ~ 1 + N(0, ZOOM_STDDEV)` and
 # `t ~ N(0, SHIFT_PIXELS)`. A mirror flip negates the `right` column of `M`, so it rides along in
@@ -235,13 +265,14 @@ display(figures.save(figures.augmentation(images[0], augmentation), OUTPUT_DIR, 
 # %% [markdown]
 # ### Soft targets: label smoothing, MixUp and CutMix
 #
-# With `LABEL_SMOOTHING = 0.1` the target of a daisy is 0.9 on "daisy" and 0.1 spread over the
-# other classes: the model is never pushed towards infinite confidence, which helps when some
-# labels are wrong or two classes look alike. MixUp blends two images and their targets in
-# proportion; CutMix pastes a patch of one image into another and mixes the targets by area.
-# Both happen inside the compiled step, like the affine augmentation, with probabilities
-# `MIXUP` and `CUTMIX` per image. When all three are 0 the labels stay integers and the loss is
-# the plain sparse cross-entropy (the fast path).
+# With `LABEL_SMOOTHING = 0.1` over 104 classes, Keras spreads the 0.1 evenly over **all**
+# classes, the true one included: the target of a daisy is 0.9 + 0.1/104 ≈ 0.901 on "daisy" and
+# 0.1/104 ≈ 0.001 on each other class. The model is never pushed towards infinite confidence,
+# which helps when some labels are wrong or two classes look alike. MixUp blends two images and
+# their targets in proportion; CutMix pastes a patch of one image into another and mixes the
+# targets by area. Both happen inside the compiled step, like the affine augmentation, with
+# probabilities `MIXUP` and `CUTMIX` per image. When all three are 0 the labels stay integers
+# and the loss is the plain sparse cross-entropy (the fast path).
 
 # %%
 if MIXUP or CUTMIX:
@@ -276,7 +307,8 @@ display(figures.save(figures.schedule(learning_rate.values(EPOCHS)), OUTPUT_DIR,
 # weights were trained with (EfficientNets take 0–255, DenseNet201 ImageNet-normalised values),
 # pools the features, applies `HEAD_DROPOUT`, and ends with a softmax that computes in float32:
 # under bfloat16 the probabilities and the loss would otherwise lose precision. It is built in
-# the accelerator's scope, so its variables are placed on every chip.
+# the accelerator's scope, so its variables are placed on every chip. Each member's Keras summary
+# shows, collapsed, when it is built.
 
 
 # %%
@@ -288,19 +320,24 @@ def build(name):
         model = backbones.build_model(name, IMAGE_SIZE, augmentation=layer,
                                       weights=parameters.weights_for(WEIGHTS, name),
                                       head_dropout=HEAD_DROPOUT)
-        return train.compile_model(model, label_smoothing=LABEL_SMOOTHING, mixup=MIXUP,
-                                   cutmix=CUTMIX, seed=SEED)
+        model = train.compile_model(model, label_smoothing=LABEL_SMOOTHING, mixup=MIXUP,
+                                    cutmix=CUTMIX, seed=SEED)
+    display(backbones.Summary(model))
+    return model
 
 
 # %% [markdown]
 # ## Training, evaluation and test predictions, one model at a time
 #
 # An ensemble trains its members one after another, and each member is released before the
-# next is built: build → train → predict validation and test → release. Accelerator memory then
-# only has to hold the largest member (EfficientNetB7 at 512 px), not all of them at once.
+# next is built: build → train → predict validation and test → save → release. Accelerator
+# memory then only has to hold the largest member (EfficientNetB7 at 512 px), not all of them.
 #
 # Each epoch prints one line. The first epoch also pays for compiling the train step (minutes
 # for a large backbone on a TPU); its excess over the later epochs is reported as `compile`.
+# A member whose loss becomes infinite or NaN has diverged (a learning rate too high for it,
+# say): it stops after that epoch, is dropped from the blend, and the run goes on with the
+# others; `metrics.json` says which member was dropped and why.
 #
 # Predictions use **test-time augmentation**: the model also sees each image mirrored (and, with
 # `TTA_VIEWS`, flipped upside down or turned a quarter), and the class probabilities of all views
@@ -308,36 +345,60 @@ def build(name):
 # the average cancels some of each view's mistakes. The views are computed on the accelerator
 # from the same uint8 batches; the last batch is padded to full size so that every batch splits
 # evenly across the chips, and the padding's predictions are dropped.
+#
+# **Nothing finished is thrown away.** As soon as a member has predicted, its probabilities are
+# saved (`probabilities-<backbone>.npz`: validation with ids and labels, test with ids, float16,
+# about 2 MB on the competition), and `submission.csv` and `metrics.json` are rewritten from the
+# members so far, blended. Each file is replaced atomically, so a session stopped at Kaggle's
+# 9-hour limit, or killed, during the second member still leaves the first member's valid
+# submission. The saved probabilities also let `build.py blend` blend models across runs
+# (other sizes, other backbones) later.
 
 # %%
 # Validation during training runs on full batches only (the remainder is scored below).
 validation_steps = 0 if TRAIN_ON_VALIDATION else len(validation_labels) // GLOBAL_BATCH
-fits, model_scores = {}, {}
-validation_probabilities, test_probabilities = {}, {}
+validation_ids = None if TRAIN_ON_VALIDATION else data.record_ids(
+    splits["val"].files, labeled=True, excluded_ids=EXCLUDED_IDS)
+record = report.RunRecord(PARAMETERS, device, VERSIONS, training, steps, GLOBAL_BATCH, timer,
+                          None if validation_labels is None else len(validation_labels),
+                          len(test_ids))
+finished = {}  # each model that finished: its probabilities, as saved
 for name, model in train.members(BACKBONES, build):
     print(f"--- {name}: {model.count_params():,} parameters")
     with timer.stage("train"):
         validation_data = None if not validation_steps else data.evaluation_dataset(
             splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS)
-        fits[name] = train.fit(model, training_data, EPOCHS, steps, learning_rate,
-                               validation_data, validation_steps or None)
-    timer.add("compile", train.compile_seconds(fits[name].seconds))
-    display(figures.save(figures.training_curves(fits[name].history, name), OUTPUT_DIR,
+        fit = train.fit(model, training_data, EPOCHS, steps, learning_rate, validation_data,
+                        validation_steps or None)
+    record.add_fit(name, fit)
+    display(figures.save(figures.training_curves(fit.history, name), OUTPUT_DIR,
                          f"training_{name}"))
+    if fit.stopped:
+        record.drop(name, fit.stopped)
+        print(f"{name} dropped from the blend: {fit.stopped}")
+        continue
+    validation = None
     if validation_labels is not None:
         with timer.stage("evaluate"):
-            validation_probabilities[name] = predict.predict(model, data.evaluation_dataset(
+            validation = predict.predict(model, data.evaluation_dataset(
                 splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
                 count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
-        model_scores[name] = evaluate.scores(validation_labels,
-                                             validation_probabilities[name].argmax(axis=-1))
-        print(report.scores_line(name, model_scores[name]))
+        record.add_scores(name, evaluate.scores(validation_labels, validation.argmax(axis=-1)))
+        print(report.scores_line(name, record.scores[name]))
     with timer.stage("predict"):
-        test_probabilities[name] = predict.predict(model, data.test_dataset(
+        test = predict.predict(model, data.test_dataset(
             splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
             TTA_VIEWS)
-# The compile seconds were measured inside "train"; count them once.
-timer.add("train", -timer.seconds["compile"])
+    finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
+        name, test_ids, test, validation_ids, validation_labels, validation))
+    # The provisional result: the models so far, blended (see Evaluation).
+    blend = probabilities.blend(list(finished.values()), BLEND_STEP, SEED)
+    report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
+    print(f"saved {name}'s probabilities; submission.csv and metrics.json now blend "
+          + " + ".join(finished))
+if not finished:
+    raise RuntimeError("every model diverged: " + "; ".join(
+        f"{name} {reason}" for name, reason in record.dropped.items()) + "; lower LR_MAX")
 
 # %% [markdown]
 # ## Evaluation
@@ -357,16 +418,12 @@ timer.add("train", -timer.seconds["compile"])
 # the weights are also searched on one half of validation and scored on the other half, both
 # ways round, and that cross-validated F1 is the number reported as the validation score. The
 # submission uses the weights tuned on all of validation. With one backbone the blend is that
-# model and both numbers are its F1.
+# model and both numbers are its F1; trained on validation, the members count equally. The
+# blend below is the last one the loop wrote, over every member that finished.
 
 # %%
-if validation_labels is None:
-    blend = ensemble.Blend(tuple(ensemble.equal_weights(len(BACKBONES))), None, None)
-else:
-    blend = ensemble.honest_blend([validation_probabilities[name] for name in BACKBONES],
-                                  validation_labels, BLEND_STEP, seed=SEED)
 print("blend weights: " + ", ".join(f"{name} {weight:.2f}"
-                                    for name, weight in zip(BACKBONES, blend.weights, strict=True)))
+                                    for name, weight in zip(finished, blend.weights, strict=True)))
 if blend.f1 is not None:
     print(f"blend F1: {blend.f1:.4f} cross-validated (the validation score), "
           f"{blend.f1_in_sample:.4f} tuned and scored on the same images (optimistic)")
@@ -377,35 +434,54 @@ if blend.f1 is not None:
 
 # %%
 if validation_labels is not None:
-    validation_predictions = ensemble.blend([validation_probabilities[name] for name in BACKBONES],
-                                            blend.weights).argmax(axis=-1)
+    validation_predictions = probabilities.blended(list(finished.values()), blend.weights,
+                                                   "validation").argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
-    print(report.scores_line("blend", blend_scores))
+    print(report.scores_line("blend in-sample (optimistic)", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)
     display(figures.save(figures.confusion(matrix, present, CLASS_NAMES, blend_scores,
-                                           "+".join(BACKBONES)), OUTPUT_DIR, "confusion_matrix"))
+                                           "+".join(finished)), OUTPUT_DIR, "confusion_matrix"))
+
+# %% [markdown]
+# ### Which classes fail
+#
+# The macro F1 is the mean of the per-class F1 below, so the classes at the top of this chart
+# are where the score is lost. The number beside each name is its validation images: a low F1
+# on three images is a weaker signal than on thirty. Look these classes up in the confusion
+# pairs above and in the visual validation below.
+
+# %%
+if validation_labels is not None:
+    class_f1 = evaluate.per_class_f1(validation_labels, validation_predictions)
+    print("the ten worst classes on validation: F1, images, class")
+    for label, f1, support in class_f1[:10]:
+        print(f"  {f1:.3f} {support:4d}  {figures.class_name(label, CLASS_NAMES)}")
+    display(figures.save(figures.per_class_f1(class_f1, CLASS_NAMES, "+".join(BACKBONES)),
+                         OUTPUT_DIR, "per_class_f1"))
 
 # %% [markdown]
 # ## Submission
 #
 # Test images are read in shard order, so the predictions line up with the ids read earlier.
-# The file is validated (every test id exactly once, labels in range) and written atomically;
-# a failed run leaves no partial file behind, and an earlier result is never overwritten.
-# `metrics.json` records the parameters, versions, per-epoch history and timings, scores and
-# blend weights, for the sweep tools to compare runs.
+# The file is validated (every test id exactly once, labels in range) and written atomically,
+# after every member; here it is written one last time with the complete record. `metrics.json`
+# records the parameters, versions, per-epoch history and timings, scores, blend weights and
+# any dropped member, for the sweep tools to compare runs; `"complete": false` marks the record
+# of a run stopped before its last member.
 
 # %%
-test_predictions = ensemble.blend([test_probabilities[name] for name in BACKBONES],
-                                  blend.weights).argmax(axis=-1)
-submission.write_submission(os.path.join(OUTPUT_DIR, "submission.csv"), test_ids,
-                            test_predictions)
-metrics = report.metrics(
-    parameters=PARAMETERS, device=device, versions=VERSIONS, fits=fits, steps=steps,
-    global_batch=GLOBAL_BATCH, training=training, model_scores=model_scores, blend=blend,
-    timer=timer, validation_labels=validation_labels, test_ids=test_ids)
-submission.write_metrics(os.path.join(OUTPUT_DIR, "metrics.json"), metrics)
+report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
 print(timer.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
+
+# %% [markdown]
+# The file Kaggle scores: a header, then one `id,label` line per test image, the label being the
+# class's index in the competition's list of 104 flowers.
+
+# %%
+if hosts.is_writer():  # of several processes, process 0 alone writes files
+    with open(os.path.join(OUTPUT_DIR, "submission.csv")) as submitted:
+        print("".join(submitted.readlines()[:6]), end="")
 
 # %% [markdown]
 # ## Visual validation
@@ -424,7 +500,7 @@ if validation_labels is not None:
     shown_images = np.asarray(next(iter(shown))[0])
     display(figures.save(figures.predictions(shown_images, validation_labels[:count],
                                              validation_predictions[:count], CLASS_NAMES,
-                                             model_name="+".join(BACKBONES)),
+                                             model_name="+".join(finished)),
                          OUTPUT_DIR, "validation_predictions"))
-print(report.summary_line(BACKBONES, IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
+print(report.summary_line(list(finished), IMAGE_SIZE, EPOCHS, device.describe(), blend.f1,
                           len(test_ids)))

@@ -229,3 +229,24 @@ def _repair_normalization(efficientnet):
         set_normalization(
             normalization, keras.ops.convert_to_numpy(normalization.adapt_mean), IMAGENET_VARIANCE
         )
+
+
+class Summary:
+    """`model.summary()` as the notebook shows it: collapsed under one line (layers, parameters)
+    in Jupyter, nbconvert's HTML and Kaggle, expanded on a click; the full table as text."""
+
+    def __init__(self, model):
+        lines = []
+        model.summary(print_fn=lambda text, **_: lines.append(text))
+        self.text = "\n".join(lines)
+        self.headline = (f"{model.name}: {len(model.layers)} layers, {model.count_params():,} "
+                         "parameters (click for the summary)")
+
+    def _repr_html_(self):
+        import html
+
+        return (f"<details><summary>{html.escape(self.headline)}</summary>"
+                f"<pre>{html.escape(self.text)}</pre></details>")
+
+    def __repr__(self):
+        return self.text

@@ -48,3 +48,14 @@ def confusion(true_labels, predicted_labels):
     """Confusion matrix over the classes present, and those classes (rows = truth)."""
     classes = np.union1d(true_labels, predicted_labels)
     return confusion_matrix(true_labels, predicted_labels, labels=classes), classes
+
+
+def per_class_f1(true_labels, predicted_labels):
+    """[(class, F1, images of that class)] for every class in truth or prediction, lowest F1
+    first (ties: the class with more images first, its failure is the bigger one)."""
+    classes = np.union1d(true_labels, predicted_labels)
+    values = f1_score(true_labels, predicted_labels, labels=classes, average=None,
+                      zero_division=0)
+    support = np.array([np.sum(np.asarray(true_labels) == label) for label in classes])
+    order = np.lexsort((-support, values))
+    return [(int(classes[index]), float(values[index]), int(support[index])) for index in order]

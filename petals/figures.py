@@ -1,5 +1,5 @@
-"""The notebook's figures: each returned as a matplotlib Figure for inline display, and saved as a
-PNG in OUTPUT_DIR by `save`.
+"""The notebook's figures: each built as a matplotlib Figure, then saved as a PNG in OUTPUT_DIR by
+`save`, which returns what the notebook displays inline (the same PNG).
 
 Every figure has a title, labelled axes and, where one model is shown, the model's name. Class
 names are wrapped so that long flower names ("hard-leaved pocket orchid") do not run into each
@@ -8,6 +8,7 @@ classes the confusion matrix loses its tick labels and a ranked chart of the mos
 names the classes instead.
 """
 
+import io
 import math
 import os
 import tempfile
@@ -52,8 +53,27 @@ def with_model(title, model_name):
     return f"{title} — {model_name}" if model_name else title
 
 
+class SavedFigure:
+    """A figure written as a PNG, which Jupyter, nbconvert and Kaggle display inline.
+
+    `_repr_png_` hands IPython the bytes written to disk, so the notebook shows exactly the file;
+    a plain matplotlib Figure would only print its repr, since the notebook builds figures with
+    the object API and registers no pyplot backend.
+    """
+
+    def __init__(self, figure, path, png):
+        self.figure, self.path, self.png = figure, path, png
+
+    def _repr_png_(self):
+        return self.png
+
+    def __repr__(self):
+        return f"<figure saved as {os.path.basename(self.path)}>"
+
+
 def save(figure, output_dir, name):
-    """Write `figure` as OUTPUT_DIR/name.png and return the figure for inline display.
+    """Write `figure` as OUTPUT_DIR/name.png (readable by all, 0644) and return it as a
+    SavedFigure, which `display` shows inline.
 
     Written to a temporary file first and renamed, so a failure leaves no truncated PNG. When
     several processes share a run (petals.hosts), only process 0 writes.
@@ -61,15 +81,18 @@ def save(figure, output_dir, name):
     if not hosts.is_writer():
         return figure
     path = os.path.join(output_dir, f"{name}.png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
     handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=".png", dir=output_dir)
-    os.close(handle)
     try:
-        figure.savefig(temporary, bbox_inches="tight")
+        with os.fdopen(handle, "wb") as file:
+            file.write(buffer.getvalue())
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is an ordinary file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    return figure
+    return SavedFigure(figure, path, buffer.getvalue())
 
 
 def integer_epochs(axes):
@@ -203,6 +226,68 @@ def _confused_pairs_chart(axes, pairs):
         axes.text(count, position, f" {count}", va="center", fontsize=8)
 
 
+def _ranked_bars(axes, values, labels, colors, value_format):
+    """Horizontal bars, the first value on top, each labelled and its value written at its end.
+
+    Every class keeps its name: above MATRIX_LABEL_LIMIT bars the font shrinks and the figure
+    grows (`ranked_height`), so that 104 flower names stay legible.
+    """
+    positions = np.arange(len(values))[::-1]
+    axes.barh(positions, values, color=colors)
+    small = len(values) > MATRIX_LABEL_LIMIT
+    axes.set_yticks(positions, labels, fontsize=7 if small else 9)
+    axes.set_ylim(-0.6, len(values) - 0.4)
+    for position, value in zip(positions, values, strict=True):
+        axes.text(value, position, " " + value_format.format(value), va="center",
+                  fontsize=6 if small else 8)
+    axes.grid(axis="x", alpha=0.3)
+
+
+def ranked_height(bars):
+    """Inches for a chart of `bars` labelled bars: about 0.14 inch a bar, at least 3."""
+    return max(3.0, 0.14 * bars + 1.2)
+
+
+def class_histogram(labels, names=CLASSES, title="Training images per class"):
+    """Images per class, most frequent first, every class named; the mean marked.
+
+    Classes with no image (the demo uses 10 of the 104 flower names) are left out.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    classes = [label for label in np.argsort(-counts, kind="stable") if counts[label]]
+    values = counts[classes]
+    figure = Figure(figsize=(8, ranked_height(len(classes))), layout="constrained")
+    axes = figure.subplots()
+    _ranked_bars(axes, values, [class_name(int(label), names) for label in classes],
+                 "tab:blue", "{:d}")
+    axes.axvline(values.mean(), color="black", linestyle="--", linewidth=1,
+                 label=f"mean {values.mean():.0f}")
+    axes.legend(loc="lower right")
+    axes.set(xlabel="images", ylabel="class")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle(f"{title}: {values.sum():,} images in {len(classes)} classes, "
+                    f"{values.min()} to {values.max()} per class")
+    return figure
+
+
+def per_class_f1(rows, names=CLASSES, model_name=None, worst=10):
+    """F1 of every class, worst first; the `worst` lowest in red.
+
+    `rows` are (class, F1, validation images) triples, lowest F1 first, as
+    petals.evaluate.per_class_f1 returns them. Each bar is labelled with the class name and its
+    number of validation images: a low F1 on three images says less than on thirty.
+    """
+    figure = Figure(figsize=(8, ranked_height(len(rows))), layout="constrained")
+    axes = figure.subplots()
+    labels = [f"{class_name(int(label), names)} ({support})" for label, _, support in rows]
+    colors = ["tab:red" if index < worst else "tab:green" for index in range(len(rows))]
+    _ranked_bars(axes, [f1 for _, f1, _ in rows], labels, colors, "{:.2f}")
+    axes.set(xlabel="F1 on validation", ylabel="class (validation images)", xlim=(0, 1.12))
+    figure.suptitle(with_model("F1 per class, worst first", model_name)
+                    + f"\nthe {min(worst, len(rows))} worst in red")
+    return figure
+
+
 def image_grid(images, titles, colors=None, columns=6, title=None):
     """Images in a grid with a (wrapped, multi-line) title each; `colors` colour the titles."""
     rows = max(1, math.ceil(len(images) / columns))
@@ -226,6 +311,19 @@ def batch(images, labels, names=CLASSES, count=18, title="A training batch"):
     return image_grid(images[:count],
                       [wrapped(class_name(int(label), names)) for label in labels[:count]],
                       title=title)
+
+
+def samples(validation_images, validation_labels, test_images, test_ids, names=CLASSES,
+            count=6):
+    """The first `count` validation images (with their class) above the first test images (with
+    their id): what the model is scored on and what it predicts for the submission."""
+    count = min(count, len(validation_images), len(test_images))
+    images = [*validation_images[:count], *test_images[:count]]
+    titles = [wrapped("val: " + class_name(int(label), names), TITLE_WIDTH)
+              for label in validation_labels[:count]]
+    titles += [f"test id {record_id}" for record_id in test_ids[:count]]
+    return image_grid(images, titles, columns=count,
+                      title="Validation images (top) and test images (bottom)")
 
 
 def mistakes_first(true_labels, predicted_labels):

@@ -1,11 +1,16 @@
 """Check the notebook's parameters before anything slow runs, one clear error per mistake.
 
 The notebook's cell tagged `parameters` is the one list of parameter names: `notebook_parameters`
-reads it (for the runner and build.py, which refuse unknown names), and `validate` checks what
-that cell defined with one check per name, refusing a name nobody checks.
+reads it (for the runner and build.py, which refuse unknown names, naming the nearest known one).
+`check` checks every value with one check per name (CHECKS), refusing a name nobody checks,
+without importing Keras, JAX or TensorFlow: the runner and build.py call it before they start
+anything. `validate` adds what only the running notebook can check (the data TensorFlow reads,
+datasets attached to a kernel, the noisy-student converter's packages); the notebook calls it
+through `validate_notebook`.
 """
 
 import ast
+import difflib
 import numbers
 import os
 import re
@@ -18,6 +23,46 @@ ACCELERATORS = ("tpu", "gpu", "cpu")
 NONE_STRINGS = ("None", "null")
 PARAMETER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 PARAMETER_TYPES = (type(None), bool, int, float, str, list, tuple, dict)
+# The names parameters choose from, kept here so that checking them needs no Keras:
+# tests/test_parameters.py holds them equal to petals.backbones.BACKBONES and petals.predict.VIEWS.
+NOISY_STUDENT_BACKBONES = tuple(f"efficientnet_b{index}" for index in range(8))
+WITHOUT_IMAGENET_WEIGHTS = ("tiny", "tiny_wide")
+BACKBONE_NAMES = ("densenet201", *NOISY_STUDENT_BACKBONES,
+                  *(f"efficientnetv2_{size}" for size in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+                  *WITHOUT_IMAGENET_WEIGHTS)
+TTA_VIEWS = ("flip_lr", "flip_ud", "rot90", "rot270")
+# As petals.data names them: a size folder, and a Kaggle dataset `owner/name`.
+SIZE_FOLDER = re.compile(r"^tfrecords-jpeg-(\d+)x(\d+)$")
+DATASET_SLUG = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+# A percent script's cell marker, with the cell's tags: `# %% tags=["parameters"]`.
+CELL_MARKER = re.compile(r"^# %%(?P<rest>.*)$")
+
+
+def _tagged_cells(path, tag):
+    """The sources of the code cells tagged `tag`.
+
+    A percent script is read line by line here: importing jupytext takes seconds, and the
+    runner and build.py read the parameters to refuse a mistake at once. An .ipynb is JSON.
+    """
+    if str(path).endswith(".ipynb"):
+        import nbformat
+
+        return [cell.source for cell in nbformat.read(path, as_version=4).cells
+                if tag in cell.metadata.get("tags", [])]
+    cells, current = [], None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            marker = CELL_MARKER.match(line.rstrip("\n"))
+            if marker:
+                rest = marker.group("rest")
+                current = [] if "[markdown]" not in rest and f'"{tag}"' in rest else None
+                if current is not None:
+                    cells.append(current)
+            elif current is not None:
+                current.append(line)
+    return ["".join(lines) for lines in cells]
 
 
 def notebook_parameters(path):
@@ -26,17 +71,14 @@ def notebook_parameters(path):
     Raises ValueError when the notebook is missing, has no such cell or several, or a default is
     not a literal.
     """
-    import jupytext
-
     if not os.path.isfile(path):
         raise ValueError(f"notebook {path} does not exist")
-    cells = [cell for cell in jupytext.read(path).cells
-             if "parameters" in cell.metadata.get("tags", [])]
+    cells = _tagged_cells(path, "parameters")
     if len(cells) != 1:
         raise ValueError(f"notebook {path} has {len(cells)} cells tagged 'parameters'; "
                          "it needs exactly one")
     defaults = {}
-    for statement in ast.parse(cells[0].source).body:
+    for statement in ast.parse(cells[0]).body:
         if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
                 and isinstance(statement.targets[0], ast.Name):
             name = statement.targets[0].id
@@ -101,6 +143,24 @@ def _fail(name, value, expected):
     raise ValueError(f"{name} = {value!r} is not valid: expected {expected}")
 
 
+def did_you_mean(word, choices):
+    """` (did you mean 'rot90'?)` for the choice nearest to a misspelt `word`, else ''."""
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_names(given, names):
+    """The one-line error for parameter names the notebook does not have, or None if none.
+
+    Each unknown name comes with the nearest known one: `EPOCH (did you mean 'EPOCHS'?)`.
+    """
+    unknown = sorted(set(given) - set(names))
+    if not unknown:
+        return None
+    return ("unknown parameters " + ", ".join(name + did_you_mean(name, names) for name in unknown)
+            + "; the notebook's parameters are " + ", ".join(names))
+
+
 def _integer(name, value, minimum):
     # bool is an int subclass in Python, but True epochs is a mistake, not a number.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
@@ -130,52 +190,104 @@ def _strings(name, value, allow_empty=True):
         _fail(name, value, "a list of strings" + ("" if allow_empty else " (at least one)"))
 
 
+def _names(name, value, choices, what):
+    """Each of `value` one of `choices`, once: the first that is not is named, with a guess."""
+    for item in value:
+        if item not in choices:
+            raise ValueError(f"{name} = {list(value)!r} is not valid: {item!r} is not a {what}"
+                             f"{did_you_mean(item, choices)}; expected each of "
+                             f"{', '.join(choices)} at most once")
+    if len(set(value)) != len(value):
+        _fail(name, value, f"each {what} once")
+
+
 def _optional_path(name, value, meaning_of_none):
     if value is not None and (not isinstance(value, str) or not value):
         _fail(name, value, f"None ({meaning_of_none}) or a folder path")
 
 
-def _check_data_dir(name, value, parameters):
-    from petals import data
+def is_url(path):
+    """gs://… and other URLs: read through TensorFlow's file system, not checked beforehand."""
+    return "://" in path
 
+
+def local_sizes(folder):
+    """The image sizes of the `tfrecords-jpeg-SxS` folders in a local `folder`, ascending."""
+    sizes = []
+    for entry in os.listdir(folder):
+        match = SIZE_FOLDER.match(entry)
+        if match and match.group(1) == match.group(2) and \
+                os.path.isdir(os.path.join(folder, entry)):
+            sizes.append(int(match.group(1)))
+    return sorted(sizes)
+
+
+# --- Checks of one value each: no Keras, JAX or TensorFlow, so a run is refused at once ---------
+
+
+def _check_data_dir(name, value, parameters):
     _optional_path(name, value, "find the Kaggle data")
-    if value is not None:
-        data.dataset_sizes(value)  # an empty or wrong folder is a DATA_DIR mistake
+    if value is None or is_url(value):
+        return
+    if not os.path.isdir(value):
+        raise ValueError(f"DATA_DIR {value!r} is not a folder; point it at the folder holding "
+                         "tfrecords-jpeg-SxS/")
+    if not local_sizes(value):
+        folder_name = os.path.basename(os.path.normpath(value))
+        hint = ("set DATA_DIR to its parent folder" if SIZE_FOLDER.match(folder_name)
+                or folder_name in ("train", "val", "test")
+                else "point DATA_DIR at the folder that holds them (e.g. data/demo)")
+        raise ValueError(f"DATA_DIR {value!r} holds no tfrecords-jpeg-SxS folder; {hint}")
 
 
 def _check_image_size(name, value, parameters):
     _integer(name, value, 32)
-    if parameters["DATA_DIR"] is None:
+    data_dir = parameters["DATA_DIR"]
+    if data_dir is None:
         sizes, where = COMPETITION_SIZES, "the competition data"
+    elif is_url(data_dir):
+        return  # listed when the notebook reads it (petals.data.dataset_sizes)
     else:
-        from petals import data
-
-        sizes, where = data.dataset_sizes(parameters["DATA_DIR"]), parameters["DATA_DIR"]
+        sizes, where = local_sizes(data_dir), data_dir
     if value not in sizes:
         _fail(name, value, f"one of {', '.join(map(str, sizes))} (the sizes in {where})")
 
 
 def _check_backbones(name, value, parameters):
-    from petals import backbones
-
     _strings(name, value, allow_empty=False)
-    for backbone in value:
-        backbones.validate_backbone(backbone)
-    if len(set(value)) != len(value):
-        _fail(name, value, "each backbone once (models are named after them)")
+    _names(name, value, BACKBONE_NAMES, "backbone")
+
+
+def _check_one_weights(name, weights, backbones):
+    """WEIGHTS for `backbones`: None, a named choice they all have, or an existing file."""
+    if weights is None:
+        return
+    if not isinstance(weights, str) or not weights:
+        _fail(name, weights, "None, 'imagenet', 'noisy-student' or a weights file")
+    if weights == "imagenet":
+        without = [backbone for backbone in backbones if backbone in WITHOUT_IMAGENET_WEIGHTS]
+        if without:
+            raise ValueError(f"backbone {without[0]!r} has no ImageNet weights; set WEIGHTS = "
+                             "None (null or None on a command line) or a weights file")
+    elif weights == "noisy-student":
+        without = [backbone for backbone in backbones if backbone not in NOISY_STUDENT_BACKBONES]
+        if without:
+            raise ValueError(f"noisy-student weights exist only for efficientnet_b0 ... "
+                             f"efficientnet_b7, not {without[0]!r}; use 'imagenet' for it")
+    elif not os.path.isfile(weights):
+        raise ValueError(f"weights file {weights!r} does not exist; give the path of a backbone "
+                         "weights file, or one of: imagenet, noisy-student, None")
 
 
 def _check_weights(name, value, parameters):
-    from petals import backbones
-
     if not isinstance(value, dict):
-        backbones.validate_weights(value, parameters["BACKBONES"])
+        _check_one_weights(name, value, parameters["BACKBONES"])
         return
     if set(value) != set(parameters["BACKBONES"]):
         _fail(name, value, "one weights choice for all backbones, or a mapping with exactly "
               "the backbones " + ", ".join(parameters["BACKBONES"]) + " as keys")
     for backbone, weights in value.items():
-        backbones.validate_weights(plain_none({"weights": weights})["weights"], backbone)
+        _check_one_weights(name, plain_none({"weights": weights})["weights"], [backbone])
 
 
 def weights_for(weights, backbone):
@@ -186,28 +298,38 @@ def weights_for(weights, backbone):
     return weights
 
 
-def _check_extra_data(name, value, parameters):
-    from petals import data
+def is_local_path(entry):
+    """An EXTRA_DATA entry meant as a folder of this machine rather than a dataset slug: it starts
+    with /, ./, ../ or ~, or its first part is a folder here (`data/extra` when data/ exists)."""
+    first = entry.split("/")[0]
+    return entry.startswith(("/", "./", "../", "~")) or os.path.isdir(entry) or (
+        "/" in entry and os.path.isdir(first))
 
+
+def _check_extra_data(name, value, parameters):
     _strings(name, value)
     if len(set(value)) != len(value):
         _fail(name, value, "each folder or dataset once")
-    for entry in value:  # finds the folders now; their records are read in the data step
-        data.extra_sources(entry, parameters["IMAGE_SIZE"])
+    for entry in value:
+        if is_local_path(entry) and not os.path.isdir(os.path.expanduser(entry)):
+            raise ValueError(f"EXTRA_DATA entry {entry!r} is not a folder (a local path; no "
+                             "such folder here)")
+        if not is_local_path(entry) and not is_url(entry) and not DATASET_SLUG.match(entry):
+            raise ValueError(f"EXTRA_DATA entry {entry!r} is neither a folder nor a Kaggle "
+                             "dataset 'owner/name'")
 
 
 def _check_tta_views(name, value, parameters):
-    from petals import predict  # the views are defined where they are computed
-
     _strings(name, value)
-    predict.validate_views(value)
+    _names(name, value, TTA_VIEWS, "view")
 
 
 def _check_cutmix(name, value, parameters):
-    from petals import mixing
-
     _number(name, value, 0.0, 1.0)
-    mixing.validate_probabilities(parameters["MIXUP"], value)
+    if parameters["MIXUP"] + value > 1.0:
+        raise ValueError(f"MIXUP + CUTMIX = {parameters['MIXUP'] + value:g} is more than 1: each "
+                         "image gets at most one of the two, so their probabilities must add up "
+                         "to at most 1")
 
 
 def _check_output_dir(name, value, parameters):
@@ -230,6 +352,37 @@ def _check_step_cap(name, value, parameters):
 def _simple(check, *arguments, **bounds):
     """A check of one value alone, in the (name, value, parameters) form of CHECKS."""
     return lambda name, value, parameters: check(name, value, *arguments, **bounds)
+
+
+# --- What only the running notebook can check (it imports Keras and TensorFlow) -----------------
+
+
+def _read_data_dir(parameters):
+    """The sizes TensorFlow finds in DATA_DIR (gs:// too), checked against IMAGE_SIZE."""
+    if parameters["DATA_DIR"] is None:
+        return
+    from petals import data
+
+    sizes = data.dataset_sizes(parameters["DATA_DIR"])
+    if parameters["IMAGE_SIZE"] not in sizes:
+        _fail("IMAGE_SIZE", parameters["IMAGE_SIZE"], f"one of {', '.join(map(str, sizes))} "
+              f"(the sizes in {parameters['DATA_DIR']})")
+
+
+def _prepare_weights(parameters):
+    """The backbones' own check (for noisy-student: whether its converter can run here)."""
+    from petals import backbones
+
+    for backbone in parameters["BACKBONES"]:
+        backbones.validate_weights(weights_for(parameters["WEIGHTS"], backbone), backbone)
+
+
+def _find_extra_data(parameters):
+    """Each EXTRA_DATA entry found: a folder, or a Kaggle dataset attached to the kernel."""
+    from petals import data
+
+    for entry in parameters["EXTRA_DATA"]:  # their records are read in the data step
+        data.extra_sources(entry, parameters["IMAGE_SIZE"])
 
 
 # One check per parameter, run in this order: a check may read the parameters checked before it.
@@ -271,17 +424,21 @@ CHECKS = {
 }
 
 
-def validate(parameters):
-    """Check every parameter; return them with 'None'/'null' strings made None.
+# Run by `validate` after CHECKS, in the notebook: these read the data and import Keras.
+NOTEBOOK_CHECKS = (_read_data_dir, _prepare_weights, _find_extra_data)
+
+
+def check(parameters):
+    """Check every parameter's value without importing Keras, JAX or TensorFlow (a second at
+    most); return them with 'None'/'null' strings made None and one BACKBONES name made a list.
 
     Raises ValueError naming the parameter and the allowed values, for a parameter no check
-    knows (add its check to CHECKS), and for a checked parameter that is missing. Backbone names
-    and weights are checked against petals.backbones, which imports Keras: call this after the
-    Keras backend has been chosen. In the notebook:
-    `PARAMETERS = parameters.validate(parameters.namespace_parameters(globals()))`, then
-    `globals().update(PARAMETERS)`.
+    knows (add its check to CHECKS), and for a checked parameter that is missing. The runner and
+    build.py call this before they start anything; the notebook calls `validate`.
     """
     parameters = plain_none(parameters)
+    if isinstance(parameters.get("BACKBONES"), str):  # "one name trains one model"
+        parameters["BACKBONES"] = [parameters["BACKBONES"]]
     unchecked = sorted(set(parameters) - set(CHECKS))
     if unchecked:
         raise ValueError(f"parameters without a check: {', '.join(unchecked)}; add one to "
@@ -290,6 +447,23 @@ def validate(parameters):
     if missing:
         raise ValueError("parameters missing: " + ", ".join(missing) + " (the parameters cell "
                          "must hold only NAME = literal lines)")
-    for name, check in CHECKS.items():
-        check(name, parameters[name], parameters)
+    for name, check_value in CHECKS.items():
+        check_value(name, parameters[name], parameters)
     return parameters
+
+
+def validate(parameters):
+    """`check`, then what only the notebook can check: the data TensorFlow reads (gs:// too),
+    the EXTRA_DATA datasets attached to a kernel, and weights that need the converter."""
+    parameters = check(parameters)
+    for check_in_notebook in NOTEBOOK_CHECKS:
+        check_in_notebook(parameters)
+    return parameters
+
+
+def validate_notebook(namespace):
+    """Validate the parameters of a running notebook (`globals()`) and set the checked values
+    back in it ('None' → None, one backbone → a list); returns them for metrics.json."""
+    checked = validate(namespace_parameters(namespace))
+    namespace.update(checked)
+    return checked

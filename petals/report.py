@@ -1,7 +1,10 @@
-"""What a run reports: seconds per stage, the metrics.json record (numpy values and all:
-`submission.write_metrics` makes it JSON), and its one summary line."""
+"""What a run reports: seconds per stage, the metrics.json record of the models so far (numpy
+values and all: `submission.write_metrics` makes it JSON), its provisional results written after
+each model, and its one summary line."""
 
 import contextlib
+import math
+import os
 import time
 
 # The stages a run times, in the order they first happen; metrics.json lists them all.
@@ -25,9 +28,11 @@ class StageTimer:
         finally:
             self.seconds[name] += time.perf_counter() - started
 
-    def add(self, name, seconds):
-        """Move `seconds` measured inside another stage into `name` (e.g. compile out of train)."""
-        self.seconds[name] += seconds
+    def move(self, seconds, source, destination):
+        """Count `seconds` measured inside `source` under `destination` instead (the compile
+        time hidden in the first training epoch)."""
+        self.seconds[source] -= seconds
+        self.seconds[destination] += seconds
 
     def line(self):
         """`seconds per stage: import 4.1, data 0.3, …`."""
@@ -40,37 +45,98 @@ def scores_line(name, scores):
     return f"{name}: " + "  ".join(f"{key} {value:.4f}" for key, value in scores.items())
 
 
-def metrics(*, parameters, device, versions, fits, steps, global_batch, training, model_scores,
-            blend, timer, validation_labels, test_ids):
-    """The run's metrics.json record: what it was asked, what it ran on, what it measured.
+def _finite_or_none(values):
+    """A history's values with non-finite ones as None (JSON has no NaN; a dropped model's
+    history may hold them, and its record still shows when it diverged)."""
+    return [value if math.isfinite(value) else None for value in values]
 
-    `fits` maps each model to its `train.Fitted` (history, synchronized training and validation
-    seconds per epoch); `blend` is an `ensemble.Blend` whose `f1` is the cross-validated score
-    and `f1_in_sample` the one tuned and scored on the same images.
+
+class RunRecord:
+    """What a run has done so far, for metrics.json, updated as each model finishes.
+
+    Fixed at the start: the parameters, the device, package versions, the training data and its
+    steps. Then per model: its fit (`add_fit`), its validation scores (`add_scores`) or why it
+    was dropped (`drop`). `metrics(blend)` is the record of the models so far.
     """
-    from petals import train
 
-    return {
-        "parameters": parameters,
-        "accelerator": device.summary(),
-        "versions": versions,
-        "history": {name: fit.history for name, fit in fits.items()},
-        "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
-        "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
-        "weights_sha256": {name: fit.weights_sha256 for name, fit in fits.items()},
-        "seconds_per_epoch": {name: train.steady_epoch_seconds(fit.seconds)
-                              for name, fit in fits.items()},
-        "images_per_second": {name: train.images_per_second(fit.seconds, steps, global_batch)
-                              for name, fit in fits.items()},
-        **training.summary(),
-        "validation": model_scores,
-        "blend_weights": dict(zip(fits, blend.weights, strict=True)),
-        "blend_f1": blend.f1,
-        "blend_f1_in_sample": blend.f1_in_sample,
-        "stage_seconds": timer.seconds,
-        "validation_images": None if validation_labels is None else len(validation_labels),
-        "test_images": len(test_ids),
-    }
+    def __init__(self, parameters, device, versions, training, steps, global_batch, timer,
+                 validation_images, test_images):
+        self.parameters, self.device, self.versions = parameters, device, versions
+        self.training, self.steps, self.global_batch = training, steps, global_batch
+        self.timer = timer
+        self.validation_images, self.test_images = validation_images, test_images
+        self.fits, self.scores, self.dropped = {}, {}, {}
+
+    def add_fit(self, name, fit):
+        """Record a model's `train.Fitted`; its compile time, measured inside its first
+        training epoch, moves from the `train` stage to `compile`."""
+        from petals import train
+
+        self.fits[name] = fit
+        self.timer.move(train.compile_seconds(fit.seconds), "train", "compile")
+
+    def add_scores(self, name, scores):
+        self.scores[name] = scores
+
+    def drop(self, name, reason):
+        """The model's predictions are not used (e.g. its loss became non-finite)."""
+        self.dropped[name] = reason
+
+    def metrics(self, blend, members):
+        """The metrics.json record: what the run was asked, what it ran on, what it measured.
+
+        `members` names the models in `blend` (an `ensemble.Blend`, whose `f1` is the
+        cross-validated score and `f1_in_sample` the one tuned and scored on the same images).
+        `complete` is false while models the run was asked for have not finished training.
+        """
+        from petals import train
+
+        fits = self.fits
+        planned = self.parameters["BACKBONES"]
+        return {
+            "parameters": self.parameters,
+            "accelerator": self.device.summary(),
+            "versions": self.versions,
+            "complete": set(fits) == set(planned),
+            "members": list(members),
+            "dropped": self.dropped,
+            "history": {name: {key: _finite_or_none(values) for key, values in
+                               fit.history.items()} for name, fit in fits.items()},
+            "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
+            "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
+            "weights_sha256": {name: fit.weights_sha256 for name, fit in fits.items()},
+            "seconds_per_epoch": {name: train.steady_epoch_seconds(fit.seconds)
+                                  for name, fit in fits.items()},
+            "images_per_second": {name: train.images_per_second(fit.seconds, self.steps,
+                                                                self.global_batch)
+                                  for name, fit in fits.items()},
+            **self.training.summary(),
+            "validation": self.scores,
+            "blend_weights": dict(zip(members, blend.weights, strict=True)),
+            "blend_f1": blend.f1,
+            "blend_f1_in_sample": blend.f1_in_sample,
+            "stage_seconds": self.timer.seconds,
+            "validation_images": self.validation_images,
+            "test_images": self.test_images,
+        }
+
+
+def write_results(output_dir, members, blend, record):
+    """submission.csv (the blend of `members`, `probabilities.Member`s, with `blend`'s weights),
+    then metrics.json (`record`'s), each replacing the run's earlier one atomically.
+
+    Called after every model, so a run stopped at any point after its first model leaves a
+    valid submission of the models finished so far (`prepare_output_dir` made sure no earlier
+    run's results are in `output_dir`).
+    """
+    from petals import probabilities, submission
+
+    labels = probabilities.blended(members, blend.weights).argmax(axis=-1)
+    submission.write_submission(os.path.join(output_dir, "submission.csv"),
+                                members[0].test_ids.tolist(), labels, overwrite=True)
+    submission.write_metrics(os.path.join(output_dir, "metrics.json"),
+                             record.metrics(blend, [member.name for member in members]),
+                             overwrite=True)
 
 
 def summary_line(backbones, image_size, epochs, device, blend_f1, test_images):

@@ -8,6 +8,7 @@ With `--processes N` it starts N processes of the notebook as one run (petals.ho
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,6 +16,9 @@ import sys
 import tempfile
 import time
 
+# The folder holding the petals package: the kernel finds it through PYTHONPATH, so the notebook
+# needs no sys.path code (a built Kaggle kernel writes the package in its Setup cells).
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_NAME = "notebook.ipynb"
 HTML_NAME = "notebook.html"
 PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
@@ -107,29 +111,40 @@ def write_html(notebook_path, html_path):
     return write_atomically(html_path, lambda handle: handle.write(body), overwrite=True)
 
 
+def check_parameters(source, parameters, output_dir):
+    """The parameters `execute` injects, checked now: unknown names (with the nearest known
+    one), and, for a notebook whose every parameter petals.parameters checks (flowers.py), every
+    value, in a second, without Keras. ValueError with one line; nothing is written."""
+    from petals import parameters as checks
+
+    names = checks.notebook_parameters(source)
+    unknown = checks.unknown_names(parameters, names)
+    if unknown:
+        raise ValueError(unknown)
+    parameters = absolute_paths(checks.plain_none(parameters))
+    if set(names) == set(checks.CHECKS):
+        checks.check({**names, **parameters, "OUTPUT_DIR": output_dir})
+    return parameters
+
+
 def execute(source, output_dir, parameters=None, log_output=False, cwd=None, notebook_dir=None):
     """Run `source` with `parameters`, OUTPUT_DIR set to `output_dir`; return the notebook path.
 
     The executed notebook and its HTML go to `notebook_dir` (default: `output_dir`).
 
-    Unknown parameter names are refused (the notebook's `parameters` cell lists them); the
-    strings 'None' and 'null' mean None. With `log_output`, section headings and the notebook's
-    printed output stream to this process's stdout and stderr. The kernel starts in `cwd`, by
-    default the source's folder, as Jupyter would start it. The executed notebook is written
-    with an HTML copy, also when a cell fails; then papermill.PapermillExecutionError is raised.
+    Unknown parameter names and bad values are refused before anything runs
+    (`check_parameters`); the strings 'None' and 'null' mean None. With `log_output`, section
+    headings and the notebook's printed output stream to this process's stdout and stderr. The
+    kernel starts in `cwd`, by default the source's folder, as Jupyter would start it. The
+    executed notebook is written with an HTML copy, also when a cell fails; then
+    papermill.PapermillExecutionError is raised.
     """
+    parameters = check_parameters(source, parameters or {}, os.path.abspath(output_dir))
     import jupytext
     import papermill
 
-    from petals.parameters import notebook_parameters, plain_none
     from petals.submission import prepare_output_dir
 
-    names = notebook_parameters(source)
-    unknown = sorted(set(parameters or {}) - set(names))
-    if unknown:
-        raise ValueError(f"unknown parameters {', '.join(unknown)}; the notebook's parameters "
-                         "are " + ", ".join(names))
-    parameters = absolute_paths(plain_none(parameters or {}))
     output_dir = os.path.abspath(prepare_output_dir(output_dir))
     notebook = jupytext.read(source)
     notebook_dir = os.path.abspath(notebook_dir or output_dir)
@@ -143,6 +158,8 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
     # The kernel inherits this environment: TensorFlow's C++ start-up banner (CPU features,
     # missing CUDA) goes to the terminal, not the notebook, and says nothing to act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
     with tempfile.TemporaryDirectory(prefix="petals-kernel-") as socket_folder:
         try:
             papermill.execute_notebook(
@@ -179,10 +196,6 @@ def main(argv=None):
                         help="one parameter (value parsed as YAML; None or null for None)")
     add_process_arguments(parser)
     arguments = parser.parse_args(argv)
-    if arguments.processes != 1 or arguments.timeout is not None:
-        sys.exit(launch_processes(arguments))
-    from papermill import PapermillExecutionError
-
     from petals import hosts
 
     try:
@@ -190,16 +203,38 @@ def main(argv=None):
         if arguments.parameters_file:
             parameters.update(read_parameters_file(arguments.parameters_file))
         parameters.update({name: parse_value(name, value) for name, value in arguments.parameter})
-        path = execute(arguments.source, arguments.output_dir, parameters,
-                       log_output=hosts.prints_progress(),
-                       notebook_dir=process_notebook_dir(arguments.output_dir))
+        # Checked before papermill is even imported: a mistake is named within a second.
+        check_parameters(arguments.source, parameters, os.path.abspath(arguments.output_dir))
+        if arguments.processes != 1 or arguments.timeout is not None:
+            sys.exit(launch_processes(arguments))
+        from papermill import PapermillExecutionError
+
+        try:
+            path = execute(arguments.source, arguments.output_dir, parameters,
+                           log_output=hosts.prints_progress(),
+                           notebook_dir=process_notebook_dir(arguments.output_dir))
+        except PapermillExecutionError as error:
+            # The notebook already showed the traceback; the user needs the one line saying why.
+            notebook_dir = process_notebook_dir(arguments.output_dir) or arguments.output_dir
+            sys.exit(f"error: {error.ename}: {error.evalue} (see {notebook_dir}/"
+                     f"{NOTEBOOK_NAME})")
     except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
-    except PapermillExecutionError as error:
-        # The notebook already showed the traceback; the user needs the one line that says why.
-        notebook_dir = process_notebook_dir(arguments.output_dir) or arguments.output_dir
-        sys.exit(f"error: {error.ename}: {error.evalue} (see {notebook_dir}/{NOTEBOOK_NAME})")
+    except KeyboardInterrupt:
+        # The kernel is gone with this process; its notebook so far stays as the record.
+        command = [command_name(), "-m", "petals.runner",
+                   *(sys.argv[1:] if argv is None else argv)]
+        sys.exit(f"\ninterrupted: the run in {arguments.output_dir} stopped unfinished; start it "
+                 f"again with `{shlex.join(command)}`")
     print(f"executed notebook: {path}")
+
+
+def command_name(executable=None):
+    """The interpreter this command was started with, as the user can type it: relative to the
+    current folder when inside it (`.venv/bin/python`), else the full path."""
+    executable = executable or sys.executable
+    relative = os.path.relpath(executable)
+    return executable if relative.startswith("..") else relative
 
 
 def read_parameters_file(path):
@@ -396,6 +431,9 @@ def launch_processes(arguments):
         return 1
     address = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "petals.runner", *worker_arguments(arguments)]
+    # Each process finds this package wherever it is started from.
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    python_path = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
     workers = []
 
     def terminated(number, frame):
@@ -404,7 +442,8 @@ def launch_processes(arguments):
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         for index in range(arguments.processes):
-            environment = {**os.environ, hosts.ADDRESS_VARIABLE: address,
+            environment = {**os.environ, "PYTHONPATH": python_path,
+                           hosts.ADDRESS_VARIABLE: address,
                            hosts.COUNT_VARIABLE: str(arguments.processes),
                            hosts.INDEX_VARIABLE: str(index)}
             log_path = None

@@ -1,7 +1,9 @@
 """The run's results on disk: submission.csv and metrics.json, validated, written atomically.
 
 Each file is written to a temporary name beside its destination and renamed into place, so a run
-that fails leaves no partial file that looks valid. Existing results are never overwritten.
+that fails leaves no partial file that looks valid. An earlier run's results are never
+overwritten: `prepare_output_dir` refuses a folder that holds them, and from then on the run owns
+the folder and replaces its own provisional results (`overwrite=True`) as each model finishes.
 """
 
 import csv
@@ -23,8 +25,11 @@ class SubmissionError(ValueError):
 
 def prepare_output_dir(output_dir):
     """Create `output_dir`, refusing one that already holds a run's results."""
+    from petals.probabilities import paths
+
     os.makedirs(output_dir, exist_ok=True)
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
+    existing += [os.path.basename(path) for path in paths(output_dir)]
     if existing:
         raise FileExistsError(f"{output_dir} already holds {', '.join(existing)} from an earlier "
                               "run; choose another OUTPUT_DIR or move those files away")
@@ -64,11 +69,12 @@ def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
         raise SubmissionError(f"labels must be in 0..{num_classes - 1}, got {out_of_range[:5]}")
 
 
-def write_atomically(path, write, overwrite=False):
+def write_atomically(path, write, overwrite=False, binary=False):
     """Call write(file) on a temporary file beside `path`, then rename it to `path`.
 
-    Results are never overwritten (FileExistsError); state files pass `overwrite=True`. When
-    several processes share a run (petals.hosts), only process 0 writes; the others, which
+    Results are never overwritten (FileExistsError); state files, and a run replacing its own
+    provisional results, pass `overwrite=True`. `binary`: the file is opened in bytes mode.
+    When several processes share a run (petals.hosts), only process 0 writes; the others, which
     computed the same results, write nothing.
     """
     if not hosts.is_writer():
@@ -78,7 +84,8 @@ def write_atomically(path, write, overwrite=False):
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
     try:
-        with os.fdopen(descriptor, "w", newline="") as handle:
+        with (os.fdopen(descriptor, "wb") if binary
+              else os.fdopen(descriptor, "w", newline="")) as handle:
             write(handle)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary files
         os.replace(temporary, path)
@@ -88,8 +95,8 @@ def write_atomically(path, write, overwrite=False):
     return path
 
 
-def write_submission(path, test_ids, labels, expected_ids=None):
-    """Validate, then write `id,label` rows in test order."""
+def write_submission(path, test_ids, labels, expected_ids=None, overwrite=False):
+    """Validate, then write `id,label` rows in test order (`overwrite`: see write_atomically)."""
     validate(test_ids, labels, expected_ids)
 
     def write(handle):
@@ -97,7 +104,7 @@ def write_submission(path, test_ids, labels, expected_ids=None):
         writer.writerow(["id", "label"])
         writer.writerows(zip(test_ids, (int(label) for label in labels), strict=True))
 
-    return write_atomically(path, write)
+    return write_atomically(path, write, overwrite)
 
 
 def read_submission(path):
@@ -122,7 +129,7 @@ def _plain(value):
     return value
 
 
-def write_metrics(path, metrics):
+def write_metrics(path, metrics, overwrite=False):
     """Write metrics.json (parameters, history, scores, timings) for sweeps to collect."""
     document = _plain(metrics)
-    return write_atomically(path, lambda handle: json.dump(document, handle, indent=2))
+    return write_atomically(path, lambda handle: json.dump(document, handle, indent=2), overwrite)

@@ -86,6 +86,28 @@ class EpochTimer(keras.callbacks.Callback):
         self.validation_seconds.append(ended - training_ended)
 
 
+class StopWhenNonFinite(keras.callbacks.Callback):
+    """Stop training at the end of the first epoch whose loss or metrics are not finite.
+
+    A diverged model predicts nothing useful and every later epoch would be wasted accelerator
+    time. Checked once per epoch, on the values Keras already logs (and `EpochTimer` has waited
+    for): a check after every step would wait for the device at every step. `reason` says what
+    happened, or is None.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.reason = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {key: float(value) for key, value in (logs or {}).items()}  # scalars
+        broken = {key: value for key, value in values.items() if not math.isfinite(value)}
+        if broken:
+            self.reason = (f"{', '.join(f'{key} {value}' for key, value in broken.items())} "
+                           f"in epoch {epoch + 1}")
+            self.model.stop_training = True
+
+
 class Fitted(NamedTuple):
     """What `fit` returns."""
 
@@ -93,6 +115,7 @@ class Fitted(NamedTuple):
     seconds: list  # training seconds per epoch, validation excluded
     validation_seconds: list  # validation seconds per epoch (0.0 without validation)
     weights_sha256: list  # each process's copy of the trained weights (petals.hosts)
+    stopped: str | None = None  # why training stopped early: a non-finite loss (see fit)
 
 
 def fit(model, training, epochs, steps, schedule, validation=None, validation_steps=None,
@@ -103,22 +126,24 @@ def fit(model, training, epochs, steps, schedule, validation=None, validation_st
     validation needs its step count because a TFRecord dataset's length is unknown to Keras,
     which would otherwise run it dry and warn that the input ran out of data. verbose=2 prints
     one line per epoch. An out-of-memory error becomes one line (`accelerator.OutOfMemoryError`).
+    A model whose loss (or a metric) becomes non-finite stops after that epoch, and `stopped`
+    says why: its predictions must not be used.
     The trained weights' checksum in each process is gathered: every process holds a copy of
     the same model, and a RuntimeError says so if they drifted apart.
     """
     if validation is not None and validation_steps is None:
         raise ValueError("fit: give validation_steps (full validation batches) with validation")
-    timer = EpochTimer()
+    timer, guard = EpochTimer(), StopWhenNonFinite()
     with accelerator.out_of_memory_hint(f"training {model.name}"):
         history = model.fit(training, epochs=epochs, steps_per_epoch=steps, shuffle=False,
                             validation_data=validation, validation_steps=validation_steps,
-                            callbacks=[schedule.callback(), timer], verbose=verbose)
+                            callbacks=[schedule.callback(), timer, guard], verbose=verbose)
     history = {key: [float(value) for value in values] for key, values in history.history.items()}
     checksums = hosts.gather_strings(hosts.weights_checksum(model))
     if len(set(checksums)) > 1:
         raise RuntimeError(f"{model.name}'s weights differ across the {len(checksums)} processes "
                            "after training; every process must build the model with the same SEED")
-    return Fitted(history, timer.seconds, timer.validation_seconds, checksums)
+    return Fitted(history, timer.seconds, timer.validation_seconds, checksums, guard.reason)
 
 
 def members(names, build):

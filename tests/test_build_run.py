@@ -5,13 +5,16 @@ Kaggle's refusal, queued then running sessions that take time, failures, a sessi
 the fake on 127.0.0.1. Sessions last a second or two, so each test takes seconds.
 """
 
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -20,6 +23,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 OWNER = "someone"
 TEST_ROWS = 7382  # the competition's test split
 SIZES = (192, 224, 331, 512)
+SWEEP_SLUGS = [f"petals-flowers-{size}-{backbone}" for size in (512, 331, 192)
+               for backbone in ("efficientnet-b7", "densenet201")] + ["petals-flowers-recipe"]
 CAP_REFUSAL = "Maximum batch TPU session count of {} reached."
 
 
@@ -37,6 +42,24 @@ def metrics_text(size=512):
         "stage_seconds": {"import": 10.0, "data": 5.0, "build": 20.0, "compile": 100.0,
                           "train": 90.0, "evaluate": 10.0, "predict": 20.0},
         "blend_weights": {"densenet201": 1.0}, "blend_f1": 0.91, "blend_f1_in_sample": 0.91})
+
+
+def probabilities_bytes(validation=20, classes=104):
+    """A model's probabilities file as the notebook saves it, for the served submission's ids."""
+    random = np.random.default_rng(0)
+
+    def table(rows):
+        values = random.random((rows, classes))
+        return (values / values.sum(axis=1, keepdims=True)).astype(np.float16)
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, name=np.array("densenet201"),
+                        test_ids=np.array([f"{index:09x}" for index in range(TEST_ROWS)]),
+                        test=table(TEST_ROWS),
+                        validation_ids=np.array([f"v{index}" for index in range(validation)]),
+                        validation_labels=np.arange(validation) % classes,
+                        validation=table(validation))
+    return buffer.getvalue()
 
 
 def small_sweep(folder):
@@ -107,11 +130,16 @@ def pushes_per_kernel(fake):
 def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     """The issue's check: a fake refusing a second session, 2 s runs, 7,382-row submissions."""
     fake_kaggle.configure(session_cap=1, run_seconds=2)
+    # Each kernel also saves its model's probabilities, as the notebook does.
+    fake_kaggle.set_output(None, {"submission.csv": submission_text(),
+                                  "metrics.json": metrics_text(),
+                                  "probabilities-densenet201.npz": probabilities_bytes()},
+                           log=["DONE\n"])
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     slugs = [path.name for path in (kit.folder / "kernels").iterdir()]
-    assert len(slugs) == 10  # the 3 × 3 grid and the recipe
+    assert len(slugs) == 7  # the 3 × 2 grid (one model each) and the recipe
     for slug in slugs:
         assert collected(kit.folder / "runs", slug)["problem"] is None, slug
         assert (kit.folder / "runs" / slug / "v1" / "submission.csv").read_text() \
@@ -121,7 +149,13 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     refusals = [push for push in fake_kaggle.pushes if push.error]
     assert refusals and all(push.error == CAP_REFUSAL.format(1) for push in refusals)
     assert "waiting for a free session" in result.stdout
-    assert "10 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
+    # Once every variant is collected, the blend of all their models: one row per model.
+    table = result.stdout[re.search(r"^run +backbone", result.stdout, re.M).start():]
+    assert [line.split()[0] for line in table.splitlines()[1:8]] == [f"{slug}/v1" for slug in
+                                                                     SWEEP_SLUGS]
+    assert "blend: honest validation F1 " in table
+    assert "python build.py blend --sweep" in table
+    assert "7 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
 
 
 def test_cap_of_two_with_failures(kit, fake_kaggle):
@@ -184,7 +218,9 @@ def test_interrupted_run_resumes_here_and_from_an_empty_runs_folder(kit, fake_ka
     output, errors = process.communicate(timeout=60)
     assert process.returncode == 130, output + errors
     assert "interrupted: " in output and "(what runs on Kaggle goes on)" in output
-    assert f"resume with `python build.py run --sweep {selection[1]} --poll 0.2`" in output
+    # The interpreter the command was started with, not a bare `python` that may lack the kit.
+    assert (f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run --sweep {selection[1]} "
+            "--poll 0.2`") in output
     done_before = {path: path.stat().st_mtime_ns for path in runs.glob("*/v*/collected.json")}
     assert done_before
 
@@ -223,6 +259,8 @@ def test_a_version_found_on_kaggle_is_not_pushed_again_unless_rerun(kit, fake_ka
 
     result = kit("run", *selection, "--rerun")
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each selected variant counted once: the collected version is not also "finished".
+    assert "0 finished, 0 running on Kaggle, 1 not pushed" in result.stdout
     assert [push.version_number for push in fake_kaggle.accepted()] == [1, 2]
     assert collected(kit.folder / "runs", "petals-cap-192", 2)["problem"] is None
 
@@ -258,5 +296,25 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
     result = kit("run", *selection, "--poll", "0.2", "--timeout", "1")
     assert result.returncode == 1
     assert "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; " \
-        "resume with `python build.py run" in result.stdout
+        f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run" in result.stdout
     assert len(fake_kaggle.accepted()) == 1
+
+
+def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes(kit,
+                                                                                  tiny_dataset):
+    sweep = kit.folder / "local.toml"
+    sweep.write_text(f'name = "local"\naccelerator = "cpu"\n[parameters]\nIMAGE_SIZE = 32\n'
+                     f'BACKBONES = ["tiny"]\nWEIGHTS = "None"\nDATA_DIR = "{tiny_dataset}"\n'
+                     '[grid]\nEPOCHS = [1, 2]\n')
+    process = kit.start("sweep", "--sweep", str(sweep))
+    for line in process.stdout:
+        if "→" in line:  # the first variant's notebook is starting
+            break
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    assert errors.strip().splitlines()[-1] == (
+        "interrupted during petals-local-epochs-1: 0 of 2 run(s) finished; resume with "
+        f"`{sys.executable} {REPOSITORY / 'build.py'} sweep --sweep {sweep}` (finished runs are "
+        "kept, the interrupted one starts again in a new folder)")
+    assert "Traceback" not in errors

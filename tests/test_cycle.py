@@ -3,11 +3,13 @@
 `build.py` runs as a subprocess whose only reachable host is the fake Kaggle on 127.0.0.1.
 """
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.slow
 REPOSITORY = Path(__file__).resolve().parent.parent
 SWEEP = REPOSITORY / "sweeps" / "competition.toml"
 SLUG = "petals-flowers-512-densenet201"  # not the default variant: --only is exercised
-DEFAULT_SLUG = "petals-flowers-512-densenet201-efficientnet-b7"
+DEFAULT_SLUG = "petals-flowers-512-efficientnet-b7"
 REF = f"{DEFAULT_USERNAME}/{SLUG}"
 ROWS = 4
 
@@ -183,12 +185,69 @@ def test_complete_run_without_submission(kit, fake_kaggle):
     assert result.returncode == 1 and "has no valid submission" in result.stderr
 
 
+def test_submit_without_metrics_says_why_there_is_no_score(kit, fake_kaggle):
+    """The variant did not train on validation: its message must not say it did."""
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes()})
+    assert kit("collect", *selection(), "--poll", "0.01", "--expected-rows",
+               str(ROWS)).returncode == 0
+    result = kit("submit", SLUG, "--sweep", str(SWEEP))
+    assert result.returncode == 0, result.stderr
+    (submitted,) = fake_kaggle.submissions
+    assert submitted.description == (f"petals {SLUG} v1 (no validation score: no metrics.json "
+                                     "was collected)")
+
+
+def test_a_malformed_kaggle_json_is_named_as_such(kit, fake_kaggle, tmp_path):
+    home = tmp_path / "broken-home"
+    environment = fake_kaggle.environment(home, username=None)
+    config = Path(environment["KAGGLE_CONFIG_DIR"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "kaggle.json").write_text('{"username": "someone", "key": ')
+    (config / "kaggle.json").chmod(0o600)
+    for arguments in (("push", *selection()), ("kernels", "--sweep", str(SWEEP), "--only", SLUG,
+                                               "--kernels-dir", "other")):
+        result = kit(*arguments, env=environment)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: {config / 'kaggle.json'} is malformed ("), \
+            result.stderr
+
+
 def test_invalid_submission_is_flagged(kit, fake_kaggle):
     assert kit("push", *selection()).returncode == 0
     fake_kaggle.set_output(REF, {"submission.csv": "id,label\nabc,104\n"})
     result = kit("collect", *selection(), "--poll", "0.01")
     assert result.returncode == 1 and "invalid submission.csv: labels must be in 0..103" \
         in result.stdout
+
+
+def saved_probabilities(ids, test):
+    """A model's probabilities file as the notebook writes it (here with any values)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, name=np.array("densenet201"), test_ids=np.array(ids),
+                        test=np.asarray(test, np.float16))
+    return buffer.getvalue()
+
+
+def test_saved_probabilities_are_validated_like_the_submission(kit, fake_kaggle):
+    ids = [f"{index:09x}" for index in range(ROWS)]
+    uniform = np.full((ROWS, 104), 1 / 104)
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS,
+                                 "probabilities-densenet201.npz": saved_probabilities(
+                                     ids, uniform)})
+    assert kit("push", *selection()).returncode == 0
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 0, result.stdout
+    assert (kit.folder / "runs" / SLUG / "v1" / "probabilities-densenet201.npz").exists()
+    uniform[1, 3] = np.nan
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS,
+                                 "probabilities-densenet201.npz": saved_probabilities(
+                                     ids, uniform)})
+    assert kit("push", *selection()).returncode == 0
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 1
+    assert "v2: invalid probabilities-densenet201.npz: test probabilities hold non-finite " \
+        "values" in result.stdout
 
 
 @pytest.mark.parametrize("source", ["environment", "kaggle.json"])
@@ -214,6 +273,32 @@ def test_credentials_never_reach_outputs(kit, fake_kaggle, tmp_path, source):
             assert DEFAULT_KEY not in path.read_text(errors="replace"), path
     for push in fake_kaggle.pushes:
         assert DEFAULT_KEY not in json.dumps(push.body)
+
+
+def test_bad_values_and_tpu_sweeps_are_refused_before_anything_runs(tmp_path):
+    def build(*arguments):
+        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    result = build("sweep", "--sweep", str(SWEEP))
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert "sweep flowers is sized for a TPU" in result.stderr and "--on-cpu" in result.stderr
+    assert f"`{sys.executable} {REPOSITORY / 'build.py'} run --sweep" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\naccelerator = "cpu"\n[parameters]\nEPOCHS = -3\n'
+                   '[grid]\nTTA_VIEWS = [["flip_lr"], ["flipud"]]\n')
+    for verb in ("sweep", "kernels"):
+        result = build(verb, "--sweep", str(bad), "--owner", "someone") if verb == "kernels" \
+            else build(verb, "--sweep", str(bad))
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: petals-bad-tta-views-flip-lr: EPOCHS = -3 is not "
+                                        "valid"), result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "kernels").exists()
+    result = build("kernels", "--sweep", str(SWEEP), "--owner", "someone", "--dataset",
+                   "notaslug")
+    assert result.stderr == ("error: --dataset 'notaslug' is not a Kaggle dataset "
+                             "'owner/dataset-name' (3-50 lowercase letters, digits and "
+                             "hyphens)\n")
 
 
 def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):

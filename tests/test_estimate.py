@@ -126,3 +126,10 @@ def test_extra_data_lengthens_epochs_by_the_assumed_images_and_says_so(tmp_path)
     assert extra_epoch - epoch == pytest.approx(2 * estimate.EXTRA_IMAGES_ASSUMED / speed)
     assert estimate.training_images(variant(**extra).parameters) == images
     assert "assumed" in estimate.estimate(variant(**extra), "tpu", {}).text()
+
+
+def test_a_total_adds_the_rounded_figures_it_follows():
+    """Two variants printed as 0.1 h each make 0.2 h, not the 0.3 h of their raw seconds."""
+    items = [estimate.Estimate(f"petals-{index}", 0.14 * 3600, ("table",), ()) for index in (1, 2)]
+    assert [item.text() for item in items] == ["0.1 h (table)"] * 2
+    assert estimate.summary(items).startswith("estimated total 0.2 h of accelerator time")

@@ -24,11 +24,51 @@ def tick_labels(axes, axis):
     return [label.get_text() for label in getattr(axes, f"get_{axis}ticklabels")()]
 
 
-def test_save_writes_a_png_and_leaves_nothing_else(tmp_path):
+def test_save_writes_a_png_readable_by_all_and_displays_the_same_png(tmp_path):
     figure = figures.schedule([1e-5, 2e-5, 1e-5])
-    assert figures.save(figure, tmp_path, "schedule") is figure
+    saved = figures.save(figure, tmp_path, "schedule")
+    assert saved.figure is figure
     assert [path.name for path in tmp_path.iterdir()] == ["schedule.png"]
-    assert (tmp_path / "schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = (tmp_path / "schedule.png").read_bytes()
+    assert written[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "schedule.png").stat().st_mode & 0o777 == 0o644
+    # What IPython's display() finds: an image/png representation, the bytes on disk.
+    from IPython.core.formatters import DisplayFormatter
+
+    shown, _ = DisplayFormatter().format(saved)
+    assert shown["image/png"] == written and "schedule.png" in shown["text/plain"]
+
+
+def test_class_histogram_names_every_class_most_frequent_first():
+    labels = np.repeat(np.arange(104), np.arange(104) % 7 + 1)
+    figure = drawn(figures.class_histogram(labels, CLASSES))
+    (axes,) = figure.axes
+    names = tick_labels(axes, "y")
+    assert len(names) == 104 and set(names) == set(CLASSES)
+    # The top bar is the most frequent class; barh draws the first value on top.
+    widths = [patch.get_width() for patch in axes.patches]
+    assert widths == sorted(widths, reverse=True) and widths[0] == 7
+    assert "104 classes, 1 to 7 per class" in figure.get_suptitle()
+    # 104 names need a tall figure (about 0.14 inch each) to stay legible.
+    assert figure.get_figheight() >= 14
+
+
+def test_per_class_f1_marks_the_worst_in_red():
+    rows = [(3, 0.2, 5), (1, 0.5, 9), (0, 0.9, 7), (2, 1.0, 4)]
+    figure = drawn(figures.per_class_f1(rows, ["a", "b", "c", "d"], "tiny", worst=2))
+    (axes,) = figure.axes
+    assert tick_labels(axes, "y") == ["d (5)", "b (9)", "a (7)", "c (4)"]  # top first
+    colors = [tuple(patch.get_facecolor()) for patch in axes.patches]
+    assert colors[0] == colors[1] != colors[2] == colors[3]
+    assert "tiny" in figure.get_suptitle() and "2 worst in red" in figure.get_suptitle()
+
+
+def test_samples_title_validation_by_class_and_test_by_id():
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    figure = figures.samples(images, [0, 1, 2], images, ["a1", "b2", "c3"], CLASSES, count=2)
+    titles = [axes.get_title() for axes in image_axes(figure)]
+    assert [title.replace("\n", " ") for title in titles] == [
+        f"val: {CLASSES[0]}", f"val: {CLASSES[1]}", "test id a1", "test id b2"]
 
 
 def test_schedule_is_labelled_with_whole_epochs_and_its_peak():

@@ -9,10 +9,10 @@ import nbformat
 import pytest
 
 from kit import kernels, sweeps
-from petals import submission
+from petals import parameters, submission
 
 SWEEP = sweeps.load("sweeps/competition.toml")
-VARIANT = SWEEP.variants[0]  # the default: 512 px, densenet201 + efficientnet_b7
+VARIANT = SWEEP.variants[0]  # the default: 512 px, efficientnet_b7
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_notebook_opens_with_its_title_then_setup_then_the_parameters(built):
     assert setup < min(writes) and max(writes) < index
     assert tags[index + 1] == ["injected-parameters"]
     injected = notebook.cells[index + 1].source
-    for line in ("IMAGE_SIZE = 512", 'BACKBONES = ["densenet201", "efficientnet_b7"]',
+    for line in ("IMAGE_SIZE = 512", 'BACKBONES = ["efficientnet_b7"]',
                  "DATA_DIR = None", 'ACCELERATOR = "tpu"'):
         assert line in injected
 
@@ -181,6 +181,10 @@ def test_built_notebook_runs_self_contained_in_an_empty_folder(tiny_dataset, tmp
     ids, labels = submission.read_submission(empty / "submission.csv")
     assert len(ids) == len(set(ids)) > 0 and ((labels >= 0) & (labels < 104)).all()
     assert (empty / "metrics.json").exists()
+    # The figures show in the kernel too, as images (not a Figure's repr).
+    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    assert sum("image/png" in output.get("data", {}) for cell in executed.cells
+               for output in cell.get("outputs", [])) >= 8
 
 
 @pytest.mark.slow
@@ -228,6 +232,32 @@ def test_committed_root_metadata_is_what_build_writes_for_the_placeholder_owner(
     # The paths differ only by where each file sits relative to its kernels folder.
     assert Path(written.pop("code_file")).name == Path(committed.pop("code_file")).name
     assert written == committed
+
+
+def trained_models(notebook):
+    """(backbone, size, weights, epochs, training data) of each model a built kernel trains,
+    read from its parameters cell and the injected values that follow it."""
+    values = {}
+    for cell in notebook.cells:
+        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+            exec(cell.source, {}, values)  # literal assignments only
+    return [(backbone, values["IMAGE_SIZE"], json.dumps(parameters.weights_for(
+        values["WEIGHTS"], backbone)), values["EPOCHS"], values["TRAIN_ON_VALIDATION"],
+        tuple(values["EXTRA_DATA"]), tuple(values["EXCLUDED_IDS"]))
+        for backbone in values["BACKBONES"]]
+
+
+def test_the_default_sweep_trains_each_model_once(tmp_path, capsys):
+    """No two kernels `build.py kernels` writes train one backbone at one size with the same
+    weights, epochs and training data: blends come from their saved probabilities."""
+    import build
+
+    assert build.main(["kernels", "--owner", "someone", "--kernels-dir", str(tmp_path),
+                       "--root-metadata", str(tmp_path / kernels.METADATA_FILE)]) == 0
+    models = [model for variant in SWEEP.variants for model in trained_models(
+        nbformat.read(tmp_path / variant.slug / f"{variant.slug}.ipynb", as_version=4))]
+    assert len(models) == 8  # 2 backbones × 3 sizes, and the recipe's two
+    assert len(set(models)) == len(models), sorted(models)
 
 
 def variant_with(extra_data):

@@ -5,8 +5,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -15,15 +17,17 @@ import numpy as np
 import pytest
 from papermill import PapermillExecutionError
 
-from petals import data, demo_data, runner, submission
+from petals import backbones, data, demo_data, probabilities, runner, submission
 from tests.conftest import TINY_SIZE
 
 pytestmark = pytest.mark.slow
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPOSITORY, "notebooks", "flowers.py")
-FIGURES = ("training_batch", "augmentation", "schedule", "confusion_matrix",
-           "validation_predictions")
+FIGURES = ("class_histogram", "training_batch", "validation_and_test_images", "augmentation",
+           "schedule", "confusion_matrix", "per_class_f1", "validation_predictions")
+# Figures that need validation labels (none when training on validation).
+VALIDATION_FIGURES = ("confusion_matrix", "per_class_f1", "validation_predictions")
 STAGES = {"import", "data", "build", "compile", "train", "evaluate", "predict"}
 
 
@@ -48,6 +52,19 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     assert ids == test_ids
     metrics = json.load(open(os.path.join(output_dir, "metrics.json")))
     assert finite_numbers(metrics)
+    assert metrics["complete"] and metrics["members"] == backbones and not metrics["dropped"]
+    # Each model's probabilities, as `build.py blend` reads them: the test ids, and the
+    # validation ids and labels unless it trained on validation.
+    saved = probabilities.paths(output_dir)
+    assert [probabilities.read(path, test_ids).name for path in saved] == sorted(backbones)
+    for path in saved:
+        member = probabilities.read(path)
+        assert member.test.dtype == np.float16 and member.test_ids.tolist() == test_ids
+        assert (member.validation is not None) == validation
+        if validation:
+            assert member.validation_labels.tolist() == data.labels(
+                data.find_split(dataset, TINY_SIZE, "val").files,
+                metrics["parameters"]["EXCLUDED_IDS"]).tolist()
     assert list(metrics["history"]) == backbones
     assert all(len(history["loss"]) == epochs for history in metrics["history"].values())
     assert set(metrics["stage_seconds"]) == STAGES
@@ -56,10 +73,26 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     # Versions on record, as the kernel ran them.
     assert metrics["versions"]["keras"] == keras.__version__
     assert metrics["versions"]["device_kind"] == "cpu"
-    figures = FIGURES if validation else FIGURES[:3]
-    for name in (*figures, *(f"training_{backbone}" for backbone in backbones)):
-        assert os.path.getsize(os.path.join(output_dir, f"{name}.png")) > 1000, name
+    figures = [name for name in FIGURES if validation or name not in VALIDATION_FIGURES]
+    figures += [f"training_{backbone}" for backbone in backbones]
+    for name in figures:
+        path = os.path.join(output_dir, f"{name}.png")
+        assert os.path.getsize(path) > 1000, name
+        assert os.stat(path).st_mode & 0o777 == 0o644, name  # readable by others
     notebook = nbformat.read(os.path.join(output_dir, runner.NOTEBOOK_NAME), as_version=4)
+    # Every figure shows where it is made, as the PNG on disk, in the notebook and its HTML.
+    shown = [output["data"]["image/png"] for cell in notebook.cells
+             for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
+    written = [name for name in os.listdir(output_dir) if name.endswith(".png")]
+    assert len(shown) == len(written) >= len(figures)  # each PNG written is shown once
+    html = open(os.path.join(output_dir, "notebook.html")).read()
+    assert html.count("data:image/png;base64,") >= len(figures)
+    printed = "".join(output.get("text", "") for cell in notebook.cells
+                      for output in cell.get("outputs", []))
+    if validation:  # the figure beside the cross-validated one says what it is
+        assert "blend in-sample (optimistic): f1 " in printed
+        assert "the ten worst classes on validation" in printed
+    assert "id,label\n" in printed  # the head of submission.csv
     tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
     parameters_index = tags.index(["parameters"])
     assert tags[parameters_index + 1] == ["injected-parameters"]
@@ -214,20 +247,102 @@ def test_training_on_validation_skips_evaluation(tiny_dataset, tmp_path):
     assert metrics["training_images"] == splits["train"].count + splits["val"].count
 
 
+def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
+    """tiny_wide starts from weights that hold NaN (a real weights file), so its loss is NaN from
+    the first step: it stops after that epoch and is dropped; tiny makes the submission."""
+    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
+    layers.set_weights([np.full_like(weights, np.nan) for weights in layers.get_weights()])
+    broken = str(tmp_path / "nan.weights.h5")
+    layers.save_weights(broken)
+    output_dir = tmp_path / "run"
+    runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(
+        tiny_dataset, BACKBONES=["tiny_wide", "tiny"], EPOCHS=3, TTA_VIEWS=[],
+        WEIGHTS={"tiny_wide": broken, "tiny": None}, KERAS_BACKEND="tensorflow"))
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["members"] == ["tiny"]
+    assert metrics["blend_weights"] == {"tiny": 1.0}
+    assert list(metrics["dropped"]) == ["tiny_wide"] and "loss nan in epoch 1" in \
+        metrics["dropped"]["tiny_wide"]
+    assert metrics["history"]["tiny_wide"]["loss"] == [None]  # stopped after one epoch
+    assert len(metrics["history"]["tiny"]["loss"]) == 3
+    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
+        "probabilities-tiny.npz"]
+
+
+def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_path):
+    """The runner and its kernel are killed with SIGKILL during the second model's second
+    epoch: the first model's submission, probabilities and metrics remain, valid."""
+    import psutil
+
+    output_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    parameters = smoke_parameters(tiny_dataset, BACKBONES=["tiny", "tiny_wide"], EPOCHS=6,
+                                  MAX_STEPS_PER_EPOCH=None, BATCH_SIZE_PER_REPLICA=8,
+                                  TTA_VIEWS=[], KERAS_BACKEND="tensorflow")
+    arguments = [item for name, value in parameters.items()
+                 for item in ("-p", name, json.dumps(value))]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), *arguments],
+            cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        # The markers, not a clock: the first model saved, then the second one's second epoch.
+        while process.poll() is None:
+            text = log_path.read_text()
+            second = text.partition("--- tiny_wide")[2]
+            if (output_dir / "probabilities-tiny.npz").exists() and "Epoch 2/6" in second:
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        kernel = psutil.Process(process.pid).children(recursive=True)
+        assert kernel, "the runner has no kernel process"
+        for child in [psutil.Process(process.pid), *kernel]:
+            child.send_signal(signal.SIGKILL)
+        psutil.wait_procs(kernel, timeout=60)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert "DONE" not in log_path.read_text()
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    ids, labels = submission.read_submission(output_dir / "submission.csv")
+    assert ids == test_ids
+    submission.validate(ids, labels, test_ids)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert not metrics["complete"] and metrics["members"] == ["tiny"]
+    assert [probabilities.read(path, test_ids).name
+            for path in probabilities.paths(output_dir)] == ["tiny"]
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"DATA_DIR": "/no/such/folder"}, "DATA_DIR '/no/such/folder' is not a folder"),
     ({"IMAGE_SIZE": 999}, "IMAGE_SIZE = 999 is not valid: expected one of 32 "),
     ({"EXTRA_DATA": ["/no/such/extra"]}, "EXTRA_DATA entry '/no/such/extra' is not a folder"),
-    ({"BACKBONES": ["resnet9000"]}, "unknown backbone 'resnet9000'"),
+    ({"BACKBONES": ["resnet9000"]}, "'resnet9000' is not a backbone"),
     ({"WEIGHTS": "/no/such/weights.h5"}, "does not exist"),
 ])
-def test_bad_input_fails_with_one_clear_line_and_no_results(tiny_dataset, tmp_path, overrides,
-                                                            message):
+def test_bad_input_is_refused_before_the_notebook_starts(tiny_dataset, tmp_path, overrides,
+                                                         message):
     output_dir = tmp_path / "run"
-    with pytest.raises(PapermillExecutionError, match=message):
+    with pytest.raises(ValueError, match=message):
         runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(tiny_dataset, **overrides))
+    assert not output_dir.exists()
+
+
+def test_the_notebook_checks_its_parameters_itself(tiny_dataset, tmp_path):
+    """Kaggle runs the notebook with its own papermill, past the runner's check: the notebook's
+    configuration cell refuses the value with the same line, before any result is written."""
+    import jupytext
+    import papermill
+
+    notebook = jupytext.read(NOTEBOOK)
+    output_dir = tmp_path / "run"
+    with pytest.raises(PapermillExecutionError, match="EPOCHS = 0 is not valid"):
+        papermill.execute_notebook(notebook, str(tmp_path / "executed.ipynb"), parameters={
+            **smoke_parameters(tiny_dataset, EPOCHS=0), "OUTPUT_DIR": str(output_dir)},
+            cwd=REPOSITORY, progress_bar=False)
     assert not (output_dir / "submission.csv").exists()
-    assert not (output_dir / "metrics.json").exists()
 
 
 def test_earlier_results_are_not_overwritten(tmp_path):
@@ -265,7 +380,24 @@ def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
     result = run(("EPOCHS", "0"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: ValueError: EPOCHS = 0 is not valid: expected an integer ≥ 1 (see ")
+        "error: EPOCHS = 0 is not valid: expected an integer ≥ 1")
     result = run(("EPOCH", "3"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown parameters EPOCH;")
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown parameters EPOCH (did you mean 'EPOCHS'?);")
+
+
+def test_narrative_keeps_pace_with_the_code():
+    """At least 0.6 lines of markdown per line of code (blank lines not counted), and no maths
+    that needs MathJax from the network to render (notebook.html is read offline)."""
+    import jupytext
+
+    notebook = jupytext.read(NOTEBOOK)
+
+    def lines(kind):
+        return sum(1 for cell in notebook.cells if cell.cell_type == kind
+                   for line in cell.source.splitlines() if line.strip())
+
+    assert lines("markdown") >= 0.6 * lines("code"), (lines("markdown"), lines("code"))
+    markdown = "".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert "$$" not in markdown and "\\begin{" not in markdown

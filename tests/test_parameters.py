@@ -1,4 +1,7 @@
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -41,12 +44,14 @@ def test_the_notebook_names_the_parameters_and_each_has_a_check():
     ("EPOCHS", True, "EPOCHS = True"),
     ("EPOCHS", 0, "an integer ≥ 1"),
     ("EPOCHS", "None", "EPOCHS = None is not valid"),
-    ("BACKBONES", "tiny", "a list of strings"),
+    ("BACKBONES", 3, "a list of strings"),
     ("BACKBONES", [], "at least one"),
-    ("BACKBONES", ["resnet9000"], "unknown backbone 'resnet9000'"),
+    ("BACKBONES", ["resnet9000"], "'resnet9000' is not a backbone"),
+    ("BACKBONES", ["tiny", "tinny"], "'tinny' is not a backbone (did you mean 'tiny'"),
     ("WEIGHTS", "/no/such/file.h5", "does not exist"),
     ("LR_DECAY", 1.5, "LR_DECAY"),
     ("TTA_VIEWS", ["spin"], "expected each of flip_lr, flip_ud, rot90, rot270 at most once"),
+    ("TTA_VIEWS", ["flip_lr", "flipud"], "'flipud' is not a view (did you mean 'flip_ud'"),
     ("LABEL_SMOOTHING", 1.0, "a number in"),
     ("EXCLUDED_IDS", "a762df180", "a list of strings"),
     ("EXTRA_DATA", ["/no/such/folder"], "EXTRA_DATA entry '/no/such/folder' is not a folder"),
@@ -136,3 +141,52 @@ def test_weights_per_backbone(valid):
         parameters.validate({**both, "WEIGHTS": {"tiny": None}})
     with pytest.raises(ValueError, match="'tiny' has no ImageNet weights"):
         parameters.validate({**both, "WEIGHTS": {"tiny": "imagenet", "tiny_wide": None}})
+
+
+def test_one_backbone_may_be_named_by_a_string(valid):
+    assert parameters.validate({**valid, "BACKBONES": "tiny"})["BACKBONES"] == ["tiny"]
+
+
+def test_a_typo_in_a_name_gets_the_nearest_name():
+    names = ["EPOCHS", "IMAGE_SIZE", "SEED"]
+    assert parameters.unknown_names({"EPOCH": 3, "SEED": 1}, names) == (
+        "unknown parameters EPOCH (did you mean 'EPOCHS'?); the notebook's parameters are "
+        "EPOCHS, IMAGE_SIZE, SEED")
+    assert parameters.unknown_names({"SEED": 1}, names) is None
+
+
+def test_a_local_path_is_never_searched_as_a_dataset(valid, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ValueError, match="'data/extra-typo' is not a folder .a local path"):
+        parameters.check({**valid, "EXTRA_DATA": ["data/extra-typo"]})
+
+
+def test_names_checked_without_keras_are_the_ones_the_package_builds():
+    from petals import backbones, predict
+
+    assert set(parameters.BACKBONE_NAMES) == set(backbones.BACKBONES)
+    assert set(parameters.NOISY_STUDENT_BACKBONES) == {
+        name for name, spec in backbones.BACKBONES.items() if spec.efficientnet_variant}
+    assert set(parameters.WITHOUT_IMAGENET_WEIGHTS) == {
+        name for name, spec in backbones.BACKBONES.items() if not spec.has_imagenet_weights}
+    assert parameters.TTA_VIEWS == tuple(predict.VIEWS)
+
+
+def test_check_imports_neither_keras_nor_jax_nor_tensorflow(valid):
+    """What the runner and build.py run before anything starts must not import the heavy
+    libraries (seconds to tens of seconds on a busy machine)."""
+    script = ("import json, sys\nfrom petals import parameters\n"
+              f"parameters.check(json.loads({json.dumps(json.dumps(valid))}))\n"
+              "print(sorted({'keras', 'jax', 'tensorflow'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_validate_notebook_sets_the_checked_values_back(valid):
+    namespace = {**valid, "BACKBONES": "tiny", "WEIGHTS": "None"}
+    checked = parameters.validate_notebook(namespace)
+    assert namespace["BACKBONES"] == checked["BACKBONES"] == ["tiny"]
+    assert namespace["WEIGHTS"] is None

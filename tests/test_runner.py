@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from petals import runner
+from tests.conftest import TINY_SIZE
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = '''# ---
@@ -96,8 +97,8 @@ def test_a_failing_cell_ends_with_one_line_and_still_writes_the_notebook(noteboo
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["-p", "VALU", "3"], "error: unknown parameters VALU; the notebook's parameters are VALUE, "
-                          "DATA_DIR, OUTPUT_DIR"),
+    (["-p", "VALU", "3"], "error: unknown parameters VALU (did you mean 'VALUE'?); the notebook's "
+                          "parameters are VALUE, DATA_DIR, OUTPUT_DIR"),
     (["-p", "VALUE", "[1"], "error: -p VALUE '[1' is not a YAML value"),
     (["-f", "/no/such.yaml"], "error: parameters file /no/such.yaml does not exist"),
 ])
@@ -132,6 +133,41 @@ def test_path_parameters_become_absolute(tmp_path, monkeypatch):
     assert runner.absolute_paths({"WEIGHTS": {"densenet201": "imagenet", "tiny": "w.h5",
                                               "tiny_wide": "null"}}) == {
         "WEIGHTS": {"densenet201": "imagenet", "tiny": str(tmp_path / "w.h5"), "tiny_wide": "null"}}
+
+
+def test_a_bad_value_is_refused_at_once_and_nothing_is_written(tiny_dataset, tmp_path):
+    """The flowers notebook's parameters are all checked before papermill, Keras or TensorFlow
+    start: one line naming the parameter, and no notebook in the output folder."""
+    result = run(os.path.join(REPOSITORY, "notebooks", "flowers.py"), tmp_path / "run",
+                 "-f", os.path.join(REPOSITORY, "notebooks", "demo.yaml"), "-p", "DATA_DIR",
+                 tiny_dataset, "-p", "IMAGE_SIZE", str(TINY_SIZE), "-p", "EPOCHS", "-3")
+    assert result.returncode == 1
+    assert result.stderr == "error: EPOCHS = -3 is not valid: expected an integer ≥ 1\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_ends_with_one_line_and_the_command_to_start_again(tmp_path):
+    path = tmp_path / "slow.py"
+    path.write_text(NOTEBOOK.replace("VALUE = 1\n", "VALUE = 1\nSECONDS = 120\n").replace(
+        'print("value", VALUE)', 'print("sleeping", flush=True)\nimport time\ntime.sleep(SECONDS)'))
+    process = subprocess.Popen([sys.executable, "-m", "petals.runner", str(path),
+                                str(tmp_path / "run")], cwd=REPOSITORY, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("sleeping"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert error.strip() == (f"interrupted: the run in {tmp_path / 'run'} stopped unfinished; "
+                             f"start it again with `{runner.command_name()} -m petals.runner "
+                             f"{path} {tmp_path / 'run'}`")
+
+
+def test_hints_name_the_interpreter_as_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.command_name(str(tmp_path / ".venv" / "bin" / "python")) == ".venv/bin/python"
+    assert runner.command_name("/usr/bin/python3") == "/usr/bin/python3"
 
 
 # --- Several processes (--processes N) ----------------------------------------------------------

@@ -10,14 +10,16 @@ def write(tmp_path, text):
     return path
 
 
-def test_competition_sweep_has_nine_grid_variants_then_the_recipe():
+def test_competition_sweep_trains_each_model_once_then_the_recipe():
+    """One kernel per backbone and size (blends come from `build.py blend`), then the recipe."""
     sweep = sweeps.load("sweeps/competition.toml")
-    assert sweep.accelerator == "tpu" and len(sweep.variants) == 10
+    assert sweep.accelerator == "tpu" and len(sweep.variants) == 7
     slugs = [variant.slug for variant in sweep.variants]
-    assert slugs[0] == "petals-flowers-512-densenet201-efficientnet-b7"
+    assert slugs[0] == "petals-flowers-512-efficientnet-b7"
     for variant in sweep.variants:
         assert slugify(variant.title) == variant.slug and 5 <= len(variant.slug) <= 50
-    assert all(variant.parameters["EPOCHS"] == 12 for variant in sweep.variants[:9])
+    assert all(len(variant.parameters["BACKBONES"]) == 1 and variant.parameters["EPOCHS"] == 12
+               for variant in sweep.variants[:6])
     recipe = sweep.variants[-1]
     assert recipe.slug == "petals-flowers-recipe"
     assert recipe.parameters["WEIGHTS"] == {"efficientnet_b7": "noisy-student",
@@ -66,7 +68,7 @@ LR_MAX = [0.001, 0.002]
     ("name = 'x' \n[grid]\nBACKBONES = [['a'], ['a']]\n", "two variants share a name"),
     ("name = = 1", "not valid TOML"),
     ("[variants]\nrecipe = 1\n", "variants.recipe must be a table of parameters"),
-    ("[variants.x]\nEPOCS = 1\n", "unknown parameters EPOCS"),
+    ("[variants.x]\nEPOCS = 1\n", "unknown parameters EPOCS .did you mean 'EPOCHS'"),
 ])
 def test_bad_sweep_files(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):

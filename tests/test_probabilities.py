@@ -1,0 +1,79 @@
+"""Each model's saved probabilities: written compact and atomically, read back checked."""
+
+import numpy as np
+import pytest
+
+from petals import probabilities
+from petals.probabilities import Member, ProbabilitiesError
+
+
+def member(name="tiny", test=5, validation=4, classes=3, seed=0):
+    random = np.random.default_rng(seed)
+
+    def table(rows):
+        values = random.random((rows, classes))
+        return values / values.sum(axis=1, keepdims=True)
+
+    test_ids = [f"t{index}" for index in range(test)]
+    if not validation:
+        return Member(name, test_ids, table(test))
+    return Member(name, test_ids, table(test), [f"v{index}" for index in range(validation)],
+                  random.integers(0, classes, validation), table(validation))
+
+
+def test_saved_and_read_back_as_float16(tmp_path):
+    original = member()
+    stored = probabilities.save(tmp_path, original)
+    (path,) = probabilities.paths(tmp_path)
+    assert path.endswith("probabilities-tiny.npz")
+    read = probabilities.read(path, original.test_ids)
+    assert read.name == "tiny" and read.test.dtype == np.float16
+    assert read.test_ids.tolist() == original.test_ids
+    assert np.allclose(read.validation, original.validation, atol=1e-3)
+    assert np.array_equal(read.validation_labels, original.validation_labels)
+    assert np.array_equal(read.test, stored.test)
+    # The same run replaces its own file (a rerun of the member), atomically.
+    probabilities.save(tmp_path, member(seed=1))
+    assert not np.array_equal(probabilities.read(path).test, read.test)
+
+
+def test_trained_on_validation_has_test_probabilities_only(tmp_path):
+    probabilities.save(tmp_path, member(validation=0))
+    read = probabilities.read(probabilities.paths(tmp_path)[0])
+    assert read.validation is None and read.validation_ids is None
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m._replace(test=np.full((5, 3), np.nan)), "test probabilities hold non-finite"),
+    (lambda m: m._replace(test=m.test[:4]), r"shape \(4, 3\) for 5 ids"),
+    (lambda m: m._replace(test_ids=["t0"] * 5), "test ids appear more than once"),
+    (lambda m: m._replace(validation=m.validation * 2), "validation rows are not probabilities"),
+    (lambda m: m._replace(validation_labels=np.array([0, 1, 2, 3])), "one class in 0..2"),
+    (lambda m: m._replace(validation=None), "come together"),
+])
+def test_a_broken_member_is_refused_with_one_line(tmp_path, change, message):
+    with pytest.raises(ProbabilitiesError, match=message):
+        probabilities.save(tmp_path, change(member()))
+    assert probabilities.paths(tmp_path) == []
+
+
+def test_reading_checks_the_test_ids_and_the_file(tmp_path):
+    probabilities.save(tmp_path, member())
+    (path,) = probabilities.paths(tmp_path)
+    with pytest.raises(ProbabilitiesError, match="its 5 test ids are not the 6 test ids"):
+        probabilities.read(path, [f"t{index}" for index in range(6)])
+    broken = tmp_path / "probabilities-broken.npz"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ProbabilitiesError, match="is not a probabilities file"):
+        probabilities.read(broken)
+
+
+def test_blend_of_validated_and_of_unvalidated_members():
+    validated = [member("a", seed=1), member("b", seed=2)]
+    blend = probabilities.blend(validated, step=0.5)
+    assert sum(blend.weights) == pytest.approx(1) and blend.f1 is not None
+    unvalidated = [member("a", validation=0), member("b", validation=0, seed=3)]
+    blend = probabilities.blend(unvalidated)
+    assert blend.weights == (0.5, 0.5) and blend.f1 is None
+    mixed = probabilities.blended(unvalidated, blend.weights)
+    assert np.allclose(mixed, (unvalidated[0].test + unvalidated[1].test) / 2)
