@@ -50,18 +50,24 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The notebook's smoke tests on the versions Kaggle's TPU image installs (Python 3.12,
-# tensorflow-cpu 2.20.0, JAX 0.7, the newest Keras, no efficientnet), in their own environment.
+# The notebook's smoke tests, and the built kernel run as Kaggle runs it, on the versions Kaggle's
+# TPU image installs (Python 3.12, tensorflow-cpu 2.20.0, JAX 0.7, no efficientnet), in their own
+# environment: with the newest Keras by default, or with KAGGLE_KERAS=3.13.2 (the oldest the kit
+# supports, petals.accelerator.MINIMUM_KERAS) in an environment of its own. The kernel test needs
+# a writable /kaggle (Kaggle's paths): sudo mkdir /kaggle && sudo chown $$USER /kaggle.
 PYTHON312 ?= python3.12
-KAGGLE_VENV := .venv-kaggle
+KAGGLE_KERAS ?=
+KAGGLE_VENV := .venv-kaggle$(if $(KAGGLE_KERAS),-keras$(KAGGLE_KERAS))
 
 $(KAGGLE_VENV)/.installed: requirements-kaggle.txt
 	test -x $(KAGGLE_VENV)/bin/python || $(PYTHON312) -m venv $(KAGGLE_VENV)
 	$(KAGGLE_VENV)/bin/pip install --quiet --upgrade pip
-	$(KAGGLE_VENV)/bin/pip install --quiet -r requirements-kaggle.txt
+	$(KAGGLE_VENV)/bin/pip install --quiet -r requirements-kaggle.txt \
+		$(if $(KAGGLE_KERAS),keras==$(KAGGLE_KERAS))
 	touch $@
 
 .PHONY: test-kaggle-image
 test-kaggle-image: $(KAGGLE_VENV)/.installed
-	$(KAGGLE_VENV)/bin/python -m pytest -q tests/test_notebook.py tests/test_augment.py \
-		tests/test_feed.py tests/test_accelerator.py
+	PETALS_KAGGLE_IMAGE=1 $(KAGGLE_VENV)/bin/python -m pytest -q tests/test_notebook.py \
+		tests/test_augment.py tests/test_feed.py tests/test_accelerator.py tests/test_mixing.py \
+		tests/test_train.py "tests/test_kernels.py::test_the_built_kernel_runs_as_kaggle_runs_it"

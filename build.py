@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from kit import blend, cycle, estimate, kernels, results, sweeps
-from kit.kaggle_client import KaggleError, connect, read_config
+from kit.kaggle_client import KaggleError, check_client, connect, read_config
 from petals.runner import command_name
 
 DEFAULT_SWEEP = "sweeps/competition.toml"
@@ -31,6 +31,8 @@ OWNER_PLACEHOLDER = "your-kaggle-username"
 # number; its refusal ("Maximum batch TPU session count of N reached.") is what counts, and
 # `run` waits for a free session when it comes.
 DEFAULT_CONCURRENT = {"tpu": 1, "gpu": 2, "cpu": 2}
+# The verbs that talk to Kaggle: the installed client is checked before anything else.
+KAGGLE_VERBS = ("run", "push", "status", "collect", "submit")
 
 
 def this_command(*arguments):
@@ -153,11 +155,37 @@ def print_estimates(arguments, variants, accelerator, check=True, each=True):
     return {item.slug: item for item in estimates}
 
 
+def weekly_quota(api, accelerator, budget_hours=None):
+    """Kaggle's quota of the week for a TPU or GPU sweep (None for CPU kernels), printed; when
+    Kaggle does not answer, None and one line naming the budget that counts instead."""
+    if accelerator not in ("tpu", "gpu"):
+        return None
+    try:
+        quota = cycle.weekly_quota(api, accelerator)
+    except KaggleError as error:
+        budget = estimate.DEFAULT_BUDGET_HOURS if budget_hours is None else budget_hours
+        print(f"Kaggle's {accelerator.upper()} quota is not known ({error}); checking against "
+              f"--budget-hours {budget:g} instead", flush=True)
+        return None
+    print(quota.text(), flush=True)
+    return quota
+
+
+def check_hours(arguments, estimates, quota):
+    """Refuse (BudgetError) what would pass the session limit, the hours left of Kaggle's quota
+    or --budget-hours; --yes pushes anyway."""
+    if not arguments.yes:
+        estimate.check_budget(estimates, arguments.budget_hours, quota=quota)
+
+
 def command_push(arguments, sweep):
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
-    print_estimates(arguments, variants, built_accelerator([kind for _, kind in built]))
+    accelerator = built_accelerator([kind for _, kind in built])
+    estimates = print_estimates(arguments, variants, accelerator, check=False)
     api = connect()
+    check_hours(arguments, list(estimates.values()),
+                weekly_quota(api, accelerator, arguments.budget_hours))
     print(f"pushing {len(variants)} kernel(s)")
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
@@ -181,6 +209,7 @@ def command_status(arguments, sweep):
         else sweep.accelerator
     estimates = print_estimates(arguments, variants, accelerator, check=False, each=False)
     api = connect()
+    weekly_quota(api, accelerator)
     for variant in variants:
         run_dir = Path(arguments.runs_dir) / variant.slug
         state = cycle.read_state(run_dir)
@@ -247,15 +276,16 @@ def command_run(arguments, sweep):
                       Path(arguments.runs_dir) / variant.slug, kernel_id)
             for variant, (kernel_id, _) in zip(variants, built, strict=True)]
     maximum = arguments.max_concurrent or DEFAULT_CONCURRENT[accelerator]
-    sweep_run = cycle.SweepRun(jobs, connect(), maximum, arguments.poll, arguments.expected_rows,
+    api = connect()
+    quota = weekly_quota(api, accelerator, arguments.budget_hours)
+    sweep_run = cycle.SweepRun(jobs, api, maximum, arguments.poll, arguments.expected_rows,
                                arguments.rerun)
     try:
         sweep_run.start()
         print(f"run {sweep.name}: {sweep_run.describe()}; at most {maximum} {accelerator} "
               "session(s) at once", flush=True)
-        if not arguments.yes:  # what a resumed run will still push counts, not what ran
-            estimate.check_budget([estimates[job.slug] for job in sweep_run.pending],
-                                  arguments.budget_hours)
+        # What a resumed run will still push counts, not what ran.
+        check_hours(arguments, [estimates[job.slug] for job in sweep_run.pending], quota)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); "
@@ -270,7 +300,7 @@ def command_run(arguments, sweep):
         return 1
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
     for slug, problem in problems.items():
-        print(f"{slug}: {problem}")
+        print("\n".join(f"{slug}: {line}" for line in problem.splitlines()))
     table = results.rows(arguments.runs_dir)
     if table:
         print(write_results(arguments.runs_dir, table))
@@ -443,12 +473,13 @@ def parser():
                                   "running or collected")
         if verb in ("run", "push"):
             sub.add_argument("--budget-hours", type=float,
-                             default=estimate.DEFAULT_BUDGET_HOURS,
-                             help="refuse when the estimated accelerator time of the selected "
-                                  "variants exceeds this (your weekly Kaggle quota; default "
-                                  "%(default)g)")
+                             help="refuse when the estimated accelerator time of the variants "
+                                  "to push exceeds this; caps the hours left of the week's quota "
+                                  "that Kaggle reports (without Kaggle's answer: default "
+                                  f"{estimate.DEFAULT_BUDGET_HOURS:g})")
             sub.add_argument("--yes", action="store_true",
-                             help="push even past --budget-hours or Kaggle's 9 h session limit")
+                             help="push even past the quota, --budget-hours or Kaggle's 9 h "
+                                  "session limit")
         if verb == "submit":
             sub.add_argument("variant", help="run name of the variant to submit")
             sub.add_argument("--version", type=int, help="kernel version (default: latest)")
@@ -483,6 +514,8 @@ def main(argv=None):
     arguments = parser().parse_args(argv)
     arguments.argv = argv
     try:
+        if arguments.verb in KAGGLE_VERBS:
+            check_client()
         sweep = sweeps.load(arguments.sweep) if hasattr(arguments, "sweep") else None
         return COMMANDS[arguments.verb](arguments, sweep) or 0
     except (ValueError, KaggleError, OSError) as error:

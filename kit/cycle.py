@@ -4,7 +4,9 @@ Each variant has a folder `runs/<slug>/`: `pushes.json` lists its pushed version
 outputs go to `v<N>/` and local papermill runs to `local-<N>/`. Folders are built beside their
 destination and renamed into place, and an existing one is never overwritten, so an interrupted
 collect, run or sweep simply resumes. What `pushes.json` says can be rebuilt from Kaggle itself
-(each kernel's latest version), so a run resumed on another machine does not push again.
+(each kernel's latest version), so a run resumed on another machine does not push again, and a
+push whose answer was lost is adopted rather than sent again. The week's quota is read from
+Kaggle too (`weekly_quota`).
 """
 
 import json
@@ -17,7 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kit.kaggle_client import KaggleError, call, connect, http_status, scrub, secrets
+from kit.kaggle_client import (
+    AnswerLost,
+    KaggleError,
+    call,
+    connect,
+    http_status,
+    scrub,
+    secrets,
+)
 from kit.kernels import COMPETITION
 from petals.submission import write_atomically
 
@@ -31,10 +41,32 @@ LOG_TAIL_LINES = 30
 # Kaggle's refusal when the account's batch sessions are all taken, e.g. "Maximum batch TPU
 # session count of 2 reached." Kaggle publishes no number: this refusal is what counts.
 SESSION_CAP = re.compile(r"Maximum batch \w+ session count of \d+ reached")
+# Pushes of one kernel whose answer was lost and after which Kaggle showed no new version.
+PUSH_ATTEMPTS = 4
+# The push answer's lists of sources Kaggle did not attach: (field, what it is, what to check).
+INVALID_SOURCES = (
+    ("invalid_dataset_sources", "dataset",
+     "check the slug (owner/dataset-name), that the dataset is public or shared with your "
+     "account, and that your account can see it at https://www.kaggle.com/datasets/{source}"),
+    ("invalid_competition_sources", "competition",
+     "check the slug, and that your account has joined the competition and accepted its rules "
+     "at https://www.kaggle.com/competitions/{source}"),
+    ("invalid_kernel_sources", "notebook",
+     "check the slug (owner/notebook-slug), that the notebook is public or shared with your "
+     "account, and that your account can see it at https://www.kaggle.com/code/{source}"),
+    ("invalid_model_sources", "model",
+     "check the slug (owner/model/framework/variation/version), that the model is public or "
+     "shared with your account, and that your account can see it"),
+)
 
 
 class SessionCapReached(KaggleError):
     """Kaggle refused a push because the account's batch sessions are all in use."""
+
+
+class InvalidSources(KaggleError):
+    """Kaggle accepted a push but could not attach some of its sources (one line each); the
+    version runs without that data."""
 
 
 def read_state(run_dir):
@@ -81,24 +113,100 @@ def write_text(path, text):
     write_atomically(path, lambda handle: handle.write(text), overwrite=True)
 
 
-def push(kernel_dir, run_dir, kernel_id, api=None):
+def push(kernel_dir, run_dir, kernel_id, api=None, sleep=time.sleep):
     """Push one built kernel; record its version.
 
-    A push refused for the session cap raises SessionCapReached, any other refusal KaggleError.
+    A push is never sent again blindly: when its answer is lost (a timeout, a reset, a gateway
+    error), the kernel's latest version on Kaggle is looked up, and a version that appeared since
+    the push began is adopted as this push's; only when none did is it sent again. A push refused
+    for the session cap raises SessionCapReached, any other refusal KaggleError; sources Kaggle
+    did not attach raise InvalidSources once the version is recorded.
     """
     api = api or connect()
-    response = call(lambda: api.kernels_push(str(kernel_dir)), f"push {kernel_id}")
+    description = f"push {kernel_id}"
+    began, before = now_text(), latest_version(kernel_id, api) or 0
+    delay = 2.0
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            response = call(lambda: api.kernels_push(str(kernel_dir)), description,
+                            repeatable=False)
+        except AnswerLost as lost:
+            sleep(delay)  # give Kaggle a moment to show what it did with the push
+            version = latest_version(kernel_id, api) or 0
+            if version > before:
+                print(f"  {description}: the answer was lost ({lost}), but Kaggle has v{version} "
+                      "since the push began: adopted, not pushed again", flush=True)
+                return record_push(run_dir, kernel_id, version, None, began, adopted=True)
+            if attempt == PUSH_ATTEMPTS:
+                raise KaggleError(f"{description}: no answer from Kaggle {attempt} times and no "
+                                  f"new version after v{before} ({lost}); try again later") \
+                    from None
+            print(f"  {description}: the answer was lost ({lost}) and Kaggle shows no new "
+                  f"version: pushing again (attempt {attempt + 1} of {PUSH_ATTEMPTS})",
+                  flush=True)
+            delay *= 2
+            continue
+        break
     # The client reports a rejected push in the response (and its CLI still exits 0).
     error = getattr(response, "error", None)
     if error:
         kind = SessionCapReached if SESSION_CAP.search(error) else KaggleError
-        raise kind(f"push {kernel_id} rejected by Kaggle: {error}")
-    version = int(response.version_number)
+        raise kind(f"{description} rejected by Kaggle: {error}")
+    version = response.version_number
+    if not version:  # accepted, yet the answer names no version (None, or the SDK's 0): ask
+        version = latest_version(kernel_id, api) or 0
+        if version <= before:
+            raise KaggleError(f"{description}: Kaggle's answer names no version and Kaggle shows "
+                              f"none after v{before}; check https://www.kaggle.com/code/"
+                              f"{kernel_id}, then run again (a new version is found there)")
+    invalid = invalid_sources(response, kernel_id, int(version))
+    record_push(run_dir, kernel_id, int(version), response.url or None, began,
+                invalid_sources=invalid)
+    if invalid:
+        raise InvalidSources("\n".join(invalid))
+    return int(version)
+
+
+def invalid_sources(response, kernel_id, version):
+    """One line per source the push answer lists as invalid (not attached), naming what to
+    check."""
+    lines = []
+    for field_name, kind, advice in INVALID_SOURCES:
+        for source in getattr(response, field_name, None) or []:
+            lines.append(f"{kernel_id} v{version}: the {kind} {source} was not attached (Kaggle "
+                         f"lists it as invalid) and the version runs without it; "
+                         + advice.format(source=source)
+                         + "; then rebuild and push again with `--rerun`")
+    return lines
+
+
+def record_push(run_dir, kernel_id, version, url, pushed_at, **details):
+    """Add a pushed version to pushes.json; returns its number. `details` with a value (e.g.
+    adopted=True, invalid_sources=[...]) are kept in its entry."""
     state = read_state(run_dir)
     state["kernel"] = kernel_id
-    state["pushes"].append({"version": version, "url": response.url, "pushed_at": now_text()})
+    state["pushes"].append({"version": version, "url": url, "pushed_at": pushed_at,
+                            **{key: value for key, value in details.items() if value}})
     write_state(run_dir, state)
     return version
+
+
+def weekly_quota(api, accelerator):
+    """The week's quota of `accelerator` ("tpu" or "gpu") from Kaggle, as an estimate.Quota;
+    KaggleError when Kaggle does not answer (clients before 2.2.1 lack the call)."""
+    from kit.estimate import Quota
+
+    if not hasattr(api, "quota_view"):
+        raise KaggleError("this kaggle client has no quota call (quota_view, 2.2.1+)")
+    response = call(api.quota_view, "read the accelerator quota", attempts=2)
+    quota = getattr(response, f"{accelerator}_quota", None)
+    if quota is None or quota.total_time_allowed is None:
+        raise KaggleError(f"Kaggle's quota answer has no {accelerator.upper()} quota")
+    refresh = response.quota_refresh_time
+    if refresh is not None and refresh.utcoffset() is None:  # the SDK drops the zone: UTC
+        refresh = refresh.replace(tzinfo=UTC)
+    used = quota.time_used.total_seconds() if quota.time_used is not None else 0.0
+    return Quota(accelerator, used, quota.total_time_allowed.total_seconds(), refresh)
 
 
 def latest_version(kernel_id, api):
@@ -221,7 +329,9 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=run_dir))
     try:
-        call(lambda: api.kernels_output(f"{kernel_id}/{version}", str(staging), quiet=True),
+        # force: a retried download replaces what a broken one left in the fresh staging folder.
+        call(lambda: api.kernels_output(f"{kernel_id}/{version}", str(staging), force=True,
+                                        quiet=True),
              f"download {kernel_id} v{version}")
         log = staging / f"{slug}.log"
         if log.exists():  # A kernel may have printed a credential; keep it out of the copy here.
@@ -325,7 +435,11 @@ class SweepRun:
                 continue
             latest = state["pushes"][-1]
             record = collected(job.run_dir, latest["version"])
-            if record is None:
+            if latest.get("invalid_sources") and record is None:
+                # Runs without its data on Kaggle: reported again until rebuilt and --rerun.
+                self.outcomes[job.slug] = (latest["version"],
+                                           "\n".join(latest["invalid_sources"]))
+            elif record is None:
                 self.active.append(Session(job, latest["version"], latest.get("pushed_at")))
             else:
                 self.outcomes[job.slug] = (latest["version"], record.get("problem"))
@@ -387,7 +501,8 @@ class SweepRun:
         while self.pending and len(self.active) < self.max_concurrent:
             job = self.pending[0]
             try:
-                version = push(job.kernel_dir, job.run_dir, job.kernel_id, self.api)
+                version = push(job.kernel_dir, job.run_dir, job.kernel_id, self.api,
+                               sleep=self.sleep)
             except SessionCapReached as refusal:
                 if job.slug not in waiting:
                     print(f"  {job.slug}: waiting for a free session ({refusal})", flush=True)
@@ -396,8 +511,11 @@ class SweepRun:
                 break
             except KaggleError as error:  # refused for another reason: reported, others go on
                 self.pending.pop(0)
-                self.outcomes[job.slug] = (None, str(error))
-                print(f"  {job.slug}: {error}", flush=True)
+                pushed = read_state(job.run_dir)["pushes"]
+                version = pushed[-1]["version"] if isinstance(error, InvalidSources) else None
+                self.outcomes[job.slug] = (version, str(error))
+                print("\n".join(f"  {job.slug}: {line}" for line in str(error).splitlines()),
+                      flush=True)
                 changed = True
                 continue
             self.pending.pop(0)

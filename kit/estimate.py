@@ -3,8 +3,9 @@
 A variant's estimate is, per backbone: setup + compile + EPOCHS × seconds per epoch + prediction.
 Figures come from earlier collected runs (`metrics.json` anywhere under the runs folder) of the
 same accelerator, backbone and image size; else from the table below, derived from the few
-figures this project has measured. The sweep's total is checked against the user's weekly
-quota (`--budget-hours`) and each variant against Kaggle's per-session limit.
+figures this project has measured. The sweep's total is checked against the hours left of the
+week's quota, as Kaggle reports it (`Quota`), capped by `--budget-hours`, and each variant
+against Kaggle's per-session limit.
 """
 
 import json
@@ -17,7 +18,8 @@ from petals import TEST_IMAGES, TRAIN_IMAGES, VALIDATION_IMAGES
 # Kaggle stops a batch session after a time limit: 9 h for TPU sessions (CPU and GPU sessions
 # have been given 12 h, so 9 h is the safe side for every accelerator).
 SESSION_LIMIT_HOURS = 9.0
-# Kaggle's weekly TPU quota has been published as 20 to 30 hours; the user sets their own.
+# The budget when Kaggle's quota endpoint does not answer and --budget-hours is not given: the
+# weekly TPU quota has been published as 20 to 30 hours.
 DEFAULT_BUDGET_HOURS = 20.0
 
 # Measured for this project on one H200 (README, Performance): bare train step, Keras 3 on JAX,
@@ -77,6 +79,31 @@ class Estimate:
         if self.seconds is None:
             return f"no estimate (nothing measured or tabled for {', '.join(self.missing)})"
         return f"{hours(self.seconds)} ({', '.join(sorted(set(self.sources)))})"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The week's quota of one accelerator as Kaggle reports it (GetAcceleratorQuotaStatistics)."""
+
+    accelerator: str  # "tpu" or "gpu"
+    used: float  # seconds used this week
+    allowed: float  # seconds allowed this week
+    refresh: object = None  # datetime (UTC) when the week's hours come back, or None
+
+    @property
+    def left(self):
+        return max(0.0, self.allowed - self.used)
+
+    def refresh_text(self):
+        if self.refresh is None:
+            return "at an unknown time"
+        return self.refresh.strftime("%a %d %b %H:%M UTC")
+
+    def text(self):
+        """`TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes Sat 05 Dec
+        00:00 UTC)`."""
+        return (f"{self.accelerator.upper()} quota: {hours(self.used)} of {hours(self.allowed)} "
+                f"used this week, {hours(self.left)} left (refreshes {self.refresh_text()})")
 
 
 def rounded_hours(seconds):
@@ -194,10 +221,11 @@ def summary(estimates):
             "variant(s)" + (f" ({unknown} without an estimate, not counted)" if unknown else ""))
 
 
-def check_budget(estimates, budget_hours=DEFAULT_BUDGET_HOURS,
-                 session_limit_hours=SESSION_LIMIT_HOURS):
-    """Raise BudgetError (one line) when a variant would pass Kaggle's session limit or the
-    sweep the user's budget."""
+def check_budget(estimates, budget_hours=None, session_limit_hours=SESSION_LIMIT_HOURS,
+                 quota=None):
+    """Raise BudgetError (one line) when a variant would pass Kaggle's session limit, or the
+    sweep the hours left of `quota` (Kaggle's) or `budget_hours` (--budget-hours), whichever is
+    less; with neither, DEFAULT_BUDGET_HOURS."""
     too_long = [item for item in estimates
                 if item.seconds is not None and item.seconds > session_limit_hours * 3600]
     if too_long:
@@ -206,8 +234,16 @@ def check_budget(estimates, budget_hours=DEFAULT_BUDGET_HOURS,
                           "and be stopped; lower EPOCHS or IMAGE_SIZE, or pass --yes to push "
                           "anyway")
     total = sum(item.seconds for item in estimates if item.seconds is not None)
-    if total > budget_hours * 3600:
-        raise BudgetError(f"the {len(estimates)} variant(s) to push need about "
-                          f"{total_hours(estimates)} "
-                          f"of accelerator time, more than --budget-hours {budget_hours:g}; run "
-                          "fewer (--only), raise --budget-hours to your quota, or pass --yes")
+    need = f"the {len(estimates)} variant(s) to push need about {total_hours(estimates)}"
+    if quota is not None and total > quota.left and (
+            budget_hours is None or quota.left <= budget_hours * 3600):
+        raise BudgetError(f"{need} of {quota.accelerator.upper()} time, but {hours(quota.left)} "
+                          f"of this week's quota is left ({hours(quota.used)} of "
+                          f"{hours(quota.allowed)} used; it refreshes {quota.refresh_text()}); "
+                          "push fewer with --only, or pass --yes to push anyway")
+    if quota is None and budget_hours is None:
+        budget_hours = DEFAULT_BUDGET_HOURS
+    if budget_hours is not None and total > budget_hours * 3600:
+        raise BudgetError(f"{need} of accelerator time, more than --budget-hours "
+                          f"{budget_hours:g}; run fewer (--only), raise --budget-hours, or pass "
+                          "--yes")

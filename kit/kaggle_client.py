@@ -1,22 +1,56 @@
 """The real `kaggle` client, imported lazily and wrapped: retries, clear errors, no leaks.
 
+Retries follow what each failure means: a 429 waits its Retry-After; 5xx, lost connections,
+timeouts and cut downloads back off and try again, except for a request that changes something
+(a push), whose answer may be lost after Kaggle acted: that raises AnswerLost for the caller to
+look first. `check_client` names the oldest client the kit works with.
+
 `import kaggle` authenticates at import time; without credentials it prints its help text and
 creates a config folder. So it is imported only by the verbs that talk to Kaggle, with its
 chatter captured, and a missing credential becomes one line saying what to set.
 """
 
 import contextlib
+import importlib.metadata
 import io
 import json
 import os
+import re
 import time
 
 # HTTP statuses worth another try: rate limiting and server-side failures.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# The oldest client the kit works with: 2.2.5 sends a version's number with `kernels status`
+# (earlier ones drop it and report the latest version's status, kaggle-cli PR #1201).
+MINIMUM_CLIENT = "2.2.5"
+# The longest Retry-After honoured; a longer one is waited in this many seconds at a time.
+MAXIMUM_RETRY_AFTER = 600.0
 
 
 class KaggleError(RuntimeError):
     """A Kaggle request failed; the message is one line meant for the user."""
+
+
+class AnswerLost(KaggleError):
+    """A request that changes something may have been carried out, but its answer never came
+    (a timeout, a reset connection, a gateway error): sending it again could do it twice."""
+
+
+def check_client(version=None):
+    """Raise KaggleError (one line) unless the `kaggle` client installed (or `version`) is at
+    least MINIMUM_CLIENT; returns the version."""
+    if version is None:
+        try:
+            version = importlib.metadata.version("kaggle")
+        except importlib.metadata.PackageNotFoundError:
+            raise KaggleError(f"the kaggle client is not installed; run: pip install "
+                              f"'kaggle>={MINIMUM_CLIENT}'") from None
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    if numbers < tuple(int(part) for part in MINIMUM_CLIENT.split(".")):
+        raise KaggleError(f"the kaggle client {version} is older than {MINIMUM_CLIENT}, which "
+                          "this kit needs (per-version status); run: pip install "
+                          f"'kaggle>={MINIMUM_CLIENT}'")
+    return version
 
 
 def connect():
@@ -62,12 +96,37 @@ def http_status(error):
     return getattr(response, "status_code", None)
 
 
-def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep):
-    """Run `action()`, retrying 429/5xx with exponential backoff; one-line errors otherwise."""
+def retry_after(error):
+    """Seconds a 429's Retry-After header asks to wait (a number of seconds or an HTTP date),
+    else None."""
+    from email.utils import parsedate_to_datetime
+
+    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    value = (headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep, repeatable=True):
+    """Run `action()`, retrying 429/5xx, lost connections and timeouts with exponential backoff
+    (a 429 waits as long as its Retry-After says); one-line errors otherwise.
+
+    `repeatable=False` marks an action that changes something (a push): only a 429, which
+    Kaggle answers before doing anything, is retried; anything that may have lost an accepted
+    request's answer raises AnswerLost, for the caller to look before sending it again.
+    """
     import requests
 
     delay = first_delay
     for attempt in range(1, attempts + 1):
+        wait = delay
         try:
             return action()
         except requests.exceptions.HTTPError as error:
@@ -75,18 +134,30 @@ def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep):
             if status in (401, 403):
                 raise KaggleError(f"{description}: Kaggle refused the credentials (HTTP {status});"
                                   " check KAGGLE_USERNAME / KAGGLE_KEY") from None
+            if status in RETRY_STATUSES and status != 429 and not repeatable:
+                raise AnswerLost(f"{description}: HTTP {status}: {_first_line(error)}") from None
             if status not in RETRY_STATUSES or attempt == attempts:
                 raise KaggleError(f"{description} failed: HTTP {status}: "
                                   f"{_first_line(error)}") from None
-        except requests.exceptions.ConnectionError as error:
+            if status == 429 and retry_after(error) is not None:
+                wait = min(retry_after(error), MAXIMUM_RETRY_AFTER)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError) as error:
+            # A read timeout (ReadTimeout) is not a ConnectionError, nor is a download cut short
+            # (ChunkedEncodingError); each means no whole answer came.
+            if not repeatable:
+                raise AnswerLost(f"{description}: no answer from Kaggle "
+                                 f"({_first_line(error)})") from None
             if attempt == attempts:
-                raise KaggleError(f"{description}: cannot reach Kaggle ({_first_line(error)})") \
-                    from None
+                raise KaggleError(f"{description}: cannot reach Kaggle, or it did not answer in "
+                                  f"time, {attempts} times ({_first_line(error)}); try again "
+                                  "later") from None
         except ValueError as error:
             # The client turns 401/403 on kernels status/output into ValueError.
             raise KaggleError(f"{description}: {_first_line(error)}") from None
-        print(f"  {description}: retrying in {delay:.0f} s (attempt {attempt} of {attempts})")
-        sleep(delay)
+        print(f"  {description}: retrying in {wait:.0f} s (attempt {attempt} of {attempts})",
+              flush=True)
+        sleep(wait)
         delay *= 2
     raise AssertionError("unreachable")
 

@@ -6,9 +6,10 @@ notebook imports carried inside it, so the kernel needs nothing from this reposi
 
 Layout of a built kernel, so that a reader meets the title and the narrative first:
 the source's title and introduction (its leading markdown cells); a short "Setup" section with
-the stamp, the TPU check and one collapsed cell per carried module (`%%writefile` into a
-temporary folder on `sys.path`, so the package stays out of the kernel's outputs); then the rest
-of the notebook, from the `parameters` cell on.
+the stamp, the TPU check, one collapsed cell per carried module (`%%writefile` into a
+temporary folder on `sys.path`, so the package stays out of the kernel's outputs) and the Keras
+check, which on Kaggle installs the tested Keras when the image's is older; then the rest of the
+notebook, from the `parameters` cell on.
 """
 
 import ast
@@ -62,6 +63,15 @@ import tempfile
 petals_folder = os.path.join(tempfile.mkdtemp(prefix="petals-"), "petals")
 os.mkdir(petals_folder)
 sys.path.insert(0, os.path.dirname(petals_folder))'''
+
+# After the package is written, before anything imports Keras: Kaggle's TPU image installs an
+# unpinned Keras when it is built, which may be older than the oldest one the kit is tested with.
+KERAS_SETUP = '''\
+# Generated: on Kaggle, when the image's Keras is older than the oldest one this kit is tested
+# with, install that one (needs Internet on). Before anything imports Keras.
+from petals import accelerator
+
+accelerator.install_tested_keras()'''
 
 
 def source_revision():
@@ -124,8 +134,8 @@ def is_hidden(cell):
 
 
 def setup_cells(variant, accelerator, modules, revision):
-    """The "Setup" section: stamp (naming `revision`), TPU check, then one collapsed cell per
-    carried module."""
+    """The "Setup" section: stamp (naming `revision`), TPU check, one collapsed cell per carried
+    module, then the Keras check (which installs the tested Keras on Kaggle when needed)."""
     names = ", ".join(f"`{path.stem}`" for path in modules if path.stem != "__init__")
     heading = nbformat.v4.new_markdown_cell(
         "## Setup\n"
@@ -143,6 +153,7 @@ def setup_cells(variant, accelerator, modules, revision):
     for path in modules:
         cells.append(hidden(nbformat.v4.new_code_cell(
             f"%%writefile {{petals_folder}}/{path.name}\n{path.read_text()}")))
+    cells.append(nbformat.v4.new_code_cell(KERAS_SETUP))
     return cells
 
 

@@ -10,13 +10,18 @@ import contextlib
 import importlib.metadata
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 
 BACKENDS = ("jax", "tensorflow")
-# The oldest Keras the kit is tested with (the pinned requirements.txt and the Kaggle-image
-# environment both resolve to it); older ones miss APIs and fixes the kit relies on.
-MINIMUM_KERAS = "3.15.1"
+# The oldest Keras the kit is tested with: `make test-kaggle-image KAGGLE_KERAS=3.13.2` runs the
+# notebook's tests, and the built kernel as Kaggle runs it, on it (JAX 0.7.2, tensorflow-cpu
+# 2.20), as the plain `make test-kaggle-image` does on the newest Keras. Kaggle's TPU image
+# installs an unpinned Keras when it is built, so a kernel may meet an older one: the kernel's
+# Setup then installs this one (`install_tested_keras`).
+MINIMUM_KERAS = "3.13.2"
+KERAS_REQUIREMENT = f"keras=={MINIMUM_KERAS}"
 # Where each reported package may come from: the first installed distribution name counts.
 PACKAGES = {
     "keras": ("keras",),
@@ -228,6 +233,35 @@ def check_keras_version(version=None):
         raise ValueError(f"Keras {version} is older than {MINIMUM_KERAS}, the oldest version this "
                          f"kit is tested with; run: pip install 'keras>={MINIMUM_KERAS}'")
     return version
+
+
+def install_tested_keras(version=None):
+    """On Kaggle, pip-install KERAS_REQUIREMENT when the image's Keras is older than
+    MINIMUM_KERAS (or missing); returns the requirement installed, or None when nothing was.
+
+    The built kernel's Setup calls it before anything imports Keras. It acts only inside a
+    Kaggle notebook (KAGGLE_KERNEL_RUN_TYPE set); elsewhere `check_keras_version` names the
+    command instead. Installing needs the notebook's Internet setting on: without it, one line
+    says so (ValueError).
+    """
+    from petals.install import on_kaggle
+
+    version = version or _installed_version(PACKAGES["keras"])
+    if not on_kaggle() or (
+            version is not None and _version_tuple(version) >= _version_tuple(MINIMUM_KERAS)):
+        return None
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                             KERAS_REQUIREMENT], capture_output=True, text=True, check=False)
+    importlib.invalidate_caches()
+    image = f"Keras {version}" if version else "no Keras"
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()
+        raise ValueError(f"this image has {image}, older than {MINIMUM_KERAS}, and `pip install "
+                         f"{KERAS_REQUIREMENT}` failed ({output[-1] if output else 'no output'})"
+                         "; turn on Internet in the notebook's settings and run again")
+    print(f"installed {KERAS_REQUIREMENT}: this image has {image}, older than the oldest Keras "
+          "this kit is tested with")
+    return KERAS_REQUIREMENT
 
 
 def device_kind():

@@ -11,7 +11,7 @@ one-hot (or soft) only inside the step, on the accelerator.
   through the compiled step on every backend), mixes each image with its partner, runs the
   classifier, and returns the probabilities together with each image's own share of the pixels.
   Its `compute_loss` and `compute_metrics` turn the sparse labels into the matching soft targets.
-  Both trainers (keras/src/backend/{jax,tensorflow}/trainer.py in Keras 3.15) run
+  Both trainers (keras/src/backend/{jax,tensorflow}/trainer.py, Keras 3.13.2 to 3.15.1) run
   ``y_pred = call(x, training=True)`` then ``compute_loss(x, y, y_pred, ...)`` and
   ``compute_metrics(x, y, y_pred, ...)`` inside the one compiled step, so overriding these three
   public methods works unchanged on JAX and TensorFlow, with no backend-specific train step. At

@@ -145,7 +145,7 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
 
     from petals.submission import prepare_output_dir
 
-    output_dir = os.path.abspath(prepare_output_dir(output_dir))
+    output_dir = os.path.abspath(prepare_output_dir(output_dir, replace=False))
     notebook = jupytext.read(source)
     notebook_dir = os.path.abspath(notebook_dir or output_dir)
     os.makedirs(notebook_dir, exist_ok=True)

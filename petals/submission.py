@@ -2,8 +2,10 @@
 
 Each file is written to a temporary name beside its destination and renamed into place, so a run
 that fails leaves no partial file that looks valid. An earlier run's results are never
-overwritten: `prepare_output_dir` refuses a folder that holds them, and from then on the run owns
-the folder and replaces its own provisional results (`overwrite=True`) as each model finishes.
+overwritten: `prepare_output_dir` refuses a folder that holds them (except on a second "Run
+all" in an interactive session, which removes them first, saying so), and from then on the
+run owns the folder and replaces its own provisional results (`overwrite=True`) as each
+model finishes.
 """
 
 import csv
@@ -23,16 +25,39 @@ class SubmissionError(ValueError):
     """The predictions cannot make a valid submission."""
 
 
-def prepare_output_dir(output_dir):
-    """Create `output_dir`, refusing one that already holds a run's results."""
+def interactive_session():
+    """True where a person runs the notebook cell by cell and may run it again: Kaggle's editor
+    (KAGGLE_KERNEL_RUN_TYPE=Interactive) or a notebook opened in Jupyter (its server names the
+    kernel's session in JPY_SESSION_NAME). False in Kaggle's batch runs (Batch), papermill runs
+    (petals.runner, `build.py sweep`, tests) and scripts."""
+    run_type = os.environ.get("KAGGLE_KERNEL_RUN_TYPE")
+    if run_type is not None:
+        return run_type == "Interactive"
+    return bool(os.environ.get("JPY_SESSION_NAME"))
+
+
+def prepare_output_dir(output_dir, replace=None):
+    """Create `output_dir`; a run's results already there are refused, or replaced with `replace`.
+
+    `replace=None` decides by `interactive_session()`: a second "Run all" in Kaggle's editor or in
+    Jupyter replaces the previous run's results (saying so), while a batch or papermill run, whose
+    folder should be fresh, refuses them. The runner passes `replace=False`.
+    """
     from petals.probabilities import paths
 
+    if replace is None:
+        replace = interactive_session()
     os.makedirs(output_dir, exist_ok=True)
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
     existing += [os.path.basename(path) for path in paths(output_dir)]
-    if existing:
+    if existing and not replace:
         raise FileExistsError(f"{output_dir} already holds {', '.join(existing)} from an earlier "
                               "run; choose another OUTPUT_DIR or move those files away")
+    if existing:
+        for name in existing:
+            os.remove(os.path.join(output_dir, name))
+        print(f"replacing the previous run's {', '.join(existing)} in {output_dir} (run again "
+              "in this session)")
     return output_dir
 
 

@@ -12,6 +12,7 @@ Endpoints imitated (paths with or without the ``/api`` prefix):
 * ``POST /api/v1/kernels.KernelsApiService/GetKernelSessionStatus``
 * ``POST /api/v1/kernels.KernelsApiService/ListKernelSessionOutput``, then ``GET /files/<token>``
 * ``POST /api/v1/kernels.KernelsApiService/GetKernel`` (metadata with ``currentVersionNumber``)
+* ``POST /api/v1/kernels.KernelsApiService/GetAcceleratorQuotaStatistics`` (the week's quota)
 * ``POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload``, then
   ``PUT /upload/<token>``, then ``CreateSubmission``; also ``GetSubmissionLimits`` and
   ``GetSubmission``.
@@ -32,6 +33,14 @@ What Kaggle does and the fake imitates:
   with a kernelspec and no ``metadata.kaggle``; the machine shape must be one Kaggle knows; the
   owner must be the caller and the title must slugify to the slug; competition sources must
   exist. A refused push answers HTTP 200 ``{"error": ...}`` like Kaggle's.
+* A source Kaggle cannot attach (``invalid_sources(...)``) is listed in the push answer's
+  ``invalidDatasetSources`` / ``invalidCompetitionSources`` / ``invalidKernelSources``; the push
+  is accepted all the same and its session runs without that data.
+* An answer can be lost after Kaggle did the work (``lose_answers``): the push is accepted and
+  its session starts, but the connection closes before any answer, as a reset or a timeout
+  would leave it.
+* The week's accelerator quota (``set_quota``): hours used and allowed per TPU and GPU, and when
+  they refresh, as ``GetAcceleratorQuotaStatistics`` serves them (durations as ``"<s>s"``).
 
 Scripting (all thread-safe, callable while the client runs):
 
@@ -41,13 +50,19 @@ Scripting (all thread-safe, callable while the client runs):
 * ``set_output(ref, files={"submission.csv": b"..."}, log=..., version=None)``; with ``ref=None``
   the output every other kernel serves
 * ``reject_next_push("message", count=1)``
+* ``lose_answers(method="SaveKernel", every=None, count=None)``: the answer to every
+  ``every``-th call (or the next ``count`` calls) is lost; for SaveKernel only accepted pushes
+  count, and they are carried out first
+* ``invalid_sources("owner/dataset", ...)``: slugs Kaggle lists as invalid in a push answer
+* ``omit_version_numbers(count=1)``: accepted pushes answered without ``versionNumber``
+* ``set_quota(tpu_used=0, tpu_allowed=30, gpu_used=0, gpu_allowed=30, refresh=None)`` in hours
 * ``fail_next(method, count=1, status=500, message=None, retry_after=None)`` where method is an
   RPC name (``"SaveKernel"``, ``"GetKernelSessionStatus"``, ...) or ``"download"`` / ``"upload"``.
 * ``require_auth(username, key)`` makes every RPC demand that HTTP Basic credential.
 
 Recorded for assertions: ``requests`` (every request), ``unknown_requests``, ``pushes``,
 ``submissions``, ``errors`` (exceptions raised inside the fake itself), ``calls(method)``,
-``accepted(ref)`` and ``peak_sessions``.
+``accepted(ref)``, ``lost_answers`` (requests whose answer was dropped) and ``peak_sessions``.
 """
 
 from __future__ import annotations
@@ -60,6 +75,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,6 +95,12 @@ MACHINE_SHAPES = {"NvidiaTeslaP100", "TpuV38", "NvidiaTeslaT4", "NvidiaTeslaT4Hi
                   "NvidiaTeslaA100", "NvidiaL4", "TpuV5E8", "NvidiaL4X1", "TpuV6E8", "NvidiaH100",
                   "NvidiaRtxPro6000"}
 COMPETITIONS = {"tpu-getting-started"}
+# A push request's source list → the push answer's list of those Kaggle could not attach.
+_SOURCE_FIELDS = {"datasetDataSources": "invalidDatasetSources",
+                  "competitionDataSources": "invalidCompetitionSources",
+                  "kernelDataSources": "invalidKernelSources",
+                  "modelDataSources": "invalidModelSources"}
+_LOST = object()  # a route's payload meaning: close the connection without an answer
 FINAL_STATUSES = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 KAGGLE_RULES = ("notebook JSON with a kernelspec and no metadata.kaggle", "a known machine shape",
                 "owner = caller, title slugifies to the slug", "existing competition sources")
@@ -260,6 +282,12 @@ class FakeKaggle:
         self.queue_seconds = 0.0
         self.session_time_limit: float | None = None
         self.peak_sessions = 0
+        self.lost_answers: list[RecordedRequest] = []
+        self._losses: dict[str, dict] = {}
+        self._invalid_sources: set[str] = set()
+        self._omitted_versions = 0
+        self.quota = {"TPU": (0.0, 30.0), "GPU": (0.0, 30.0)}  # (used, allowed) hours
+        self.quota_refresh = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> FakeKaggle:
@@ -386,6 +414,34 @@ class FakeKaggle:
             self._faults.setdefault(method, []).extend(
                 [_Fault(status, message, ra)] * count)
 
+    def lose_answers(self, method: str = "SaveKernel", every: int | None = None,
+                     count: int | None = None) -> None:
+        """Drop the answer (close the connection unanswered) of every ``every``-th call to
+        ``method``, or of the next ``count`` calls. For SaveKernel only accepted pushes count,
+        and the push is carried out (version, session) before its answer is lost."""
+        with self._lock:
+            self._losses[method] = {"every": every, "count": count, "seen": 0}
+
+    def omit_version_numbers(self, count: int = 1) -> None:
+        """The next ``count`` accepted pushes answer without ``versionNumber`` (it is optional
+        in Kaggle's answer)."""
+        with self._lock:
+            self._omitted_versions += count
+
+    def invalid_sources(self, *slugs: str) -> None:
+        """Sources Kaggle cannot attach (unknown, private, not visible to the caller): listed in
+        the push answer's invalid*Sources; the version runs without them."""
+        with self._lock:
+            self._invalid_sources.update(slugs)
+
+    def set_quota(self, tpu_used: float = 0.0, tpu_allowed: float = 30.0, gpu_used: float = 0.0,
+                  gpu_allowed: float = 30.0, refresh: datetime | None = None) -> None:
+        """The week's accelerator hours used and allowed, and when they refresh (UTC)."""
+        with self._lock:
+            self.quota = {"TPU": (tpu_used, tpu_allowed), "GPU": (gpu_used, gpu_allowed)}
+            if refresh is not None:
+                self.quota_refresh = refresh
+
     # ----------------------------------------------------------------- inspection
     def calls(self, method: str) -> list[RecordedRequest]:
         """Recorded requests for one RPC name, or "download" / "upload"."""
@@ -449,8 +505,27 @@ class FakeKaggle:
             with self._lock:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             status, payload, extra = 500, _error(500, f"fake_kaggle internal error: {exc}"), {}
+        if payload is _LOST:  # the work is done; the answer never leaves
+            with self._lock:
+                self.lost_answers.append(record)
+            handler.close_connection = True
+            return
         record.status = status
         self._respond(handler, status, payload, extra)
+
+    def _lose(self, method: str) -> bool:
+        """Whether this call's answer is lost (see lose_answers); counts the call."""
+        with self._lock:
+            loss = self._losses.get(method)
+            if loss is None:
+                return False
+            loss["seen"] += 1
+            if loss["count"] is not None:
+                if loss["count"] <= 0:
+                    return False
+                loss["count"] -= 1
+                return True
+            return bool(loss["every"]) and loss["seen"] % loss["every"] == 0
 
     @staticmethod
     def _read_body(handler: _Handler) -> bytes:
@@ -500,6 +575,8 @@ class FakeKaggle:
         if fault is not None:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             return fault.status, _error(fault.status, fault.message), extra
+        if key != "SaveKernel" and self._lose(key):
+            return 0, _LOST, {}
         if key == "download":
             return self._download(rec)
         if key == "upload":
@@ -513,6 +590,7 @@ class FakeKaggle:
             (_KERNELS, "GetKernelSessionStatus"): self._kernel_status,
             (_KERNELS, "ListKernelSessionOutput"): self._kernel_output,
             (_KERNELS, "GetKernel"): self._get_kernel,
+            (_KERNELS, "GetAcceleratorQuotaStatistics"): self._quota,
             (_COMPETITIONS, "StartSubmissionUpload"): self._start_upload,
             (_COMPETITIONS, "CreateSubmission"): self._create_submission,
             (_COMPETITIONS, "GetSubmissionLimits"): self._submission_limits,
@@ -571,12 +649,32 @@ class FakeKaggle:
                 self.session_time_limit))
             self.peak_sessions = max(self.peak_sessions, len(
                 [s for s in self._sessions if s.kind == kind and s.active(now)]))
-        return 200, {
-            "ref": f"/code/{owner}/{name}",
-            "url": f"https://www.kaggle.com/code/{owner}/{name}",
-            "versionNumber": version,
-            "kernelId": kernel_id,
-        }, {}
+            invalid = {field: [source for source in body.get(request) or []
+                               if source in self._invalid_sources]
+                       for request, field in _SOURCE_FIELDS.items()}
+            omit = self._omitted_versions > 0
+            self._omitted_versions -= omit
+        if self._lose("SaveKernel"):
+            return 0, _LOST, {}
+        answer = {"ref": f"/code/{owner}/{name}",
+                  "url": f"https://www.kaggle.com/code/{owner}/{name}",
+                  "versionNumber": version, "kernelId": kernel_id,
+                  **{field: sources for field, sources in invalid.items() if sources}}
+        if omit:
+            del answer["versionNumber"]
+        return 200, answer, {}
+
+    def _quota(self, rec: RecordedRequest):
+        """GetAcceleratorQuotaStatistics: each kind's hours as durations ("<seconds>s")."""
+        with self._lock:
+            quota, refresh = dict(self.quota), self.quota_refresh
+
+        def kind(used, allowed):
+            return {"timeUsed": f"{used * 3600:.0f}s", "timeReserved": "0s",
+                    "totalTimeAllowed": f"{allowed * 3600:.0f}s"}
+
+        return 200, {"quotaRefreshTime": refresh.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                     "tpuQuota": kind(*quota["TPU"]), "gpuQuota": kind(*quota["GPU"])}, {}
 
     def _kernel_key(self, body: dict) -> tuple[str, int | None]:
         ref = f"{body.get('userName', '')}/{body.get('kernelSlug', '')}"

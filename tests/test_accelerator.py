@@ -60,11 +60,43 @@ def test_check_keras_version_refuses_older_keras():
     assert accelerator.check_keras_version(accelerator.MINIMUM_KERAS)
     assert accelerator.check_keras_version("3.16.0.dev2026112901")
     assert accelerator.check_keras_version("4.0.0")
-    with pytest.raises(ValueError, match=r"Keras 3\.14\.1 is older than 3\.15\.1, the oldest "
+    with pytest.raises(ValueError, match=r"Keras 3\.12\.1 is older than 3\.13\.2, the oldest "
                                          r"version this kit is tested with; run: pip install"):
-        accelerator.check_keras_version("3.14.1")
+        accelerator.check_keras_version("3.12.1")
     with pytest.raises(ValueError, match="older than"):
-        accelerator.check_keras_version("3.15.0")
+        accelerator.check_keras_version("3.13.1")
+
+
+@pytest.mark.slow
+def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypatch, capsys):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    assert accelerator.install_tested_keras("3.10.0") is None  # not on Kaggle: nothing done
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    assert accelerator.install_tested_keras(accelerator.MINIMUM_KERAS) is None
+    assert accelerator.install_tested_keras("3.15.1") is None
+    assert capsys.readouterr().out == ""
+    # An older Keras on Kaggle: pip installs the requirement. Pinned here to the Keras this
+    # environment has, pip finds it satisfied offline and changes nothing.
+    installed = accelerator._installed_version(["keras"])
+    monkeypatch.setattr(accelerator, "KERAS_REQUIREMENT", f"keras=={installed}")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    assert accelerator.install_tested_keras("3.10.0") == f"keras=={installed}"
+    assert capsys.readouterr().out == (f"installed keras=={installed}: this image has Keras "
+                                       "3.10.0, older than the oldest Keras this kit is tested "
+                                       "with\n")
+
+
+@pytest.mark.slow
+def test_installing_keras_without_internet_is_one_line(monkeypatch):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # as a Kaggle notebook with Internet off
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setattr(accelerator, "KERAS_REQUIREMENT", "keras==3.0.0.post999")
+    with pytest.raises(ValueError, match=r"this image has Keras 3\.10\.0, older than 3\.13\.2, and "
+                                         r"`pip install keras==3\.0\.0\.post999` failed .*; turn "
+                                         r"on Internet in the notebook's settings") as error:
+        accelerator.install_tested_keras("3.10.0")
+    assert "\n" not in str(error.value)
 
 
 def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():

@@ -128,8 +128,10 @@ def pushes_per_kernel(fake):
 
 
 def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
-    """The issue's check: a fake refusing a second session, 2 s runs, 7,382-row submissions."""
+    """The issues' check: a fake refusing a second session and losing the answer to every third
+    accepted push, 2 s runs, 7,382-row submissions: every variant collected, none pushed twice."""
     fake_kaggle.configure(session_cap=1, run_seconds=2)
+    fake_kaggle.lose_answers("SaveKernel", every=3)
     # Each kernel also saves its model's probabilities, as the notebook does.
     fake_kaggle.set_output(None, {"submission.csv": submission_text(),
                                   "metrics.json": metrics_text(),
@@ -138,6 +140,8 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert len(fake_kaggle.lost_answers) == 2  # of the 7 accepted pushes
+    assert result.stdout.count("since the push began: adopted, not pushed again") == 2
     slugs = [path.name for path in (kit.folder / "kernels").iterdir()]
     assert len(slugs) == 7  # the 3 × 2 grid (one model each) and the recipe
     for slug in slugs:
@@ -298,6 +302,57 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
     assert "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; " \
         f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run" in result.stdout
     assert len(fake_kaggle.accepted()) == 1
+
+
+def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggle):
+    fake_kaggle.set_quota(tpu_used=29, tpu_allowed=30)
+    selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
+    result = kit("run", *selection)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes " in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the 7 variant(s) to push need about ")
+    assert "of TPU time, but 1.0 h of this week's quota is left (29.0 h of 30.0 h used; it " \
+        "refreshes " in line and line.endswith("push fewer with --only, or pass --yes to push "
+                                              "anyway")
+    assert fake_kaggle.calls("SaveKernel") == []
+    status = kit("status", *selection)
+    assert status.returncode == 0 and "1.0 h left" in status.stdout
+    # --budget-hours caps what the quota leaves; without Kaggle's answer, it alone counts.
+    fake_kaggle.set_quota(tpu_used=0, tpu_allowed=30)
+    fake_kaggle.fail_next("GetAcceleratorQuotaStatistics", status=404, count=2)
+    result = kit("run", *selection, "--only", "petals-flowers-192-densenet201",
+                 "--budget-hours", "0.01")
+    assert result.returncode == 1
+    assert "Kaggle's TPU quota is not known (read the accelerator quota failed: HTTP 404: " \
+        "Fake Kaggle fault: HTTP 404); checking against --budget-hours 0.01 instead" \
+        in result.stdout
+    assert "more than --budget-hours 0.01" in result.stderr
+    assert fake_kaggle.calls("SaveKernel") == []
+
+
+def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle):
+    fake_kaggle.configure(run_seconds=1)
+    fake_kaggle.invalid_sources("kirillblinov/tf-flower-photo-tfrec")
+    only = ["--only", "petals-flowers-recipe", "petals-flowers-192-densenet201"]
+    sweep = REPOSITORY / "sweeps" / "competition.toml"
+    assert kit("kernels", "--owner", OWNER, "--sweep", str(sweep), *only).returncode == 0
+    selection = ["--sweep", str(sweep), *only, "--poll", "0.2"]
+    result = kit("run", *selection)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = (f"petals-flowers-recipe: {OWNER}/petals-flowers-recipe v1: the dataset "
+            "kirillblinov/tf-flower-photo-tfrec was not attached (Kaggle lists it as invalid) "
+            "and the version runs without it; check the slug (owner/dataset-name), that the "
+            "dataset is public or shared with your account, and that your account can see it "
+            "at https://www.kaggle.com/datasets/kirillblinov/tf-flower-photo-tfrec; then "
+            "rebuild and push again with `--rerun`")
+    assert line in result.stdout.splitlines()
+    assert collected(kit.folder / "runs", "petals-flowers-192-densenet201")["problem"] is None
+    assert "1 variant(s) collected with a valid submission, 1 with a problem" in result.stdout
+    # Run again: reported again, not watched nor pushed again.
+    again = kit("run", *selection)
+    assert again.returncode == 1 and line in again.stdout.splitlines()
+    assert len(fake_kaggle.accepted()) == 2
 
 
 def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes(kit,

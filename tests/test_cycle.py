@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +141,21 @@ def test_missing_or_wrong_credentials_give_one_line(kit, fake_kaggle, tmp_path):
 
 @pytest.mark.parametrize("status", [429, 500])
 def test_server_errors_are_retried(kit, fake_kaggle, status):
-    fake_kaggle.fail_next("SaveKernel", status=status)
+    """A 429 is retried after its Retry-After; a push answered 500 may have been carried out, so
+    it is sent again only once Kaggle shows no new version."""
+    fake_kaggle.fail_next("SaveKernel", status=status, retry_after=3 if status == 429 else None)
     fake_kaggle.fail_next("GetKernelSessionStatus", status=status)
     result = kit("push", *selection())
     assert result.returncode == 0, result.stderr
-    assert "retrying" in result.stdout and len(fake_kaggle.calls("SaveKernel")) == 2
+    assert len(fake_kaggle.calls("SaveKernel")) == 2 and len(fake_kaggle.accepted()) == 1
+    if status == 429:
+        assert f"push {REF}: retrying in 3 s (attempt 1 of 5)" in result.stdout
+    else:
+        assert f"push {REF}: the answer was lost (push {REF}: HTTP 500: Fake Kaggle fault: " \
+               "HTTP 500) and Kaggle shows no new version: pushing again" in result.stdout
     result = kit("status", *selection())
     assert result.returncode == 0 and f"{SLUG}: v1 complete" in result.stdout
+    assert "retrying in 1 s" in result.stdout
 
 
 def test_state_file_of_the_first_name_is_read_then_replaced(kit, fake_kaggle):
@@ -338,3 +347,87 @@ LR_MAX = [0.001, 0.003]
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-local")]
     assert len(rows) == 3 and all("| 32 | tiny | 1 |" in row for row in rows)
+
+
+def test_a_push_whose_answer_is_lost_is_adopted_not_sent_again(kit, fake_kaggle):
+    fake_kaggle.lose_answers("SaveKernel", count=1)
+    result = kit("push", *selection())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(fake_kaggle.lost_answers) == 1 and len(fake_kaggle.calls("SaveKernel")) == 1
+    assert "Kaggle has v1 since the push began: adopted, not pushed again" in result.stdout
+    state = json.loads((kit.folder / "runs" / SLUG / "pushes.json").read_text())
+    assert [(push["version"], push.get("adopted")) for push in state["pushes"]] == [(1, True)]
+    # Lost every time, and nothing done: a few tries, then one line.
+    fake_kaggle.fail_next("SaveKernel", status=502, count=4)
+    result = kit("push", *selection())
+    assert result.returncode == 1 and len(fake_kaggle.accepted()) == 1
+    assert result.stderr.strip() == (f"error: push {REF}: no answer from Kaggle 4 times and no "
+                                     f"new version after v1 (push {REF}: HTTP 502: Fake Kaggle "
+                                     "fault: HTTP 502); try again later")
+
+
+def test_a_push_answer_without_a_version_number(kit, fake_kaggle):
+    """Kaggle's answer may lack versionNumber: the version is asked of Kaggle."""
+    fake_kaggle.omit_version_numbers(count=1)
+    result = kit("push", *selection())
+    assert result.returncode == 0 and f"{REF}: version 1 pushed" in result.stdout
+
+
+def test_the_installed_client_is_checked_against_the_minimum():
+    from kit.kaggle_client import KaggleError, check_client
+
+    assert check_client() == "2.2.5"  # what requirements.txt installs
+    assert check_client("2.3.0") == "2.3.0"
+    with pytest.raises(KaggleError, match=r"^the kaggle client 2\.2\.3 is older than 2\.2\.5, "
+                                          r"which this kit needs \(per-version status\); run: "
+                                          r"pip install 'kaggle>=2\.2\.5'$"):
+        check_client("2.2.3")
+
+
+def test_timeouts_are_retried_then_one_line():
+    """A read timeout (what a stalled output download raises) is retried like a lost
+    connection; a push's is never retried: its answer may be lost after Kaggle acted."""
+    import requests
+
+    from kit.kaggle_client import AnswerLost, KaggleError, call
+
+    waits, outcomes = [], [requests.exceptions.ReadTimeout("read timed out"),
+                           requests.exceptions.ChunkedEncodingError("cut short"), "files"]
+
+    def download():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert call(download, "download", sleep=waits.append) == "files" and waits == [1.0, 2.0]
+
+    def stalled():
+        raise requests.exceptions.ReadTimeout("HTTPSConnectionPool: Read timed out. (300)")
+
+    with pytest.raises(KaggleError, match=r"^download: cannot reach Kaggle, or it did not "
+                                          r"answer in time, 3 times \(HTTPSConnectionPool: Read "
+                                          r"timed out\. \(300\)\); try again later$"):
+        call(stalled, "download", attempts=3, sleep=waits.append)
+    with pytest.raises(AnswerLost):
+        call(stalled, "push", sleep=waits.append, repeatable=False)
+    assert waits == [1.0, 2.0, 1.0, 2.0]
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    from email.utils import formatdate
+
+    import requests
+
+    from kit.kaggle_client import retry_after
+
+    def refusal(value):
+        response = requests.Response()
+        response.status_code = 429
+        if value is not None:
+            response.headers["Retry-After"] = value
+        return requests.exceptions.HTTPError("429", response=response)
+
+    assert retry_after(refusal("12")) == 12.0
+    assert 55 < retry_after(refusal(formatdate(time.time() + 60, usegmt=True))) <= 60
+    assert retry_after(refusal(None)) is None and retry_after(refusal("soon")) is None

@@ -128,6 +128,31 @@ def test_extra_data_lengthens_epochs_by_the_assumed_images_and_says_so(tmp_path)
     assert "assumed" in estimate.estimate(variant(**extra), "tpu", {}).text()
 
 
+def test_the_quota_left_caps_the_sweep_and_budget_hours_caps_it_further():
+    from datetime import UTC, datetime
+
+    sweep = [estimate.Estimate(f"petals-{index}", 1800.0, ("table",), ()) for index in range(4)]
+    quota = estimate.Quota("tpu", 29 * 3600.0, 30 * 3600.0, datetime(2026, 12, 5, tzinfo=UTC))
+    assert quota.text() == ("TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes "
+                            "Sat 05 Dec 00:00 UTC)")
+    with pytest.raises(estimate.BudgetError, match=(
+            r"^the 4 variant\(s\) to push need about 2\.0 h of TPU time, but 1\.0 h of this "
+            r"week's quota is left \(29\.0 h of 30\.0 h used; it refreshes Sat 05 Dec 00:00 "
+            r"UTC\); push fewer with --only, or pass --yes to push anyway$")):
+        estimate.check_budget(sweep, quota=quota)
+    estimate.check_budget(sweep[:2], quota=quota)
+    with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 0\.5"):
+        estimate.check_budget(sweep[:2], budget_hours=0.5, quota=quota)
+    used_up = estimate.Quota("gpu", 31 * 3600.0, 30 * 3600.0)
+    assert used_up.left == 0 and "refreshes at an unknown time" in used_up.text()
+    with pytest.raises(estimate.BudgetError, match="0.0 h of this week's quota is left"):
+        estimate.check_budget(sweep[:1], budget_hours=5, quota=used_up)
+    # Without Kaggle's answer, --budget-hours alone, by default 20 h.
+    estimate.check_budget(sweep * 10)
+    with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 20"):
+        estimate.check_budget(sweep * 11)
+
+
 def test_a_total_adds_the_rounded_figures_it_follows():
     """Two variants printed as 0.1 h each make 0.2 h, not the 0.3 h of their raw seconds."""
     items = [estimate.Estimate(f"petals-{index}", 0.14 * 3600, ("table",), ()) for index in (1, 2)]

@@ -421,3 +421,56 @@ def test_get_kernel_tells_the_latest_version(fake_kaggle, cli, tmp_path):
         assert cli("kernels", "push", "-p", folder).returncode == 0
     metadata = session.post(rpc, json=body).json()["metadata"]
     assert metadata["currentVersionNumber"] == 2 and metadata["ref"] == REF
+
+
+# --------------------------------------------------------------------- what Kaggle does besides
+def test_an_accepted_push_whose_answer_is_lost(fake_kaggle, cli, tmp_path):
+    """Every third accepted push: the version is made and its session starts, but the client
+    sees a dropped connection; a refused push does not count."""
+    folder = write_kernel(tmp_path / "kernel")
+    fake_kaggle.lose_answers("SaveKernel", every=3)
+    fake_kaggle.reject_next_push("not counted")
+    assert cli("kernels", "push", "-p", folder).stdout.startswith("Kernel push error")
+    for version in (1, 2):
+        assert f"Kernel version {version} successfully" in cli("kernels", "push", "-p",
+                                                               folder).stdout
+    lost = cli("kernels", "push", "-p", folder)
+    assert lost.returncode == 1 and "closed connection without response" in lost.stderr
+    assert fake_kaggle.version_of(REF) == 3 and len(fake_kaggle.lost_answers) == 1
+    assert len(fake_kaggle.active_sessions()) == 3
+    assert "Kernel version 4 successfully" in cli("kernels", "push", "-p", folder).stdout
+
+
+def test_sources_kaggle_cannot_attach_are_listed_in_the_push_answer(fake_kaggle, tmp_path):
+    folder = write_kernel(tmp_path / "kernel", dataset_sources=["someone/private-data",
+                                                                "someone/public-data"])
+    fake_kaggle.invalid_sources("someone/private-data")
+    environment = fake_kaggle.environment(tmp_path / "home")
+    script = ("from kaggle.api.kaggle_api_extended import KaggleApi\n"
+              "api = KaggleApi(); api.authenticate()\n"
+              f"answer = api.kernels_push({folder!r})\n"
+              "print(answer.version_number, answer.invalid_dataset_sources, bool(answer.error))\n")
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 ['someone/private-data'] False"
+    assert len(fake_kaggle.active_sessions()) == 1  # it runs, without that dataset
+
+
+def test_quota_as_the_cli_shows_it(fake_kaggle, cli):
+    from datetime import UTC, datetime
+
+    fake_kaggle.set_quota(tpu_used=29, tpu_allowed=30, gpu_used=2.5, gpu_allowed=30,
+                          refresh=datetime(2026, 12, 5, tzinfo=UTC))
+    result = cli("quota")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["GPU", "2.50h", "27.50h", "30.00h", "2026-12-05T00:00:00+00:00"] in lines
+    assert ["TPU", "29.00h", "1.00h", "30.00h", "2026-12-05T00:00:00+00:00"] in lines
+
+
+def test_a_429_carries_its_retry_after(fake_kaggle):
+    fake_kaggle.fail_next("GetKernelSessionStatus", status=429, retry_after=7)
+    answer = direct().post(f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/"
+                           "GetKernelSessionStatus", json={"userName": OWNER, "kernelSlug": SLUG})
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "7"

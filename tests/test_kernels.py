@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,6 +38,11 @@ def test_notebook_opens_with_its_title_then_setup_then_the_parameters(built):
     writes = [number for number, cell in enumerate(notebook.cells)
               if cell.source.startswith("%%writefile {petals_folder}/")]
     assert setup < min(writes) and max(writes) < index
+    # Then the Keras check, before the first cell that imports Keras (the source's first).
+    assert notebook.cells[max(writes) + 1].source == kernels.KERAS_SETUP
+    assert "accelerator.install_tested_keras()" in kernels.KERAS_SETUP
+    first_code = next(cell.source for cell in source.cells if cell.cell_type == "code")
+    assert max(writes) + 1 < [cell.source for cell in notebook.cells].index(first_code)
     assert tags[index + 1] == ["injected-parameters"]
     injected = notebook.cells[index + 1].source
     for line in ("IMAGE_SIZE = 512", 'BACKBONES = ["efficientnet_b7"]',
@@ -311,3 +317,99 @@ def test_a_hand_edited_dataset_source_is_refused_before_any_request(built):
     document["dataset_sources"] = ["not a slug"]
     with pytest.raises(ValueError, match="dataset source 'not a slug' is not a Kaggle dataset"):
         kernels.validate_metadata(document, folder)
+
+
+KAGGLE_DATA = Path("/kaggle/input/competitions/tpu-getting-started")
+KAGGLE_WORKING = Path("/kaggle/working")
+KAGGLE_SWEEP = """name = "kaggle"
+notebook = "notebooks/flowers.py"
+accelerator = "cpu"
+[parameters]
+BACKBONES = ["tiny"]
+WEIGHTS = "None"
+EPOCHS = 2
+BATCH_SIZE_PER_REPLICA = 16
+MAX_STEPS_PER_EPOCH = 2
+TTA_VIEWS = ["flip_lr"]
+[grid]
+IMAGE_SIZE = [192]
+"""
+
+
+@pytest.fixture
+def kaggle_folders(tmp_path):
+    """Kaggle's layout at its real paths: the competition data (a small demo dataset at 192 px)
+    at /kaggle/input/competitions/tpu-getting-started and an empty /kaggle/working; what the
+    fixture created is removed afterwards."""
+    from petals.demo_data import write_demo_dataset
+
+    if KAGGLE_DATA.exists() or (KAGGLE_WORKING.exists() and any(KAGGLE_WORKING.iterdir())):
+        pytest.fail(f"{KAGGLE_DATA} or a non-empty {KAGGLE_WORKING} exists already; this test "
+                    "needs them to itself")
+    created = []
+    try:
+        for path in (Path("/kaggle"), Path("/kaggle/input"), KAGGLE_DATA.parent, KAGGLE_WORKING):
+            if not path.exists():
+                path.mkdir()
+                created.append(path)
+        write_demo_dataset(str(tmp_path / "data"), image_size=192, shards=2, limit=120)
+        KAGGLE_DATA.symlink_to(tmp_path / "data")
+        yield tmp_path / "data" / "tfrecords-jpeg-192x192"
+    except PermissionError:
+        pytest.fail("this test needs a writable /kaggle, as on Kaggle: sudo mkdir /kaggle && "
+                    "sudo chown $USER /kaggle")
+    finally:
+        if KAGGLE_DATA.is_symlink():
+            KAGGLE_DATA.unlink()
+        if KAGGLE_WORKING in created:
+            shutil.rmtree(KAGGLE_WORKING, ignore_errors=True)
+        else:  # it was there, empty: leave it empty
+            for path in list(KAGGLE_WORKING.iterdir()) if KAGGLE_WORKING.exists() else []:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path in reversed(created):
+            if path.exists():
+                path.rmdir()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PETALS_KAGGLE_IMAGE"),
+                    reason="runs in the Kaggle-image environment: make test-kaggle-image")
+def test_the_built_kernel_runs_as_kaggle_runs_it(kaggle_folders, tmp_path):
+    """The .ipynb `build.py kernels` writes, executed alone with papermill in /kaggle/working,
+    on the data at Kaggle's mount path, with no repository on the path (issue 14)."""
+    sweep = tmp_path / "kaggle.toml"
+    sweep.write_text(KAGGLE_SWEEP)
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("PYTHONPATH", "KERAS_BACKEND", "PETALS_KAGGLE_IMAGE")}
+    build = subprocess.run([sys.executable, str(kernels.REPOSITORY / "build.py"), "kernels",
+                            "--sweep", str(sweep), "--owner", "someone", "--kernels-dir",
+                            str(tmp_path / "kernels")], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300, env=environment)
+    assert build.returncode == 0, build.stdout + build.stderr
+    kernel = tmp_path / "kernels" / "petals-kaggle-192" / "petals-kaggle-192.ipynb"
+    run = subprocess.run([sys.executable, "-m", "papermill", str(kernel),
+                          str(tmp_path / "executed.ipynb"), "--cwd", str(KAGGLE_WORKING)],
+                         cwd=KAGGLE_WORKING, capture_output=True, text=True, timeout=1200,
+                         env={**environment, "KAGGLE_KERNEL_RUN_TYPE": "Batch"})
+    assert run.returncode == 0, run.stderr[-4000:]
+    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    printed = "".join(output.get("text", "") for cell in executed.cells
+                      if cell.cell_type == "code" for output in cell.outputs)
+    import importlib.metadata
+
+    keras_version = importlib.metadata.version("keras")
+    assert f"keras {keras_version}" in printed  # the image's Keras, used as it is
+    assert "installed keras==" not in printed
+    ids, labels = submission.read_submission(KAGGLE_WORKING / "submission.csv")
+    with open(kaggle_folders / "test_labels.csv") as handle:
+        expected = [line.split(",")[0] for line in handle.read().splitlines()[1:]]
+    assert ids == expected  # exactly the test ids, in test order
+    assert ((labels >= 0) & (labels < 104)).all()
+    metrics = json.loads((KAGGLE_WORKING / "metrics.json").read_text())
+    assert metrics["versions"]["keras"] == keras_version
+    # The package went to a temporary folder: Kaggle's outputs hold only what the run wrote.
+    leftovers = [path for path in KAGGLE_WORKING.rglob("*")
+                 if path.suffix in (".py", ".pyc") or path.name in ("petals", "__pycache__")]
+    assert leftovers == []
+    print(f"ran under Keras {keras_version}; outputs: "
+          + ", ".join(sorted(path.name for path in KAGGLE_WORKING.iterdir())))

@@ -32,13 +32,46 @@ def test_invalid_submissions_are_rejected_and_not_written(tmp_path, ids, labels,
     assert os.listdir(tmp_path) == []
 
 
-def test_results_are_never_overwritten(tmp_path):
+def test_results_are_never_overwritten(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
     with pytest.raises(FileExistsError, match="exists; results are never overwritten"):
         submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([2]))
     with pytest.raises(FileExistsError, match="already holds submission.csv"):
         submission.prepare_output_dir(str(tmp_path))
     assert submission.prepare_output_dir(str(tmp_path / "new")) == str(tmp_path / "new")
+
+
+@pytest.mark.parametrize("environment, replaced", [
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, True),  # Kaggle's editor
+    ({"JPY_SESSION_NAME": "/home/me/flowers.ipynb"}, True),  # Jupyter
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "JPY_SESSION_NAME": "x"}, False),  # Kaggle's batch run
+    ({}, False),  # papermill, the runner, a script
+])
+def test_a_second_run_all_replaces_results_only_in_an_interactive_session(
+        tmp_path, monkeypatch, capsys, environment, replaced):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
+    submission.write_metrics(str(tmp_path / "metrics.json"), {"f1": 0.5})
+    (tmp_path / "schedule.png").write_bytes(b"png")
+    if not replaced:
+        with pytest.raises(FileExistsError, match="already holds submission.csv, metrics.json"):
+            submission.prepare_output_dir(str(tmp_path))
+        assert (tmp_path / "submission.csv").exists()
+        return
+    assert submission.prepare_output_dir(str(tmp_path)) == str(tmp_path)
+    assert capsys.readouterr().out == (f"replacing the previous run's submission.csv, "
+                                       f"metrics.json in {tmp_path} (run again in this "
+                                       "session)\n")
+    assert sorted(os.listdir(tmp_path)) == ["schedule.png"]  # figures are simply redrawn
+    # The runner's fresh folders refuse even there.
+    submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
+    with pytest.raises(FileExistsError):
+        submission.prepare_output_dir(str(tmp_path), replace=False)
 
 
 def test_metrics_are_plain_json_and_finite(tmp_path):
