@@ -425,7 +425,7 @@ def launch_processes(arguments):
               file=sys.stderr)
         return 2
     try:
-        prepare_output_dir(arguments.output_dir)
+        prepare_output_dir(arguments.output_dir, replace=False)
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
