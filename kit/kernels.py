@@ -273,7 +273,7 @@ def extra_datasets(variant):
     slugs = dataset_slugs(entries, where)
     for entry in entries:
         path = os.path.abspath(os.path.expanduser(entry))
-        if entry not in slugs and "://" not in entry and not path.startswith("/kaggle/"):
+        if entry not in slugs and not parameters.is_url(entry) and not path.startswith("/kaggle/"):
             raise ValueError(f"{where} entry {entry!r} is a folder of this machine, which a Kaggle "
                              "kernel cannot read; upload it as a Kaggle dataset and name its slug")
     return slugs

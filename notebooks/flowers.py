@@ -80,6 +80,10 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 # the chips and sets up data parallelism: every chip holds a copy of the model, each step's
 # batch is split evenly across them, and the gradients are averaged. On a TPU the layers compute
 # in bfloat16 (twice the throughput, half the memory) while the variables stay float32.
+#
+# On a Cloud TPU slice of several hosts (one process per host) the same cell first joins the
+# other hosts' processes, and the chips of every host then share each batch; only process 0
+# prints and writes files (README, "Beyond one TPU host").
 
 # %%
 import os
@@ -100,6 +104,7 @@ with timer.stage("import"):
         data,
         evaluate,
         figures,
+        hosts,
         mixing,
         parameters,
         predict,
@@ -109,12 +114,13 @@ with timer.stage("import"):
         train,
     )
 
-VERSIONS = accelerator.versions()
-print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 accelerator.check_keras_version()
 if KERAS_BACKEND == "jax":
     accelerator.enable_compilation_cache(COMPILE_CACHE_DIR)
+# First to touch the devices: on a TPU slice of several hosts it joins the other hosts' processes.
 device = accelerator.detect(require=ACCELERATOR)
+VERSIONS = accelerator.versions()
+print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 print(device.describe())
 
 # %% [markdown]
@@ -473,8 +479,9 @@ print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submissi
 # class's index in the competition's list of 104 flowers.
 
 # %%
-with open(os.path.join(OUTPUT_DIR, "submission.csv")) as submitted:
-    print("".join(submitted.readlines()[:6]), end="")
+if hosts.is_writer():  # of several processes, process 0 alone writes files
+    with open(os.path.join(OUTPUT_DIR, "submission.csv")) as submitted:
+        print("".join(submitted.readlines()[:6]), end="")
 
 # %% [markdown]
 # ## Visual validation
@@ -485,10 +492,11 @@ with open(os.path.join(OUTPUT_DIR, "submission.csv")) as submitted:
 
 # %%
 if validation_labels is not None:
-    # The first few hundred validation images, so that there are mistakes to show first.
+    # The first few hundred validation images, so that there are mistakes to show first (all
+    # of them in this process, also when several processes share the run).
     count = min(len(validation_labels), 256)
     shown = data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, count, EXCLUDED_IDS,
-                                    count=len(validation_labels))
+                                    count=len(validation_labels), process=hosts.SINGLE)
     shown_images = np.asarray(next(iter(shown))[0])
     display(figures.save(figures.predictions(shown_images, validation_labels[:count],
                                              validation_predictions[:count], CLASS_NAMES,

@@ -81,6 +81,9 @@ class Accelerator:
     devices: list = field(default_factory=list)
     strategy: object = None  # tf.distribute.Strategy (TensorFlow backend)
     distribution: object = None  # keras.distribution.Distribution (JAX backend, several devices)
+    # This process's number and how many processes (one per host) share the replicas.
+    process_index: int = 0
+    process_count: int = 1
 
     def scope(self):
         """Build and compile models in here, so their variables live on (every) replica."""
@@ -99,8 +102,22 @@ class Accelerator:
         """
         return "mixed_bfloat16" if self.kind == "tpu" else "float32"
 
+    @property
+    def process(self):
+        """This process as a `hosts.Process` (index, count)."""
+        from petals import hosts
+
+        return hosts.Process(self.process_index, self.process_count)
+
+    def summary(self):
+        """What metrics.json records of the accelerator."""
+        return {"kind": self.kind, "backend": self.backend, "replicas": self.replicas,
+                "processes": self.process_count}
+
     def describe(self):
-        return (f"{self.kind.upper()} × {self.replicas} replica(s), Keras backend {self.backend}"
+        hosts = f" on {self.process_count} hosts" if self.process_count > 1 else ""
+        return (f"{self.kind.upper()} × {self.replicas} replica(s){hosts}, "
+                f"Keras backend {self.backend}"
                 + (f", {type(self.strategy).__name__}" if self.strategy is not None else "")
                 + (f", {type(self.distribution).__name__}" if self.distribution else ""))
 
@@ -108,6 +125,9 @@ class Accelerator:
 def detect(require=None):
     """Detect the accelerator for the active backend, set the global distribution and policy.
 
+    Call it before anything else queries the devices: with JAX it first joins the run's other
+    processes where there are any (petals.hosts.start: a Cloud TPU slice of several hosts, or
+    `petals.runner --processes N`), and then sees the devices of every process.
     `require` ("tpu", "gpu") makes a missing accelerator an error instead of a silent CPU run.
     """
     import keras
@@ -131,15 +151,22 @@ def _detect_jax():
     import jax
     import keras
 
-    devices = jax.devices()  # The default platform: TPU, else GPU, else CPU.
+    from petals import hosts
+
+    process = hosts.start()  # Before the first device query: JAX refuses it afterwards.
+    devices = jax.devices()  # Every process's devices; the default platform: TPU, GPU, CPU.
     kind = devices[0].platform
     distribution = None
     if len(devices) > 1:
-        # One model copy per chip; each global batch is split across them.
-        distribution = keras.distribution.DataParallel(devices=devices)
+        # One model copy per chip; each global batch is split across them. Across processes
+        # each one feeds its own share of the batch (petals.data reads it), so Keras must not
+        # shard the dataset again.
+        distribution = keras.distribution.DataParallel(
+            devices=devices, auto_shard_dataset=process.count == 1)
         keras.distribution.set_distribution(distribution)
     return Accelerator(kind if kind in ("tpu", "gpu") else "cpu", "jax", len(devices),
-                       [str(device) for device in devices], distribution=distribution)
+                       [str(device) for device in devices], distribution=distribution,
+                       process_index=process.index, process_count=process.count)
 
 
 def _detect_tensorflow():

@@ -1,10 +1,16 @@
 """Competition TFRecords: find them, count them, check them, and stream them with tf.data.
 
 TensorFlow is used here for `tf.data` only; training runs on whichever Keras backend is active.
+The datasets take the global batch size. When several processes share a run (petals.hosts),
+each process reads its share of the records and yields its share of every batch: training
+shards by file (each process reads its own block of shards), validation and test by record
+(process p keeps records p, p + P, ...: every process then runs the same number of steps, and
+`hosts.in_record_order` restores the record order of the gathered predictions).
 """
 
 import csv
 import hashlib
+import math
 import os
 import re
 import struct
@@ -13,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from petals import COMPETITION
-from petals.parameters import DATASET_SLUG, SIZE_FOLDER
+from petals import COMPETITION, hosts
+from petals.parameters import DATASET_SLUG, SIZE_FOLDER, is_url
 
 # Where Kaggle mounts the competition data, newest first (older kernels used the two later ones).
 KAGGLE_DATA_ROOTS = (
@@ -207,16 +213,19 @@ def decode_image(jpeg, image_size):
     return tf.reshape(image, [image_size, image_size, 3])
 
 
-def read_records(files, ordered, seed=None, positions=False):
+def read_records(files, ordered, seed=None, positions=False, file_indices=None):
     """Serialized records of many shards, read in parallel.
 
     Unordered (training): shards are shuffled and interleaved non-deterministically, so a slow
     read never stalls the others. Ordered (evaluation, test): file order is kept. With
     `positions`, each record comes as (position, record), where position is
     file index << 32 | record index in its file: what the training stream's filter looks up.
+    `file_indices` reads only those of `files` (positions keep their index in `files`).
     """
+    if file_indices is None:
+        file_indices = range(len(files))
     dataset = tf.data.Dataset.from_tensor_slices(
-        (list(files), tf.range(len(files), dtype=tf.int64)))
+        ([files[index] for index in file_indices], tf.constant(list(file_indices), tf.int64)))
     if not ordered:
         dataset = dataset.shuffle(len(files), seed=seed)
 
@@ -248,12 +257,15 @@ def exclusion_filter(excluded_ids):
     return keep
 
 
-def labeled_images(records, image_size, excluded_ids=(), deterministic=True):
+def labeled_images(records, image_size, excluded_ids=(), deterministic=True,
+                   process=hosts.SINGLE):
     """Serialized train/val records → (uint8 image, class), excluded ids dropped.
 
     Parsing and decoding share one map stage: every stage costs per-element overhead, and one
     stage measured 10-20 % faster than two at 192 px (benchmarks/input_pipeline.py). Excluded
     records are decoded before being dropped; they are few, so that costs next to nothing.
+    One `process` of several keeps every count-th record after the exclusions, and decodes
+    only those.
     """
 
     def parse_and_decode(serialized):
@@ -262,6 +274,12 @@ def labeled_images(records, image_size, excluded_ids=(), deterministic=True):
 
     options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic}
     keep = exclusion_filter(excluded_ids)
+    if process.count > 1:
+        parsed = records.map(parse_labeled, **options)
+        if keep is not None:
+            parsed = parsed.filter(keep)
+        return parsed.shard(process.count, process.index).map(
+            lambda jpeg, label, record_id: (decode_image(jpeg, image_size), label), **options)
     if keep is None:
         return records.map(lambda serialized: parse_and_decode(serialized)[:2], **options)
     return records.map(parse_and_decode, **options).filter(keep).map(
@@ -371,64 +389,95 @@ def training_data(splits, image_size, train_on_validation=False, extra_data=(),
     return TrainingData(tuple(files), tuple(sources), frozenset(dropped))
 
 
-def training_records(training, seed=None):
+def training_records(training, seed=None, process=hosts.SINGLE):
     """One pass over the serialized records of a TrainingData, shards shuffled, left-outs dropped.
 
     The records left out are dropped by a static hash-table lookup of their position, before
-    parsing: no Python runs per record, and nothing left out is ever decoded.
+    parsing: no Python runs per record, and nothing left out is ever decoded. One `process` of
+    several reads its block of the shards (or, with fewer shards than processes, every count-th
+    record).
     """
+    file_indices = hosts.file_share(training.files, process)
     if not training.dropped:
-        return read_records(training.files, ordered=False, seed=seed)
-    positions = tf.constant(sorted(training.dropped), dtype=tf.int64)
-    left_out = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(positions, tf.ones_like(positions)),
-        default_value=tf.constant(0, tf.int64))
-    records = read_records(training.files, ordered=False, seed=seed, positions=True)
-    records = records.filter(lambda position, record: tf.equal(left_out.lookup(position), 0))
-    return records.map(lambda position, record: record)
+        records = read_records(training.files, ordered=False, seed=seed,
+                               file_indices=file_indices)
+    else:
+        positions = tf.constant(sorted(training.dropped), dtype=tf.int64)
+        left_out = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(positions, tf.ones_like(positions)),
+            default_value=tf.constant(0, tf.int64))
+        records = read_records(training.files, ordered=False, seed=seed, positions=True,
+                               file_indices=file_indices)
+        records = records.filter(lambda position, record: tf.equal(left_out.lookup(position), 0))
+        records = records.map(lambda position, record: record)
+    if file_indices is None:
+        records = records.shard(process.count, process.index)
+    return records
 
 
-def training_dataset(training, image_size, batch_size, seed=None):
-    """Endless, shuffled batches of (uint8 image, class) from a TrainingData, static batch size."""
-    records = training_records(training, seed).repeat().shuffle(SHUFFLE_RECORDS, seed=seed)
+def training_dataset(training, image_size, batch_size, seed=None, process=None):
+    """Endless, shuffled batches of (uint8 image, class) from a TrainingData, static batch size.
+
+    `batch_size` is the global batch; one `process` of several (default: this one, see
+    petals.hosts) yields its share of it, from its share of the shards.
+    """
+    process = process or hosts.current()
+    records = training_records(training, seed, process).repeat().shuffle(SHUFFLE_RECORDS,
+                                                                          seed=seed)
     dataset = labeled_images(records, image_size, deterministic=False)
     # drop_remainder keeps every batch the same shape, so the compiled step is reused.
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(hosts.process_batch(batch_size, process),
+                         drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def full_batches(dataset, batch_size, count, blank):
+def full_batches(dataset, batch_size, count, blank, process=hosts.SINGLE):
     """Batch `count` elements in full batches, padding the last one with `blank` elements.
 
     Data parallelism splits every batch evenly across the replicas and refuses a remainder
     (the test split's 7382 images leave one), and one batch shape means one compiled program.
-    Callers keep the first `count` predictions.
+    Callers keep the first `count` predictions. `batch_size` is the global batch; one `process`
+    of several holds its share of the `count` records and is padded to as many batches of its
+    share of the batch as every other process.
     """
-    padding = -count % batch_size
+    local_batch = hosts.process_batch(batch_size, process)
+    padding = (math.ceil(count / batch_size) * local_batch
+               - hosts.record_share_size(count, process))
     if padding:
         dataset = dataset.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=None):
+def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=None, process=None):
     """Ordered batches of (uint8 image, class) for validation.
 
     With `count` (the number of records kept) the last batch is padded for predictions; without
     it the remainder is dropped, which is what per-epoch validation during training needs.
+    `batch_size` is the global batch: one `process` of several (default: this one) yields its
+    share of the records, for the model; `process=hosts.SINGLE` yields every record, e.g. to
+    show images.
     """
-    dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids)
+    process = process or hosts.current()
+    dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids,
+                             process=process)
     if count is None:
-        return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        return dataset.batch(hosts.process_batch(batch_size, process),
+                             drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     blank = (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(0, tf.int32))
-    return full_batches(dataset, batch_size, count, blank)
+    return full_batches(dataset, batch_size, count, blank, process)
 
 
-def test_dataset(files, image_size, batch_size, count):
-    """Ordered, padded batches of uint8 test images; ids come from `record_ids` in that order."""
-    dataset = read_records(files, ordered=True).map(
+def test_dataset(files, image_size, batch_size, count, process=None):
+    """Ordered, padded batches of uint8 test images; ids come from `record_ids` in that order.
+
+    `batch_size` is the global batch; one `process` of several (default: this one) yields its
+    share of the records.
+    """
+    process = process or hosts.current()
+    dataset = read_records(files, ordered=True).shard(process.count, process.index).map(
         lambda serialized: decode_image(parse_unlabeled(serialized)[0], image_size),
         num_parallel_calls=tf.data.AUTOTUNE)
     return full_batches(dataset, batch_size, count, tf.zeros([image_size, image_size, 3],
-                                                             tf.uint8))
+                                                             tf.uint8), process)
 
 
 def _fields(files, parse, field_index, excluded_ids=()):
@@ -457,7 +506,7 @@ def record_ids(files, labeled=False, excluded_ids=()):
 
 def find_extra_folder(entry, input_root=KAGGLE_INPUT):
     """The folder an EXTRA_DATA entry names: a folder path or URL, or an attached Kaggle dataset."""
-    folder = entry if "://" in entry else os.path.expanduser(entry)
+    folder = entry if is_url(entry) else os.path.expanduser(entry)
     if tf.io.gfile.isdir(folder):
         return folder
     searched = []

@@ -19,7 +19,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from petals import CLASSES
+from petals import CLASSES, hosts
 from petals.files import write_atomically
 
 # Figures are built with the object API (no pyplot state), so nothing depends on a display.
@@ -75,8 +75,11 @@ def save(figure, output_dir, name):
     """Write `figure` as OUTPUT_DIR/name.png (readable by all, 0644) and return it as a
     SavedFigure, which `display` shows inline.
 
-    Written atomically (petals.files), so a failure leaves no truncated PNG.
+    Written atomically (petals.files), so a failure leaves no truncated PNG. When several
+    processes share a run (petals.hosts), only process 0 writes.
     """
+    if not hosts.is_writer():
+        return figure
     path = os.path.join(output_dir, f"{name}.png")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")

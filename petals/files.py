@@ -2,11 +2,14 @@
 
 The file is written to a temporary name beside its destination and renamed into place, so a
 failed or killed write leaves no partial file that looks valid; it is left readable by all
-(0644), like any ordinary file, although `mkstemp` makes it private.
+(0644), like any ordinary file, although `mkstemp` makes it private. When several processes
+share a run (petals.hosts), only process 0 writes.
 """
 
 import os
 import tempfile
+
+from petals import hosts
 
 
 def write_atomically(path, write, overwrite=False, binary=False):
@@ -14,7 +17,11 @@ def write_atomically(path, write, overwrite=False, binary=False):
 
     Results are never overwritten (FileExistsError); state files, and a run replacing its own
     provisional results, pass `overwrite=True`. `binary`: the file is opened in bytes mode.
+    When several processes share a run (petals.hosts), only process 0 writes; the others, which
+    computed the same results, write nothing.
     """
+    if not hosts.is_writer():
+        return path
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists; results are never overwritten")
     folder = os.path.dirname(os.path.abspath(path))

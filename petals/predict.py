@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from petals import accelerator
+from petals import accelerator, hosts
 
 
 def _transpose(images):
@@ -67,6 +67,24 @@ class SelectView(keras.layers.Layer):
         return {**super().get_config(), "views": list(self.views)}
 
 
+class Replicated(keras.layers.Layer):
+    """Its input laid out whole on every device, so that every process can read it.
+
+    Under a distribution across processes (petals.hosts) a model's output is split across every
+    process's devices, and Keras's predict cannot fetch it ("Fetching value for jax.Array that
+    spans non-addressable devices"). Laid out replicated, it is gathered on the accelerators
+    (one all-gather of the probabilities per batch) and each process holds all of it.
+    """
+
+    def call(self, inputs):
+        layout = keras.distribution.TensorLayout([None] * len(inputs.shape),
+                                                 keras.distribution.distribution().device_mesh)
+        return keras.distribution.distribute_tensor(inputs, layout)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def _image_spec(dataset):
     """The images' TensorSpec of a dataset of images or (images, labels) batches."""
     spec = dataset.element_spec
@@ -77,7 +95,8 @@ def views_model(model, image_shape, image_dtype, views):
     """A model of {"image", "view"} → `model`'s probabilities on each image's view.
 
     Built once per model, image shape and views, and kept on the model (so it lives and dies
-    with it): Keras compiles its predict step once per model, not once per call.
+    with it): Keras compiles its predict step once per model, not once per call. With several
+    processes its output is `Replicated`, so that every process can read it.
     """
     # In the model's __dict__: assigned as an attribute, Keras would track it as a sublayer.
     # vars() reaches the model through petals.train.members' weak proxies too.
@@ -87,6 +106,8 @@ def views_model(model, image_shape, image_dtype, views):
         images = keras.Input(shape=image_shape, dtype=image_dtype, name="image")
         view = keras.Input(shape=(), dtype="int32", name="view")
         probabilities = model(SelectView(views)(images, view), training=False)
+        if hosts.current().count > 1:
+            probabilities = Replicated()(probabilities)
         built[key] = keras.Model({"image": images, "view": view}, probabilities,
                                  name=f"{model.name}_tta")
     return built[key]
@@ -108,6 +129,9 @@ def predict(model, dataset, count, views=()):
     size (as petals.data.evaluation_dataset(..., count=N) and test_dataset do: the last batch
     is padded); the padding is predicted and dropped. With `views` the probabilities are the
     mean over the original and each view. An out-of-memory error becomes one line.
+    With several processes (petals.hosts) `dataset` yields this process's share of the records
+    and of every batch (as petals.data's datasets do), and every process returns the
+    probabilities of all `count` images, in record order.
     """
     validate_views(views)
     spec = _image_spec(dataset)
@@ -116,9 +140,10 @@ def predict(model, dataset, count, views=()):
         raise ValueError("predict needs batches of a fixed size (batch with drop_remainder=True)")
     # Keras cannot know a TFRecord dataset's length; without the step count it reads the
     # dataset dry and warns that the input ran out of data.
-    steps = math.ceil(count / batch)
+    process = hosts.current()
+    steps = math.ceil(count / (batch * process.count))
     with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
-        if not views:
+        if not views and process.count == 1:
             return model.predict(dataset, steps=steps, verbose=0)[:count]
         tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
         # Decoding JPEGs on the host is the slow part, so each batch is read once and fed once
@@ -127,6 +152,9 @@ def predict(model, dataset, count, views=()):
         view_count = len(views) + 1
         probabilities = tta.predict(_batches_in_every_view(dataset, steps, view_count),
                                     steps=steps * view_count, verbose=0)
-    # [batch 0 view 0, batch 0 view 1, …, batch 1 view 0, …] → the mean over the views.
-    by_view = probabilities.reshape(-1, view_count, batch, probabilities.shape[-1])
-    return by_view.mean(axis=1).reshape(-1, probabilities.shape[-1])[:count].astype(np.float32)
+    # [batch 0 view 0, batch 0 view 1, …, batch 1 view 0, …] → the mean over the views. Each
+    # global batch holds every process's share of it: put back in record order.
+    by_view = probabilities.reshape(-1, view_count, batch * process.count,
+                                    probabilities.shape[-1])
+    by_batch = by_view.mean(axis=1).reshape(-1, probabilities.shape[-1])
+    return hosts.in_record_order(by_batch, count, process.count, batch).astype(np.float32)

@@ -95,8 +95,7 @@ class RunRecord:
         planned = self.parameters["BACKBONES"]
         return {
             "parameters": self.parameters,
-            "accelerator": {"kind": self.device.kind, "backend": self.device.backend,
-                            "replicas": self.device.replicas},
+            "accelerator": self.device.summary(),
             "versions": self.versions,
             "complete": set(fits) == set(planned),
             "members": list(members),
@@ -105,6 +104,7 @@ class RunRecord:
                                fit.history.items()} for name, fit in fits.items()},
             "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
             "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
+            "weights_sha256": {name: fit.weights_sha256 for name, fit in fits.items()},
             "seconds_per_epoch": {name: train.steady_epoch_seconds(fit.seconds)
                                   for name, fit in fits.items()},
             "images_per_second": {name: train.images_per_second(fit.seconds, self.steps,

@@ -3,13 +3,18 @@
 papermill injects the values as a cell tagged `injected-parameters` after the `parameters` cell
 and saves the executed notebook, outputs included, in the run's output folder, with an HTML copy
 beside it. On the terminal: each section's heading as it starts, and what the notebook prints.
+With `--processes N` it starts N processes of the notebook as one run (petals.hosts).
 """
 
 import argparse
 import os
 import shlex
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 
 # The folder holding the petals package: the kernel finds it through PYTHONPATH, so the notebook
 # needs no sys.path code (a built Kaggle kernel writes the package in its Setup cells).
@@ -17,6 +22,14 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_NAME = "notebook.ipynb"
 HTML_NAME = "notebook.html"
 PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
+# Several processes (--processes): once one has finished, the others have this long to finish
+# too before they count as hung; a process asked to stop has this long before it is killed.
+EXIT_GRACE_SECONDS = 120
+STOP_GRACE_SECONDS = 10
+POLL_SECONDS = 1.0
+# A kernel that is one of several processes waits this long at its exit for the others (JAX's
+# shutdown barrier), instead of jupyter_client's 5 s before it is killed.
+PROCESS_SHUTDOWN_WAIT_SECONDS = 60.0
 WEIGHTS_NAMES = ("imagenet", "noisy-student")
 
 
@@ -30,9 +43,13 @@ def kernel_manager_class(socket_folder):
     """
     from jupyter_client.manager import AsyncKernelManager
 
+    from petals import hosts
+
     class RunKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(transport="ipc", ip=os.path.join(socket_folder, "kernel"), **kwargs)
+            if hosts.launched_process() is not None or hosts.cloud_tpu_hosts() > 1:
+                self.shutdown_wait_time = PROCESS_SHUTDOWN_WAIT_SECONDS
 
         async def _async_interrupt_kernel(self):
             if not self.shutting_down:
@@ -64,11 +81,12 @@ class Progress:
 def absolute_paths(parameters):
     """Path parameters made absolute: the kernel starts in another folder than the caller."""
     parameters = dict(parameters)
-    from petals.parameters import is_local_path, none_or_value
+    from petals.parameters import is_local_path, is_url, none_or_value
 
     def absolute(value):
         named = isinstance(value, str) and (value in WEIGHTS_NAMES or none_or_value(value) is None)
-        return os.path.abspath(value) if isinstance(value, str) and not named else value
+        local = isinstance(value, str) and not named and not is_url(value)
+        return os.path.abspath(value) if local else value  # gs://… stays as it is
 
     for name in set(PATH_PARAMETERS) & set(parameters):
         value = parameters[name]
@@ -109,8 +127,10 @@ def check_parameters(source, parameters, output_dir):
     return parameters
 
 
-def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
+def execute(source, output_dir, parameters=None, log_output=False, cwd=None, notebook_dir=None):
     """Run `source` with `parameters`, OUTPUT_DIR set to `output_dir`; return the notebook path.
+
+    The executed notebook and its HTML go to `notebook_dir` (default: `output_dir`).
 
     Unknown parameter names and bad values are refused before anything runs
     (`check_parameters`); the strings 'None' and 'null' mean None. With `log_output`, section
@@ -127,7 +147,9 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
 
     output_dir = os.path.abspath(prepare_output_dir(output_dir, replace=False))
     notebook = jupytext.read(source)
-    output_path = os.path.join(output_dir, NOTEBOOK_NAME)
+    notebook_dir = os.path.abspath(notebook_dir or output_dir)
+    os.makedirs(notebook_dir, exist_ok=True)
+    output_path = os.path.join(notebook_dir, NOTEBOOK_NAME)
     options = {}
     if log_output:
         progress = Progress()
@@ -149,7 +171,7 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None):
             )
         finally:
             if os.path.exists(output_path):
-                write_html(output_path, os.path.join(output_dir, HTML_NAME))
+                write_html(output_path, os.path.join(notebook_dir, HTML_NAME))
     return output_path
 
 
@@ -172,7 +194,10 @@ def main(argv=None):
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"),
                         help="one parameter (value parsed as YAML; None or null for None)")
+    add_process_arguments(parser)
     arguments = parser.parse_args(argv)
+    from petals import hosts
+
     try:
         parameters = {}
         if arguments.parameters_file:
@@ -180,13 +205,18 @@ def main(argv=None):
         parameters.update({name: parse_value(name, value) for name, value in arguments.parameter})
         # Checked before papermill is even imported: a mistake is named within a second.
         check_parameters(arguments.source, parameters, os.path.abspath(arguments.output_dir))
+        if arguments.processes != 1 or arguments.timeout is not None:
+            sys.exit(launch_processes(arguments))
         from papermill import PapermillExecutionError
 
         try:
-            path = execute(arguments.source, arguments.output_dir, parameters, log_output=True)
+            path = execute(arguments.source, arguments.output_dir, parameters,
+                           log_output=hosts.prints_progress(),
+                           notebook_dir=process_notebook_dir(arguments.output_dir))
         except PapermillExecutionError as error:
             # The notebook already showed the traceback; the user needs the one line saying why.
-            sys.exit(f"error: {error.ename}: {error.evalue} (see {arguments.output_dir}/"
+            notebook_dir = process_notebook_dir(arguments.output_dir) or arguments.output_dir
+            sys.exit(f"error: {error.ename}: {error.evalue} (see {notebook_dir}/"
                      f"{NOTEBOOK_NAME})")
     except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
@@ -224,6 +254,215 @@ def read_parameters_file(path):
     if not isinstance(document, dict):
         raise ValueError(f"parameters file {path} must map names to values")
     return document
+
+
+# --- Several processes as one run (--processes N) ---------------------------------------------
+
+
+def add_process_arguments(parser):
+    """--processes and --timeout, the launcher's options."""
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="start N processes of the notebook as one run, coordinated on "
+                             "127.0.0.1 (petals.hosts); only process 0 prints and writes results")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop every process and fail after this many seconds")
+
+
+def process_notebook_dir(output_dir):
+    """Where this process writes its executed notebook: OUTPUT_DIR for process 0 (or a run of
+    one process), OUTPUT_DIR/process-I for process I > 0 of a launch."""
+    from petals import hosts
+
+    process = hosts.launched_process()
+    if process is None or process.index == 0:
+        return None
+    return process_folder(output_dir, process.index)
+
+
+def process_folder(output_dir, index):
+    return os.path.join(output_dir, f"process-{index}")
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now, for the processes' coordinator."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def worker_arguments(arguments):
+    """The command line of one process: the same notebook, folder and parameters."""
+    command = [arguments.source, arguments.output_dir]
+    if arguments.parameters_file:
+        command += ["-f", arguments.parameters_file]
+    for name, value in arguments.parameter:
+        command += ["-p", name, value]
+    return command
+
+
+class Worker:
+    """One started process of the run, and every process it has started (its kernel)."""
+
+    def __init__(self, index, popen, log_path):
+        import psutil
+
+        self.index, self.popen, self.log_path = index, popen, log_path
+        self.known = {popen.pid: psutil.Process(popen.pid)}
+
+    def remember_descendants(self):
+        """Note the processes below this one while it lives: a kernel runs in its own session,
+        so stopping the process group alone would miss it."""
+        import psutil
+
+        try:
+            for child in self.known[self.popen.pid].children(recursive=True):
+                self.known.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def signal_all(self, number):
+        """Send `number` to every known process's group that still runs; False if none runs."""
+        import psutil
+
+        running = False
+        for process in self.known.values():
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    os.killpg(os.getpgid(process.pid), number)
+                    running = True
+            except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+                continue
+        return running
+
+    def describe(self):
+        where = f" (its output: {self.log_path})" if self.log_path else ""
+        return f"process {self.index}{where}"
+
+
+def stop(workers, grace=STOP_GRACE_SECONDS):
+    """Stop every worker and what it started: SIGTERM to their process groups, SIGKILL to
+    those still running `grace` seconds later (a process hung in a collective ignores
+    SIGTERM)."""
+    for worker in workers:
+        worker.remember_descendants()
+    if not any([worker.signal_all(signal.SIGTERM) for worker in workers]):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for worker in workers:
+            worker.popen.poll()
+        if not any(worker.signal_all(0) for worker in workers):
+            return
+        time.sleep(POLL_SECONDS)
+    for worker in workers:
+        worker.signal_all(signal.SIGKILL)
+        worker.popen.wait()
+
+
+def exit_status(returncode):
+    """A shell's exit status for a child's return code (-N, killed by signal N, is 128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def supervise(workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=STOP_GRACE_SECONDS,
+              stream=None):
+    """Wait for the workers; the run's exit status, with one line naming what went wrong.
+
+    The first process to fail stops the run (its status is the run's); a process still running
+    `exit_grace` seconds after another finished is hung; past `timeout` every process is
+    stopped (`stop`, with `stop_grace`). The line goes to `stream` (default: stderr).
+    """
+    stream = stream or sys.stderr
+    count = len(workers)
+    started = time.monotonic()
+    first_finished = None
+    while True:
+        for worker in workers:
+            worker.remember_descendants()
+        codes = [worker.popen.poll() for worker in workers]
+        failed = [(worker, code) for worker, code in zip(workers, codes, strict=True)
+                  if code not in (None, 0)]
+        now = time.monotonic()
+        if failed:
+            worker, code = failed[0]
+            print(f"error: {worker.describe()} of {count} failed with exit status "
+                  f"{exit_status(code)}; stopped the others", file=stream, flush=True)
+            stop(workers, stop_grace)
+            return max(exit_status(code) for _, code in failed)
+        if all(code == 0 for code in codes):
+            return 0
+        if first_finished is None and 0 in codes:
+            first_finished = now
+        running = [worker for worker, code in zip(workers, codes, strict=True) if code is None]
+        if first_finished is not None and now - first_finished > exit_grace:
+            print(f"error: {', '.join(worker.describe() for worker in running)} of {count} still "
+                  f"running {exit_grace:g} s after another finished: hung; stopped it",
+                  file=stream, flush=True)
+            stop(workers, stop_grace)
+            return 1
+        if timeout is not None and now - started > timeout:
+            print(f"error: timed out after {timeout:g} s; stopped "
+                  f"{', '.join(worker.describe() for worker in running)} of {count}",
+                  file=stream, flush=True)
+            stop(workers, stop_grace)
+            return 124
+        time.sleep(POLL_SECONDS)
+
+
+def launch_processes(arguments):
+    """Run the notebook as `arguments.processes` processes coordinated on 127.0.0.1.
+
+    Process 0 streams its output here and writes the results; process I > 0 writes its output
+    and executed notebook in OUTPUT_DIR/process-I. Each process runs in its own session, so a
+    failure, Ctrl-C, SIGTERM or the timeout stops them all by process id. Returns the exit
+    status.
+    """
+    from petals import hosts
+    from petals.submission import prepare_output_dir
+
+    if arguments.processes < 1:
+        print(f"error: --processes must be at least 1, got {arguments.processes}",
+              file=sys.stderr)
+        return 2
+    try:
+        prepare_output_dir(arguments.output_dir, replace=False)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    address = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "petals.runner", *worker_arguments(arguments)]
+    # Each process finds this package wherever it is started from.
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    python_path = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
+    workers = []
+
+    def terminated(number, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        for index in range(arguments.processes):
+            environment = {**os.environ, "PYTHONPATH": python_path,
+                           hosts.ADDRESS_VARIABLE: address,
+                           hosts.COUNT_VARIABLE: str(arguments.processes),
+                           hosts.INDEX_VARIABLE: str(index)}
+            log_path = None
+            if index:
+                folder = process_folder(arguments.output_dir, index)
+                os.makedirs(folder, exist_ok=True)
+                log_path = os.path.join(folder, "output.log")
+            with open(log_path or os.devnull, "w") as log:
+                popen = subprocess.Popen(command, env=environment, start_new_session=True,
+                                         stdout=log if index else None,
+                                         stderr=subprocess.STDOUT if index else None)
+            workers.append(Worker(index, popen, log_path))
+        return supervise(workers, arguments.timeout)
+    except KeyboardInterrupt:
+        print(f"interrupted: stopping {len(workers)} processes", file=sys.stderr, flush=True)
+        stop(workers)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

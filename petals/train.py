@@ -8,7 +8,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from petals import accelerator, mixing, parameters
+from petals import accelerator, hosts, mixing, parameters
 
 
 def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
@@ -112,6 +112,7 @@ class Fitted(NamedTuple):
     history: dict  # per-epoch values of each metric, as floats
     seconds: list  # training seconds per epoch, validation excluded
     validation_seconds: list  # validation seconds per epoch (0.0 without validation)
+    weights_sha256: list  # each process's copy of the trained weights (petals.hosts)
     stopped: str | None = None  # why training stopped early: a non-finite loss (see fit)
 
 
@@ -125,6 +126,8 @@ def fit(model, training, epochs, steps, schedule, validation=None, validation_st
     one line per epoch. An out-of-memory error becomes one line (`accelerator.OutOfMemoryError`).
     A model whose loss (or a metric) becomes non-finite stops after that epoch, and `stopped`
     says why: its predictions must not be used.
+    The trained weights' checksum in each process is gathered: every process holds a copy of
+    the same model, and a RuntimeError says so if they drifted apart.
     """
     if validation is not None and validation_steps is None:
         raise ValueError("fit: give validation_steps (full validation batches) with validation")
@@ -134,7 +137,11 @@ def fit(model, training, epochs, steps, schedule, validation=None, validation_st
                             validation_data=validation, validation_steps=validation_steps,
                             callbacks=[schedule.callback(), timer, guard], verbose=verbose)
     history = {key: [float(value) for value in values] for key, values in history.history.items()}
-    return Fitted(history, timer.seconds, timer.validation_seconds, guard.reason)
+    checksums = hosts.gather_strings(hosts.weights_checksum(model))
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"{model.name}'s weights differ across the {len(checksums)} processes "
+                           "after training; every process must build the model with the same SEED")
+    return Fitted(history, timer.seconds, timer.validation_seconds, checksums, guard.reason)
 
 
 def members(names, build):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from petals import accelerator
+from petals import accelerator, hosts
 
 
 def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
@@ -147,3 +147,11 @@ def test_out_of_memory_on_tensorflow_becomes_one_line():
     assert result.stdout.strip().splitlines()[-1] == (
         "caught: the accelerator ran out of memory while training big; lower "
         "BATCH_SIZE_PER_REPLICA or IMAGE_SIZE (or train a smaller backbone)")
+
+
+def test_an_accelerator_of_several_processes_says_so():
+    tpu = accelerator.Accelerator("tpu", "jax", 16, process_index=2, process_count=4)
+    assert tpu.describe().startswith("TPU × 16 replica(s) on 4 hosts, Keras backend jax")
+    assert tpu.summary() == {"kind": "tpu", "backend": "jax", "replicas": 16, "processes": 4}
+    assert tpu.process == hosts.Process(2, 4)
+    assert "hosts" not in accelerator.Accelerator("cpu", "jax", 1).describe()

@@ -122,7 +122,8 @@ def test_single_model_on_each_backend(tiny_dataset, tmp_path, backend):
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
     # JAX keeps its compiled programs for the next run; TensorFlow has no such cache.
     assert (cache.exists() and any(cache.iterdir())) == (backend == "jax")
-    assert metrics["accelerator"] == {"kind": "cpu", "backend": backend, "replicas": 1}
+    assert metrics["accelerator"] == {"kind": "cpu", "backend": backend, "replicas": 1,
+                                      "processes": 1}
     # The epoch seconds on record are the ones the log showed (Keras prints whole seconds of
     # training plus validation). Smoke epochs are too short for this to catch a timer fooled by
     # asynchronous dispatch; tests/test_train.py does that on a heavier model.
@@ -166,8 +167,39 @@ def test_data_parallel_on_eight_devices(tiny_dataset, tmp_path, monkeypatch):
         tiny_dataset, KERAS_BACKEND="jax", BATCH_SIZE_PER_REPLICA=4, EXCLUDED_IDS=excluded,
         TTA_VIEWS=["flip_lr", "rot90"]))
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
-    assert metrics["accelerator"] == {"kind": "cpu", "backend": "jax", "replicas": 8}
+    assert metrics["accelerator"] == {"kind": "cpu", "backend": "jax", "replicas": 8,
+                                      "processes": 1}
     assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
+
+
+def test_two_processes_of_four_devices(tiny_dataset, tmp_path):
+    """As on a TPU slice of two hosts: `--processes 2`, four JAX devices each. Process 0 alone
+    prints and writes the results; both hold the same weights. (tests/test_hosts.py checks that
+    two processes predict what one process of eight devices predicts.)"""
+    validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
+    excluded = data.record_ids(validation_files, labeled=True)[:1]
+    parameters = tmp_path / "parameters.yaml"
+    parameters.write_text(json.dumps(smoke_parameters(
+        tiny_dataset, KERAS_BACKEND="jax", BATCH_SIZE_PER_REPLICA=4, EXCLUDED_IDS=excluded)))
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), "-f", str(parameters),
+         "--processes", "2"], cwd=REPOSITORY, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("DONE tiny") == 1 and "on 2 hosts" in result.stdout
+    metrics = check_outputs(str(output_dir), tiny_dataset, ["tiny"])
+    assert metrics["accelerator"] == {"kind": "cpu", "backend": "jax", "replicas": 8,
+                                      "processes": 2}
+    assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
+    first, second = metrics["weights_sha256"]["tiny"]
+    assert first == second
+    # One copy of the results; process 1 keeps only its own executed notebook and output.
+    written = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*"))
+    assert [path for path in written if path.startswith("process-1")] == [
+        "process-1", "process-1/notebook.html", "process-1/notebook.ipynb",
+        "process-1/output.log"]
+    assert "DONE tiny" in (output_dir / "process-1" / "output.log").read_text()
 
 
 def test_ensemble_of_two_backbones(tiny_dataset, tmp_path):

@@ -4,7 +4,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from petals import runner
@@ -124,6 +126,9 @@ def test_path_parameters_become_absolute(tmp_path, monkeypatch):
                                   "EXTRA_DATA": ["extra", "owner/dataset"], "EPOCHS": 3}) == {
         "DATA_DIR": str(tmp_path / "data"), "WEIGHTS": "imagenet",
         "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"], "EPOCHS": 3}
+    # Cloud storage (a TPU slice reads the data from GCS) is not a local path.
+    assert runner.absolute_paths({"DATA_DIR": "gs://bucket/flowers"}) == {
+        "DATA_DIR": "gs://bucket/flowers"}
     # Weights per backbone: a file among them is a path too.
     assert runner.absolute_paths({"WEIGHTS": {"densenet201": "imagenet", "tiny": "w.h5",
                                               "tiny_wide": "null"}}) == {
@@ -163,3 +168,103 @@ def test_hints_name_the_interpreter_as_started(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert runner.command_name(str(tmp_path / ".venv" / "bin" / "python")) == ".venv/bin/python"
     assert runner.command_name("/usr/bin/python3") == "/usr/bin/python3"
+
+
+# --- Several processes (--processes N) ----------------------------------------------------------
+
+PROCESSES_NOTEBOOK = '''# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+HANG = False  # process 1 ignores SIGTERM and sleeps
+OUTPUT_DIR = "."
+
+# %%
+import os
+import signal
+import time
+
+index = int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"])
+print(f"process {index} of {os.environ['KERAS_DISTRIBUTION_NUM_PROCESSES']}", flush=True)
+if HANG and index == 1:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)
+'''
+
+
+def process(*command):
+    """A real child process in its own session, as the launcher starts its workers."""
+    return subprocess.Popen(list(command), start_new_session=True)
+
+
+@pytest.mark.slow
+def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
+    workers = [runner.Worker(0, process("sleep", "60"), None),
+               runner.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log")]
+    assert runner.supervise(workers, stop_grace=5) == 3
+    assert workers[0].popen.returncode == -15  # stopped by SIGTERM
+    assert capsys.readouterr().err == ("error: process 1 (its output: process-1/output.log) of 2 "
+                                       "failed with exit status 3; stopped the others\n")
+
+
+@pytest.mark.slow
+def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
+    """One process finished, the other ignores SIGTERM: named as hung, then SIGKILLed."""
+    workers = [runner.Worker(0, process("true"), None),
+               runner.Worker(1, process("bash", "-c", 'trap "" TERM; sleep 60 & wait'), None)]
+    workers[1].remember_descendants()
+    assert runner.supervise(workers, exit_grace=1, stop_grace=1) == 1
+    assert workers[1].popen.returncode == -9
+    assert len(workers[1].known) == 2  # bash and its sleep
+    assert not [child for child in workers[1].known.values() if child.is_running()
+                and child.status() != psutil.STATUS_ZOMBIE]
+    assert capsys.readouterr().err == ("error: process 1 of 2 still running 1 s after another "
+                                       "finished: hung; stopped it\n")
+
+
+@pytest.mark.slow
+def test_a_timeout_stops_every_process(capsys):
+    workers = [runner.Worker(index, process("sleep", "60"), None) for index in range(2)]
+    assert runner.supervise(workers, timeout=0.5) == 124
+    assert [worker.popen.returncode for worker in workers] == [-15, -15]
+    assert "error: timed out after 0.5 s; stopped process 0, process 1 of 2" in (
+        capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_processes_stream_process_0_and_stop_together_on_interrupt(tmp_path):
+    """Two processes of a notebook: process 0's output on the terminal, process 1's in its
+    folder; a hung process 1 and its kernel are killed when the launcher is interrupted."""
+    notebook = tmp_path / "processes.py"
+    notebook.write_text(PROCESSES_NOTEBOOK)
+    result = run(str(notebook), tmp_path / "run", "--processes", "2")
+    assert result.returncode == 0, result.stderr
+    assert "process 0 of 2" in result.stdout and "process 1" not in result.stdout
+    assert "process 1 of 2" in (tmp_path / "run" / "process-1" / "output.log").read_text()
+    assert (tmp_path / "run" / runner.NOTEBOOK_NAME).exists()
+    assert (tmp_path / "run" / "process-1" / runner.NOTEBOOK_NAME).exists()
+
+    launcher = subprocess.Popen([sys.executable, "-m", "petals.runner", str(notebook),
+                                 str(tmp_path / "hang"), "--processes", "2", "-p", "HANG", "true"],
+                                cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    log = tmp_path / "hang" / "process-1" / "output.log"
+    children = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and launcher.poll() is None:  # until process 1 sleeps
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        if log.exists() and "process 1 of 2" in log.read_text():
+            break
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGINT)
+    stdout, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130, stderr
+    assert "interrupted: stopping 2 processes" in stderr
+    assert len(children) >= 4  # two runners and their kernels
+    assert not [child for child in children if child.is_running()
+                and child.status() != psutil.STATUS_ZOMBIE]

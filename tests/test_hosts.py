@@ -1,0 +1,303 @@
+"""Tests for petals.hosts: each process's share of the data, the record order of gathered
+predictions, and two real processes of 4 virtual devices against one process of 8."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from petals import data, hosts, runner
+from tests.conftest import TINY_SIZE
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_file_shares_are_contiguous_blocks_covering_every_file():
+    files = [f"{index:02d}.tfrec" for index in range(7)]
+    shares = [hosts.file_share(files, hosts.Process(index, 3)) for index in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+    assert hosts.file_share(files[:2], hosts.Process(0, 3)) is None
+
+
+def test_the_global_batch_must_split_over_the_processes():
+    assert hosts.process_batch(32, hosts.Process(1, 4)) == 8
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        hosts.process_batch(32, hosts.Process(0, 3))
+
+
+def test_launch_environment_is_checked(monkeypatch):
+    monkeypatch.delenv(hosts.COUNT_VARIABLE, raising=False)
+    assert hosts.launched_process() is None
+    monkeypatch.setenv(hosts.ADDRESS_VARIABLE, "127.0.0.1:1234")
+    monkeypatch.setenv(hosts.COUNT_VARIABLE, "2")
+    monkeypatch.setenv(hosts.INDEX_VARIABLE, "1")
+    assert hosts.launched_process() == hosts.Process(1, 2)
+    monkeypatch.setenv(hosts.INDEX_VARIABLE, "2")
+    with pytest.raises(ValueError, match="must be in 0"):
+        hosts.launched_process()
+    monkeypatch.setenv(hosts.INDEX_VARIABLE, "one")
+    with pytest.raises(ValueError, match="whole numbers"):
+        hosts.launched_process()
+
+
+def test_cloud_tpu_hosts_from_the_tpu_environment(monkeypatch):
+    monkeypatch.setenv("TPU_PROCESS_ADDRESSES", "local")  # Kaggle's single-host TPU VM
+    assert hosts.cloud_tpu_hosts() == 1
+    assert hosts.cloud_tpu_worker() == 0 and hosts.prints_progress()
+    monkeypatch.delenv("TPU_PROCESS_ADDRESSES")
+    monkeypatch.delenv(hosts.COUNT_VARIABLE, raising=False)
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1k-0,t1k-1,t1k-2,t1k-3")
+    monkeypatch.setenv("TPU_WORKER_ID", "2")
+    assert hosts.cloud_tpu_hosts() == 4
+    # Worker 2's runner keeps quiet: worker 0 shows the run's progress.
+    assert hosts.cloud_tpu_worker() == 2 and not hosts.prints_progress()
+
+
+@pytest.mark.parametrize("count, processes, process_batch", [(10, 2, 3), (7, 3, 2), (5, 1, 4)])
+def test_gathered_predictions_return_to_record_order(count, processes, process_batch):
+    """Simulate the gather: process p predicts records p, p + P, ... (padded to the same
+    number of steps), and each step's global batch stacks the processes' shares."""
+    steps = -(-count // (processes * process_batch))
+    streams = []
+    for index in range(processes):
+        records = list(range(index, count, processes))
+        streams.append(records + [-1] * (steps * process_batch - len(records)))
+    gathered = np.concatenate(
+        [
+            np.concatenate(
+                [
+                    streams[index][step * process_batch : (step + 1) * process_batch]
+                    for index in range(processes)
+                ]
+            )
+            for step in range(steps)
+        ]
+    )
+    np.testing.assert_array_equal(
+        hosts.in_record_order(gathered[:, None], count, processes, process_batch)[:, 0],
+        np.arange(count),
+    )
+
+
+def gather(streams, process_batch):
+    """What predict gathers from per-process streams: each step, every process's batch."""
+    steps = len(streams[0]) // process_batch
+    return np.concatenate(
+        [
+            stream[step * process_batch : (step + 1) * process_batch]
+            for step in range(steps)
+            for stream in streams
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_each_process_reads_its_share_of_every_split(tiny_dataset):
+    """Evaluation and test shares, put back in record order, are the whole split (exclusions
+    dropped first), with as many batches in every process; training reads its block of files."""
+    val = data.find_split(tiny_dataset, TINY_SIZE, "val").files
+    excluded = data.record_ids(val, labeled=True)[1:2]
+    labels = data.labels(val, excluded)
+    processes, batch = 2, 8
+    streams = [
+        np.concatenate(
+            [
+                element[1]
+                for element in data.evaluation_dataset(
+                    val,
+                    TINY_SIZE,
+                    batch,
+                    excluded,
+                    count=len(labels),
+                    process=hosts.Process(index, processes),
+                ).as_numpy_iterator()
+            ]
+        )
+        for index in range(processes)
+    ]
+    assert len(streams[0]) == len(streams[1])
+    np.testing.assert_array_equal(
+        hosts.in_record_order(
+            gather(streams, batch // processes), len(labels), processes, batch // processes
+        ),
+        labels,
+    )
+
+    test = data.find_split(tiny_dataset, TINY_SIZE, "test")
+    whole = np.concatenate(
+        list(
+            data.test_dataset(
+                test.files, TINY_SIZE, batch, test.count, process=hosts.SINGLE
+            ).as_numpy_iterator()
+        )
+    )
+    streams = [
+        np.concatenate(
+            list(
+                data.test_dataset(
+                    test.files,
+                    TINY_SIZE,
+                    batch,
+                    test.count,
+                    process=hosts.Process(index, processes),
+                ).as_numpy_iterator()
+            )
+        )
+        for index in range(processes)
+    ]
+    np.testing.assert_array_equal(
+        hosts.in_record_order(
+            gather(streams, batch // processes), test.count, processes, batch // processes
+        ),
+        whole[: test.count],
+    )
+
+    train = data.find_split(tiny_dataset, TINY_SIZE, "train")
+    training = data.training_data({"train": train, "val": None, "test": None}, TINY_SIZE)
+    first = data.training_records(training, seed=0, process=hosts.Process(0, 2))
+    assert sum(1 for _ in first) == data.count_records(train.files[:1])
+
+
+SCRIPT = """
+import json, sys
+import numpy as np
+import keras
+from petals import accelerator, backbones, data, hosts, predict, train
+
+val, excluded, out = sys.argv[1], sys.argv[2:3], sys.argv[3]
+device = accelerator.detect()
+process = device.process
+keras.utils.set_random_seed(0)
+with device.scope():
+    model = train.compile_model(backbones.build_model("tiny", 32, num_classes=10), 1e-2)
+# The same global batches in both runs; each process feeds its share of every batch.
+steps, global_batch = 3, 16
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (steps, global_batch, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 10, (steps, global_batch))
+share = global_batch // process.count
+rows = slice(process.index * share, (process.index + 1) * share)
+model.fit(images[:, rows].reshape(-1, 32, 32, 3), labels[:, rows].reshape(-1),
+          batch_size=share, epochs=1, shuffle=False, verbose=0)
+files = sorted(__import__("glob").glob(val + "/*.tfrec"))
+count = len(data.labels(files, excluded))
+probabilities = predict.predict(
+    model, data.evaluation_dataset(files, 32, global_batch, excluded, count=count), count,
+    ["flip_lr"])
+np.save(f"{out}-{process.index}.npy", probabilities)
+print(json.dumps({"weights": hosts.weights_checksum(model), "replicas": device.replicas,
+                  "describe": device.describe()}))
+"""
+
+
+def run_processes(runs, timeout=900):
+    """Run SCRIPT for each (processes, devices, arguments) of `runs` at once: `processes`
+    coordinated processes of `devices` virtual CPU devices each. Their JSON lines, per run."""
+    children = []
+    for count, devices, arguments in runs:
+        address = f"127.0.0.1:{runner.free_port()}"
+        for index in range(count):
+            environment = {
+                **os.environ,
+                "KERAS_BACKEND": "jax",
+                "PYTHONPATH": REPOSITORY,
+                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            }
+            if count > 1:
+                environment.update(
+                    {
+                        hosts.ADDRESS_VARIABLE: address,
+                        hosts.COUNT_VARIABLE: str(count),
+                        hosts.INDEX_VARIABLE: str(index),
+                    }
+                )
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", SCRIPT, *arguments],
+                    env=environment,
+                    cwd=REPOSITORY,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+    results = []
+    try:
+        for child in children:
+            stdout, stderr = child.communicate(timeout=timeout)
+            assert child.returncode == 0, stderr[-3000:]
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    grouped, start = [], 0
+    for count, _, _ in runs:
+        grouped.append(results[start : start + count])
+        start += count
+    return grouped
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_dataset, tmp_path):
+    """Same global batches, same seed: the weights agree across the two processes and the
+    gathered validation probabilities (one id excluded, flip TTA) equal a 1 × 8 run's."""
+    val = os.path.join(tiny_dataset, f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}", "val")
+    excluded = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "val").files, labeled=True)[
+        3
+    ]
+    two, one = run_processes(
+        [
+            (2, 4, [val, excluded, str(tmp_path / "two")]),
+            (1, 8, [val, excluded, str(tmp_path / "one")]),
+        ]
+    )
+    assert [result["replicas"] for result in two + one] == [8, 8, 8]
+    assert "on 2 hosts" in two[0]["describe"] and "hosts" not in one[0]["describe"]
+    assert two[0]["weights"] == two[1]["weights"]
+    single = np.load(tmp_path / "one-0.npy")
+    assert single.shape == (
+        len(data.labels(data.find_split(tiny_dataset, TINY_SIZE, "val").files, [excluded])),
+        10,
+    )
+    # Equal up to the order of floating-point sums (gloo's across processes, XLA's within
+    # one), which Adam's first steps amplify; a row out of order would differ far more.
+    difference = max(
+        np.abs(np.load(tmp_path / f"two-{index}.npy") - single).max() for index in range(2)
+    )
+    assert difference < 1e-3
+    assert np.abs(np.roll(single, 1, axis=0) - single).max() > 10 * difference
+
+
+@pytest.mark.slow
+def test_joining_after_the_devices_were_queried_fails_with_one_line():
+    """JAX refuses to join other processes once its backend has started: the error says what
+    to call first."""
+    script = f"""
+import json, os
+os.environ.update({{"{hosts.ADDRESS_VARIABLE}": "127.0.0.1:1", "{hosts.COUNT_VARIABLE}": "2",
+                   "{hosts.INDEX_VARIABLE}": "0"}})
+import jax
+from petals import accelerator
+jax.devices()
+try:
+    accelerator.detect()
+except RuntimeError as error:
+    print(json.dumps(str(error)))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPOSITORY},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == (
+        "the processes must join before anything queries the devices: call "
+        "accelerator.detect() before accelerator.versions() or jax.devices()"
+    )
