@@ -132,7 +132,7 @@ def test_predictions_line_up_with_test_ids(tiny_dataset, tmp_path):
         BATCH_SIZE_PER_REPLICA=8, ROTATION_DEGREES=5.0, SHEAR_DEGREES=2.0, ZOOM_STDDEV=0.05,
         SHIFT_PIXELS=1.0, FLIP=False, TTA_VIEWS=[]))
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"], epochs=8)
-    held_out = data.held_out_labels(tiny_dataset, TINY_SIZE)
+    held_out = demo_data.held_out_labels(tiny_dataset, TINY_SIZE)
     scores = demo_data.submission_scores(output_dir / "submission.csv", held_out)
     assert scores["accuracy"] >= 0.6 > 2 * scores["chance"], scores
     assert metrics["blend_f1"] >= 0.6
