@@ -456,7 +456,7 @@ if validation_labels is not None:
     print("the ten worst classes on validation: F1, images, class")
     for label, f1, support in class_f1[:10]:
         print(f"  {f1:.3f} {support:4d}  {figures.class_name(label, CLASS_NAMES)}")
-    display(figures.save(figures.per_class_f1(class_f1, CLASS_NAMES, "+".join(BACKBONES)),
+    display(figures.save(figures.per_class_f1(class_f1, CLASS_NAMES, "+".join(finished)),
                          OUTPUT_DIR, "per_class_f1"))
 
 # %% [markdown]

@@ -8,7 +8,6 @@ shards by file (each process reads its own block of shards), validation and test
 `hosts.in_record_order` restores the record order of the gathered predictions).
 """
 
-import csv
 import hashlib
 import math
 import os
@@ -41,7 +40,6 @@ SHUFFLE_RECORDS = 2048
 # class names, one per line, and the test split's labels, kept out of the test records as the
 # competition keeps them.
 CLASS_NAMES_FILE = "classes.txt"
-TEST_LABELS_FILE = "test_labels.csv"
 # A training record's position, file index << 32 | record index, keys the records left out.
 POSITION_BITS = 32
 
@@ -632,16 +630,3 @@ def class_names(root, image_size):
     if not names:
         raise DataError(f"{path} lists no class names; one name per line, in label order")
     return names
-
-
-def held_out_labels(root, image_size):
-    """{test id: label} from the size folder's test_labels.csv (written by petals.demo_data)."""
-    path = os.path.join(size_folder(root, image_size), TEST_LABELS_FILE)
-    if not tf.io.gfile.exists(path):
-        raise DataError(f"{path} does not exist: this dataset has no held-out test labels "
-                        "(petals.demo_data writes them)")
-    with tf.io.gfile.GFile(path) as handle:
-        rows = list(csv.reader(handle))
-    if not rows or rows[0] != ["id", "label"]:
-        raise DataError(f"{path} does not start with the header id,label")
-    return {record_id: int(label) for record_id, label in rows[1:]}

@@ -20,6 +20,9 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+# The demo's test labels, held out of its test records: what the tests score submissions with.
+TEST_LABELS_FILE = "test_labels.csv"
+
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
@@ -84,7 +87,7 @@ def write_split(folder, image_size, images, labels, ids, shards):
 
 def write_held_out_files(folder, test_ids, test_labels):
     """classes.txt and test_labels.csv (id,label in test order) in the size folder."""
-    from petals.data import CLASS_NAMES_FILE, TEST_LABELS_FILE
+    from petals.data import CLASS_NAMES_FILE
 
     with open(os.path.join(folder, CLASS_NAMES_FILE), "w") as handle:
         handle.write("".join(f"{name}\n" for name in CLASS_NAMES))
@@ -128,6 +131,21 @@ def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
     return destination
 
 
+def held_out_labels(root, image_size):
+    """{test id: label} from the demo's test_labels.csv in the size folder of `root`."""
+    from petals.data import size_folder
+
+    path = os.path.join(size_folder(root, image_size), TEST_LABELS_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist: this dataset has no held-out test labels "
+                         "(petals.demo_data writes them)")
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0] != ["id", "label"]:
+        raise ValueError(f"{path} does not start with the header id,label")
+    return {record_id: int(label) for record_id, label in rows[1:]}
+
+
 def submission_scores(submission_path, held_out):
     """Accuracy of a submission file against held-out test labels ({id: label}), and chance.
 
@@ -160,8 +178,6 @@ def main(argv=None):
     destination = os.path.join(arguments.root,
                                f"tfrecords-jpeg-{arguments.image_size}x{arguments.image_size}")
     if os.path.isdir(destination):
-        from petals.data import TEST_LABELS_FILE
-
         if not os.path.exists(os.path.join(destination, TEST_LABELS_FILE)):
             sys.exit(f"error: {destination} was made by an older version (no {TEST_LABELS_FILE} "
                      "or class names); delete it and run this again")

@@ -265,13 +265,8 @@ def test_extra_data_is_found_by_slug_and_refused_with_one_line(extra_data, tmp_p
         data.training_data(splits, TINY_SIZE, extra_data=[str(unlabeled)])
 
 
-def test_class_names_and_held_out_labels(tiny_dataset, tmp_path):
+def test_class_names(tiny_dataset, tmp_path):
     assert data.class_names(tiny_dataset, TINY_SIZE) == [str(digit) for digit in range(10)]
-    held_out = data.held_out_labels(tiny_dataset, TINY_SIZE)
-    assert list(held_out) == data.record_ids(data.find_split(tiny_dataset, TINY_SIZE,
-                                                             "test").files)
     bare = tmp_path / "bare"
     shutil.copytree(tiny_dataset, bare, ignore=shutil.ignore_patterns("*.txt", "*.csv"))
     assert data.class_names(str(bare), TINY_SIZE) is None
-    with pytest.raises(data.DataError, match="no held-out test labels"):
-        data.held_out_labels(str(bare), TINY_SIZE)

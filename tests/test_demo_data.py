@@ -1,9 +1,11 @@
 import os
+import shutil
 
 import pytest
 
-from petals import data
+from petals import data, demo_data
 from petals.demo_data import submission_scores, write_demo_dataset
+from tests.conftest import TINY_SIZE
 
 
 def test_layout_naming_and_refusal_to_overwrite(tmp_path):
@@ -38,7 +40,7 @@ def test_test_labels_are_held_out_beside_the_records(tmp_path):
     from petals.demo_data import CLASS_NAMES
 
     write_demo_dataset(str(tmp_path), image_size=32, shards=2, limit=300)
-    held_out = data.held_out_labels(str(tmp_path), 32)
+    held_out = demo_data.held_out_labels(str(tmp_path), 32)
     test_files = data.find_split(str(tmp_path), 32, "test").files
     assert list(held_out) == data.record_ids(test_files)
     assert data.class_names(str(tmp_path), 32) == list(CLASS_NAMES)
@@ -87,3 +89,13 @@ def test_submission_scores_against_held_out_labels(tmp_path):
     missing = write_submission(tmp_path / "missing.csv", ids[1:], list(held_out.values())[1:])
     with pytest.raises(ValueError, match="49 ids are not the 50 held-out test ids"):
         submission_scores(missing, held_out)
+
+
+def test_held_out_labels_are_the_test_records_labels(tiny_dataset, tmp_path):
+    held_out = demo_data.held_out_labels(tiny_dataset, TINY_SIZE)
+    assert list(held_out) == data.record_ids(data.find_split(tiny_dataset, TINY_SIZE,
+                                                             "test").files)
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dataset, bare, ignore=shutil.ignore_patterns("*.csv"))
+    with pytest.raises(ValueError, match="no held-out test labels"):
+        demo_data.held_out_labels(str(bare), TINY_SIZE)

@@ -42,6 +42,9 @@ def test_readme_runner_example_runs_as_written(tmp_path):
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert list(metrics["history"]) == ["tiny", "tiny_wide"]
     assert all(len(history["loss"]) == 4 for history in metrics["history"].values())
+    # The two models are validated and blended, with the honest and the in-sample score.
+    assert set(metrics["validation"]) == {"tiny", "tiny_wide"}
+    assert metrics["blend_f1"] is not None and metrics["blend_f1_in_sample"] is not None
     assert (output_dir / "notebook.html").exists()
     # Progress reached the terminal: the sections and one line per epoch.
     assert "== Training" in result.stdout and result.stdout.count("Epoch 4/4") == 2
