@@ -40,8 +40,7 @@ def this_command(*arguments):
     """`.venv/bin/python build.py ARGUMENTS…`, started as this command was: the hints' commands
     then run with the interpreter that has the kit's packages (a bare `python` may have none)."""
     script = os.path.relpath(__file__)
-    return shlex.join([command_name(), __file__ if script.startswith("..") else script,
-                       *arguments])
+    return shlex.join([command_name(), __file__ if script.startswith("..") else script, *arguments])
 
 
 def find_owner(requested):
@@ -53,8 +52,9 @@ def find_owner(requested):
     username = read_config().get("username")  # a malformed kaggle.json is named as such
     if username:
         return username
-    raise ValueError("no Kaggle owner: pass --owner, set KAGGLE_USERNAME, or put kaggle.json in "
-                     "~/.kaggle")
+    raise ValueError(
+        "no Kaggle owner: pass --owner, set KAGGLE_USERNAME, or put kaggle.json in ~/.kaggle"
+    )
 
 
 def selected(sweep, only):
@@ -62,8 +62,10 @@ def selected(sweep, only):
     variants = [variant for variant in sweep.variants if not only or variant.slug in only]
     unknown = set(only or ()) - {variant.slug for variant in sweep.variants}
     if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(sorted(unknown))}; this sweep has: "
-                         + ", ".join(variant.slug for variant in sweep.variants))
+        raise ValueError(
+            f"unknown variant(s) {', '.join(sorted(unknown))}; this sweep has: "
+            + ", ".join(variant.slug for variant in sweep.variants)
+        )
     return variants
 
 
@@ -94,8 +96,9 @@ def check_variants(sweep, variants, fixed=None, output_dirs=None):
     for variant in variants:
         output_dir = (output_dirs or {}).get(variant.slug, ".")
         try:
-            parameters.check({**defaults, **variant.parameters, **(fixed or {}),
-                              "OUTPUT_DIR": str(output_dir)})
+            parameters.check(
+                {**defaults, **variant.parameters, **(fixed or {}), "OUTPUT_DIR": str(output_dir)}
+            )
         except ValueError as error:
             raise ValueError(f"{variant.slug}: {error}") from None
 
@@ -111,22 +114,32 @@ def command_kernels(arguments, sweep):
     variants = selected(sweep, arguments.only)
     for dataset in arguments.dataset:
         if not DATASET_SLUG.fullmatch(dataset):
-            raise ValueError(f"--dataset {dataset!r} is not a Kaggle dataset 'owner/dataset-name' "
-                             "(3-50 lowercase letters, digits and hyphens)")
+            raise ValueError(
+                f"--dataset {dataset!r} is not a Kaggle dataset 'owner/dataset-name' "
+                "(3-50 lowercase letters, digits and hyphens)"
+            )
     # As the kernel runs on Kaggle: the data found there, outputs in the working folder.
     check_variants(sweep, variants, kernels.KAGGLE_PARAMETERS)
     print(f"building {len(variants)} kernel(s) for {owner}, accelerator {accelerator}")
     for variant in variants:
-        folder = kernels.write_kernel(variant, Path(arguments.kernels_dir) / variant.slug, owner,
-                                      accelerator, arguments.public, arguments.dataset)
+        folder = kernels.write_kernel(
+            variant,
+            Path(arguments.kernels_dir) / variant.slug,
+            owner,
+            accelerator,
+            arguments.public,
+            arguments.dataset,
+        )
         notebook = nbformat.read(folder / f"{variant.slug}.ipynb", as_version=4)
         before, total = kernels.visible_code_lines(notebook)
         print(f"  {folder} ({total} visible code lines, {before} before the first heading)")
     default = sweep.variants[0]
     default_folder = Path(arguments.kernels_dir) / default.slug
     if default not in variants:
-        print(f"  {arguments.root_metadata} left as it is: the default variant {default.slug} "
-              "was not built")
+        print(
+            f"  {arguments.root_metadata} left as it is: the default variant {default.slug} "
+            "was not built"
+        )
     elif owner == OWNER_PLACEHOLDER:
         # The committed root file is the default kernel's metadata for the placeholder owner:
         # only a build for that owner regenerates it, so building for yourself changes no
@@ -134,8 +147,10 @@ def command_kernels(arguments, sweep):
         document = kernels.write_root_metadata(default_folder, arguments.root_metadata)
         print(f"  {arguments.root_metadata} → {document['code_file']} (the default variant)")
     else:
-        print(f"  push the default variant with `kaggle kernels push -p {default_folder}` or "
-              f"`{this_command('run')}`")
+        print(
+            f"  push the default variant with `kaggle kernels push -p {default_folder}` or "
+            f"`{this_command('run')}`"
+        )
 
 
 def checked_kernel(arguments, variant):
@@ -152,9 +167,11 @@ def checked_kernel(arguments, variant):
 def built_accelerator(accelerators):
     """The one accelerator the selected kernels were built for."""
     if len(set(accelerators)) > 1:
-        raise ValueError(f"the kernels were built for different accelerators "
-                         f"({', '.join(sorted(set(accelerators)))}); rebuild them together with "
-                         f"`{this_command('kernels')}`")
+        raise ValueError(
+            f"the kernels were built for different accelerators "
+            f"({', '.join(sorted(set(accelerators)))}); rebuild them together with "
+            f"`{this_command('kernels')}`"
+        )
     return accelerators[0]
 
 
@@ -179,8 +196,11 @@ def weekly_quota(api, accelerator, budget_hours=None):
         quota = cycle.weekly_quota(api, accelerator)
     except KaggleError as error:
         budget = estimate.DEFAULT_BUDGET_HOURS if budget_hours is None else budget_hours
-        print(f"Kaggle's {accelerator.upper()} quota is not known ({error}); checking against "
-              f"--budget-hours {budget:g} instead", flush=True)
+        print(
+            f"Kaggle's {accelerator.upper()} quota is not known ({error}); checking against "
+            f"--budget-hours {budget:g} instead",
+            flush=True,
+        )
         return None
     print(quota.text(), flush=True)
     return quota
@@ -201,16 +221,18 @@ def command_push(arguments, sweep):
     accelerator = built_accelerator([kind for _, kind in built])
     estimates = print_estimates(arguments, variants, accelerator, check=False)
     api = connect()
-    check_hours(arguments, list(estimates.values()),
-                weekly_quota(api, accelerator, arguments.budget_hours))
+    check_hours(
+        arguments, list(estimates.values()), weekly_quota(api, accelerator, arguments.budget_hours)
+    )
     print(f"pushing {len(variants)} kernel(s)")
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
         try:
             version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
         except cycle.SessionCapReached as refusal:
-            raise KaggleError(f"{refusal} `{this_command('run')}` pushes each variant when a "
-                              "session is free") from None
+            raise KaggleError(
+                f"{refusal} `{this_command('run')}` pushes each variant when a session is free"
+            ) from None
         print(f"  {kernel_id}: version {version} pushed")
 
 
@@ -221,11 +243,15 @@ def command_status(arguments, sweep):
     """`status`: per variant, its current version (`cycle.current_version`), Kaggle's status,
     time since its push or collection, and the estimate."""
     variants = selected(sweep, arguments.only)
-    kernels_built = all((Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE)
-                        .exists() for variant in variants)
-    accelerator = built_accelerator([checked_kernel(arguments, variant)[1]
-                                     for variant in variants]) if kernels_built \
+    kernels_built = all(
+        (Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE).exists()
+        for variant in variants
+    )
+    accelerator = (
+        built_accelerator([checked_kernel(arguments, variant)[1] for variant in variants])
+        if kernels_built
         else sweep.accelerator
+    )
     estimates = print_estimates(arguments, variants, accelerator, check=False, each=False)
     api = connect()
     weekly_quota(api, accelerator)
@@ -242,16 +268,27 @@ def command_status(arguments, sweep):
         record = cycle.collected(run_dir, version)
         since = cycle.seconds_since(current["pushed_at"])
         if record is not None:  # pushed → collected: an upper bound of the session's time
-            took = since - cycle.seconds_since(record["collected_at"]) \
-                if since is not None and record.get("collected_at") else None
-            when = "collected" + (f" {estimate.duration(took)} after its push"
-                                  if took is not None else "")
+            took = (
+                since - cycle.seconds_since(record["collected_at"])
+                if since is not None and record.get("collected_at")
+                else None
+            )
+            when = "collected" + (
+                f" {estimate.duration(took)} after its push" if took is not None else ""
+            )
         else:
-            when = "pushed elsewhere" if since is None else \
-                f"{estimate.duration(since)} since its push"
+            when = (
+                "pushed elsewhere"
+                if since is None
+                else f"{estimate.duration(since)} since its push"
+            )
         detail = failure or (record or {}).get("problem")
-        print(f"{variant.slug}: v{version} {STATES.get(name, name.lower())}"
-              + (f" ({detail})" if detail else "") + f", {when} — {guess}")
+        print(
+            f"{variant.slug}: v{version} {STATES.get(name, name.lower())}"
+            + (f" ({detail})" if detail else "")
+            + f", {when} — {guess}"
+        )
+
 
 def command_collect(arguments, sweep):
     """`collect`: wait for each variant's current version, download and validate its outputs;
@@ -261,14 +298,21 @@ def command_collect(arguments, sweep):
     for variant in selected(sweep, arguments.only):
         kernel_id = variant_kernel_id(arguments, variant)
         if kernel_id is None:
-            print(f"{variant.slug}: never pushed and not built; run `{this_command('kernels')}` "
-                  "first")
+            print(
+                f"{variant.slug}: never pushed and not built; run `{this_command('kernels')}` first"
+            )
             problems += 1
             continue
         try:
             version, folder, problem = cycle.collect(
-                Path(arguments.runs_dir) / variant.slug, variant.slug, kernel_id,
-                arguments.expected_rows, api, poll=arguments.poll, timeout=arguments.timeout)
+                Path(arguments.runs_dir) / variant.slug,
+                variant.slug,
+                kernel_id,
+                arguments.expected_rows,
+                api,
+                poll=arguments.poll,
+                timeout=arguments.timeout,
+            )
         except KaggleError as error:  # This variant can't be collected now; the others can.
             print(f"{variant.slug}: {error}")
             problems += 1
@@ -282,12 +326,17 @@ def resume_hint(arguments, sweep_run):
     """How to resume this run: the same command without --rerun (which would push again what
     this one pushed), plus, after a --rerun, how to push the variants it had not pushed yet."""
     command = this_command(*(argument for argument in arguments.argv if argument != "--rerun"))
-    hint = (f"resume with `{command}`, here or on another machine after "
-            f"`{this_command('kernels')}` for the same owner (the state is read back from "
-            "Kaggle)")
+    hint = (
+        f"resume with `{command}`, here or on another machine after "
+        f"`{this_command('kernels')}` for the same owner (the state is read back from "
+        "Kaggle)"
+    )
     if arguments.rerun and sweep_run.pending:
-        hint += ("; then push again those not pushed yet with `--rerun --only "
-                 + " ".join(job.slug for job in sweep_run.pending) + "`")
+        hint += (
+            "; then push again those not pushed yet with `--rerun --only "
+            + " ".join(job.slug for job in sweep_run.pending)
+            + "`"
+        )
     return hint
 
 
@@ -299,31 +348,45 @@ def command_run(arguments, sweep):
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
     estimates = print_estimates(arguments, variants, accelerator, check=False)
-    jobs = [cycle.Job(variant.slug, Path(arguments.kernels_dir) / variant.slug,
-                      Path(arguments.runs_dir) / variant.slug, kernel_id)
-            for variant, (kernel_id, _) in zip(variants, built, strict=True)]
+    jobs = [
+        cycle.Job(
+            variant.slug,
+            Path(arguments.kernels_dir) / variant.slug,
+            Path(arguments.runs_dir) / variant.slug,
+            kernel_id,
+        )
+        for variant, (kernel_id, _) in zip(variants, built, strict=True)
+    ]
     maximum = arguments.max_concurrent or DEFAULT_CONCURRENT[accelerator]
     api = connect()
     quota = weekly_quota(api, accelerator, arguments.budget_hours)
-    sweep_run = cycle.SweepRun(jobs, api, maximum, arguments.poll, arguments.expected_rows,
-                               arguments.rerun)
+    sweep_run = cycle.SweepRun(
+        jobs, api, maximum, arguments.poll, arguments.expected_rows, arguments.rerun
+    )
     try:
         sweep_run.start()
-        print(f"run {sweep.name}: {sweep_run.describe()}; at most {maximum} {accelerator} "
-              "session(s) at once", flush=True)
+        print(
+            f"run {sweep.name}: {sweep_run.describe()}; at most {maximum} {accelerator} "
+            "session(s) at once",
+            flush=True,
+        )
         # What a resumed run will still push counts, not what ran.
         check_hours(arguments, [estimates[job.slug] for job in sweep_run.pending], quota)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); "
-              f"{resume_hint(arguments, sweep_run)}")
+        print(
+            f"\ninterrupted: {sweep_run.describe()} (what runs on Kaggle goes on); "
+            f"{resume_hint(arguments, sweep_run)}"
+        )
         return 130
     except KaggleError as error:
         print(f"stopped: {sweep_run.describe()}; {resume_hint(arguments, sweep_run)}")
         raise error from None
     if not done:
-        print(f"stopped after --timeout {arguments.timeout:g} s: {sweep_run.describe()}; "
-              f"{resume_hint(arguments, sweep_run)}")
+        print(
+            f"stopped after --timeout {arguments.timeout:g} s: {sweep_run.describe()}; "
+            f"{resume_hint(arguments, sweep_run)}"
+        )
         return 1
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
     for slug, problem in problems.items():
@@ -334,12 +397,16 @@ def command_run(arguments, sweep):
     # Every variant is collected: the blend of all their models, as `build.py blend` makes it.
     try:
         print(blend.table(blend_of(arguments, sweep, variants)))
-        print(f"write and submit this blend: `python build.py blend --sweep {arguments.sweep} "
-              "--submit`")
+        print(
+            f"write and submit this blend: `python build.py blend --sweep {arguments.sweep} "
+            "--submit`"
+        )
     except ValueError as error:
         print(f"no blend: {error}")
-    print(f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
-          f"with a valid submission, {len(problems)} with a problem")
+    print(
+        f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
+        f"with a valid submission, {len(problems)} with a problem"
+    )
     return 1 if problems else 0
 
 
@@ -366,15 +433,18 @@ def command_submit(arguments, sweep):
     honest, in_sample = results.validation_f1(metrics), results.in_sample_f1(metrics)
     if honest is not None:
         score = f" validation F1 {honest:.4f}" + (
-            f" (in-sample {in_sample:.4f})" if in_sample is not None and
-            round(in_sample, 4) != round(honest, 4) else "")
+            f" (in-sample {in_sample:.4f})"
+            if in_sample is not None and round(in_sample, 4) != round(honest, 4)
+            else ""
+        )
     elif in_sample is not None:
         score = f" in-sample F1 {in_sample:.4f} (blend tuned on the images it was scored on)"
     elif variant.parameters.get("TRAIN_ON_VALIDATION"):
         score = " (trained on validation: no validation score)"
     else:
-        score = " (no validation score: " + ("no metrics.json was collected)" if not metrics
-                                             else "metrics.json has none)")
+        score = " (no validation score: " + (
+            "no metrics.json was collected)" if not metrics else "metrics.json has none)"
+        )
     message = f"petals {variant.slug} v{version}{score}"
     print(cycle.submit(folder / "submission.csv", message, api))
     print(f"submitted: {message}")
@@ -390,35 +460,52 @@ def command_sweep(arguments, sweep):
 
     variants = selected(sweep, arguments.only)
     if sweep.accelerator != "cpu" and not arguments.on_cpu:
-        raise ValueError(f"sweep {sweep.name} is sized for a {sweep.accelerator.upper()} (hours "
-                         "per variant on a CPU); run it on Kaggle with "
-                         f"`{this_command('run', '--sweep', arguments.sweep)}`, choose a CPU "
-                         "sweep (--sweep sweeps/cpu-smoke.toml), or pass --on-cpu to run it "
-                         "here anyway")
-    plans = [(variant, *sweeps.local_run_dir(Path(arguments.runs_dir) / variant.slug,
-                                             arguments.rerun)) for variant in variants]
+        raise ValueError(
+            f"sweep {sweep.name} is sized for a {sweep.accelerator.upper()} (hours "
+            "per variant on a CPU); run it on Kaggle with "
+            f"`{this_command('run', '--sweep', arguments.sweep)}`, choose a CPU "
+            "sweep (--sweep sweeps/cpu-smoke.toml), or pass --on-cpu to run it "
+            "here anyway"
+        )
+    plans = [
+        (variant, *sweeps.local_run_dir(Path(arguments.runs_dir) / variant.slug, arguments.rerun))
+        for variant in variants
+    ]
     pending = [plan for plan in plans if not plan[2]]
-    check_variants(sweep, [variant for variant, _, _ in pending],
-                   output_dirs={variant.slug: folder for variant, folder, _ in pending})
-    print(f"sweep {sweep.name}: {len(variants)} run(s), {len(variants) - len(pending)} finished "
-          f"already, {len(pending)} to run")
+    check_variants(
+        sweep,
+        [variant for variant, _, _ in pending],
+        output_dirs={variant.slug: folder for variant, folder, _ in pending},
+    )
+    print(
+        f"sweep {sweep.name}: {len(variants)} run(s), {len(variants) - len(pending)} finished "
+        f"already, {len(pending)} to run"
+    )
     failures = 0
     for done, (variant, folder, _) in enumerate(pending):
         print(f"  {variant.slug} → {folder}", flush=True)
         try:
-            runner.execute(str(kernels.REPOSITORY / sweep.notebook), str(folder),
-                           variant.parameters, log_output=True)
+            runner.execute(
+                str(kernels.REPOSITORY / sweep.notebook),
+                str(folder),
+                variant.parameters,
+                log_output=True,
+            )
         except (PapermillExecutionError, OSError, ValueError) as error:
             # One failed variant is reported and the sweep goes on with the others.
             failures += 1
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else error
             print(f"  {variant.slug} failed: {last_line} (see {folder}/notebook.ipynb)")
         except KeyboardInterrupt:
-            resume = this_command(*(argument for argument in arguments.argv
-                                    if argument != "--rerun"))
-            print(f"\ninterrupted during {variant.slug}: {len(plans) - len(pending) + done} of "
-                  f"{len(plans)} run(s) finished; resume with `{resume}` (finished runs are "
-                  "kept, the interrupted one starts again in a new folder)", file=sys.stderr)
+            resume = this_command(
+                *(argument for argument in arguments.argv if argument != "--rerun")
+            )
+            print(
+                f"\ninterrupted during {variant.slug}: {len(plans) - len(pending) + done} of "
+                f"{len(plans)} run(s) finished; resume with `{resume}` (finished runs are "
+                "kept, the interrupted one starts again in a new folder)",
+                file=sys.stderr,
+            )
             return 130
     return 1 if failures else 0
 
@@ -459,19 +546,31 @@ def command_blend(arguments, sweep):
         print(f"submitted: {message}")
 
 
-COMMANDS = {"kernels": command_kernels, "run": command_run, "push": command_push,
-            "status": command_status, "collect": command_collect, "submit": command_submit,
-            "sweep": command_sweep, "results": command_results, "blend": command_blend}
+COMMANDS = {
+    "kernels": command_kernels,
+    "run": command_run,
+    "push": command_push,
+    "status": command_status,
+    "collect": command_collect,
+    "submit": command_submit,
+    "sweep": command_sweep,
+    "results": command_results,
+    "blend": command_blend,
+}
 
 
 def parser():
     """The command line: one subcommand per verb of COMMANDS, its help from this module's
     docstring."""
-    main = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    main = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     verbs = main.add_subparsers(dest="verb", required=True, metavar="VERB")
-    helps = {line.split()[2]: " ".join(line.split()[3:]) for line in __doc__.splitlines()
-             if line.startswith("    python build.py")}
+    helps = {
+        line.split()[2]: " ".join(line.split()[3:])
+        for line in __doc__.splitlines()
+        if line.startswith("    python build.py")
+    }
     for verb in COMMANDS:
         sub = verbs.add_parser(verb, help=helps[verb], description=helps[verb])
         common_options(sub, verb)
@@ -480,27 +579,40 @@ def parser():
         if verb in ("collect", "run"):
             waiting_options(sub, verb)
         if verb == "run":
-            sub.add_argument("--max-concurrent", type=positive, metavar="N",
-                             help="sessions at once (default: 1 for TPU kernels, 2 for GPU); "
-                                  "Kaggle's session-cap refusal makes a variant wait anyway")
-            sub.add_argument("--rerun", action="store_true",
-                             help="push one new version of each variant, even one that is "
-                                  "running or collected")
+            sub.add_argument(
+                "--max-concurrent",
+                type=positive,
+                metavar="N",
+                help="sessions at once (default: 1 for TPU kernels, 2 for GPU); "
+                "Kaggle's session-cap refusal makes a variant wait anyway",
+            )
+            sub.add_argument(
+                "--rerun",
+                action="store_true",
+                help="push one new version of each variant, even one that is running or collected",
+            )
         if verb in ("run", "push"):
             budget_options(sub)
         if verb == "submit":
             sub.add_argument("variant", help="run name of the variant to submit")
             sub.add_argument("--version", type=int, help="kernel version (default: latest)")
         if verb == "sweep":
-            sub.add_argument("--rerun", action="store_true",
-                             help="run finished variants again (in a new folder)")
-            sub.add_argument("--on-cpu", action="store_true",
-                             help="run a sweep made for a TPU or GPU here anyway")
+            sub.add_argument(
+                "--rerun", action="store_true", help="run finished variants again (in a new folder)"
+            )
+            sub.add_argument(
+                "--on-cpu",
+                action="store_true",
+                help="run a sweep made for a TPU or GPU here anyway",
+            )
         if verb in ("blend", "run"):
             blend_options(sub)
         if verb == "blend":
-            sub.add_argument("--submit", action="store_true",
-                             help="submit the blend, with a message naming its members")
+            sub.add_argument(
+                "--submit",
+                action="store_true",
+                help="submit the blend, with a message naming its members",
+            )
     return main
 
 
@@ -509,60 +621,96 @@ def common_options(sub, verb):
     if verb != "results":
         sub.add_argument("--sweep", default=DEFAULT_SWEEP, help="sweep file (TOML)")
         if verb != "submit":
-            sub.add_argument("--only", nargs="+", metavar="VARIANT",
-                             help="only these variants (run names)")
+            sub.add_argument(
+                "--only", nargs="+", metavar="VARIANT", help="only these variants (run names)"
+            )
     sub.add_argument("--runs-dir", default="runs", help="where runs and results live")
     sub.add_argument("--kernels-dir", default="kernels", help="where kernels are built")
 
 
 def blend_options(sub):
     """`blend` and `run`: the blend-weight search."""
-    sub.add_argument("--step", type=float, default=0.1,
-                     help="grid step of the blend-weight search (default %(default)g; "
-                          "0.05 takes about 10× longer with six models)")
-    sub.add_argument("--trained-on-validation-share", type=float, metavar="SHARE",
-                     help="blend runs trained on validation (no validation scores) "
-                          "with this fixed share; without it they are left out")
+    sub.add_argument(
+        "--step",
+        type=float,
+        default=0.1,
+        help="grid step of the blend-weight search (default %(default)g; "
+        "0.05 takes about 10× longer with six models)",
+    )
+    sub.add_argument(
+        "--trained-on-validation-share",
+        type=float,
+        metavar="SHARE",
+        help="blend runs trained on validation (no validation scores) "
+        "with this fixed share; without it they are left out",
+    )
 
 
 def kernels_options(sub):
     """`kernels`: the owner, accelerator, visibility, datasets and root metadata."""
-    sub.add_argument("--owner", help="Kaggle username (default: KAGGLE_USERNAME or "
-                                     "the kaggle config)")
-    sub.add_argument("--accelerator", choices=sweeps.ACCELERATORS,
-                     help="override the sweep's accelerator (tpu: TpuV5E8, gpu: "
-                          "NvidiaTeslaT4, cpu: none)")
+    sub.add_argument(
+        "--owner", help="Kaggle username (default: KAGGLE_USERNAME or the kaggle config)"
+    )
+    sub.add_argument(
+        "--accelerator",
+        choices=sweeps.ACCELERATORS,
+        help="override the sweep's accelerator (tpu: TpuV5E8, gpu: NvidiaTeslaT4, cpu: none)",
+    )
     sub.add_argument("--public", action="store_true", help="make kernels public")
-    sub.add_argument("--dataset", action="append", default=[], metavar="OWNER/SLUG",
-                     help="attach a dataset (e.g. weights files)")
-    sub.add_argument("--root-metadata", default=kernels.METADATA_FILE,
-                     help="where to write the default variant's kernel-metadata.json")
+    sub.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="OWNER/SLUG",
+        help="attach a dataset (e.g. weights files)",
+    )
+    sub.add_argument(
+        "--root-metadata",
+        default=kernels.METADATA_FILE,
+        help="where to write the default variant's kernel-metadata.json",
+    )
 
 
 def waiting_options(sub, verb):
     """`collect` and `run`: polling, timeout and the submission's expected rows."""
-    sub.add_argument("--poll", type=float, default=10.0 if verb == "collect" else 60.0,
-                     help="first poll interval (s); it backs off while nothing changes")
-    sub.add_argument("--timeout", type=float, default=None,
-                     help="stop waiting for a variant after this many seconds (each "
-                          "variant waits up to this long; collect resumes later)"
-                     if verb == "collect" else
-                     "stop after this many seconds (what runs on Kaggle goes on; run "
-                     "again to resume)")
-    sub.add_argument("--expected-rows", type=int, default=estimate.TEST_IMAGES,
-                     help="rows a submission must have (the competition's test split)")
+    sub.add_argument(
+        "--poll",
+        type=float,
+        default=10.0 if verb == "collect" else 60.0,
+        help="first poll interval (s); it backs off while nothing changes",
+    )
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop waiting for a variant after this many seconds (each "
+        "variant waits up to this long; collect resumes later)"
+        if verb == "collect"
+        else "stop after this many seconds (what runs on Kaggle goes on; run again to resume)",
+    )
+    sub.add_argument(
+        "--expected-rows",
+        type=int,
+        default=estimate.TEST_IMAGES,
+        help="rows a submission must have (the competition's test split)",
+    )
 
 
 def budget_options(sub):
     """`run` and `push`: the accelerator budget, and --yes past it."""
-    sub.add_argument("--budget-hours", type=float,
-                     help="refuse when the estimated accelerator time of the variants "
-                          "to push exceeds this; caps the hours left of the week's quota "
-                          "that Kaggle reports (without Kaggle's answer: default "
-                          f"{estimate.DEFAULT_BUDGET_HOURS:g})")
-    sub.add_argument("--yes", action="store_true",
-                     help="push even past the quota, --budget-hours or Kaggle's 9 h "
-                          "session limit")
+    sub.add_argument(
+        "--budget-hours",
+        type=float,
+        help="refuse when the estimated accelerator time of the variants "
+        "to push exceeds this; caps the hours left of the week's quota "
+        "that Kaggle reports (without Kaggle's answer: default "
+        f"{estimate.DEFAULT_BUDGET_HOURS:g})",
+    )
+    sub.add_argument(
+        "--yes",
+        action="store_true",
+        help="push even past the quota, --budget-hours or Kaggle's 9 h session limit",
+    )
 
 
 def positive(text):

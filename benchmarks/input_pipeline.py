@@ -41,8 +41,11 @@ if REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, REPOSITORY_ROOT)
 
 PIPELINES = ("kit", "decode-only", "2020 reference")
-PIPELINE_LABELS = {"kit": "(a) kit", "decode-only": "(b) decode-only",
-                   "2020 reference": "(c) 2020 reference"}
+PIPELINE_LABELS = {
+    "kit": "(a) kit",
+    "decode-only": "(b) decode-only",
+    "2020 reference": "(c) 2020 reference",
+}
 DEFAULT_DATA_DIR = os.path.join(tempfile.gettempdir(), "petals-input-pipeline-benchmark")
 NUM_CLASSES = 104
 SHARDS = 16
@@ -58,6 +61,7 @@ RESULT_MARKER = "BENCHMARK-RESULT "
 
 
 # --- Data: competition-format shards made from real photographs --------------------------------
+
 
 def default_image_count(image_size):
     """Enough images for a steady measurement, at about the same generation time per size."""
@@ -92,8 +96,11 @@ def _random_view(photo, image_size, random):
     crop_height = min(height, side / math.sqrt(aspect))
     left = random.uniform(0, width - crop_width)
     top = random.uniform(0, height - crop_height)
-    image = photo.resize((image_size, image_size), Image.BICUBIC,
-                         box=(left, top, left + crop_width, top + crop_height))
+    image = photo.resize(
+        (image_size, image_size),
+        Image.BICUBIC,
+        box=(left, top, left + crop_width, top + crop_height),
+    )
     if random.random() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
     image = ImageEnhance.Brightness(image).enhance(random.uniform(0.7, 1.3))
@@ -149,31 +156,44 @@ def ensure_dataset(data_dir, image_size, image_count, seed=0):
     labels = random.integers(0, NUM_CLASSES, size=image_count)
     ids = unique_ids(image_count, random)
     os.makedirs(os.path.dirname(os.path.dirname(train_folder)), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(os.path.dirname(
-        train_folder)))
+    staging = tempfile.mkdtemp(
+        prefix=".staging-", dir=os.path.dirname(os.path.dirname(train_folder))
+    )
     jobs = []
     for index, rows in enumerate(np.array_split(np.arange(image_count), SHARDS)):
         name = f"{index:02d}-{image_size}x{image_size}-{len(rows)}.tfrec"
-        jobs.append((os.path.join(staging, name), image_size, labels[rows].tolist(),
-                     [ids[row] for row in rows], seed * 1000 + index))
+        jobs.append(
+            (
+                os.path.join(staging, name),
+                image_size,
+                labels[rows].tolist(),
+                [ids[row] for row in rows],
+                seed * 1000 + index,
+            )
+        )
     started = time.perf_counter()
     try:
         # JPEG encoding dominates; one worker per core. Spawn, not fork: TensorFlow is not
         # fork-safe once imported.
-        with multiprocessing.get_context("spawn").Pool(os.cpu_count(),
-                                                       initializer=_silence_stderr) as pool:
+        with multiprocessing.get_context("spawn").Pool(
+            os.cpu_count(), initializer=_silence_stderr
+        ) as pool:
             total_bytes = sum(pool.map(_write_shard, jobs))
         os.makedirs(os.path.dirname(train_folder), exist_ok=True)
         os.rename(staging, train_folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"generated {image_count} images at {image_size}x{image_size} in {SHARDS} shards "
-          f"({total_bytes / image_count / 1024:.0f} KB per JPEG record) "
-          f"in {time.perf_counter() - started:.1f} s -> {train_folder}", flush=True)
+    print(
+        f"generated {image_count} images at {image_size}x{image_size} in {SHARDS} shards "
+        f"({total_bytes / image_count / 1024:.0f} KB per JPEG record) "
+        f"in {time.perf_counter() - started:.1f} s -> {train_folder}",
+        flush=True,
+    )
     return sorted(os.path.join(train_folder, name) for name in os.listdir(train_folder))
 
 
 # --- The pipelines ----------------------------------------------------------------------------
+
 
 def kit_pipeline(files, image_size, batch_size):
     """(a) The kit's training stream, called as the notebook calls it."""
@@ -189,15 +209,19 @@ def decode_only_pipeline(files, image_size, batch_size):
     from petals import data
 
     dataset = tf.data.Dataset.from_tensor_slices(list(files)).interleave(
-        tf.data.TFRecordDataset, cycle_length=tf.data.AUTOTUNE,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        tf.data.TFRecordDataset,
+        cycle_length=tf.data.AUTOTUNE,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+    )
 
     def parse_and_decode(serialized):
         jpeg, label, _ = data.parse_labeled(serialized)
         return data.decode_image(jpeg, image_size), label
 
-    dataset = dataset.repeat().map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE,
-                                   deterministic=False)
+    dataset = dataset.repeat().map(
+        parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
+    )
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
@@ -223,14 +247,25 @@ def reference_affine_transform(image, image_size):
     def matrix(*entries):
         return tf.reshape(tf.concat(entries, axis=0), [3, 3])
 
-    rotation_matrix = matrix(tf.cos(rotation), tf.sin(rotation), zero,
-                             -tf.sin(rotation), tf.cos(rotation), zero, zero, zero, one)
+    rotation_matrix = matrix(
+        tf.cos(rotation),
+        tf.sin(rotation),
+        zero,
+        -tf.sin(rotation),
+        tf.cos(rotation),
+        zero,
+        zero,
+        zero,
+        one,
+    )
     shear_matrix = matrix(one, tf.sin(shear), zero, zero, tf.cos(shear), zero, zero, zero, one)
-    zoom_matrix = matrix(one / zoom_height, zero, zero, zero, one / zoom_width, zero,
-                         zero, zero, one)
+    zoom_matrix = matrix(
+        one / zoom_height, zero, zero, zero, one / zoom_width, zero, zero, zero, one
+    )
     shift_matrix = matrix(one, zero, shift_height, zero, one, shift_width, zero, zero, one)
-    transform = tf.matmul(tf.matmul(rotation_matrix, shear_matrix),
-                          tf.matmul(zoom_matrix, shift_matrix))
+    transform = tf.matmul(
+        tf.matmul(rotation_matrix, shear_matrix), tf.matmul(zoom_matrix, shift_matrix)
+    )
 
     # Destination pixels as [up, right, 1] columns, rebuilt for every image as in 2020.
     half = image_size // 2
@@ -272,11 +307,15 @@ def reference_pipeline(files, image_size, batch_size):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-PIPELINE_BUILDERS = {"kit": kit_pipeline, "decode-only": decode_only_pipeline,
-                     "2020 reference": reference_pipeline}
+PIPELINE_BUILDERS = {
+    "kit": kit_pipeline,
+    "decode-only": decode_only_pipeline,
+    "2020 reference": reference_pipeline,
+}
 
 
 # --- One measurement (child process) -----------------------------------------------------------
+
 
 def peak_rss_megabytes():
     """This process's peak resident memory so far (Linux reports kilobytes)."""
@@ -308,25 +347,39 @@ def measure(pipeline, files, image_size, batch_size, batches, warmup_batches):
     if tuple(images.shape) != (batch_size, image_size, image_size, 3):
         raise RuntimeError(f"{pipeline} produced batches of shape {tuple(images.shape)}")
     return {
-        "pipeline": pipeline, "image_size": image_size, "batch_size": batch_size,
-        "batches": batches, "seconds": elapsed,
+        "pipeline": pipeline,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "batches": batches,
+        "seconds": elapsed,
         "images_per_second": batches * batch_size / elapsed,
         "first_batch_seconds": first_batch_seconds,
-        "peak_rss_mb": peak_rss_megabytes(), "rss_after_import_mb": rss_after_import,
-        "dtype": images.dtype.name, "checksum": checksum, "tensorflow": tf.__version__,
+        "peak_rss_mb": peak_rss_megabytes(),
+        "rss_after_import_mb": rss_after_import,
+        "dtype": images.dtype.name,
+        "checksum": checksum,
+        "tensorflow": tf.__version__,
     }
 
 
 def run_child(arguments):
     """Entry point of a --measure process: print one result line for the parent to read."""
-    files = sorted(os.path.join(arguments.files_dir, name)
-                   for name in os.listdir(arguments.files_dir))
-    result = measure(arguments.measure, files, arguments.image_size, arguments.batch_size,
-                     arguments.batches, arguments.warmup)
+    files = sorted(
+        os.path.join(arguments.files_dir, name) for name in os.listdir(arguments.files_dir)
+    )
+    result = measure(
+        arguments.measure,
+        files,
+        arguments.image_size,
+        arguments.batch_size,
+        arguments.batches,
+        arguments.warmup,
+    )
     print(RESULT_MARKER + json.dumps(result), flush=True)
 
 
 # --- Orchestration (parent process) ------------------------------------------------------------
+
 
 def available_memory_megabytes():
     """MemAvailable from /proc/meminfo, or None where it cannot be read."""
@@ -347,20 +400,35 @@ def reference_buffer_megabytes(image_size):
 
 def measure_in_child(pipeline, files_dir, image_size, batches, arguments):
     """Run one measurement in a fresh process and return its result dict."""
-    command = [sys.executable, os.path.abspath(__file__), "--measure", pipeline,
-               "--files-dir", files_dir, "--image-size", str(image_size),
-               "--batch-size", str(arguments.batch_size), "--batches", str(batches),
-               "--warmup", str(arguments.warmup)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--measure",
+        pipeline,
+        "--files-dir",
+        files_dir,
+        "--image-size",
+        str(image_size),
+        "--batch-size",
+        str(arguments.batch_size),
+        "--batches",
+        str(batches),
+        "--warmup",
+        str(arguments.warmup),
+    ]
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     # The parent never imports TensorFlow, so a child cannot start with an inflated peak RSS.
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment,
-                               cwd=REPOSITORY_ROOT)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=environment, cwd=REPOSITORY_ROOT
+    )
     for line in completed.stdout.splitlines():
         if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
+            return json.loads(line[len(RESULT_MARKER) :])
     # A negative return code is a signal: -9 is most often the kernel's out-of-memory killer.
-    raise RuntimeError(f"{pipeline} at {image_size} px failed (return code "
-                       f"{completed.returncode}):\n{completed.stderr[-3000:]}")
+    raise RuntimeError(
+        f"{pipeline} at {image_size} px failed (return code "
+        f"{completed.returncode}):\n{completed.stderr[-3000:]}"
+    )
 
 
 def summarize(results):
@@ -368,12 +436,12 @@ def summarize(results):
     rates = [result["images_per_second"] for result in results]
     return {
         "images_per_second_median": statistics.median(rates),
-        "images_per_second_min": min(rates), "images_per_second_max": max(rates),
+        "images_per_second_min": min(rates),
+        "images_per_second_max": max(rates),
         "peak_rss_mb": max(result["peak_rss_mb"] for result in results),
         "batches": results[0]["batches"],
         "rss_after_import_mb": statistics.median(r["rss_after_import_mb"] for r in results),
-        "first_batch_seconds_median": statistics.median(r["first_batch_seconds"]
-                                                        for r in results),
+        "first_batch_seconds_median": statistics.median(r["first_batch_seconds"] for r in results),
         "repeats": results,
     }
 
@@ -385,12 +453,17 @@ def ratios_and_targets(summaries, image_size):
     ratios = [
         ("a/b images/s", kit[rate] / decode[rate], ">=", TARGET_KIT_OVER_DECODE),
         ("a/c images/s", kit[rate] / reference[rate], ">=", TARGET_KIT_OVER_REFERENCE),
-        ("RSS a/c", kit["peak_rss_mb"] / reference["peak_rss_mb"], "<=",
-         TARGET_RSS_KIT_OVER_REFERENCE),
+        (
+            "RSS a/c",
+            kit["peak_rss_mb"] / reference["peak_rss_mb"],
+            "<=",
+            TARGET_RSS_KIT_OVER_REFERENCE,
+        ),
     ]
-    return [(name, value, direction, target,
-             value >= target if direction == ">=" else value <= target)
-            for name, value, direction, target in ratios]
+    return [
+        (name, value, direction, target, value >= target if direction == ">=" else value <= target)
+        for name, value, direction, target in ratios
+    ]
 
 
 def pipeline_memory_ratio(summaries, image_size):
@@ -399,8 +472,9 @@ def pipeline_memory_ratio(summaries, image_size):
     Importing TensorFlow alone takes several hundred MB, which dominates at small image sizes.
     """
     kit, reference = summaries[("kit", image_size)], summaries[("2020 reference", image_size)]
-    return ((kit["peak_rss_mb"] - kit["rss_after_import_mb"])
-            / (reference["peak_rss_mb"] - reference["rss_after_import_mb"]))
+    return (kit["peak_rss_mb"] - kit["rss_after_import_mb"]) / (
+        reference["peak_rss_mb"] - reference["rss_after_import_mb"]
+    )
 
 
 def machine_info():
@@ -409,8 +483,10 @@ def machine_info():
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
         "memory_available_mb": available_memory_megabytes(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -418,35 +494,50 @@ def machine_info():
 
 def print_report(info, arguments, summaries, sizes, total_seconds):
     print()
-    print(f"machine: {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
-          f"{info['processor']}, {info['platform']}")
-    print(f"python {info['python']}, tensorflow {info['tensorflow']}, {info['date']}, "
-          f"load average at start {', '.join(f'{load:.2f}' for load in info['load_average'])}")
+    print(
+        f"machine: {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
+        f"{info['processor']}, {info['platform']}"
+    )
+    print(
+        f"python {info['python']}, tensorflow {info['tensorflow']}, {info['date']}, "
+        f"load average at start {', '.join(f'{load:.2f}' for load in info['load_average'])}"
+    )
     timed = ", ".join(f"{summaries[('kit', size)]['batches']} at {size} px" for size in sizes)
-    print(f"global batch {arguments.batch_size}, {arguments.warmup} warm-up batches then timed "
-          f"batches ({timed}); median of {arguments.repeats} repeats, each in a fresh process")
+    print(
+        f"global batch {arguments.batch_size}, {arguments.warmup} warm-up batches then timed "
+        f"batches ({timed}); median of {arguments.repeats} repeats, each in a fresh process"
+    )
     print()
-    header = (f"{'pipeline':<20} {'size':>5} {'images/s':>9} {'(min-max)':>15} "
-              f"{'peak RSS MB':>12} {'after import':>13} {'1st batch s':>12}")
+    header = (
+        f"{'pipeline':<20} {'size':>5} {'images/s':>9} {'(min-max)':>15} "
+        f"{'peak RSS MB':>12} {'after import':>13} {'1st batch s':>12}"
+    )
     print(header)
     print("-" * len(header))
     for image_size in sizes:
         for pipeline in PIPELINES:
             summary = summaries[(pipeline, image_size)]
-            spread = (f"({summary['images_per_second_min']:.0f}-"
-                      f"{summary['images_per_second_max']:.0f})")
-            print(f"{PIPELINE_LABELS[pipeline]:<20} {image_size:>5} "
-                  f"{summary['images_per_second_median']:>9.0f} {spread:>15} "
-                  f"{summary['peak_rss_mb']:>12.0f} {summary['rss_after_import_mb']:>13.0f} "
-                  f"{summary['first_batch_seconds_median']:>12.1f}")
+            spread = (
+                f"({summary['images_per_second_min']:.0f}-{summary['images_per_second_max']:.0f})"
+            )
+            print(
+                f"{PIPELINE_LABELS[pipeline]:<20} {image_size:>5} "
+                f"{summary['images_per_second_median']:>9.0f} {spread:>15} "
+                f"{summary['peak_rss_mb']:>12.0f} {summary['rss_after_import_mb']:>13.0f} "
+                f"{summary['first_batch_seconds_median']:>12.1f}"
+            )
     print()
     for image_size in sizes:
         for name, value, direction, target, met in ratios_and_targets(summaries, image_size):
-            print(f"{image_size:>4} px  {name:<13} {value:6.2f}   target {direction} {target:.2f}"
-                  f"   {'met' if met else 'MISSED'}")
+            print(
+                f"{image_size:>4} px  {name:<13} {value:6.2f}   target {direction} {target:.2f}"
+                f"   {'met' if met else 'MISSED'}"
+            )
         above_import = pipeline_memory_ratio(summaries, image_size)
-        print(f"{image_size:>4} px  {'(RSS a/c':<13} {above_import:6.2f}   counting only memory "
-              "above the TensorFlow import: context, not a target)")
+        print(
+            f"{image_size:>4} px  {'(RSS a/c':<13} {above_import:6.2f}   counting only memory "
+            "above the TensorFlow import: context, not a target)"
+        )
     print()
     print(f"total run time {total_seconds / 60:.1f} min")
 
@@ -454,15 +545,24 @@ def print_report(info, arguments, summaries, sizes, total_seconds):
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 192])
-    parser.add_argument("--images", type=int, default=None,
-                        help="training images per size (default 2048 at 512 px, 4096 below 384)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="training images per size (default 2048 at 512 px, 4096 below 384)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per case")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="timed batches per repeat (default 24 at 384 px and above, 128 below)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="timed batches per repeat (default 24 at 384 px and above, 128 below)",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (>= 1)")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                        help="where the generated TFRecords are cached")
+    parser.add_argument(
+        "--data-dir", default=DEFAULT_DATA_DIR, help="where the generated TFRecords are cached"
+    )
     parser.add_argument("--json", help="also save the figures to this JSON file")
     # Internal: one measurement in this process (the parent re-invokes the script with these).
     parser.add_argument("--measure", choices=PIPELINES, help=argparse.SUPPRESS)
@@ -481,15 +581,21 @@ def main(argv=None):
         return
     started = time.perf_counter()
     info = machine_info()
-    print(f"{info['cpu_count']} CPUs, {info['memory_available_mb'] / 1024:.1f} GB available, "
-          f"load average {info['load_average'][0]:.2f}", flush=True)
+    print(
+        f"{info['cpu_count']} CPUs, {info['memory_available_mb'] / 1024:.1f} GB available, "
+        f"load average {info['load_average'][0]:.2f}",
+        flush=True,
+    )
     files_dirs = {}
     for image_size in arguments.sizes:
         image_count = arguments.images or default_image_count(image_size)
         files = ensure_dataset(arguments.data_dir, image_size, image_count)
         files_dirs[image_size] = os.path.dirname(files[0])
-        print(f"{image_size} px: {image_count} images in {len(files)} shards at "
-              f"{files_dirs[image_size]}", flush=True)
+        print(
+            f"{image_size} px: {image_count} images in {len(files)} shards at "
+            f"{files_dirs[image_size]}",
+            flush=True,
+        )
 
     results = {}
     for image_size in arguments.sizes:
@@ -498,20 +604,27 @@ def main(argv=None):
         # The 2020 buffer plus TensorFlow needs headroom; a child killed by the kernel would
         # only report a signal, so say why beforehand.
         if available is not None and buffer_megabytes * 1.3 + 1024 > available:
-            print(f"warning: the 2020 reference at {image_size} px buffers "
-                  f"{buffer_megabytes / 1024:.1f} GB of float32 images but only "
-                  f"{available / 1024:.1f} GB is available; it may be killed", flush=True)
+            print(
+                f"warning: the 2020 reference at {image_size} px buffers "
+                f"{buffer_megabytes / 1024:.1f} GB of float32 images but only "
+                f"{available / 1024:.1f} GB is available; it may be killed",
+                flush=True,
+            )
         batches = arguments.batches or default_timed_batches(image_size)
         # Repeats outside, pipelines inside: a change in background load hits all three alike.
         for repeat in range(arguments.repeats):
             for pipeline in PIPELINES:
-                result = measure_in_child(pipeline, files_dirs[image_size], image_size, batches,
-                                          arguments)
+                result = measure_in_child(
+                    pipeline, files_dirs[image_size], image_size, batches, arguments
+                )
                 results.setdefault((pipeline, image_size), []).append(result)
-                print(f"  {image_size} px repeat {repeat + 1}/{arguments.repeats} "
-                      f"{pipeline:<15} {result['images_per_second']:7.0f} images/s  "
-                      f"peak RSS {result['peak_rss_mb']:6.0f} MB  "
-                      f"first batch {result['first_batch_seconds']:5.1f} s", flush=True)
+                print(
+                    f"  {image_size} px repeat {repeat + 1}/{arguments.repeats} "
+                    f"{pipeline:<15} {result['images_per_second']:7.0f} images/s  "
+                    f"peak RSS {result['peak_rss_mb']:6.0f} MB  "
+                    f"first batch {result['first_batch_seconds']:5.1f} s",
+                    flush=True,
+                )
 
     summaries = {key: summarize(value) for key, value in results.items()}
     info["tensorflow"] = next(iter(results.values()))[0]["tensorflow"]
@@ -520,19 +633,38 @@ def main(argv=None):
     if arguments.json:
         document = {
             "machine": info,
-            "settings": {key: getattr(arguments, key) for key in
-                         ("sizes", "images", "repeats", "batches", "warmup", "batch_size",
-                          "data_dir")},
-            "results": [dict(pipeline=pipeline, image_size=image_size, **summary)
-                        for (pipeline, image_size), summary in summaries.items()],
-            "ratios": [dict(image_size=image_size, name=name, value=value, direction=direction,
-                            target=target, met=met)
-                       for image_size in arguments.sizes
-                       for name, value, direction, target, met in
-                       ratios_and_targets(summaries, image_size)],
+            "settings": {
+                key: getattr(arguments, key)
+                for key in (
+                    "sizes",
+                    "images",
+                    "repeats",
+                    "batches",
+                    "warmup",
+                    "batch_size",
+                    "data_dir",
+                )
+            },
+            "results": [
+                dict(pipeline=pipeline, image_size=image_size, **summary)
+                for (pipeline, image_size), summary in summaries.items()
+            ],
+            "ratios": [
+                dict(
+                    image_size=image_size,
+                    name=name,
+                    value=value,
+                    direction=direction,
+                    target=target,
+                    met=met,
+                )
+                for image_size in arguments.sizes
+                for name, value, direction, target, met in ratios_and_targets(summaries, image_size)
+            ],
             "rss_kit_over_reference_above_import": {
                 str(image_size): pipeline_memory_ratio(summaries, image_size)
-                for image_size in arguments.sizes},
+                for image_size in arguments.sizes
+            },
             "total_seconds": total_seconds,
         }
         with open(arguments.json, "w") as output:

@@ -38,17 +38,25 @@ def main():
     parser.add_argument("--backbone", help="default: tiny on a CPU, efficientnet_b0 elsewhere")
     parser.add_argument("--size", type=int, help="image size (default: 64 on a CPU, else 512)")
     parser.add_argument("--count", type=int, help="images (default: 256 on a CPU, else 1024)")
-    parser.add_argument("--batch", type=int,
-                        help="global batch (default: 64 on a CPU, else 16 per device)")
-    parser.add_argument("--views", nargs="+", default=["flip_lr"],
-                        help="TTA views besides the original (default: flip_lr)")
+    parser.add_argument(
+        "--batch", type=int, help="global batch (default: 64 on a CPU, else 16 per device)"
+    )
+    parser.add_argument(
+        "--views",
+        nargs="+",
+        default=["flip_lr"],
+        help="TTA views besides the original (default: flip_lr)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed calls of each (median)")
-    parser.add_argument("--devices", type=int, default=8,
-                        help="virtual devices on a CPU (default 8)")
+    parser.add_argument(
+        "--devices", type=int, default=8, help="virtual devices on a CPU (default 8)"
+    )
     arguments = parser.parse_args()
     # Must reach JAX before it starts; only the CPU platform reads it.
-    os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={arguments.devices} "
-                               + os.environ.get("XLA_FLAGS", ""))
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={arguments.devices} "
+        + os.environ.get("XLA_FLAGS", "")
+    )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPOSITORY))
     from petals import accelerator
@@ -68,16 +76,21 @@ def main():
     batch = arguments.batch or (64 if on_cpu else 16 * found.replicas)
     predict.validate_views(arguments.views)
     if batch % found.replicas or count % batch:
-        sys.exit(f"--batch {batch} must split evenly across {found.replicas} devices and "
-                 f"--count {count} into whole batches")
+        sys.exit(
+            f"--batch {batch} must split evenly across {found.replicas} devices and "
+            f"--count {count} into whole batches"
+        )
     with found.scope():
         model = backbones.build_model(backbone, size, weights=None)
     images = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch, drop_remainder=True)
-    print(f"prediction on {found.replicas} × {accelerator.device_kind()} ({found.kind}), "
-          f"{keras.backend.backend()} backend, Keras {keras.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}: {backbone}, {count} images of {size} px, batch {batch}, "
-          f"{keras.mixed_precision.global_policy().name}, views {arguments.views}", flush=True)
+    print(
+        f"prediction on {found.replicas} × {accelerator.device_kind()} ({found.kind}), "
+        f"{keras.backend.backend()} backend, Keras {keras.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}: {backbone}, {count} images of {size} px, batch {batch}, "
+        f"{keras.mixed_precision.global_policy().name}, views {arguments.views}",
+        flush=True,
+    )
 
     def plain():
         return model.predict(dataset, steps=count // batch, verbose=0)
@@ -93,18 +106,29 @@ def main():
         seconds["views"].append(elapsed)
     plain_seconds, views_seconds = (statistics.median(seconds[name]) for name in seconds)
     ideal = len(arguments.views) + 1
-    print(f"  model.predict:            {count / plain_seconds:9.1f} images/s "
-          f"(first call {compile_seconds['plain']:.1f} s)")
-    print(f"  predict.predict, views:   {count / views_seconds:9.1f} images/s "
-          f"(first call {compile_seconds['views']:.1f} s)")
-    print(f"prediction with {ideal - 1} view(s) / without, time = "
-          f"{views_seconds / plain_seconds:.2f} (ideal {ideal}: one forward pass per view)")
-    expected = np.mean([model.predict(keras.ops.convert_to_numpy(view(images)), batch_size=batch,
-                                      verbose=0)
-                        for view in [lambda pixels: pixels]
-                        + [predict.VIEWS[name] for name in arguments.views]], axis=0)
-    print(f"largest difference from the mean of model.predict on each view: "
-          f"{np.abs(probabilities - expected).max():.2e}")
+    print(
+        f"  model.predict:            {count / plain_seconds:9.1f} images/s "
+        f"(first call {compile_seconds['plain']:.1f} s)"
+    )
+    print(
+        f"  predict.predict, views:   {count / views_seconds:9.1f} images/s "
+        f"(first call {compile_seconds['views']:.1f} s)"
+    )
+    print(
+        f"prediction with {ideal - 1} view(s) / without, time = "
+        f"{views_seconds / plain_seconds:.2f} (ideal {ideal}: one forward pass per view)"
+    )
+    expected = np.mean(
+        [
+            model.predict(keras.ops.convert_to_numpy(view(images)), batch_size=batch, verbose=0)
+            for view in [lambda pixels: pixels] + [predict.VIEWS[name] for name in arguments.views]
+        ],
+        axis=0,
+    )
+    print(
+        f"largest difference from the mean of model.predict on each view: "
+        f"{np.abs(probabilities - expected).max():.2e}"
+    )
 
 
 if __name__ == "__main__":

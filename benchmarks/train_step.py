@@ -67,25 +67,45 @@ def measure(backbone, size, batch, steps, augment, policy, cache_dir):
         started = time.perf_counter()
         model.train_on_batch(images, labels)
         timings.append(time.perf_counter() - started)
-    return {"compile_seconds": compile_seconds,
-            "images_per_second": batch / statistics.median(timings),
-            "device": str(jax.devices()[0].platform),
-            "tensorflow_imported": "tensorflow" in sys.modules}
+    return {
+        "compile_seconds": compile_seconds,
+        "images_per_second": batch / statistics.median(timings),
+        "device": str(jax.devices()[0].platform),
+        "tensorflow_imported": "tensorflow" in sys.modules,
+    }
 
 
 def child(arguments):
     """Run one measurement in a fresh process and return its JSON result."""
-    command = [sys.executable, __file__, "--child", arguments["backbone"],
-               "--size", str(arguments["size"]), "--batch", str(arguments["batch"]),
-               "--steps", str(arguments["steps"]), "--policy", arguments["policy"],
-               "--cache-dir", arguments["cache_dir"]]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        arguments["backbone"],
+        "--size",
+        str(arguments["size"]),
+        "--batch",
+        str(arguments["batch"]),
+        "--steps",
+        str(arguments["steps"]),
+        "--policy",
+        arguments["policy"],
+        "--cache-dir",
+        arguments["cache_dir"],
+    ]
     if arguments["augment"]:
         command.append("--augment")
-    result = subprocess.run(command, capture_output=True, text=True, check=False,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     if result.returncode != 0:
         sys.exit(f"measurement failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
 
 # --- Feed and accelerator check: jobs in child processes, results as JSON lines ---------------
 
@@ -93,8 +113,13 @@ RESULT_PREFIX = "RESULT "
 COMPILED_LINE = "COMPILED"
 # Distinct host batches cycled by the numpy feed: made once, so only the feed itself is timed.
 HOST_BATCHES = 4
-FEEDS = ("fit, device-resident batches", "fit, numpy feed", "fit, numpy feed + device_prefetch",
-         "fit, tf.data", "fit, tf.data + device_prefetch")
+FEEDS = (
+    "fit, device-resident batches",
+    "fit, numpy feed",
+    "fit, numpy feed + device_prefetch",
+    "fit, tf.data",
+    "fit, tf.data + device_prefetch",
+)
 
 
 def report(**values):
@@ -114,8 +139,10 @@ def set_up(settings):
     keras.mixed_precision.set_global_policy(settings["policy"])
     accelerator.enable_compilation_cache(settings["cache_dir"])
     if settings["batch"] % found.replicas:
-        sys.exit(f"--batch {settings['batch']} does not split evenly across {found.replicas} "
-                 "devices; give a multiple of the device count")
+        sys.exit(
+            f"--batch {settings['batch']} does not split evenly across {found.replicas} "
+            "devices; give a multiple of the device count"
+        )
     return found
 
 
@@ -129,9 +156,14 @@ def host_batches(settings, count=HOST_BATCHES):
 
     random = np.random.default_rng(0)
     shape = (settings["batch"], settings["size"], settings["size"], 3)
-    return [(random.integers(0, 256, shape, dtype=np.uint8),
-             random.integers(0, 104, (settings["batch"],), dtype=np.int32), None)
-            for _ in range(count)]
+    return [
+        (
+            random.integers(0, 256, shape, dtype=np.uint8),
+            random.integers(0, 104, (settings["batch"],), dtype=np.int32),
+            None,
+        )
+        for _ in range(count)
+    ]
 
 
 def endless(batches):
@@ -171,8 +203,14 @@ def epoch_clock():
 def fit_epoch_seconds(model, batches, settings):
     """Seconds of each timed epoch of `model.fit` on `batches`, after one warm-up epoch."""
     clock = epoch_clock()
-    model.fit(batches, steps_per_epoch=settings["steps"], epochs=1 + settings["epochs"],
-              shuffle=False, verbose=0, callbacks=[clock])
+    model.fit(
+        batches,
+        steps_per_epoch=settings["steps"],
+        epochs=1 + settings["epochs"],
+        shuffle=False,
+        verbose=0,
+        callbacks=[clock],
+    )
     return clock.seconds[1:]
 
 
@@ -187,8 +225,10 @@ def compare_feeds(model, feeds, settings):
         for name, make in feeds.items():
             seconds[name] += fit_epoch_seconds(model, make(), settings)
     for name, values in seconds.items():
-        report(feed=name,
-               images_per_second=settings["batch"] * settings["steps"] / statistics.median(values))
+        report(
+            feed=name,
+            images_per_second=settings["batch"] * settings["steps"] / statistics.median(values),
+        )
 
 
 def kit_dataset_batches(settings, folder):
@@ -211,15 +251,19 @@ def run_model_job(job, settings):
 
     with found.scope():
         layer = augment.RandomAffine(seed=0) if job["model"] == "full" else None
-        model = backbones.build_model(job["backbone"], settings["size"], weights=None,
-                                      augmentation=layer)
+        model = backbones.build_model(
+            job["backbone"], settings["size"], weights=None, augmentation=layer
+        )
         train.compile_model(model)
     batches = host_batches(settings)
     resident = next(device_prefetch(batches[:1], found.distribution))
     started = time.perf_counter()
     model.train_on_batch(*resident[:2])  # returns Python floats: waits for the device
-    report(compile_seconds=time.perf_counter() - started, devices=found.replicas,
-           device_kind=found.devices[0])
+    report(
+        compile_seconds=time.perf_counter() - started,
+        devices=found.replicas,
+        device_kind=found.devices[0],
+    )
     if settings["barrier"]:
         # Wait until every job of this wave has compiled: timings must not share the machine.
         print(COMPILED_LINE, flush=True)
@@ -246,11 +290,16 @@ def run_model_job(job, settings):
 
     with tempfile.TemporaryDirectory(prefix="petals-feed-") as folder:
         demo_data.write_demo_dataset(folder, image_size=settings["size"], shards=4)
-        compare_feeds(model, {
-            FEEDS[3]: lambda: kit_dataset_batches(settings, folder),
-            FEEDS[4]: lambda: device_prefetch(kit_dataset_batches(settings, folder),
-                                              found.distribution),
-        }, settings)
+        compare_feeds(
+            model,
+            {
+                FEEDS[3]: lambda: kit_dataset_batches(settings, folder),
+                FEEDS[4]: lambda: device_prefetch(
+                    kit_dataset_batches(settings, folder), found.distribution
+                ),
+            },
+            settings,
+        )
 
 
 def measure_gather(found, settings):
@@ -269,18 +318,27 @@ def measure_gather(found, settings):
     images = next(device_prefetch(host_batches(settings, 1), found.distribution))[0]
     random = np.random.default_rng(1)
     batch = settings["batch"]
-    matrices = affine_matrices(random.normal(0, 15, batch), random.normal(0, 5, batch),
-                               1 + random.normal(0, 0.1, batch), 1 + random.normal(0, 0.1, batch),
-                               random.normal(0, 16, batch), random.normal(0, 16, batch))
+    matrices = affine_matrices(
+        random.normal(0, 15, batch),
+        random.normal(0, 5, batch),
+        1 + random.normal(0, 0.1, batch),
+        1 + random.normal(0, 0.1, batch),
+        random.normal(0, 16, batch),
+        random.normal(0, 16, batch),
+    )
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
     variants = {
         "cast to float32, then gather": jax.jit(
-            lambda pixels, affine: apply_affine(keras.ops.cast(pixels, "float32"), affine)),
+            lambda pixels, affine: apply_affine(keras.ops.cast(pixels, "float32"), affine)
+        ),
         f"gather uint8, then cast to {compute_dtype}": jax.jit(
-            lambda pixels, affine: keras.ops.cast(apply_affine(pixels, affine), compute_dtype)),
+            lambda pixels, affine: keras.ops.cast(apply_affine(pixels, affine), compute_dtype)
+        ),
     }
-    outputs = {name: np.asarray(keras.ops.cast(function(images, matrices), "float32"))
-               for name, function in variants.items()}  # compiles each once
+    outputs = {
+        name: np.asarray(keras.ops.cast(function(images, matrices), "float32"))
+        for name, function in variants.items()
+    }  # compiles each once
     first, second = outputs.values()
     if not np.array_equal(first, second):
         sys.exit("the two gather orders gave different pixels")
@@ -301,9 +359,20 @@ def start_job(job, settings, barrier):
         # Several processes share the accelerator: each takes memory as it needs it.
         environment["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     process = subprocess.Popen(
-        [sys.executable, __file__, "--job", json.dumps(job),
-         "--settings", json.dumps({**settings, "barrier": barrier})],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=environment)
+        [
+            sys.executable,
+            __file__,
+            "--job",
+            json.dumps(job),
+            "--settings",
+            json.dumps({**settings, "barrier": barrier}),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=environment,
+    )
     return {"job": job, "process": process, "stderr": stderr, "result": {}}
 
 
@@ -313,10 +382,11 @@ def read_until(running, stop_line=None):
         if line.strip() == stop_line:
             return
         if line.startswith(RESULT_PREFIX):
-            values = json.loads(line[len(RESULT_PREFIX):])
+            values = json.loads(line[len(RESULT_PREFIX) :])
             if "feed" in values:
-                running["result"].setdefault("feeds", {})[values["feed"]] = \
-                    values["images_per_second"]
+                running["result"].setdefault("feeds", {})[values["feed"]] = values[
+                    "images_per_second"
+                ]
             else:
                 running["result"].update(values)
 
@@ -328,9 +398,11 @@ def finish(running, out_of_time):
     if returncode != 0:
         running["stderr"].seek(0)
         lines = [line for line in running["stderr"].read().splitlines() if line.strip()]
-        running["result"]["stopped"] = ("time budget spent" if out_of_time.is_set()
-                                        else "failed: " + (lines[-1] if lines else
-                                                           f"exit status {returncode}"))
+        running["result"]["stopped"] = (
+            "time budget spent"
+            if out_of_time.is_set()
+            else "failed: " + (lines[-1] if lines else f"exit status {returncode}")
+        )
     running["stderr"].close()
     return running["result"]
 
@@ -353,8 +425,7 @@ def run_jobs(waves, settings, budget_seconds):
         running = [start_job(job, settings, barrier) for job in wave]
         out_of_time = threading.Event()
 
-        def stop_all(processes=tuple(entry["process"] for entry in running),
-                     flag=out_of_time):
+        def stop_all(processes=tuple(entry["process"] for entry in running), flag=out_of_time):
             flag.set()
             for process in processes:
                 process.kill()
@@ -388,9 +459,11 @@ def print_feed_table(jobs, results):
         if job["model"] != "full":
             continue
         resident = result.get("resident")
-        print(f"\n{job['backbone']}: compile {cell(result.get('compile_seconds'))} s on "
-              f"{result.get('devices', '?')} device(s)"
-              + (f" — {result['stopped']}" if "stopped" in result else ""))
+        print(
+            f"\n{job['backbone']}: compile {cell(result.get('compile_seconds'))} s on "
+            f"{result.get('devices', '?')} device(s)"
+            + (f" — {result['stopped']}" if "stopped" in result else "")
+        )
         print(f"  {'feed':40} {'images/s':>9} {'/ resident':>10}")
         print(f"  {'resident step (train_on_batch)':40} {cell(resident):>9} {'1.000':>10}")
         for feed, speed in result.get("feeds", {}).items():
@@ -399,34 +472,45 @@ def print_feed_table(jobs, results):
         feeds = result.get("feeds", {})
         if resident and FEEDS[1] in feeds:
             ratio = feeds[FEEDS[1]] / resident
-            print(f"{job['backbone']}: fed / resident = {ratio:.3f} "
-                  f"(numpy feed, target ≥ 0.9: {'met' if ratio >= 0.9 else 'missed'})")
+            print(
+                f"{job['backbone']}: fed / resident = {ratio:.3f} "
+                f"(numpy feed, target ≥ 0.9: {'met' if ratio >= 0.9 else 'missed'})"
+            )
         if FEEDS[0] in feeds and FEEDS[1] in feeds:
             # Same loop, only the feed differs: below 1 the host feed is in the critical path.
-            print(f"{job['backbone']}: fed / fit on resident batches = "
-                  f"{feeds[FEEDS[1]] / feeds[FEEDS[0]]:.3f}")
+            print(
+                f"{job['backbone']}: fed / fit on resident batches = "
+                f"{feeds[FEEDS[1]] / feeds[FEEDS[0]]:.3f}"
+            )
         for plain, ahead in ((FEEDS[1], FEEDS[2]), (FEEDS[3], FEEDS[4])):
             if plain in feeds and ahead in feeds:
-                print(f"{job['backbone']}: device_prefetch / plain = "
-                      f"{feeds[ahead] / feeds[plain]:.3f} ({plain.removeprefix('fit, ')})")
+                print(
+                    f"{job['backbone']}: device_prefetch / plain = "
+                    f"{feeds[ahead] / feeds[plain]:.3f} ({plain.removeprefix('fit, ')})"
+                )
 
 
 def print_gather(results):
     for result in results:
         if "gather" in result:
             (before, before_ms), (after, after_ms) = result["gather"].items()
-            print(f"\naugmentation gather, one batch: {before} {before_ms:.2f} ms; "
-                  f"{after} {after_ms:.2f} ms; uint8-first / float-first time = "
-                  f"{after_ms / before_ms:.3f}")
+            print(
+                f"\naugmentation gather, one batch: {before} {before_ms:.2f} ms; "
+                f"{after} {after_ms:.2f} ms; uint8-first / float-first time = "
+                f"{after_ms / before_ms:.3f}"
+            )
 
 
 def print_check_table(backbones, jobs, results):
     """The accelerator check's one table: a row per backbone."""
-    found = {(job["backbone"], job["model"]): result
-             for job, result in zip(jobs, results, strict=True)}
-    print("\n| backbone | bare images/s | full images/s | full / bare | fed images/s "
-          "| fed / resident | fed + prefetch / resident | compile s (full) "
-          "| compile s (bare) |")
+    found = {
+        (job["backbone"], job["model"]): result for job, result in zip(jobs, results, strict=True)
+    }
+    print(
+        "\n| backbone | bare images/s | full images/s | full / bare | fed images/s "
+        "| fed / resident | fed + prefetch / resident | compile s (full) "
+        "| compile s (bare) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     notes = []
     for backbone in backbones:
@@ -438,10 +522,12 @@ def print_check_table(backbones, jobs, results):
         def ratio(numerator, denominator):
             return numerator / denominator if numerator and denominator else None
 
-        print(f"| {backbone} | {cell(bare.get('resident'))} | {cell(resident)} "
-              f"| {cell(ratio(resident, bare.get('resident')), 2)} | {cell(fed)} "
-              f"| {cell(ratio(fed, resident), 2)} | {cell(ratio(ahead, resident), 2)} "
-              f"| {cell(full.get('compile_seconds'))} | {cell(bare.get('compile_seconds'))} |")
+        print(
+            f"| {backbone} | {cell(bare.get('resident'))} | {cell(resident)} "
+            f"| {cell(ratio(resident, bare.get('resident')), 2)} | {cell(fed)} "
+            f"| {cell(ratio(fed, resident), 2)} | {cell(ratio(ahead, resident), 2)} "
+            f"| {cell(full.get('compile_seconds'))} | {cell(bare.get('compile_seconds'))} |"
+        )
         for model, result in (("full", full), ("bare", bare)):
             if "stopped" in result:
                 notes.append(f"{backbone} {model}: {result['stopped']}")
@@ -452,10 +538,19 @@ def print_check_table(backbones, jobs, results):
 def default_platform():
     """JAX's default platform, asked in a child: on a TPU host the process that first opens the
     TPU keeps it, and the jobs need it."""
-    probe = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices()[0].platform, "
-                            "jax.devices()[0].device_kind, jax.device_count(), jax.__version__,"
-                            " sep='|')"], capture_output=True, text=True, check=False,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import jax; print(jax.devices()[0].platform, "
+            "jax.devices()[0].device_kind, jax.device_count(), jax.__version__,"
+            " sep='|')",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     if probe.returncode != 0:
         sys.exit("JAX does not start here: " + (probe.stderr.strip().splitlines() or ["?"])[-1])
     return probe.stdout.strip().splitlines()[-1].split("|")
@@ -480,9 +575,12 @@ def feed_or_check(arguments):
         "policy": arguments.policy or ("float32" if on_cpu else "mixed_bfloat16"),
     }
     parallel = 1 if platform == "tpu" else arguments.parallel
-    print(f"{'accelerator check' if check else 'feed'} on {count} × {kind} ({platform}), "
-          f"JAX {version}, {time.strftime('%Y-%m-%d')}, budget {arguments.budget:.0f} s, "
-          f"{parallel} job(s) at a time: " + json.dumps(settings), flush=True)
+    print(
+        f"{'accelerator check' if check else 'feed'} on {count} × {kind} ({platform}), "
+        f"JAX {version}, {time.strftime('%Y-%m-%d')}, budget {arguments.budget:.0f} s, "
+        f"{parallel} job(s) at a time: " + json.dumps(settings),
+        flush=True,
+    )
     run_feed_or_check(arguments, settings, parallel)
 
 
@@ -491,13 +589,18 @@ def run_feed_or_check(arguments, settings, parallel):
     check = arguments.check
     # The full models first, then the bare ones: what the budget leaves out is the least
     # needed. The first job also times the augmentation's gather (quick).
-    jobs = [{"model": model, "backbone": backbone, "gather": False}
-            for model in (("full", "bare") if check else ("full",))
-            for backbone in settings["backbones"]]
+    jobs = [
+        {"model": model, "backbone": backbone, "gather": False}
+        for model in (("full", "bare") if check else ("full",))
+        for backbone in settings["backbones"]
+    ]
     jobs[0]["gather"] = True
-    waves = [jobs[first:first + parallel] for first in range(0, len(jobs), parallel)]
-    settings = {**settings, "tfdata": not check and importlib.util.find_spec("tensorflow")
-                is not None, "cache_dir": arguments.cache_dir}
+    waves = [jobs[first : first + parallel] for first in range(0, len(jobs), parallel)]
+    settings = {
+        **settings,
+        "tfdata": not check and importlib.util.find_spec("tensorflow") is not None,
+        "cache_dir": arguments.cache_dir,
+    }
     results = run_jobs(waves, settings, arguments.budget)
     jobs = [job for wave in waves for job in wave]
     if check:
@@ -506,53 +609,93 @@ def run_feed_or_check(arguments, settings, parallel):
         print_feed_table(jobs, results)
     print_gather(results)
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps(
-            {"settings": settings, "jobs": jobs, "results": results}, indent=2))
+        Path(arguments.json).write_text(
+            json.dumps({"settings": settings, "jobs": jobs, "results": results}, indent=2)
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=None,
-                        help="default: densenet201 efficientnet_b7 on an accelerator, "
-                             "efficientnet_b0 on a CPU")
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=None,
+        help="default: densenet201 efficientnet_b7 on an accelerator, efficientnet_b0 on a CPU",
+    )
     parser.add_argument("--size", type=int, default=None, help="default: 512, CPU 64")
     parser.add_argument("--batch", type=int, default=None, help="default: 64, CPU 8")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20, CPU 5)")
-    parser.add_argument("--policy", default=None,
-                        help="Keras dtype policy (default mixed_bfloat16, CPU float32: bfloat16 "
-                             "is emulated on CPUs)")
+    parser.add_argument(
+        "--policy",
+        default=None,
+        help="Keras dtype policy (default mixed_bfloat16, CPU float32: bfloat16 "
+        "is emulated on CPUs)",
+    )
     parser.add_argument("--json", help="also save the figures here")
-    parser.add_argument("--feed", action="store_true",
-                        help="fit fed from the host against the resident step (see above)")
-    parser.add_argument("--check", action="store_true",
-                        help="the accelerator check: bare and full models, feeds, compile "
-                             "seconds; default backbones efficientnet_b0 densenet201 "
-                             "efficientnet_b7 (CPU: tiny)")
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="--feed/--check: timed fit epochs of --steps steps, after one "
-                             "warm-up epoch (default 3)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="--feed/--check: the fed runs take turns this many times "
-                             "(default 2)")
-    parser.add_argument("--budget", type=float, default=540,
-                        help="--feed/--check: seconds for all jobs; what runs past it is "
-                             "stopped and shown as not measured (default 540)")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="--feed/--check: jobs that compile side by side before taking "
-                             "turns for the timing (one GPU: several; a TPU: 1, it admits "
-                             "one process)")
-    parser.add_argument("--cache-dir",
-                        help="--feed/--check: persistent XLA compilation cache, so a rerun "
-                             "skips the compiles (default: none)")
+    parser.add_argument(
+        "--feed",
+        action="store_true",
+        help="fit fed from the host against the resident step (see above)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="the accelerator check: bare and full models, feeds, compile "
+        "seconds; default backbones efficientnet_b0 densenet201 "
+        "efficientnet_b7 (CPU: tiny)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="--feed/--check: timed fit epochs of --steps steps, after one "
+        "warm-up epoch (default 3)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="--feed/--check: the fed runs take turns this many times (default 2)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=540,
+        help="--feed/--check: seconds for all jobs; what runs past it is "
+        "stopped and shown as not measured (default 540)",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="--feed/--check: jobs that compile side by side before taking "
+        "turns for the timing (one GPU: several; a TPU: 1, it admits "
+        "one process)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        help="--feed/--check: persistent XLA compilation cache, so a rerun "
+        "skips the compiles (default: none)",
+    )
     parser.add_argument("--child", metavar="BACKBONE", help=argparse.SUPPRESS)
     parser.add_argument("--augment", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
-        print(json.dumps(measure(arguments.child, arguments.size, arguments.batch,
-                                 arguments.steps, arguments.augment, arguments.policy,
-                                 arguments.cache_dir)))
+        print(
+            json.dumps(
+                measure(
+                    arguments.child,
+                    arguments.size,
+                    arguments.batch,
+                    arguments.steps,
+                    arguments.augment,
+                    arguments.policy,
+                    arguments.cache_dir,
+                )
+            )
+        )
         return
     if arguments.job:
         job, settings = json.loads(arguments.job), json.loads(arguments.settings)
@@ -567,48 +710,66 @@ def main():
 
     on_cpu = jax.devices()[0].platform == "cpu"
     settings = {
-        "backbones": arguments.backbones or (["efficientnet_b0"] if on_cpu
-                                             else ["densenet201", "efficientnet_b7"]),
+        "backbones": arguments.backbones
+        or (["efficientnet_b0"] if on_cpu else ["densenet201", "efficientnet_b7"]),
         "size": arguments.size or (64 if on_cpu else 512),
         "batch": arguments.batch or (8 if on_cpu else 64),
         "steps": arguments.steps or (5 if on_cpu else 20),
         "policy": arguments.policy or ("float32" if on_cpu else "mixed_bfloat16"),
     }
-    print(f"train step on {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), "
-          f"JAX {jax.__version__}, {time.strftime('%Y-%m-%d')}: " + json.dumps(settings))
+    print(
+        f"train step on {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), "
+        f"JAX {jax.__version__}, {time.strftime('%Y-%m-%d')}: " + json.dumps(settings)
+    )
     rows = []
     for backbone in settings["backbones"]:
         for augment in (False, True):
             with tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
-                common = {"backbone": backbone, "size": settings["size"],
-                          "batch": settings["batch"], "steps": settings["steps"],
-                          "policy": settings["policy"], "augment": augment,
-                          "cache_dir": cache_dir}
+                common = {
+                    "backbone": backbone,
+                    "size": settings["size"],
+                    "batch": settings["batch"],
+                    "steps": settings["steps"],
+                    "policy": settings["policy"],
+                    "augment": augment,
+                    "cache_dir": cache_dir,
+                }
                 cold = child(common)
                 warm = child(common)
-            rows.append({"backbone": backbone, "model": "full" if augment else "bare",
-                         "images_per_second": max(cold["images_per_second"],
-                                                  warm["images_per_second"]),
-                         "compile_cold": cold["compile_seconds"],
-                         "compile_warm": warm["compile_seconds"],
-                         "tensorflow_imported": cold["tensorflow_imported"]})
-    print(f"\n{'backbone':18} {'model':5} {'images/s':>9} {'compile s':>10} "
-          f"{'cached compile s':>17} {'TF imported':>12}")
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "model": "full" if augment else "bare",
+                    "images_per_second": max(cold["images_per_second"], warm["images_per_second"]),
+                    "compile_cold": cold["compile_seconds"],
+                    "compile_warm": warm["compile_seconds"],
+                    "tensorflow_imported": cold["tensorflow_imported"],
+                }
+            )
+    print(
+        f"\n{'backbone':18} {'model':5} {'images/s':>9} {'compile s':>10} "
+        f"{'cached compile s':>17} {'TF imported':>12}"
+    )
     for row in rows:
-        print(f"{row['backbone']:18} {row['model']:5} {row['images_per_second']:9.1f} "
-              f"{row['compile_cold']:10.1f} {row['compile_warm']:17.1f} "
-              f"{str(row['tensorflow_imported']):>12}")
+        print(
+            f"{row['backbone']:18} {row['model']:5} {row['images_per_second']:9.1f} "
+            f"{row['compile_cold']:10.1f} {row['compile_warm']:17.1f} "
+            f"{str(row['tensorflow_imported']):>12}"
+        )
     print()
     for backbone in settings["backbones"]:
-        bare, full = (next(row for row in rows if row["backbone"] == backbone
-                           and row["model"] == model) for model in ("bare", "full"))
+        bare, full = (
+            next(row for row in rows if row["backbone"] == backbone and row["model"] == model)
+            for model in ("bare", "full")
+        )
         ratio = full["images_per_second"] / bare["images_per_second"]
-        print(f"{backbone}: full/bare images/s = {ratio:.3f} "
-              f"(target ≥ 0.9: {'met' if ratio >= 0.9 else 'missed'}); compile "
-              f"{bare['compile_cold']:.1f} s → {bare['compile_warm']:.1f} s with the cache")
+        print(
+            f"{backbone}: full/bare images/s = {ratio:.3f} "
+            f"(target ≥ 0.9: {'met' if ratio >= 0.9 else 'missed'}); compile "
+            f"{bare['compile_cold']:.1f} s → {bare['compile_warm']:.1f} s with the cache"
+        )
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps({"settings": settings, "rows": rows},
-                                                   indent=2))
+        Path(arguments.json).write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

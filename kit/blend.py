@@ -57,10 +57,16 @@ class Blended:
 
 def newest_run(variant_dir):
     """The newest `v<N>` or `local-<N>` folder of a variant holding probabilities, or None."""
-    folders = [folder for folder in Path(variant_dir).glob("*")
-               if RUN_FOLDER.fullmatch(folder.name) and probabilities.paths(folder)]
-    return max(folders, key=lambda folder: max(os.path.getmtime(path) for path in
-                                               probabilities.paths(folder)), default=None)
+    folders = [
+        folder
+        for folder in Path(variant_dir).glob("*")
+        if RUN_FOLDER.fullmatch(folder.name) and probabilities.paths(folder)
+    ]
+    return max(
+        folders,
+        key=lambda folder: max(os.path.getmtime(path) for path in probabilities.paths(folder)),
+        default=None,
+    )
 
 
 def weights_text(weights, backbone):
@@ -79,20 +85,30 @@ def gather(runs_dir, slugs):
     for slug in slugs:
         folder = newest_run(Path(runs_dir) / slug)
         if folder is None:
-            print(f"  {slug}: no saved probabilities (not collected yet, or run before models "
-                  "saved them); left out")
+            print(
+                f"  {slug}: no saved probabilities (not collected yet, or run before models "
+                "saved them); left out"
+            )
             continue
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         parameters = metrics.get("parameters", {})
         for path in probabilities.paths(folder):
             member = probabilities.read(path)
-            entries.append(Entry(f"{slug}/{folder.name}", member.name,
-                                 parameters.get("IMAGE_SIZE", "?"),
-                                 weights_text(parameters.get("WEIGHTS"), member.name), member))
+            entries.append(
+                Entry(
+                    f"{slug}/{folder.name}",
+                    member.name,
+                    parameters.get("IMAGE_SIZE", "?"),
+                    weights_text(parameters.get("WEIGHTS"), member.name),
+                    member,
+                )
+            )
     if not entries:
-        raise ValueError(f"no run of {', '.join(slugs)} under {runs_dir} has saved "
-                         "probabilities; collect or run the sweep first")
+        raise ValueError(
+            f"no run of {', '.join(slugs)} under {runs_dir} has saved "
+            "probabilities; collect or run the sweep first"
+        )
     return entries
 
 
@@ -100,9 +116,11 @@ def _differ(what, first, other, first_ids, other_ids):
     missing = sorted(set(first_ids) - set(other_ids))
     extra = sorted(set(other_ids) - set(first_ids))
     example = (missing or extra)[0]
-    return ValueError(f"{other.run} {other.backbone} saw other {what} ids than {first.run} "
-                      f"{first.backbone}: {len(missing)} missing, {len(extra)} extra (e.g. "
-                      f"{example}); blend runs of one dataset (and the same EXCLUDED_IDS)")
+    return ValueError(
+        f"{other.run} {other.backbone} saw other {what} ids than {first.run} "
+        f"{first.backbone}: {len(missing)} missing, {len(extra)} extra (e.g. "
+        f"{example}); blend runs of one dataset (and the same EXCLUDED_IDS)"
+    )
 
 
 def align(entries):
@@ -114,8 +132,9 @@ def align(entries):
     for entry in entries:
         member = entry.member
         if set(member.test_ids.tolist()) != set(first.member.test_ids.tolist()):
-            raise _differ("test", first, entry, first.member.test_ids.tolist(),
-                          member.test_ids.tolist())
+            raise _differ(
+                "test", first, entry, first.member.test_ids.tolist(), member.test_ids.tolist()
+            )
         position = {record_id: index for index, record_id in enumerate(member.test_ids.tolist())}
         order = [position[record_id] for record_id in first.member.test_ids.tolist()]
         member = member._replace(test_ids=first.member.test_ids, test=member.test[order])
@@ -123,17 +142,23 @@ def align(entries):
             ids = reference.member.validation_ids.tolist()
             if set(member.validation_ids.tolist()) != set(ids):
                 raise _differ("validation", reference, entry, ids, member.validation_ids.tolist())
-            position = {record_id: index for index, record_id
-                        in enumerate(member.validation_ids.tolist())}
+            position = {
+                record_id: index for index, record_id in enumerate(member.validation_ids.tolist())
+            }
             order = [position[record_id] for record_id in ids]
-            if not np.array_equal(member.validation_labels[order],
-                                  reference.member.validation_labels):
-                raise ValueError(f"{entry.run} {entry.backbone} and {reference.run} "
-                                 f"{reference.backbone} give the same validation ids different "
-                                 "labels; blend runs of one dataset")
-            member = member._replace(validation_ids=reference.member.validation_ids,
-                                     validation_labels=reference.member.validation_labels,
-                                     validation=member.validation[order])
+            if not np.array_equal(
+                member.validation_labels[order], reference.member.validation_labels
+            ):
+                raise ValueError(
+                    f"{entry.run} {entry.backbone} and {reference.run} "
+                    f"{reference.backbone} give the same validation ids different "
+                    "labels; blend runs of one dataset"
+                )
+            member = member._replace(
+                validation_ids=reference.member.validation_ids,
+                validation_labels=reference.member.validation_labels,
+                validation=member.validation[order],
+            )
         entry.member = member
     return entries
 
@@ -151,8 +176,10 @@ def search(entries, step=0.1, seed=42, share=None):
     left_out = unvalidated if share is None else []
     joined = [entry for entry in entries if entry not in left_out]
     if not joined:
-        raise ValueError("every run was trained on validation: give "
-                         "--trained-on-validation-share to blend them with fixed shares")
+        raise ValueError(
+            "every run was trained on validation: give "
+            "--trained-on-validation-share to blend them with fixed shares"
+        )
     f1 = f1_in_sample = best_run = None
     weights = {}
     if validated:
@@ -162,17 +189,21 @@ def search(entries, step=0.1, seed=42, share=None):
         blend = ensemble.honest_blend(_validation(validated), labels, step, seed)
         f1, f1_in_sample = blend.f1, blend.f1_in_sample
         rest = 1 - share if share is not None and unvalidated else 1
-        weights = {id(entry): weight * rest
-                   for entry, weight in zip(validated, blend.weights, strict=True)}
+        weights = {
+            id(entry): weight * rest for entry, weight in zip(validated, blend.weights, strict=True)
+        }
         runs = {}
         for entry in validated:
             runs.setdefault(entry.run, []).append(entry)
-        scores = {run: ensemble.honest_blend(_validation(members), labels, step, seed).f1
-                  for run, members in runs.items()}
+        scores = {
+            run: ensemble.honest_blend(_validation(members), labels, step, seed).f1
+            for run, members in runs.items()
+        }
         best_run = max(scores.items(), key=lambda item: item[1])
     extra = share if validated else 1
-    weights.update({id(entry): extra / len(unvalidated)
-                    for entry in unvalidated if entry not in left_out})
+    weights.update(
+        {id(entry): extra / len(unvalidated) for entry in unvalidated if entry not in left_out}
+    )
     for entry in entries:
         entry.weight = weights.get(id(entry))
     return Blended(joined, left_out, f1, f1_in_sample, best_run, step, share)
@@ -182,32 +213,48 @@ def table(blended):
     """The members' table and, below it, the blend's honest F1 next to the best single run's."""
     rows = [("run", "backbone", "size", "weights", "validation F1", "weight")]
     for entry in blended.entries + blended.left_out:
-        rows.append((entry.run, entry.backbone, str(entry.size), entry.weights,
-                     "trained on val" if entry.member.validation is None else f"{entry.f1:.4f}",
-                     "left out" if entry.weight is None else f"{entry.weight:.2f}"))
+        rows.append(
+            (
+                entry.run,
+                entry.backbone,
+                str(entry.size),
+                entry.weights,
+                "trained on val" if entry.member.validation is None else f"{entry.f1:.4f}",
+                "left out" if entry.weight is None else f"{entry.weight:.2f}",
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             .rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     if blended.f1 is not None:
-        lines.append(f"blend: honest validation F1 {blended.f1:.4f} (in-sample "
-                     f"{blended.f1_in_sample:.4f}); best single run {blended.best_run[0]}: "
-                     f"{blended.best_run[1]:.4f}")
+        lines.append(
+            f"blend: honest validation F1 {blended.f1:.4f} (in-sample "
+            f"{blended.f1_in_sample:.4f}); best single run {blended.best_run[0]}: "
+            f"{blended.best_run[1]:.4f}"
+        )
     else:
         lines.append("blend: no validation F1 (every member trained on validation)")
     if any(entry.member.validation is None for entry in blended.entries) and blended.f1:
-        lines.append(f"(the runs trained on validation hold a fixed {blended.share:.2f} of the "
-                     "blend, outside that score)")
+        lines.append(
+            f"(the runs trained on validation hold a fixed {blended.share:.2f} of the "
+            "blend, outside that score)"
+        )
     if blended.left_out:
-        lines.append("runs trained on validation are left out; "
-                     "--trained-on-validation-share SHARE blends them with that fixed share")
+        lines.append(
+            "runs trained on validation are left out; "
+            "--trained-on-validation-share SHARE blends them with that fixed share"
+        )
     return "\n".join(lines)
 
 
 def test_predictions(blended):
     """(test ids, predicted labels) of the blend."""
     entries = blended.entries
-    labels = probabilities.blended([entry.member for entry in entries],
-                                   [entry.weight for entry in entries]).argmax(axis=-1)
+    labels = probabilities.blended(
+        [entry.member for entry in entries], [entry.weight for entry in entries]
+    ).argmax(axis=-1)
     return entries[0].member.test_ids.tolist(), labels
 
 
@@ -215,19 +262,31 @@ def metrics(blended, sweep_name):
     """The blend's metrics.json (what `build.py results` and `submit` read)."""
     entries = blended.entries
     return {
-        "parameters": {"IMAGE_SIZE": "+".join(sorted({str(entry.size) for entry in entries})),
-                       "BACKBONES": sorted({entry.backbone for entry in entries}),
-                       "BLEND_STEP": blended.step, "TRAINED_ON_VALIDATION_SHARE": blended.share,
-                       "SWEEP": sweep_name},
-        "members": [{"run": entry.run, "backbone": entry.backbone, "size": entry.size,
-                     "weights": entry.weights, "validation_f1": entry.f1, "weight": entry.weight}
-                    for entry in entries],
+        "parameters": {
+            "IMAGE_SIZE": "+".join(sorted({str(entry.size) for entry in entries})),
+            "BACKBONES": sorted({entry.backbone for entry in entries}),
+            "BLEND_STEP": blended.step,
+            "TRAINED_ON_VALIDATION_SHARE": blended.share,
+            "SWEEP": sweep_name,
+        },
+        "members": [
+            {
+                "run": entry.run,
+                "backbone": entry.backbone,
+                "size": entry.size,
+                "weights": entry.weights,
+                "validation_f1": entry.f1,
+                "weight": entry.weight,
+            }
+            for entry in entries
+        ],
         "left_out": [f"{entry.run}:{entry.backbone}" for entry in blended.left_out],
         "blend_weights": {f"{entry.run}:{entry.backbone}": entry.weight for entry in entries},
         "blend_f1": blended.f1,
         "blend_f1_in_sample": blended.f1_in_sample,
-        "best_single_run": None if blended.best_run is None else
-        {"run": blended.best_run[0], "validation_f1": blended.best_run[1]},
+        "best_single_run": None
+        if blended.best_run is None
+        else {"run": blended.best_run[0], "validation_f1": blended.best_run[1]},
         "test_images": len(entries[0].member.test_ids),
     }
 
@@ -237,8 +296,11 @@ def write(blended, runs_dir, sweep_name):
     and renamed into place (an earlier blend is never overwritten); returns the folder."""
     parent = Path(runs_dir) / f"{sweep_name}-blend"
     parent.mkdir(parents=True, exist_ok=True)
-    numbers = [int(folder.name.split("-")[1]) for folder in parent.glob("blend-*")
-               if folder.name.split("-")[1].isdigit()]
+    numbers = [
+        int(folder.name.split("-")[1])
+        for folder in parent.glob("blend-*")
+        if folder.name.split("-")[1].isdigit()
+    ]
     destination = parent / BLEND_FOLDER.format(max(numbers, default=0) + 1)
     staging = Path(tempfile.mkdtemp(prefix=".blend-", dir=parent))
     try:
@@ -256,7 +318,8 @@ def write(blended, runs_dir, sweep_name):
 
 def message(blended, sweep_name):
     """The submission message: the members and their weights, and the honest F1."""
-    members = ", ".join(f"{entry.run}:{entry.backbone} {entry.weight:.2f}"
-                        for entry in blended.entries)
+    members = ", ".join(
+        f"{entry.run}:{entry.backbone} {entry.weight:.2f}" for entry in blended.entries
+    )
     score = f" validation F1 {blended.f1:.4f}" if blended.f1 is not None else ""
     return f"petals blend {sweep_name}: {members}{score}"

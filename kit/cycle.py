@@ -46,18 +46,30 @@ SESSION_CAP = re.compile(r"Maximum batch \w+ session count of \d+ reached")
 PUSH_ATTEMPTS = 4
 # The push answer's lists of sources Kaggle did not attach: (field, what it is, what to check).
 INVALID_SOURCES = (
-    ("invalid_dataset_sources", "dataset",
-     "check the slug (owner/dataset-name), that the dataset is public or shared with your "
-     "account, and that your account can see it at https://www.kaggle.com/datasets/{source}"),
-    ("invalid_competition_sources", "competition",
-     "check the slug, and that your account has joined the competition and accepted its rules "
-     "at https://www.kaggle.com/competitions/{source}"),
-    ("invalid_kernel_sources", "notebook",
-     "check the slug (owner/notebook-slug), that the notebook is public or shared with your "
-     "account, and that your account can see it at https://www.kaggle.com/code/{source}"),
-    ("invalid_model_sources", "model",
-     "check the slug (owner/model/framework/variation/version), that the model is public or "
-     "shared with your account, and that your account can see it"),
+    (
+        "invalid_dataset_sources",
+        "dataset",
+        "check the slug (owner/dataset-name), that the dataset is public or shared with your "
+        "account, and that your account can see it at https://www.kaggle.com/datasets/{source}",
+    ),
+    (
+        "invalid_competition_sources",
+        "competition",
+        "check the slug, and that your account has joined the competition and accepted its rules "
+        "at https://www.kaggle.com/competitions/{source}",
+    ),
+    (
+        "invalid_kernel_sources",
+        "notebook",
+        "check the slug (owner/notebook-slug), that the notebook is public or shared with your "
+        "account, and that your account can see it at https://www.kaggle.com/code/{source}",
+    ),
+    (
+        "invalid_model_sources",
+        "model",
+        "check the slug (owner/model/framework/variation/version), that the model is public or "
+        "shared with your account, and that your account can see it",
+    ),
 )
 
 
@@ -129,22 +141,29 @@ def push(kernel_dir, run_dir, kernel_id, api=None, sleep=time.sleep):
     delay = 2.0
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
-            response = call(lambda: api.kernels_push(str(kernel_dir)), description,
-                            repeatable=False)
+            response = call(
+                lambda: api.kernels_push(str(kernel_dir)), description, repeatable=False
+            )
         except AnswerLost as lost:
             sleep(delay)  # give Kaggle a moment to show what it did with the push
             version = latest_version(kernel_id, api) or 0
             if version > before:
-                print(f"  {description}: the answer was lost ({lost}), but Kaggle has v{version} "
-                      "since the push began: adopted, not pushed again", flush=True)
+                print(
+                    f"  {description}: the answer was lost ({lost}), but Kaggle has v{version} "
+                    "since the push began: adopted, not pushed again",
+                    flush=True,
+                )
                 return record_push(run_dir, kernel_id, version, None, began, adopted=True)
             if attempt == PUSH_ATTEMPTS:
-                raise KaggleError(f"{description}: no answer from Kaggle {attempt} times and no "
-                                  f"new version after v{before} ({lost}); try again later") \
-                    from None
-            print(f"  {description}: the answer was lost ({lost}) and Kaggle shows no new "
-                  f"version: pushing again (attempt {attempt + 1} of {PUSH_ATTEMPTS})",
-                  flush=True)
+                raise KaggleError(
+                    f"{description}: no answer from Kaggle {attempt} times and no "
+                    f"new version after v{before} ({lost}); try again later"
+                ) from None
+            print(
+                f"  {description}: the answer was lost ({lost}) and Kaggle shows no new "
+                f"version: pushing again (attempt {attempt + 1} of {PUSH_ATTEMPTS})",
+                flush=True,
+            )
             delay *= 2
             continue
         break
@@ -157,12 +176,15 @@ def push(kernel_dir, run_dir, kernel_id, api=None, sleep=time.sleep):
     if not version:  # accepted, yet the answer names no version (None, or the SDK's 0): ask
         version = latest_version(kernel_id, api) or 0
         if version <= before:
-            raise KaggleError(f"{description}: Kaggle's answer names no version and Kaggle shows "
-                              f"none after v{before}; check https://www.kaggle.com/code/"
-                              f"{kernel_id}, then run again (a new version is found there)")
+            raise KaggleError(
+                f"{description}: Kaggle's answer names no version and Kaggle shows "
+                f"none after v{before}; check https://www.kaggle.com/code/"
+                f"{kernel_id}, then run again (a new version is found there)"
+            )
     invalid = invalid_sources(response, kernel_id, int(version))
-    record_push(run_dir, kernel_id, int(version), response.url or None, began,
-                invalid_sources=invalid)
+    record_push(
+        run_dir, kernel_id, int(version), response.url or None, began, invalid_sources=invalid
+    )
     if invalid:
         raise InvalidSources("\n".join(invalid))
     return int(version)
@@ -174,10 +196,12 @@ def invalid_sources(response, kernel_id, version):
     lines = []
     for field_name, kind, advice in INVALID_SOURCES:
         for source in getattr(response, field_name, None) or []:
-            lines.append(f"{kernel_id} v{version}: the {kind} {source} was not attached (Kaggle "
-                         f"lists it as invalid) and the version runs without it; "
-                         + advice.format(source=source)
-                         + "; then rebuild and push again with `--rerun`")
+            lines.append(
+                f"{kernel_id} v{version}: the {kind} {source} was not attached (Kaggle "
+                f"lists it as invalid) and the version runs without it; "
+                + advice.format(source=source)
+                + "; then rebuild and push again with `--rerun`"
+            )
     return lines
 
 
@@ -186,8 +210,14 @@ def record_push(run_dir, kernel_id, version, url, pushed_at, **details):
     adopted=True, invalid_sources=[...]) are kept in its entry."""
     state = read_state(run_dir)
     state["kernel"] = kernel_id
-    state["pushes"].append({"version": version, "url": url, "pushed_at": pushed_at,
-                            **{key: value for key, value in details.items() if value}})
+    state["pushes"].append(
+        {
+            "version": version,
+            "url": url,
+            "pushed_at": pushed_at,
+            **{key: value for key, value in details.items() if value},
+        }
+    )
     write_state(run_dir, state)
     return version
 
@@ -244,14 +274,17 @@ def current_version(run_dir, kernel_id, api):
     """
     state = read_state(run_dir)
     if state.get("kernel", kernel_id) != kernel_id:
-        raise ValueError(f"{run_dir} holds versions of {state['kernel']}, but the built kernel "
-                         f"is {kernel_id}; use another --runs-dir for this owner")
+        raise ValueError(
+            f"{run_dir} holds versions of {state['kernel']}, but the built kernel "
+            f"is {kernel_id}; use another --runs-dir for this owner"
+        )
     known = max((entry["version"] for entry in state["pushes"]), default=0)
     latest = latest_version(kernel_id, api)
     if latest is not None and latest > known:
         state["kernel"] = kernel_id
-        state["pushes"].append({"version": latest, "url": None, "pushed_at": None,
-                                "found_on_kaggle": now_text()})
+        state["pushes"].append(
+            {"version": latest, "url": None, "pushed_at": None, "found_on_kaggle": now_text()}
+        )
         write_state(run_dir, state)
     return state, (state["pushes"][-1] if state["pushes"] else None)
 
@@ -264,8 +297,7 @@ def status(kernel_id, version=None, api=None):
     return response.status.name, response.failure_message or ""
 
 
-def wait(kernel_id, version, api, poll=10.0, timeout=None, clock=time.monotonic,
-         sleep=time.sleep):
+def wait(kernel_id, version, api, poll=10.0, timeout=None, clock=time.monotonic, sleep=time.sleep):
     """Poll until the version finishes, printing each change (kit.poll: backoff, timeout); its
     (status name, failure message). KaggleError when `timeout` seconds pass first."""
     started = clock()
@@ -280,8 +312,10 @@ def wait(kernel_id, version, api, poll=10.0, timeout=None, clock=time.monotonic,
         return name in FINISHED, changed
 
     if not polling.poll(check, poll, timeout, clock, sleep):
-        raise KaggleError(f"{kernel_id} v{version} still {seen[-1][0]} after {timeout:.0f} s; "
-                          "run collect again later (it resumes)")
+        raise KaggleError(
+            f"{kernel_id} v{version} still {seen[-1][0]} after {timeout:.0f} s; "
+            "run collect again later (it resumes)"
+        )
     return seen[-1]
 
 
@@ -323,8 +357,11 @@ def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, **wait_optio
         print(f"  {slug} v{version}: collected already ({record['status']})")
         return version, destination, record.get("problem")
     name, failure = wait(kernel_id, version, api, **wait_options)
-    return version, destination, fetch(run_dir, slug, kernel_id, version, name, failure,
-                                       expected_rows, api)
+    return (
+        version,
+        destination,
+        fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api),
+    )
 
 
 def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
@@ -340,9 +377,12 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
     staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=run_dir))
     try:
         # force: a retried download replaces what a broken one left in the fresh staging folder.
-        call(lambda: api.kernels_output(f"{kernel_id}/{version}", str(staging), force=True,
-                                        quiet=True),
-             f"download {kernel_id} v{version}")
+        call(
+            lambda: api.kernels_output(
+                f"{kernel_id}/{version}", str(staging), force=True, quiet=True
+            ),
+            f"download {kernel_id} v{version}",
+        )
         log = staging / f"{slug}.log"
         if log.exists():  # A kernel may have printed a credential; keep it out of the copy here.
             log.write_text(scrub(log.read_text(errors="replace"), secrets(api)))
@@ -366,25 +406,36 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
                     except probabilities.ProbabilitiesError as error:
                         problem = f"invalid {str(error).removeprefix(str(staging) + os.sep)}"
                         break
-        write_json(staging / COLLECTED_FILE, {"kernel": kernel_id, "version": version,
-                                              "status": name, "problem": problem,
-                                              "collected_at": now_text()})
+        write_json(
+            staging / COLLECTED_FILE,
+            {
+                "kernel": kernel_id,
+                "version": version,
+                "status": name,
+                "problem": problem,
+                "collected_at": now_text(),
+            },
+        )
         os.replace(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if problem:
-        print(f"  {slug} v{version}: {problem}\n  last lines of its log:\n"
-              + "\n".join("    " + line
-                        for line in log_tail(destination, slug, secrets(api)).splitlines()))
+        print(
+            f"  {slug} v{version}: {problem}\n  last lines of its log:\n"
+            + "\n".join(
+                "    " + line for line in log_tail(destination, slug, secrets(api)).splitlines()
+            )
+        )
     return problem
 
 
 def submit(submission_path, message, api=None, competition=COMPETITION):
     """Submit a file to the competition; returns the server's message."""
     api = api or connect()
-    response = call(lambda: api.competition_submit(str(submission_path), message, competition,
-                                                   quiet=True),
-                    f"submit {submission_path}")
+    response = call(
+        lambda: api.competition_submit(str(submission_path), message, competition, quiet=True),
+        f"submit {submission_path}",
+    )
     return getattr(response, "message", "") or "submitted"
 
 
@@ -446,8 +497,7 @@ class SweepRun:
             record = collected(job.run_dir, latest["version"])
             if latest.get("invalid_sources") and record is None:
                 # Runs without its data on Kaggle: reported again until rebuilt and --rerun.
-                self.outcomes[job.slug] = (latest["version"],
-                                           "\n".join(latest["invalid_sources"]))
+                self.outcomes[job.slug] = (latest["version"], "\n".join(latest["invalid_sources"]))
             elif record is None:
                 self.active.append(Session(job, latest["version"], latest.get("pushed_at")))
             else:
@@ -456,8 +506,10 @@ class SweepRun:
 
     def describe(self):
         """`3 collected, 1 running on Kaggle, 5 not pushed`."""
-        return (f"{len(self.outcomes)} finished, {len(self.active)} running on Kaggle, "
-                f"{len(self.pending)} not pushed")
+        return (
+            f"{len(self.outcomes)} finished, {len(self.active)} running on Kaggle, "
+            f"{len(self.pending)} not pushed"
+        )
 
     def run(self, timeout=None):
         """Work until every variant is collected or reported; True when done, False when
@@ -473,8 +525,9 @@ class SweepRun:
 
     def _elapsed(self, session):
         since_push = seconds_since(session.pushed_at)
-        return f"{since_push:.0f} s since its push" if since_push is not None else \
-            "pushed elsewhere"
+        return (
+            f"{since_push:.0f} s since its push" if since_push is not None else "pushed elsewhere"
+        )
 
     def _watch(self):
         """Poll every active session; collect those that finished. True if anything changed."""
@@ -483,15 +536,28 @@ class SweepRun:
             job = session.job
             name, failure = status(job.kernel_id, session.version, self.api)
             if name != session.status:
-                print(f"  {job.slug} v{session.version}: {name} ({self._elapsed(session)})",
-                      flush=True)
+                print(
+                    f"  {job.slug} v{session.version}: {name} ({self._elapsed(session)})",
+                    flush=True,
+                )
                 session.status, changed = name, True
             if name in FINISHED:
-                problem = fetch(job.run_dir, job.slug, job.kernel_id, session.version, name,
-                                failure, self.expected_rows, self.api)
-                print(f"  {job.slug} v{session.version}: collected → "
-                      f"{Path(job.run_dir) / f'v{session.version}'}"
-                      + (f" ({problem})" if problem else ""), flush=True)
+                problem = fetch(
+                    job.run_dir,
+                    job.slug,
+                    job.kernel_id,
+                    session.version,
+                    name,
+                    failure,
+                    self.expected_rows,
+                    self.api,
+                )
+                print(
+                    f"  {job.slug} v{session.version}: collected → "
+                    f"{Path(job.run_dir) / f'v{session.version}'}"
+                    + (f" ({problem})" if problem else ""),
+                    flush=True,
+                )
                 self.active.remove(session)
                 self.outcomes[job.slug] = (session.version, problem)
                 self.capped = False
@@ -505,8 +571,9 @@ class SweepRun:
         while self.pending and len(self.active) < self.max_concurrent:
             job = self.pending[0]
             try:
-                version = push(job.kernel_dir, job.run_dir, job.kernel_id, self.api,
-                               sleep=self.sleep)
+                version = push(
+                    job.kernel_dir, job.run_dir, job.kernel_id, self.api, sleep=self.sleep
+                )
             except SessionCapReached as refusal:
                 if job.slug not in waiting:
                     print(f"  {job.slug}: waiting for a free session ({refusal})", flush=True)
@@ -518,16 +585,21 @@ class SweepRun:
                 pushed = read_state(job.run_dir)["pushes"]
                 version = pushed[-1]["version"] if isinstance(error, InvalidSources) else None
                 self.outcomes[job.slug] = (version, str(error))
-                print("\n".join(f"  {job.slug}: {line}" for line in str(error).splitlines()),
-                      flush=True)
+                print(
+                    "\n".join(f"  {job.slug}: {line}" for line in str(error).splitlines()),
+                    flush=True,
+                )
                 changed = True
                 continue
             self.pending.pop(0)
             waiting.discard(job.slug)
-            self.active.append(Session(job, version, read_state(job.run_dir)["pushes"][-1]
-                                       ["pushed_at"]))
-            print(f"  {job.slug}: v{version} pushed ({len(self.active)} of "
-                  f"{self.max_concurrent} session(s) in use)", flush=True)
+            self.active.append(
+                Session(job, version, read_state(job.run_dir)["pushes"][-1]["pushed_at"])
+            )
+            print(
+                f"  {job.slug}: v{version} pushed ({len(self.active)} of "
+                f"{self.max_concurrent} session(s) in use)",
+                flush=True,
+            )
             changed = True
         return changed
-

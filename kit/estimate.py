@@ -102,8 +102,10 @@ class Quota:
     def text(self):
         """`TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes Sat 05 Dec
         00:00 UTC)`."""
-        return (f"{self.accelerator.upper()} quota: {hours(self.used)} of {hours(self.allowed)} "
-                f"used this week, {hours(self.left)} left (refreshes {self.refresh_text()})")
+        return (
+            f"{self.accelerator.upper()} quota: {hours(self.used)} of {hours(self.allowed)} "
+            f"used this week, {hours(self.left)} left (refreshes {self.refresh_text()})"
+        )
 
 
 def rounded_hours(seconds):
@@ -131,8 +133,11 @@ def duration(seconds):
 
 def training_images(parameters):
     """Images a variant trains on per epoch: train (+ val) + EXTRA_IMAGES_ASSUMED per extra."""
-    return (TRAIN_IMAGES + (VALIDATION_IMAGES if parameters.get("TRAIN_ON_VALIDATION") else 0)
-            + EXTRA_IMAGES_ASSUMED * len(parameters.get("EXTRA_DATA") or []))
+    return (
+        TRAIN_IMAGES
+        + (VALIDATION_IMAGES if parameters.get("TRAIN_ON_VALIDATION") else 0)
+        + EXTRA_IMAGES_ASSUMED * len(parameters.get("EXTRA_DATA") or [])
+    )
 
 
 def views(parameters):
@@ -145,8 +150,10 @@ def measured(runs_dir):
     the newest run winning. A run's fixed stages are shared among its backbones in proportion
     to their epoch times."""
     found = {}
-    paths = sorted((folder / "metrics.json" for folder, _ in results.run_folders(runs_dir)),
-                   key=lambda path: path.stat().st_mtime)
+    paths = sorted(
+        (folder / "metrics.json" for folder, _ in results.run_folders(runs_dir)),
+        key=lambda path: path.stat().st_mtime,
+    )
     for path in paths:
         try:
             metrics = json.loads(path.read_text())
@@ -161,17 +168,24 @@ def measured(runs_dir):
         total = sum(per_epoch.values())
         if not total or not epochs:
             continue
-        setup = sum(seconds for stage, seconds in stages.items()
-                    if stage not in ("compile", "train", "evaluate", "predict"))
+        setup = sum(
+            seconds
+            for stage, seconds in stages.items()
+            if stage not in ("compile", "train", "evaluate", "predict")
+        )
         prediction = stages.get("evaluate", 0.0) + stages.get("predict", 0.0)
         for backbone, seconds in per_epoch.items():
             share = seconds / total
             # The train stage includes each epoch's validation pass; seconds_per_epoch does not.
             epoch = stages["train"] / epochs * share if "train" in stages else seconds
             found[(accelerator, backbone, size)] = Figures(
-                setup * share, stages.get("compile", 0.0) * share, epoch,
-                prediction * share / views(parameters), f"measured {path.parent}",
-                metrics.get("training_images") or training_images(parameters))
+                setup * share,
+                stages.get("compile", 0.0) * share,
+                epoch,
+                prediction * share / views(parameters),
+                f"measured {path.parent}",
+                metrics.get("training_images") or training_images(parameters),
+            )
     return found
 
 
@@ -185,9 +199,14 @@ def tabled(accelerator, backbone, size, parameters):
     training = training_images(parameters)
     epoch = (training + validation / PREDICTION_SPEEDUP) / speed
     prediction_view = (validation + TEST_IMAGES) / (PREDICTION_SPEEDUP * speed)
-    return Figures(SETUP_SECONDS / len(parameters.get("BACKBONES") or [backbone]),
-                   compile_seconds + PREDICTION_COMPILE_SECONDS, epoch, prediction_view,
-                   "table", training)
+    return Figures(
+        SETUP_SECONDS / len(parameters.get("BACKBONES") or [backbone]),
+        compile_seconds + PREDICTION_COMPILE_SECONDS,
+        epoch,
+        prediction_view,
+        "table",
+        training,
+    )
 
 
 def estimate(variant, accelerator, figures):
@@ -196,14 +215,19 @@ def estimate(variant, accelerator, figures):
     seconds, sources, missing = 0.0, [], []
     for backbone in parameters.get("BACKBONES") or []:
         found = figures.get((accelerator, backbone, parameters.get("IMAGE_SIZE"))) or tabled(
-            accelerator, backbone, parameters.get("IMAGE_SIZE"), parameters)
+            accelerator, backbone, parameters.get("IMAGE_SIZE"), parameters
+        )
         if found is None:
             missing.append(backbone)
             continue
         sources.append(found.source)
         epoch = found.epoch * training_images(parameters) / found.images
-        seconds += (found.setup + found.compile + parameters.get("EPOCHS", 0) * epoch
-                    + views(parameters) * found.prediction_view)
+        seconds += (
+            found.setup
+            + found.compile
+            + parameters.get("EPOCHS", 0) * epoch
+            + views(parameters) * found.prediction_view
+        )
     if parameters.get("EXTRA_DATA"):
         sources.append(f"EXTRA_DATA assumed {EXTRA_IMAGES_ASSUMED:,} images per entry")
     return Estimate(variant.slug, None if missing else seconds, tuple(sources), tuple(missing))
@@ -217,33 +241,46 @@ def estimate_sweep(variants, accelerator, runs_dir):
 def summary(estimates):
     """`total 14.2 h of accelerator time for 9 variant(s)` (+ how many have no estimate)."""
     unknown = sum(item.seconds is None for item in estimates)
-    return (f"estimated total {total_hours(estimates)} of accelerator time for {len(estimates)} "
-            "variant(s)" + (f" ({unknown} without an estimate, not counted)" if unknown else ""))
+    return (
+        f"estimated total {total_hours(estimates)} of accelerator time for {len(estimates)} "
+        "variant(s)" + (f" ({unknown} without an estimate, not counted)" if unknown else "")
+    )
 
 
-def check_budget(estimates, budget_hours=None, session_limit_hours=SESSION_LIMIT_HOURS,
-                 quota=None):
+def check_budget(estimates, budget_hours=None, session_limit_hours=SESSION_LIMIT_HOURS, quota=None):
     """Raise BudgetError (one line) when a variant would pass Kaggle's session limit, or the
     sweep the hours left of `quota` (Kaggle's) or `budget_hours` (--budget-hours), whichever is
     less; with neither, DEFAULT_BUDGET_HOURS."""
-    too_long = [item for item in estimates
-                if item.seconds is not None and item.seconds > session_limit_hours * 3600]
+    too_long = [
+        item
+        for item in estimates
+        if item.seconds is not None and item.seconds > session_limit_hours * 3600
+    ]
     if too_long:
         names = ", ".join(f"{item.slug} ({hours(item.seconds)})" for item in too_long)
-        raise BudgetError(f"{names} would pass Kaggle's {session_limit_hours:g} h session limit "
-                          "and be stopped; lower EPOCHS or IMAGE_SIZE, or pass --yes to push "
-                          "anyway")
+        raise BudgetError(
+            f"{names} would pass Kaggle's {session_limit_hours:g} h session limit "
+            "and be stopped; lower EPOCHS or IMAGE_SIZE, or pass --yes to push "
+            "anyway"
+        )
     total = sum(item.seconds for item in estimates if item.seconds is not None)
     need = f"the {len(estimates)} variant(s) to push need about {total_hours(estimates)}"
-    if quota is not None and total > quota.left and (
-            budget_hours is None or quota.left <= budget_hours * 3600):
-        raise BudgetError(f"{need} of {quota.accelerator.upper()} time, but {hours(quota.left)} "
-                          f"of this week's quota is left ({hours(quota.used)} of "
-                          f"{hours(quota.allowed)} used; it refreshes {quota.refresh_text()}); "
-                          "push fewer with --only, or pass --yes to push anyway")
+    if (
+        quota is not None
+        and total > quota.left
+        and (budget_hours is None or quota.left <= budget_hours * 3600)
+    ):
+        raise BudgetError(
+            f"{need} of {quota.accelerator.upper()} time, but {hours(quota.left)} "
+            f"of this week's quota is left ({hours(quota.used)} of "
+            f"{hours(quota.allowed)} used; it refreshes {quota.refresh_text()}); "
+            "push fewer with --only, or pass --yes to push anyway"
+        )
     if quota is None and budget_hours is None:
         budget_hours = DEFAULT_BUDGET_HOURS
     if budget_hours is not None and total > budget_hours * 3600:
-        raise BudgetError(f"{need} of accelerator time, more than --budget-hours "
-                          f"{budget_hours:g}; run fewer (--only), raise --budget-hours, or pass "
-                          "--yes")
+        raise BudgetError(
+            f"{need} of accelerator time, more than --budget-hours "
+            f"{budget_hours:g}; run fewer (--only), raise --budget-hours, or pass "
+            "--yes"
+        )

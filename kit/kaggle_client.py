@@ -43,13 +43,16 @@ def check_client(version=None):
         try:
             version = importlib.metadata.version("kaggle")
         except importlib.metadata.PackageNotFoundError:
-            raise KaggleError(f"the kaggle client is not installed; run: pip install "
-                              f"'kaggle>={MINIMUM_CLIENT}'") from None
+            raise KaggleError(
+                f"the kaggle client is not installed; run: pip install 'kaggle>={MINIMUM_CLIENT}'"
+            ) from None
     numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
     if numbers < tuple(int(part) for part in MINIMUM_CLIENT.split(".")):
-        raise KaggleError(f"the kaggle client {version} is older than {MINIMUM_CLIENT}, which "
-                          "this kit needs (per-version status); run: pip install "
-                          f"'kaggle>={MINIMUM_CLIENT}'")
+        raise KaggleError(
+            f"the kaggle client {version} is older than {MINIMUM_CLIENT}, which "
+            "this kit needs (per-version status); run: pip install "
+            f"'kaggle>={MINIMUM_CLIENT}'"
+        )
     return version
 
 
@@ -67,16 +70,19 @@ def connect():
                 api = None
     if api is None:
         read_config()  # a kaggle.json that is there but malformed is named as such
-        raise KaggleError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or put "
-                          "kaggle.json in ~/.kaggle (Kaggle → Settings → API → Create token)")
+        raise KaggleError(
+            "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or put "
+            "kaggle.json in ~/.kaggle (Kaggle → Settings → API → Create token)"
+        )
     return api
 
 
 def read_config():
     """The kaggle.json mapping ({} when there is none); KaggleError naming the file when it is
     malformed (not JSON, or without "username" and "key")."""
-    path = os.path.join(os.environ.get("KAGGLE_CONFIG_DIR", os.path.expanduser("~/.kaggle")),
-                        "kaggle.json")
+    path = os.path.join(
+        os.environ.get("KAGGLE_CONFIG_DIR", os.path.expanduser("~/.kaggle")), "kaggle.json"
+    )
     if not os.path.exists(path):
         return {}
     fix = "download a new one: Kaggle → Settings → API → Create token"
@@ -131,22 +137,30 @@ def call(action, description, attempts=5, first_delay=1.0, sleep=time.sleep, rep
             return action()
         except requests.exceptions.HTTPError as error:
             wait = _http_retry_wait(error, description, delay, attempt == attempts, repeatable)
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError) as error:
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as error:
             # A read timeout (ReadTimeout) is not a ConnectionError, nor is a download cut short
             # (ChunkedEncodingError); each means no whole answer came.
             if not repeatable:
-                raise AnswerLost(f"{description}: no answer from Kaggle "
-                                 f"({_first_line(error)})") from None
+                raise AnswerLost(
+                    f"{description}: no answer from Kaggle ({_first_line(error)})"
+                ) from None
             if attempt == attempts:
-                raise KaggleError(f"{description}: cannot reach Kaggle, or it did not answer in "
-                                  f"time, {attempts} times ({_first_line(error)}); try again "
-                                  "later") from None
+                raise KaggleError(
+                    f"{description}: cannot reach Kaggle, or it did not answer in "
+                    f"time, {attempts} times ({_first_line(error)}); try again "
+                    "later"
+                ) from None
         except ValueError as error:
             # The client turns 401/403 on kernels status/output into ValueError.
             raise KaggleError(f"{description}: {_first_line(error)}") from None
-        print(f"  {description}: retrying in {wait:.0f} s (attempt {attempt} of {attempts})",
-              flush=True)
+        print(
+            f"  {description}: retrying in {wait:.0f} s (attempt {attempt} of {attempts})",
+            flush=True,
+        )
         sleep(wait)
         delay *= 2
     raise AssertionError("unreachable")
@@ -157,8 +171,10 @@ def _http_retry_wait(error, description, delay, last_attempt, repeatable):
     a 429's Retry-After); raises the one-line error when it is not to be retried."""
     status = http_status(error)
     if status in (401, 403):
-        raise KaggleError(f"{description}: Kaggle refused the credentials (HTTP {status});"
-                          " check KAGGLE_USERNAME / KAGGLE_KEY") from None
+        raise KaggleError(
+            f"{description}: Kaggle refused the credentials (HTTP {status});"
+            " check KAGGLE_USERNAME / KAGGLE_KEY"
+        ) from None
     if status in RETRY_STATUSES and status != 429 and not repeatable:
         raise AnswerLost(f"{description}: HTTP {status}: {_first_line(error)}") from None
     if status not in RETRY_STATUSES or last_attempt:

@@ -6,8 +6,19 @@ import io
 import json
 from pathlib import Path
 
-COLUMNS = ("variant", "run", "IMAGE_SIZE", "BACKBONES", "EPOCHS", "validation F1",
-           "in-sample F1", "blend weights", "seconds/epoch", "images/s", "files")
+COLUMNS = (
+    "variant",
+    "run",
+    "IMAGE_SIZE",
+    "BACKBONES",
+    "EPOCHS",
+    "validation F1",
+    "in-sample F1",
+    "blend weights",
+    "seconds/epoch",
+    "images/s",
+    "files",
+)
 
 
 def validation_f1(metrics):
@@ -49,20 +60,24 @@ def rows(runs_dir):
         parameters = metrics.get("parameters", {})
         seconds = list(metrics.get("seconds_per_epoch", {}).values())
         speeds = list(metrics.get("images_per_second", {}).values())
-        table.append({
-            "variant": parts[0] if parts else ".",
-            "run": "/".join(parts[1:]) or ".",
-            "IMAGE_SIZE": parameters.get("IMAGE_SIZE", ""),
-            "BACKBONES": "+".join(parameters.get("BACKBONES", [])),
-            "EPOCHS": parameters.get("EPOCHS", ""),
-            "validation F1": f1_text(validation_f1(metrics)),
-            "in-sample F1": f1_text(in_sample_f1(metrics)),
-            "blend weights": " ".join(f"{name}:{float(weight):.2f}" for name, weight
-                                      in metrics.get("blend_weights", {}).items()),
-            "seconds/epoch": f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
-            "images/s": f"{sum(speeds) / len(speeds):.0f}" if speeds else "",
-            "files": str(folder),
-        })
+        table.append(
+            {
+                "variant": parts[0] if parts else ".",
+                "run": "/".join(parts[1:]) or ".",
+                "IMAGE_SIZE": parameters.get("IMAGE_SIZE", ""),
+                "BACKBONES": "+".join(parameters.get("BACKBONES", [])),
+                "EPOCHS": parameters.get("EPOCHS", ""),
+                "validation F1": f1_text(validation_f1(metrics)),
+                "in-sample F1": f1_text(in_sample_f1(metrics)),
+                "blend weights": " ".join(
+                    f"{name}:{float(weight):.2f}"
+                    for name, weight in metrics.get("blend_weights", {}).items()
+                ),
+                "seconds/epoch": f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
+                "images/s": f"{sum(speeds) / len(speeds):.0f}" if speeds else "",
+                "files": str(folder),
+            }
+        )
     return table
 
 

@@ -54,8 +54,9 @@ def _value_name(name, value):
 
 def variant_title(prefix, parameters, grid_names):
     """`Petals <prefix> 512 densenet201+efficientnet_b7 …`: the grid values in grid order."""
-    return " ".join(["Petals", prefix, *(_value_name(name, parameters[name])
-                                          for name in grid_names)]).strip()
+    return " ".join(
+        ["Petals", prefix, *(_value_name(name, parameters[name]) for name in grid_names)]
+    ).strip()
 
 
 def _variant(path, sweep_name, title, notebook, parameters, titled=False):
@@ -63,8 +64,10 @@ def _variant(path, sweep_name, title, notebook, parameters, titled=False):
     title = title if titled else f"Petals {sweep_name} {title}"
     slug = slugify(title)
     if not 5 <= len(slug) <= MAXIMUM_SLUG:
-        raise ValueError(f"sweep file {path}: run name {slug!r} must have 5 to {MAXIMUM_SLUG} "
-                         "characters; shorten the sweep's or the variant's name")
+        raise ValueError(
+            f"sweep file {path}: run name {slug!r} must have 5 to {MAXIMUM_SLUG} "
+            "characters; shorten the sweep's or the variant's name"
+        )
     return Variant(slug, title, notebook, parameters)
 
 
@@ -76,8 +79,10 @@ def load(path):
     notebook = document.get("notebook", "notebooks/flowers.py")
     accelerator = document.get("accelerator", "tpu")
     if accelerator not in ACCELERATORS:
-        raise ValueError(f"sweep file {path}: accelerator {accelerator!r} is not one of "
-                         + ", ".join(ACCELERATORS))
+        raise ValueError(
+            f"sweep file {path}: accelerator {accelerator!r} is not one of "
+            + ", ".join(ACCELERATORS)
+        )
     if not (REPOSITORY / notebook).is_file():
         raise ValueError(f"sweep file {path}: notebook {notebook} does not exist")
     fixed, grid, named = _parameter_tables(path, document, notebook)
@@ -87,15 +92,24 @@ def load(path):
     combinations = itertools.product(*grid.values()) if grid or not named else ()
     for values in combinations:
         parameters = {**fixed, **dict(zip(grid, values, strict=True))}
-        variants.append(_variant(path, name, variant_title(name, parameters, list(grid)),
-                                 notebook, parameters, titled=True))
+        variants.append(
+            _variant(
+                path,
+                name,
+                variant_title(name, parameters, list(grid)),
+                notebook,
+                parameters,
+                titled=True,
+            )
+        )
     for variant_name, table in named.items():
         # A named variant starts from the fixed parameters; the grid does not apply to it.
         variants.append(_variant(path, name, variant_name, notebook, {**fixed, **table}))
     slugs = [variant.slug for variant in variants]
     if len(set(slugs)) != len(slugs):
-        raise ValueError(f"sweep file {path}: two variants share a name; grid values must differ "
-                         "in their text")
+        raise ValueError(
+            f"sweep file {path}: two variants share a name; grid values must differ in their text"
+        )
     return Sweep(name, notebook, accelerator, fixed, grid, tuple(variants))
 
 
@@ -110,8 +124,10 @@ def _read(path):
     keys = ("name", "notebook", "accelerator", "parameters", "grid", "variants")
     unknown = set(document) - set(keys)
     if unknown:
-        raise ValueError(f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; "
-                         "allowed: " + ", ".join(keys))
+        raise ValueError(
+            f"sweep file {path}: unknown keys {', '.join(sorted(unknown))}; "
+            "allowed: " + ", ".join(keys)
+        )
     return document
 
 
@@ -119,18 +135,23 @@ def _parameter_tables(path, document, notebook):
     """(fixed, grid, named variants) of a sweep file, "None"/"null" made None, every name one of
     the notebook's parameters."""
     fixed = {key: none_or_value(value) for key, value in document.get("parameters", {}).items()}
-    grid = {key: [none_or_value(value) for value in values] if isinstance(values, list) else values
-            for key, values in document.get("grid", {}).items()}
+    grid = {
+        key: [none_or_value(value) for value in values] if isinstance(values, list) else values
+        for key, values in document.get("grid", {}).items()
+    }
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"sweep file {path}: grid.{key} must be a non-empty list of values")
     named = document.get("variants", {})
     for variant_name, table in named.items():
         if not isinstance(table, dict):
-            raise ValueError(f"sweep file {path}: variants.{variant_name} must be a table of "
-                             "parameters")
-    named = {variant_name: {key: none_or_value(value) for key, value in table.items()}
-             for variant_name, table in named.items()}
+            raise ValueError(
+                f"sweep file {path}: variants.{variant_name} must be a table of parameters"
+            )
+    named = {
+        variant_name: {key: none_or_value(value) for key, value in table.items()}
+        for variant_name, table in named.items()
+    }
     names = notebook_parameters(str(REPOSITORY / notebook))  # the notebook's parameters cell
     given = set(fixed) | set(grid) | {key for table in named.values() for key in table}
     unknown = unknown_names(given, names)
@@ -138,8 +159,9 @@ def _parameter_tables(path, document, notebook):
         raise ValueError(f"sweep file {path}: {unknown}")
     overlap = set(fixed) & set(grid)
     if overlap:
-        raise ValueError(f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in "
-                         "the grid")
+        raise ValueError(
+            f"sweep file {path}: {', '.join(sorted(overlap))} both fixed and in the grid"
+        )
     return fixed, grid, named
 
 
@@ -152,8 +174,11 @@ def local_run_dir(run_dir, rerun=False):
     `false` until the last one, so a run killed midway is not taken for finished (a metrics.json
     without the key, from before it existed, is a finished run's).
     """
-    numbers = sorted(int(path.name.split("-")[1]) for path in Path(run_dir).glob("local-*")
-                     if path.name.split("-")[1].isdigit())
+    numbers = sorted(
+        int(path.name.split("-")[1])
+        for path in Path(run_dir).glob("local-*")
+        if path.name.split("-")[1].isdigit()
+    )
     latest = Path(run_dir) / f"local-{numbers[-1]}" if numbers else None
     if latest is not None and not rerun and finished(latest / "metrics.json"):
         return latest, True

@@ -335,6 +335,9 @@ def build(name):
 #
 # Each epoch prints one line. The first epoch also pays for compiling the train step (minutes
 # for a large backbone on a TPU); its excess over the later epochs is reported as `compile`.
+# `loss` and `accuracy` are measured on the augmented training batches as they go by, so they
+# trail `val_loss` and `val_accuracy` early on; a validation loss that rises while the training
+# loss keeps falling is the sign to stop earlier (fewer `EPOCHS`) or augment more.
 # A member whose loss becomes infinite or NaN has diverged (a learning rate too high for it,
 # say): it stops after that epoch, is dropped from the blend, and the run goes on with the
 # others; `metrics.json` says which member was dropped and why.
@@ -468,6 +471,11 @@ if validation_labels is not None:
 # records the parameters, versions, per-epoch history and timings, scores, blend weights and
 # any dropped member, for the sweep tools to compare runs; `"complete": false` marks the record
 # of a run stopped before its last member.
+#
+# To submit on Kaggle, save a version of the notebook ("Save & Run All"), open that version's
+# *Output* tab and press *Submit*. From a terminal, `build.py submit` sends a run that `build.py`
+# collected, and `build.py blend --submit` a blend of the probabilities of several runs (other
+# sizes, other backbones; see the README).
 
 # %%
 report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)

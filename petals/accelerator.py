@@ -39,12 +39,14 @@ def choose_backend(requested=None):
     backend that reaches today's Kaggle TPU), else TensorFlow.
     """
     if requested is not None and requested not in BACKENDS:
-        raise ValueError(f"KERAS_BACKEND must be one of {', '.join(BACKENDS)} or None, "
-                         f"got {requested!r}")
+        raise ValueError(
+            f"KERAS_BACKEND must be one of {', '.join(BACKENDS)} or None, got {requested!r}"
+        )
     backend = requested or os.environ.get("KERAS_BACKEND")
     if backend is None:
         try:
             import jax  # noqa: F401
+
             backend = "jax"
         except ImportError:  # No JAX here: TensorFlow is the backend that is installed.
             backend = "tensorflow"
@@ -111,15 +113,21 @@ class Accelerator:
 
     def summary(self):
         """What metrics.json records of the accelerator."""
-        return {"kind": self.kind, "backend": self.backend, "replicas": self.replicas,
-                "processes": self.process_count}
+        return {
+            "kind": self.kind,
+            "backend": self.backend,
+            "replicas": self.replicas,
+            "processes": self.process_count,
+        }
 
     def describe(self):
         hosts = f" on {self.process_count} hosts" if self.process_count > 1 else ""
-        return (f"{self.kind.upper()} × {self.replicas} replica(s){hosts}, "
-                f"Keras backend {self.backend}"
-                + (f", {type(self.strategy).__name__}" if self.strategy is not None else "")
-                + (f", {type(self.distribution).__name__}" if self.distribution else ""))
+        return (
+            f"{self.kind.upper()} × {self.replicas} replica(s){hosts}, "
+            f"Keras backend {self.backend}"
+            + (f", {type(self.strategy).__name__}" if self.strategy is not None else "")
+            + (f", {type(self.distribution).__name__}" if self.distribution else "")
+        )
 
 
 def detect(require=None):
@@ -138,11 +146,14 @@ def detect(require=None):
     elif backend == "tensorflow":
         accelerator = _detect_tensorflow()
     else:
-        raise ValueError(f"Keras backend {backend!r} is not supported; use one of "
-                         + ", ".join(BACKENDS))
+        raise ValueError(
+            f"Keras backend {backend!r} is not supported; use one of " + ", ".join(BACKENDS)
+        )
     if require is not None and accelerator.kind != require:
-        raise RuntimeError(f"this run requires a {require.upper()} but found "
-                           f"{accelerator.describe()}; change the accelerator setting")
+        raise RuntimeError(
+            f"this run requires a {require.upper()} but found "
+            f"{accelerator.describe()}; change the accelerator setting"
+        )
     keras.mixed_precision.set_global_policy(accelerator.mixed_precision_policy)
     return accelerator
 
@@ -162,11 +173,18 @@ def _detect_jax():
         # each one feeds its own share of the batch (petals.data reads it), so Keras must not
         # shard the dataset again.
         distribution = keras.distribution.DataParallel(
-            devices=devices, auto_shard_dataset=process.count == 1)
+            devices=devices, auto_shard_dataset=process.count == 1
+        )
         keras.distribution.set_distribution(distribution)
-    return Accelerator(kind if kind in ("tpu", "gpu") else "cpu", "jax", len(devices),
-                       [str(device) for device in devices], distribution=distribution,
-                       process_index=process.index, process_count=process.count)
+    return Accelerator(
+        kind if kind in ("tpu", "gpu") else "cpu",
+        "jax",
+        len(devices),
+        [str(device) for device in devices],
+        distribution=distribution,
+        process_index=process.index,
+        process_count=process.count,
+    )
 
 
 def _detect_tensorflow():
@@ -175,17 +193,31 @@ def _detect_tensorflow():
     tpu = _tensorflow_tpu(tf)
     if tpu is not None:
         strategy = tf.distribute.TPUStrategy(tpu)
-        return Accelerator("tpu", "tensorflow", strategy.num_replicas_in_sync,
-                           [device.name for device in tf.config.list_logical_devices("TPU")],
-                           strategy=strategy)
+        return Accelerator(
+            "tpu",
+            "tensorflow",
+            strategy.num_replicas_in_sync,
+            [device.name for device in tf.config.list_logical_devices("TPU")],
+            strategy=strategy,
+        )
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         strategy = tf.distribute.MirroredStrategy()
-        return Accelerator("gpu", "tensorflow", strategy.num_replicas_in_sync,
-                           [gpu.name for gpu in gpus], strategy=strategy)
+        return Accelerator(
+            "gpu",
+            "tensorflow",
+            strategy.num_replicas_in_sync,
+            [gpu.name for gpu in gpus],
+            strategy=strategy,
+        )
     strategy = tf.distribute.get_strategy()
-    return Accelerator("gpu" if gpus else "cpu", "tensorflow", 1,
-                       [gpus[0].name] if gpus else ["CPU"], strategy=strategy)
+    return Accelerator(
+        "gpu" if gpus else "cpu",
+        "tensorflow",
+        1,
+        [gpus[0].name] if gpus else ["CPU"],
+        strategy=strategy,
+    )
 
 
 def _tensorflow_tpu(tf):
@@ -230,8 +262,10 @@ def check_keras_version(version=None):
     if version is None:
         raise ValueError(f"Keras is not installed; run: pip install 'keras>={MINIMUM_KERAS}'")
     if _version_tuple(version) < _version_tuple(MINIMUM_KERAS):
-        raise ValueError(f"Keras {version} is older than {MINIMUM_KERAS}, the oldest version this "
-                         f"kit is tested with; run: pip install 'keras>={MINIMUM_KERAS}'")
+        raise ValueError(
+            f"Keras {version} is older than {MINIMUM_KERAS}, the oldest version this "
+            f"kit is tested with; run: pip install 'keras>={MINIMUM_KERAS}'"
+        )
     return version
 
 
@@ -248,19 +282,28 @@ def install_tested_keras(version=None):
 
     version = version or _installed_version(PACKAGES["keras"])
     if not on_kaggle() or (
-            version is not None and _version_tuple(version) >= _version_tuple(MINIMUM_KERAS)):
+        version is not None and _version_tuple(version) >= _version_tuple(MINIMUM_KERAS)
+    ):
         return None
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                             KERAS_REQUIREMENT], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", KERAS_REQUIREMENT],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     importlib.invalidate_caches()
     image = f"Keras {version}" if version else "no Keras"
     if result.returncode != 0:
         output = (result.stderr or result.stdout).strip().splitlines()
-        raise ValueError(f"this image has {image}, older than {MINIMUM_KERAS}, and `pip install "
-                         f"{KERAS_REQUIREMENT}` failed ({output[-1] if output else 'no output'})"
-                         "; turn on Internet in the notebook's settings and run again")
-    print(f"installed {KERAS_REQUIREMENT}: this image has {image}, older than the oldest Keras "
-          "this kit is tested with")
+        raise ValueError(
+            f"this image has {image}, older than {MINIMUM_KERAS}, and `pip install "
+            f"{KERAS_REQUIREMENT}` failed ({output[-1] if output else 'no output'})"
+            "; turn on Internet in the notebook's settings and run again"
+        )
+    print(
+        f"installed {KERAS_REQUIREMENT}: this image has {image}, older than the oldest Keras "
+        "this kit is tested with"
+    )
     return KERAS_REQUIREMENT
 
 
@@ -324,9 +367,11 @@ def out_of_memory_hint(stage):
         yield
     except _backend_errors() as error:
         exhausted = type(error).__name__ == "ResourceExhaustedError" or (
-            "RESOURCE_EXHAUSTED" in str(error))
+            "RESOURCE_EXHAUSTED" in str(error)
+        )
         if not exhausted:
             raise
         raise OutOfMemoryError(
             f"the accelerator ran out of memory while {stage}; lower BATCH_SIZE_PER_REPLICA or "
-            f"IMAGE_SIZE (or train a smaller backbone)") from error
+            f"IMAGE_SIZE (or train a smaller backbone)"
+        ) from error

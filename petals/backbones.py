@@ -238,14 +238,18 @@ class Summary:
         lines = []
         model.summary(print_fn=lambda text, **_: lines.append(text))
         self.text = "\n".join(lines)
-        self.headline = (f"{model.name}: {len(model.layers)} layers, {model.count_params():,} "
-                         "parameters (click for the summary)")
+        self.headline = (
+            f"{model.name}: {len(model.layers)} layers, {model.count_params():,} "
+            "parameters (click for the summary)"
+        )
 
     def _repr_html_(self):
         import html
 
-        return (f"<details><summary>{html.escape(self.headline)}</summary>"
-                f"<pre>{html.escape(self.text)}</pre></details>")
+        return (
+            f"<details><summary>{html.escape(self.headline)}</summary>"
+            f"<pre>{html.escape(self.text)}</pre></details>"
+        )
 
     def __repr__(self):
         return self.text

@@ -83,9 +83,12 @@ def find_data_root(data_dir=None, candidates=KAGGLE_DATA_ROOTS):
     gcs_path = _kaggle_gcs_path()
     if gcs_path:
         return gcs_path
-    raise DataError("no competition data found; searched " + ", ".join(candidates)
-                    + " and KaggleDatasets().get_gcs_path(); attach the "
-                    f"'{COMPETITION}' competition or set DATA_DIR")
+    raise DataError(
+        "no competition data found; searched "
+        + ", ".join(candidates)
+        + " and KaggleDatasets().get_gcs_path(); attach the "
+        f"'{COMPETITION}' competition or set DATA_DIR"
+    )
 
 
 def _kaggle_gcs_path():
@@ -110,14 +113,19 @@ def available_sizes(root):
 def dataset_sizes(data_dir):
     """The image sizes a DATA_DIR holds; a DataError saying how to fix DATA_DIR if none."""
     if not tf.io.gfile.isdir(data_dir):
-        raise DataError(f"DATA_DIR {data_dir!r} is not a folder; point it at the folder "
-                        "holding tfrecords-jpeg-SxS/")
+        raise DataError(
+            f"DATA_DIR {data_dir!r} is not a folder; point it at the folder "
+            "holding tfrecords-jpeg-SxS/"
+        )
     sizes = available_sizes(data_dir)
     if sizes:
         return sizes
     name = os.path.basename(os.path.normpath(data_dir))
-    hint = ("set DATA_DIR to its parent folder" if SIZE_FOLDER.match(name) or name in SPLITS
-            else "point DATA_DIR at the folder that holds them (e.g. data/demo)")
+    hint = (
+        "set DATA_DIR to its parent folder"
+        if SIZE_FOLDER.match(name) or name in SPLITS
+        else "point DATA_DIR at the folder that holds them (e.g. data/demo)"
+    )
     raise DataError(f"DATA_DIR {data_dir!r} holds no tfrecords-jpeg-SxS folder; {hint}")
 
 
@@ -127,10 +135,14 @@ def size_folder(root, image_size):
     if not tf.io.gfile.isdir(folder):
         sizes = available_sizes(root)
         if not sizes:
-            raise DataError(f"{root} holds no tfrecords-jpeg-SxS folder; point DATA_DIR at the "
-                            "folder that holds them")
-        raise DataError(f"no {image_size}x{image_size} images under {root} (sizes found: "
-                        f"{', '.join(map(str, sizes))}); set IMAGE_SIZE to one of them")
+            raise DataError(
+                f"{root} holds no tfrecords-jpeg-SxS folder; point DATA_DIR at the "
+                "folder that holds them"
+            )
+        raise DataError(
+            f"no {image_size}x{image_size} images under {root} (sizes found: "
+            f"{', '.join(map(str, sizes))}); set IMAGE_SIZE to one of them"
+        )
     return folder
 
 
@@ -140,8 +152,10 @@ def count_records(files):
     for path in files:
         match = SHARD_NAME.match(os.path.basename(path))
         if not match:
-            raise DataError(f"shard {path} is not named NN-SxS-COUNT.tfrec, so its records "
-                            "cannot be counted; rename it")
+            raise DataError(
+                f"shard {path} is not named NN-SxS-COUNT.tfrec, so its records "
+                "cannot be counted; rename it"
+            )
         total += int(match.group(3))
     return total
 
@@ -169,18 +183,21 @@ def check_shard(path):
         while position < size:
             header = shard.read(12)
             if len(header) < 12:
-                raise DataError(f"shard {path} is truncated after {records} records; "
-                                "download it again")
+                raise DataError(
+                    f"shard {path} is truncated after {records} records; download it again"
+                )
             (length,) = struct.unpack("<Q", header[:8])
             position += 12 + length + 4
             if position > size:
-                raise DataError(f"shard {path} is truncated or corrupt at record {records}; "
-                                "download it again")
+                raise DataError(
+                    f"shard {path} is truncated or corrupt at record {records}; download it again"
+                )
             shard.seek(position)
             records += 1
     if records != declared:
-        raise DataError(f"shard {path} holds {records} records but its name says {declared}; "
-                        "download it again")
+        raise DataError(
+            f"shard {path} holds {records} records but its name says {declared}; download it again"
+        )
 
 
 def check_split(split):
@@ -223,7 +240,8 @@ def read_records(files, ordered, seed=None, positions=False, file_indices=None):
     if file_indices is None:
         file_indices = range(len(files))
     dataset = tf.data.Dataset.from_tensor_slices(
-        ([files[index] for index in file_indices], tf.constant(list(file_indices), tf.int64)))
+        ([files[index] for index in file_indices], tf.constant(list(file_indices), tf.int64))
+    )
     if not ordered:
         dataset = dataset.shuffle(len(files), seed=seed)
 
@@ -232,8 +250,8 @@ def read_records(files, ordered, seed=None, positions=False, file_indices=None):
         if not positions:
             return records
         return records.enumerate().map(
-            lambda index, record: (tf.bitwise.left_shift(file_index, POSITION_BITS) + index,
-                                   record))
+            lambda index, record: (tf.bitwise.left_shift(file_index, POSITION_BITS) + index, record)
+        )
 
     return dataset.interleave(
         read,
@@ -255,8 +273,7 @@ def exclusion_filter(excluded_ids):
     return keep
 
 
-def labeled_images(records, image_size, excluded_ids=(), deterministic=True,
-                   process=hosts.SINGLE):
+def labeled_images(records, image_size, excluded_ids=(), deterministic=True, process=hosts.SINGLE):
     """Serialized train/val records → (uint8 image, class), excluded ids dropped.
 
     Parsing and decoding share one map stage: every stage costs per-element overhead, and one
@@ -277,11 +294,15 @@ def labeled_images(records, image_size, excluded_ids=(), deterministic=True,
         if keep is not None:
             parsed = parsed.filter(keep)
         return parsed.shard(process.count, process.index).map(
-            lambda jpeg, label, record_id: (decode_image(jpeg, image_size), label), **options)
+            lambda jpeg, label, record_id: (decode_image(jpeg, image_size), label), **options
+        )
     if keep is None:
         return records.map(lambda serialized: parse_and_decode(serialized)[:2], **options)
-    return records.map(parse_and_decode, **options).filter(keep).map(
-        lambda image, label, record_id: (image, label), **options)
+    return (
+        records.map(parse_and_decode, **options)
+        .filter(keep)
+        .map(lambda image, label, record_id: (image, label), **options)
+    )
 
 
 @dataclass(frozen=True)
@@ -322,27 +343,48 @@ class TrainingData:
 
     def summary(self):
         """`training_images` and `training_sources` for metrics.json."""
-        return {"training_images": self.count,
-                "training_sources": [{"name": source.name, "files": len(source.files),
-                                      "records": source.records, "excluded": source.excluded,
-                                      "duplicates": source.duplicates, "images": source.images}
-                                     for source in self.sources]}
+        return {
+            "training_images": self.count,
+            "training_sources": [
+                {
+                    "name": source.name,
+                    "files": len(source.files),
+                    "records": source.records,
+                    "excluded": source.excluded,
+                    "duplicates": source.duplicates,
+                    "images": source.images,
+                }
+                for source in self.sources
+            ],
+        }
 
     def lines(self):
         """One printable line per source, then the total."""
         lines = []
         for source in self.sources:
-            left_out = [f"{count} {what}" for count, what in (
-                (source.excluded, "excluded by id"),
-                (source.duplicates, "dropped: same id or image as a val/test record"))
-                if count]
-            lines.append(f"  {source.images:6} images from {source.name}"
-                         + (f" ({'; '.join(left_out)})" if left_out else ""))
+            left_out = [
+                f"{count} {what}"
+                for count, what in (
+                    (source.excluded, "excluded by id"),
+                    (source.duplicates, "dropped: same id or image as a val/test record"),
+                )
+                if count
+            ]
+            lines.append(
+                f"  {source.images:6} images from {source.name}"
+                + (f" ({'; '.join(left_out)})" if left_out else "")
+            )
         return [*lines, f"  {self.count:6} training images in all"]
 
 
-def training_data(splits, image_size, train_on_validation=False, extra_data=(),
-                  excluded_ids=(), input_root=KAGGLE_INPUT):
+def training_data(
+    splits,
+    image_size,
+    train_on_validation=False,
+    extra_data=(),
+    excluded_ids=(),
+    input_root=KAGGLE_INPUT,
+):
     """What to train on: train (+ val with `train_on_validation`) + the EXTRA_DATA records.
 
     `splits` maps 'train', 'val', 'test' to their Split. Extra records join training only. The
@@ -353,8 +395,9 @@ def training_data(splits, image_size, train_on_validation=False, extra_data=(),
     """
     excluded_ids = set(excluded_ids)
     competition = [splits["train"]] + ([splits["val"]] if train_on_validation else [])
-    extras = [source for entry in extra_data for source in extra_sources(entry, image_size,
-                                                                         input_root)]
+    extras = [
+        source for entry in extra_data for source in extra_sources(entry, image_size, input_root)
+    ]
     held_out_ids, held_out_digests = set(), set()
     if extras:
         for split in (splits["val"], splits["test"]):
@@ -364,17 +407,18 @@ def training_data(splits, image_size, train_on_validation=False, extra_data=(),
         held_out_ids.discard("")  # an empty id is no id
     files, sources, dropped = [], [], set()
     # (name, shards, is extra): competition shards are read only when there are ids to exclude.
-    for name, source_files, extra in ([(split.name, split.files, False) for split in competition]
-                                      + [(name, source_files, True)
-                                         for name, source_files in extras]):
+    for name, source_files, extra in [(split.name, split.files, False) for split in competition] + [
+        (name, source_files, True) for name, source_files in extras
+    ]:
         first_index = len(files)
         files.extend(source_files)
         if not extra and not excluded_ids:
             sources.append(Source(name, tuple(source_files), count_records(source_files)))
             continue
         records = excluded = duplicates = 0
-        for record in scan_records(source_files, labeled=True, digests=extra,
-                                   image_size=image_size if extra else None):
+        for record in scan_records(
+            source_files, labeled=True, digests=extra, image_size=image_size if extra else None
+        ):
             records += 1
             if record.id in excluded_ids:
                 excluded += 1
@@ -397,15 +441,16 @@ def training_records(training, seed=None, process=hosts.SINGLE):
     """
     file_indices = hosts.file_share(training.files, process)
     if not training.dropped:
-        records = read_records(training.files, ordered=False, seed=seed,
-                               file_indices=file_indices)
+        records = read_records(training.files, ordered=False, seed=seed, file_indices=file_indices)
     else:
         positions = tf.constant(sorted(training.dropped), dtype=tf.int64)
         left_out = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(positions, tf.ones_like(positions)),
-            default_value=tf.constant(0, tf.int64))
-        records = read_records(training.files, ordered=False, seed=seed, positions=True,
-                               file_indices=file_indices)
+            default_value=tf.constant(0, tf.int64),
+        )
+        records = read_records(
+            training.files, ordered=False, seed=seed, positions=True, file_indices=file_indices
+        )
         records = records.filter(lambda position, record: tf.equal(left_out.lookup(position), 0))
         records = records.map(lambda position, record: record)
     if file_indices is None:
@@ -420,12 +465,12 @@ def training_dataset(training, image_size, batch_size, seed=None, process=None):
     petals.hosts) yields its share of it, from its share of the shards.
     """
     process = process or hosts.current()
-    records = training_records(training, seed, process).repeat().shuffle(SHUFFLE_RECORDS,
-                                                                          seed=seed)
+    records = training_records(training, seed, process).repeat().shuffle(SHUFFLE_RECORDS, seed=seed)
     dataset = labeled_images(records, image_size, deterministic=False)
     # drop_remainder keeps every batch the same shape, so the compiled step is reused.
-    return dataset.batch(hosts.process_batch(batch_size, process),
-                         drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(hosts.process_batch(batch_size, process), drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def full_batches(dataset, batch_size, count, blank, process=hosts.SINGLE):
@@ -438,8 +483,7 @@ def full_batches(dataset, batch_size, count, blank, process=hosts.SINGLE):
     share of the batch as every other process.
     """
     local_batch = hosts.process_batch(batch_size, process)
-    padding = (math.ceil(count / batch_size) * local_batch
-               - hosts.record_share_size(count, process))
+    padding = math.ceil(count / batch_size) * local_batch - hosts.record_share_size(count, process)
     if padding:
         dataset = dataset.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
     return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -455,11 +499,13 @@ def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=Non
     show images.
     """
     process = process or hosts.current()
-    dataset = labeled_images(read_records(files, ordered=True), image_size, excluded_ids,
-                             process=process)
+    dataset = labeled_images(
+        read_records(files, ordered=True), image_size, excluded_ids, process=process
+    )
     if count is None:
-        return dataset.batch(hosts.process_batch(batch_size, process),
-                             drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        return dataset.batch(
+            hosts.process_batch(batch_size, process), drop_remainder=True
+        ).prefetch(tf.data.AUTOTUNE)
     blank = (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(0, tf.int32))
     return full_batches(dataset, batch_size, count, blank, process)
 
@@ -471,11 +517,17 @@ def test_dataset(files, image_size, batch_size, count, process=None):
     share of the records.
     """
     process = process or hosts.current()
-    dataset = read_records(files, ordered=True).shard(process.count, process.index).map(
-        lambda serialized: decode_image(parse_unlabeled(serialized)[0], image_size),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    return full_batches(dataset, batch_size, count, tf.zeros([image_size, image_size, 3],
-                                                             tf.uint8), process)
+    dataset = (
+        read_records(files, ordered=True)
+        .shard(process.count, process.index)
+        .map(
+            lambda serialized: decode_image(parse_unlabeled(serialized)[0], image_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    )
+    return full_batches(
+        dataset, batch_size, count, tf.zeros([image_size, image_size, 3], tf.uint8), process
+    )
 
 
 def _fields(files, parse, field_index, excluded_ids=()):
@@ -510,15 +562,23 @@ def find_extra_folder(entry, input_root=KAGGLE_INPUT):
     searched = []
     if DATASET_SLUG.fullmatch(entry):
         owner, name = entry.split("/")
-        searched = [os.path.join(input_root, "datasets", owner, name),
-                    os.path.join(input_root, name)]
+        searched = [
+            os.path.join(input_root, "datasets", owner, name),
+            os.path.join(input_root, name),
+        ]
         for candidate in searched:
             if os.path.isdir(candidate):
                 return candidate
-    raise DataError(f"EXTRA_DATA entry {entry!r} is not a folder"
-                    + (f" nor an attached Kaggle dataset (searched {', '.join(searched)}); "
-                       f"attach the dataset {entry} to the kernel" if searched else "")
-                    + "; give a folder path or an attached dataset's owner/name")
+    raise DataError(
+        f"EXTRA_DATA entry {entry!r} is not a folder"
+        + (
+            f" nor an attached Kaggle dataset (searched {', '.join(searched)}); "
+            f"attach the dataset {entry} to the kernel"
+            if searched
+            else ""
+        )
+        + "; give a folder path or an attached dataset's owner/name"
+    )
 
 
 def extra_sources(entry, image_size, input_root=KAGGLE_INPUT):
@@ -542,22 +602,31 @@ def extra_sources(entry, image_size, input_root=KAGGLE_INPUT):
             if name.rstrip("/") != wanted:
                 continue
             size_path = os.path.join(parent, name)
-            files = sorted(path for subfolder in ("", "train", "val") for path in
-                           tf.io.gfile.glob(os.path.join(size_path, subfolder, "*.tfrec")))
+            files = sorted(
+                path
+                for subfolder in ("", "train", "val")
+                for path in tf.io.gfile.glob(os.path.join(size_path, subfolder, "*.tfrec"))
+            )
             if not files:
-                raise DataError(f"EXTRA_DATA {entry!r}: {size_path} holds no *.tfrec (looked "
-                                "in it and in its train/ and val/)")
+                raise DataError(
+                    f"EXTRA_DATA {entry!r}: {size_path} holds no *.tfrec (looked "
+                    "in it and in its train/ and val/)"
+                )
             relative = os.path.relpath(parent, folder)
             sources.append((entry if relative == "." else f"{entry}/{relative}", tuple(files)))
     if sources:
         return sources
     if sizes:
-        raise DataError(f"EXTRA_DATA {entry!r} has no {wanted} folder (found: "
-                        f"{', '.join(sorted(sizes))}); use records of the run's IMAGE_SIZE")
+        raise DataError(
+            f"EXTRA_DATA {entry!r} has no {wanted} folder (found: "
+            f"{', '.join(sorted(sizes))}); use records of the run's IMAGE_SIZE"
+        )
     files = tuple(sorted(tf.io.gfile.glob(os.path.join(folder, "*.tfrec"))))
     if not files:
-        raise DataError(f"EXTRA_DATA {entry!r} ({folder}) holds no {wanted} folder and no "
-                        "*.tfrec file; point it at records in the competition's schema")
+        raise DataError(
+            f"EXTRA_DATA {entry!r} ({folder}) holds no {wanted} folder and no "
+            "*.tfrec file; point it at records in the competition's schema"
+        )
     return [(entry, files)]
 
 
@@ -581,40 +650,56 @@ def scan_records(files, labeled, image_size=None, digests=False):
     """
     from petals import NUM_CLASSES
 
-    features = {"image": tf.io.FixedLenFeature([], tf.string),
-                "id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    features = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
     if labeled:
         features["class"] = tf.io.FixedLenFeature([], tf.int64)
 
     def parse(serialized):
         example = tf.io.parse_single_example(serialized, features)
-        shape = (tf.image.extract_jpeg_shape(example["image"]) if image_size
-                 else tf.zeros([3], tf.int32))
-        return example["image"], example["id"], example.get("class", tf.constant(0, tf.int64)), \
-            shape
+        shape = (
+            tf.image.extract_jpeg_shape(example["image"]) if image_size else tf.zeros([3], tf.int32)
+        )
+        return (
+            example["image"],
+            example["id"],
+            example.get("class", tf.constant(0, tf.int64)),
+            shape,
+        )
 
     for file_index, path in enumerate(files):
         records = tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         index = 0
         try:
             for jpegs, ids, classes, shapes in records.batch(256).as_numpy_iterator():
-                for jpeg, record_id, label, shape in zip(jpegs, ids, classes, shapes,
-                                                         strict=True):
+                for jpeg, record_id, label, shape in zip(jpegs, ids, classes, shapes, strict=True):
                     if image_size and (shape[0], shape[1]) != (image_size, image_size):
-                        raise DataError(f"{path} record {index} is {shape[1]}x{shape[0]}, not "
-                                        f"{image_size}x{image_size}; use records of the run's "
-                                        "IMAGE_SIZE")
+                        raise DataError(
+                            f"{path} record {index} is {shape[1]}x{shape[0]}, not "
+                            f"{image_size}x{image_size}; use records of the run's "
+                            "IMAGE_SIZE"
+                        )
                     if not 0 <= label < NUM_CLASSES:
-                        raise DataError(f"{path} record {index} has class {label}, not one of "
-                                        f"0..{NUM_CLASSES - 1}")
-                    yield ScannedRecord(file_index, index, record_id.decode(),
-                                        hashlib.sha256(jpeg).digest() if digests else None)
+                        raise DataError(
+                            f"{path} record {index} has class {label}, not one of "
+                            f"0..{NUM_CLASSES - 1}"
+                        )
+                    yield ScannedRecord(
+                        file_index,
+                        index,
+                        record_id.decode(),
+                        hashlib.sha256(jpeg).digest() if digests else None,
+                    )
                     index += 1
         except tf.errors.OpError as error:
             reason = error.message.strip().splitlines()[0] if error.message else type(error)
-            raise DataError(f"{path} cannot be read as competition records after {index} "
-                            f"records ({reason}); check the file and its schema "
-                            "(image, class, id)") from None
+            raise DataError(
+                f"{path} cannot be read as competition records after {index} "
+                f"records ({reason}); check the file and its schema "
+                "(image, class, id)"
+            ) from None
 
 
 # --- What a dataset may carry beside its records ----------------------------------------------

@@ -120,8 +120,14 @@ def write_demo_dataset(root, image_size=32, shards=4, limit=None, seed=0):
             rows = order[start:stop]
             # The test records carry no class, as in the competition; their labels are held out.
             split_labels = None if split == "test" else labels[rows]
-            write_split(os.path.join(staging, split), image_size, images[rows], split_labels,
-                        ids[start:stop], shards)
+            write_split(
+                os.path.join(staging, split),
+                image_size,
+                images[rows],
+                split_labels,
+                ids[start:stop],
+                shards,
+            )
             if split == "test":
                 write_held_out_files(staging, ids[start:stop], labels[rows])
             start = stop
@@ -137,8 +143,10 @@ def held_out_labels(root, image_size):
 
     path = os.path.join(size_folder(root, image_size), TEST_LABELS_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist: this dataset has no held-out test labels "
-                         "(petals.demo_data writes them)")
+        raise ValueError(
+            f"{path} does not exist: this dataset has no held-out test labels "
+            "(petals.demo_data writes them)"
+        )
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows or rows[0] != ["id", "label"]:
@@ -157,12 +165,16 @@ def submission_scores(submission_path, held_out):
 
     ids, predicted = read_submission(submission_path)
     if sorted(ids) != sorted(held_out):
-        raise SubmissionError(f"{submission_path}: its {len(ids)} ids are not the "
-                              f"{len(held_out)} held-out test ids")
+        raise SubmissionError(
+            f"{submission_path}: its {len(ids)} ids are not the {len(held_out)} held-out test ids"
+        )
     truth = np.array([held_out[record_id] for record_id in ids])
     frequencies = np.unique(truth, return_counts=True)[1] / len(truth)
-    return {"accuracy": float(np.mean(truth == predicted)),
-            "chance": float(frequencies.max()), "images": len(ids)}
+    return {
+        "accuracy": float(np.mean(truth == predicted)),
+        "chance": float(frequencies.max()),
+        "images": len(ids),
+    }
 
 
 def main(argv=None):
@@ -175,16 +187,23 @@ def main(argv=None):
     arguments = parser.parse_args(argv)
     # TensorFlow writes the records; its start-up banner says nothing a user can act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    destination = os.path.join(arguments.root,
-                               f"tfrecords-jpeg-{arguments.image_size}x{arguments.image_size}")
+    destination = os.path.join(
+        arguments.root, f"tfrecords-jpeg-{arguments.image_size}x{arguments.image_size}"
+    )
     if os.path.isdir(destination):
         if not os.path.exists(os.path.join(destination, TEST_LABELS_FILE)):
-            sys.exit(f"error: {destination} was made by an older version (no {TEST_LABELS_FILE} "
-                     "or class names); delete it and run this again")
+            sys.exit(
+                f"error: {destination} was made by an older version (no {TEST_LABELS_FILE} "
+                "or class names); delete it and run this again"
+            )
         print(f"{destination} exists; kept as it is")
         return
-    print("wrote", write_demo_dataset(arguments.root, arguments.image_size, arguments.shards,
-                                      arguments.limit, arguments.seed))
+    print(
+        "wrote",
+        write_demo_dataset(
+            arguments.root, arguments.image_size, arguments.shards, arguments.limit, arguments.seed
+        ),
+    )
 
 
 if __name__ == "__main__":

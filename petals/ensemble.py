@@ -67,8 +67,12 @@ def halves(true_labels, seed=0):
     """
     true_labels = np.asarray(true_labels)
     random = np.random.default_rng(seed)
-    dealt = np.concatenate([random.permutation(np.flatnonzero(true_labels == label))
-                            for label in np.unique(true_labels)])
+    dealt = np.concatenate(
+        [
+            random.permutation(np.flatnonzero(true_labels == label))
+            for label in np.unique(true_labels)
+        ]
+    )
     first = np.zeros(len(true_labels), bool)
     first[dealt[::2]] = True
     return first
@@ -88,8 +92,8 @@ def honest_blend(probabilities, true_labels, step=0.05, seed=0):
         scores = []
         for tune, score in ((first, ~first), (~first, first)):
             half_weights, _ = best_weights(probabilities[:, tune], true_labels[tune], step)
-            scores.append(macro_f1(true_labels[score],
-                                   blend(probabilities[:, score], half_weights)))
+            scores.append(
+                macro_f1(true_labels[score], blend(probabilities[:, score], half_weights))
+            )
         honest = float(np.mean(scores))
     return Blend(tuple(float(weight) for weight in weights), float(in_sample), honest)
-

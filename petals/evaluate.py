@@ -13,8 +13,10 @@ def scores(true_labels, predicted_labels):
     true_labels = np.asarray(true_labels)
     predicted_labels = np.asarray(predicted_labels)
     if true_labels.shape != predicted_labels.shape or true_labels.size == 0:
-        raise ValueError(f"need as many predictions as labels, got {predicted_labels.shape} "
-                         f"predictions for {true_labels.shape} labels")
+        raise ValueError(
+            f"need as many predictions as labels, got {predicted_labels.shape} "
+            f"predictions for {true_labels.shape} labels"
+        )
     arguments = {"average": "macro", "zero_division": 0}
     return {
         "f1": float(f1_score(true_labels, predicted_labels, **arguments)),
@@ -33,14 +35,18 @@ def macro_f1(true_labels, probabilities):
     true_labels = np.asarray(true_labels)
     predicted_labels = np.argmax(probabilities, axis=-1)
     if true_labels.shape != predicted_labels.shape or true_labels.size == 0:
-        raise ValueError(f"need as many predictions as labels, got {predicted_labels.shape} "
-                         f"predictions for {true_labels.shape} labels")
-    classes, indices = np.unique(np.concatenate([true_labels, predicted_labels]),
-                                 return_inverse=True)
+        raise ValueError(
+            f"need as many predictions as labels, got {predicted_labels.shape} "
+            f"predictions for {true_labels.shape} labels"
+        )
+    classes, indices = np.unique(
+        np.concatenate([true_labels, predicted_labels]), return_inverse=True
+    )
     truth, predicted = np.split(indices, 2)
     true_positives = np.bincount(truth[truth == predicted], minlength=len(classes))
-    counts = np.bincount(truth, minlength=len(classes)) + np.bincount(predicted,
-                                                                      minlength=len(classes))
+    counts = np.bincount(truth, minlength=len(classes)) + np.bincount(
+        predicted, minlength=len(classes)
+    )
     return float(np.mean(2 * true_positives / counts))
 
 
@@ -54,8 +60,7 @@ def per_class_f1(true_labels, predicted_labels):
     """[(class, F1, images of that class)] for every class in truth or prediction, lowest F1
     first (ties: the class with more images first, its failure is the bigger one)."""
     classes = np.union1d(true_labels, predicted_labels)
-    values = f1_score(true_labels, predicted_labels, labels=classes, average=None,
-                      zero_division=0)
+    values = f1_score(true_labels, predicted_labels, labels=classes, average=None, zero_division=0)
     support = np.array([np.sum(np.asarray(true_labels) == label) for label in classes])
     order = np.lexsort((-support, values))
     return [(int(classes[index]), float(values[index]), int(support[index])) for index in order]

@@ -31,9 +31,14 @@ NAME_WIDTH = 18
 # Characters per line of a title under an image that starts with "predicted: " or "true: ".
 TITLE_WIDTH = 26
 # How the metrics Keras records read on an axis; other metrics keep their key.
-METRIC_LABELS = {"loss": "loss (cross-entropy)", "accuracy": "accuracy",
-                 "sparse_categorical_accuracy": "accuracy", "f1": "macro F1",
-                 "f1_score": "macro F1", "macro_f1": "macro F1"}
+METRIC_LABELS = {
+    "loss": "loss (cross-entropy)",
+    "accuracy": "accuracy",
+    "sparse_categorical_accuracy": "accuracy",
+    "f1": "macro F1",
+    "f1_score": "macro F1",
+    "macro_f1": "macro F1",
+}
 # Keys of a Keras history that are not metrics of the model.
 NOT_METRICS = ("learning_rate", "lr")
 
@@ -83,8 +88,9 @@ def save(figure, output_dir, name):
     path = os.path.join(output_dir, f"{name}.png")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    write_atomically(path, lambda handle: handle.write(buffer.getvalue()), overwrite=True,
-                     binary=True)
+    write_atomically(
+        path, lambda handle: handle.write(buffer.getvalue()), overwrite=True, binary=True
+    )
     return SavedFigure(figure, path, buffer.getvalue())
 
 
@@ -101,8 +107,13 @@ def schedule(rates, title="Learning-rate schedule"):
     axes = figure.subplots()
     axes.plot(epochs, rates, marker="o")
     peak = int(np.argmax(rates))
-    axes.annotate(f"peak {rates[peak]:.2g} (epoch {peak + 1})", (epochs[peak], rates[peak]),
-                  textcoords="offset points", xytext=(8, -12), fontsize=9)
+    axes.annotate(
+        f"peak {rates[peak]:.2g} (epoch {peak + 1})",
+        (epochs[peak], rates[peak]),
+        textcoords="offset points",
+        xytext=(8, -12),
+        fontsize=9,
+    )
     axes.set(xlabel="epoch", ylabel="learning rate", title=title)
     axes.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     axes.set_ylim(0, rates.max() * 1.15 if rates.size and rates.max() > 0 else 1)
@@ -116,17 +127,22 @@ def training_curves(history, model_name=None):
 
     `history` is a Keras `History.history`: {"loss": [...], "val_loss": [...], "accuracy": ...}.
     """
-    metrics = ["loss"] + [key for key in history if not key.startswith("val_")
-                          and key not in ("loss", *NOT_METRICS)]
+    metrics = ["loss"] + [
+        key for key in history if not key.startswith("val_") and key not in ("loss", *NOT_METRICS)
+    ]
     figure = Figure(figsize=(5 * len(metrics), 3.6), layout="constrained")
-    for axes, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics,
-                            strict=True):
+    for axes, metric in zip(
+        figure.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True
+    ):
         for prefix, label in (("", "training"), ("val_", "validation")):
             values = history.get(prefix + metric)
             if values:
                 axes.plot(np.arange(1, len(values) + 1), values, marker="o", label=label)
-        axes.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric),
-                 title=METRIC_LABELS.get(metric, metric))
+        axes.set(
+            xlabel="epoch",
+            ylabel=METRIC_LABELS.get(metric, metric),
+            title=METRIC_LABELS.get(metric, metric),
+        )
         integer_epochs(axes)
         axes.grid(alpha=0.3)
         axes.legend()
@@ -147,9 +163,13 @@ def most_confused(matrix, classes, names=CLASSES, count=20):
         true_index, predicted_index = np.unravel_index(flat, matrix.shape)
         if off_diagonal[true_index, predicted_index] == 0:
             break
-        pairs.append((class_name(int(classes[true_index]), names),
-                      class_name(int(classes[predicted_index]), names),
-                      int(off_diagonal[true_index, predicted_index])))
+        pairs.append(
+            (
+                class_name(int(classes[true_index]), names),
+                class_name(int(classes[predicted_index]), names),
+                int(off_diagonal[true_index, predicted_index]),
+            )
+        )
     return pairs
 
 
@@ -187,32 +207,48 @@ def confusion(matrix, classes, names=CLASSES, scores=None, model_name=None, pair
         matrix_axes.set_xticks(ticks, labels, rotation=90, fontsize=8)
         matrix_axes.set_yticks(ticks, labels, fontsize=8)
         for row, column in zip(*np.nonzero(matrix), strict=True):
-            matrix_axes.text(column, row, int(matrix[row, column]), ha="center", va="center",
-                             fontsize=7, color="white" if normalised[row, column] > 0.5
-                             else "black")
+            matrix_axes.text(
+                column,
+                row,
+                int(matrix[row, column]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if normalised[row, column] > 0.5 else "black",
+            )
         matrix_axes.set(xlabel="predicted class", ylabel="true class")
     else:
-        matrix_axes.set(xlabel="predicted class (index in the class list)",
-                        ylabel="true class (index in the class list)",
-                        title=f"{len(classes)} classes")
+        matrix_axes.set(
+            xlabel="predicted class (index in the class list)",
+            ylabel="true class (index in the class list)",
+            title=f"{len(classes)} classes",
+        )
         _confused_pairs_chart(pairs_axes, most_confused(matrix, classes, names, pairs))
-    figure.suptitle("\n".join(line for line in (with_model("Confusion matrix", model_name),
-                                                score_line(scores)) if line))
+    figure.suptitle(
+        "\n".join(
+            line
+            for line in (with_model("Confusion matrix", model_name), score_line(scores))
+            if line
+        )
+    )
     return figure
 
 
 def _confused_pairs_chart(axes, pairs):
     """Horizontal bars, the most-confused pair on top, labelled 'true → predicted'."""
-    axes.set(title=f"The {len(pairs)} most-confused pairs" if pairs else "No confusions",
-             xlabel="validation images predicted wrongly")
+    axes.set(
+        title=f"The {len(pairs)} most-confused pairs" if pairs else "No confusions",
+        xlabel="validation images predicted wrongly",
+    )
     if not pairs:
         axes.set_yticks([])
         return
     positions = np.arange(len(pairs))[::-1]
     counts = [count for _, _, count in pairs]
     axes.barh(positions, counts, color="tab:red")
-    axes.set_yticks(positions, [f"{true} → {predicted}" for true, predicted, _ in pairs],
-                    fontsize=9)
+    axes.set_yticks(
+        positions, [f"{true} → {predicted}" for true, predicted, _ in pairs], fontsize=9
+    )
     axes.set_ylabel("true → predicted")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for position, count in zip(positions, counts, strict=True):
@@ -231,8 +267,13 @@ def _ranked_bars(axes, values, labels, colors, value_format):
     axes.set_yticks(positions, labels, fontsize=7 if small else 9)
     axes.set_ylim(-0.6, len(values) - 0.4)
     for position, value in zip(positions, values, strict=True):
-        axes.text(value, position, " " + value_format.format(value), va="center",
-                  fontsize=6 if small else 8)
+        axes.text(
+            value,
+            position,
+            " " + value_format.format(value),
+            va="center",
+            fontsize=6 if small else 8,
+        )
     axes.grid(axis="x", alpha=0.3)
 
 
@@ -251,15 +292,19 @@ def class_histogram(labels, names=CLASSES, title="Training images per class"):
     values = counts[classes]
     figure = Figure(figsize=(8, ranked_height(len(classes))), layout="constrained")
     axes = figure.subplots()
-    _ranked_bars(axes, values, [class_name(int(label), names) for label in classes],
-                 "tab:blue", "{:d}")
-    axes.axvline(values.mean(), color="black", linestyle="--", linewidth=1,
-                 label=f"mean {values.mean():.0f}")
+    _ranked_bars(
+        axes, values, [class_name(int(label), names) for label in classes], "tab:blue", "{:d}"
+    )
+    axes.axvline(
+        values.mean(), color="black", linestyle="--", linewidth=1, label=f"mean {values.mean():.0f}"
+    )
     axes.legend(loc="lower right")
     axes.set(xlabel="images", ylabel="class")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.suptitle(f"{title}: {values.sum():,} images in {len(classes)} classes, "
-                    f"{values.min()} to {values.max()} per class")
+    figure.suptitle(
+        f"{title}: {values.sum():,} images in {len(classes)} classes, "
+        f"{values.min()} to {values.max()} per class"
+    )
     return figure
 
 
@@ -276,8 +321,10 @@ def per_class_f1(rows, names=CLASSES, model_name=None, worst=10):
     colors = ["tab:red" if index < worst else "tab:green" for index in range(len(rows))]
     _ranked_bars(axes, [f1 for _, f1, _ in rows], labels, colors, "{:.2f}")
     axes.set(xlabel="F1 on validation", ylabel="class (validation images)", xlim=(0, 1.12))
-    figure.suptitle(with_model("F1 per class, worst first", model_name)
-                    + f"\nthe {min(worst, len(rows))} worst in red")
+    figure.suptitle(
+        with_model("F1 per class, worst first", model_name)
+        + f"\nthe {min(worst, len(rows))} worst in red"
+    )
     return figure
 
 
@@ -285,14 +332,16 @@ def image_grid(images, titles, colors=None, columns=6, title=None):
     """Images in a grid with a (wrapped, multi-line) title each; `colors` colour the titles."""
     rows = max(1, math.ceil(len(images) / columns))
     lines = max((title_text.count("\n") + 1 for title_text in titles), default=1)
-    figure = Figure(figsize=(2.2 * columns, (2.0 + 0.18 * lines) * rows + 0.5),
-                    layout="constrained")
+    figure = Figure(
+        figsize=(2.2 * columns, (2.0 + 0.18 * lines) * rows + 0.5), layout="constrained"
+    )
     for index, axes in enumerate(figure.subplots(rows, columns, squeeze=False).ravel()):
         axes.axis("off")
         if index < len(images):
             axes.imshow(np.asarray(images[index]).astype(np.uint8))
-            axes.set_title(titles[index], fontsize=9,
-                           color=colors[index] if colors is not None else "black")
+            axes.set_title(
+                titles[index], fontsize=9, color=colors[index] if colors is not None else "black"
+            )
     if title:
         figure.suptitle(title)
     return figure
@@ -301,22 +350,26 @@ def image_grid(images, titles, colors=None, columns=6, title=None):
 def batch(images, labels, names=CLASSES, count=18, title="A training batch"):
     """The first `count` images of a batch, each titled with its (wrapped) class name."""
     count = min(count, len(images))
-    return image_grid(images[:count],
-                      [wrapped(class_name(int(label), names)) for label in labels[:count]],
-                      title=title)
+    return image_grid(
+        images[:count],
+        [wrapped(class_name(int(label), names)) for label in labels[:count]],
+        title=title,
+    )
 
 
-def samples(validation_images, validation_labels, test_images, test_ids, names=CLASSES,
-            count=6):
+def samples(validation_images, validation_labels, test_images, test_ids, names=CLASSES, count=6):
     """The first `count` validation images (with their class) above the first test images (with
     their id): what the model is scored on and what it predicts for the submission."""
     count = min(count, len(validation_images), len(test_images))
     images = [*validation_images[:count], *test_images[:count]]
-    titles = [wrapped("val: " + class_name(int(label), names), TITLE_WIDTH)
-              for label in validation_labels[:count]]
+    titles = [
+        wrapped("val: " + class_name(int(label), names), TITLE_WIDTH)
+        for label in validation_labels[:count]
+    ]
     titles += [f"test id {record_id}" for record_id in test_ids[:count]]
-    return image_grid(images, titles, columns=count,
-                      title="Validation images (top) and test images (bottom)")
+    return image_grid(
+        images, titles, columns=count, title="Validation images (top) and test images (bottom)"
+    )
 
 
 def mistakes_first(true_labels, predicted_labels):
@@ -325,8 +378,7 @@ def mistakes_first(true_labels, predicted_labels):
     return np.concatenate([np.flatnonzero(wrong), np.flatnonzero(~wrong)])
 
 
-def predictions(images, true_labels, predicted_labels, names=CLASSES, count=18,
-                model_name=None):
+def predictions(images, true_labels, predicted_labels, names=CLASSES, count=18, model_name=None):
     """Validation images with prediction and truth, the mistakes first (red), then right ones.
 
     Pass more images than `count` (a few hundred): the mistakes among them are shown first.
@@ -339,12 +391,16 @@ def predictions(images, true_labels, predicted_labels, names=CLASSES, count=18,
             titles.append(wrapped("right: " + class_name(guess, names), TITLE_WIDTH))
             colors.append("green")
         else:
-            titles.append(wrapped("predicted: " + class_name(guess, names), TITLE_WIDTH) + "\n"
-                          + wrapped("true: " + class_name(truth, names), TITLE_WIDTH))
+            titles.append(
+                wrapped("predicted: " + class_name(guess, names), TITLE_WIDTH)
+                + "\n"
+                + wrapped("true: " + class_name(truth, names), TITLE_WIDTH)
+            )
             colors.append("red")
     mistakes = int(np.sum(np.asarray(true_labels) != np.asarray(predicted_labels)))
     title = with_model("Validation predictions", model_name) + (
-        f": {mistakes} wrong of {len(true_labels)}, mistakes first (red)")
+        f": {mistakes} wrong of {len(true_labels)}, mistakes first (red)"
+    )
     return image_grid([images[index] for index in order], titles, colors, title=title)
 
 
@@ -359,5 +415,6 @@ def augmentation(image, augment, draws=11, columns=6):
     augmented = np.clip(np.asarray(augment(repeated, training=True)), 0, 255)
     images = [image, *augmented]
     titles = ["original"] + [f"draw {number}" for number in range(1, draws + 1)]
-    return image_grid(images, titles, columns=columns,
-                      title=f"Augmentation: one image under {draws} random draws")
+    return image_grid(
+        images, titles, columns=columns, title=f"Augmentation: one image under {draws} random draws"
+    )

@@ -27,8 +27,9 @@ def write_atomically(path, write, overwrite=False, binary=False):
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
     try:
-        with (os.fdopen(descriptor, "wb") if binary
-              else os.fdopen(descriptor, "w", newline="")) as handle:
+        with (
+            os.fdopen(descriptor, "wb") if binary else os.fdopen(descriptor, "w", newline="")
+        ) as handle:
             write(handle)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; these are ordinary files
         os.replace(temporary, path)

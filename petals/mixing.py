@@ -37,8 +37,10 @@ def validate_probabilities(mixup, cutmix):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} = {value!r} is not valid: expected a probability in [0, 1]")
     if mixup + cutmix > 1.0:
-        raise ValueError(f"MIXUP + CUTMIX = {mixup + cutmix:g} is more than 1: each image gets at "
-                         f"most one of the two, so their probabilities must add up to at most 1")
+        raise ValueError(
+            f"MIXUP + CUTMIX = {mixup + cutmix:g} is more than 1: each image gets at "
+            f"most one of the two, so their probabilities must add up to at most 1"
+        )
 
 
 def pixel_weights(images, mixup, cutmix, seed):
@@ -68,10 +70,14 @@ def pixel_weights(images, mixup, cutmix, seed):
         indices = ops.cast(ops.arange(size), "float32")[None, :]
         return ops.logical_and(indices >= first[:, None], indices < last[:, None])
 
-    patch = ops.logical_and(inside(centre_row, height)[:, :, None],
-                            inside(centre_col, width)[:, None, :])
-    weights = ops.where(cut[:, None, None], ops.where(patch, 0.0, 1.0),
-                        ops.where(blend[:, None, None], own_share[:, None, None], 1.0))
+    patch = ops.logical_and(
+        inside(centre_row, height)[:, :, None], inside(centre_col, width)[:, None, :]
+    )
+    weights = ops.where(
+        cut[:, None, None],
+        ops.where(patch, 0.0, 1.0),
+        ops.where(blend[:, None, None], own_share[:, None, None], 1.0),
+    )
     return ops.cast(weights[..., None], "float32")
 
 
@@ -126,7 +132,8 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
     def call(self, y_true, y_pred):
         targets = one_hot(y_true, y_pred.shape[-1], y_pred.dtype)
         return keras.losses.categorical_crossentropy(
-            targets, y_pred, label_smoothing=self.label_smoothing)
+            targets, y_pred, label_smoothing=self.label_smoothing
+        )
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}

@@ -27,9 +27,12 @@ PARAMETER_TYPES = (type(None), bool, int, float, str, list, tuple, dict)
 # tests/test_parameters.py holds them equal to petals.backbones.BACKBONES and petals.predict.VIEWS.
 NOISY_STUDENT_BACKBONES = tuple(f"efficientnet_b{index}" for index in range(8))
 WITHOUT_IMAGENET_WEIGHTS = ("tiny", "tiny_wide")
-BACKBONE_NAMES = ("densenet201", *NOISY_STUDENT_BACKBONES,
-                  *(f"efficientnetv2_{size}" for size in ("b0", "b1", "b2", "b3", "s", "m", "l")),
-                  *WITHOUT_IMAGENET_WEIGHTS)
+BACKBONE_NAMES = (
+    "densenet201",
+    *NOISY_STUDENT_BACKBONES,
+    *(f"efficientnetv2_{size}" for size in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+    *WITHOUT_IMAGENET_WEIGHTS,
+)
 TTA_VIEWS = ("flip_lr", "flip_ud", "rot90", "rot270")
 # A size folder of the competition's data (petals.data reads them by this name), and a Kaggle
 # dataset: owner/slug, the slug 3-50 lowercase letters, digits and hyphens (use with fullmatch).
@@ -50,8 +53,11 @@ def _tagged_cells(path, tag):
     if str(path).endswith(".ipynb"):
         import nbformat
 
-        return [cell.source for cell in nbformat.read(path, as_version=4).cells
-                if tag in cell.metadata.get("tags", [])]
+        return [
+            cell.source
+            for cell in nbformat.read(path, as_version=4).cells
+            if tag in cell.metadata.get("tags", [])
+        ]
     cells, current = [], None
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -76,18 +82,23 @@ def notebook_parameters(path):
         raise ValueError(f"notebook {path} does not exist")
     cells = _tagged_cells(path, "parameters")
     if len(cells) != 1:
-        raise ValueError(f"notebook {path} has {len(cells)} cells tagged 'parameters'; "
-                         "it needs exactly one")
+        raise ValueError(
+            f"notebook {path} has {len(cells)} cells tagged 'parameters'; it needs exactly one"
+        )
     defaults = {}
     for statement in ast.parse(cells[0]).body:
-        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
-                and isinstance(statement.targets[0], ast.Name):
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+        ):
             name = statement.targets[0].id
             try:
                 defaults[name] = ast.literal_eval(statement.value)
             except ValueError:
-                raise ValueError(f"notebook {path}: the default of {name} is not a literal "
-                                 "value") from None
+                raise ValueError(
+                    f"notebook {path}: the default of {name} is not a literal value"
+                ) from None
     return defaults
 
 
@@ -104,9 +115,12 @@ def _parameter_cell_names(source):
         return []
     names = []
     for statement in statements:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)
-                and PARAMETER_NAME.match(statement.targets[0].id)):
+        if not (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+            and PARAMETER_NAME.match(statement.targets[0].id)
+        ):
             return []
         try:
             ast.literal_eval(statement.value)
@@ -126,11 +140,13 @@ def namespace_parameters(namespace):
     """
     history = namespace.get("In")
     if isinstance(history, list):
-        names = dict.fromkeys(name for source in history
-                              for name in _parameter_cell_names(source))
+        names = dict.fromkeys(name for source in history for name in _parameter_cell_names(source))
     else:
-        names = [name for name, value in namespace.items()
-                 if PARAMETER_NAME.match(name) and isinstance(value, PARAMETER_TYPES)]
+        names = [
+            name
+            for name, value in namespace.items()
+            if PARAMETER_NAME.match(name) and isinstance(value, PARAMETER_TYPES)
+        ]
     return {name: namespace[name] for name in names if name in namespace}
 
 
@@ -163,8 +179,12 @@ def unknown_names(given, names):
     unknown = sorted(set(given) - set(names))
     if not unknown:
         return None
-    return ("unknown parameters " + ", ".join(name + did_you_mean(name, names) for name in unknown)
-            + "; the notebook's parameters are " + ", ".join(names))
+    return (
+        "unknown parameters "
+        + ", ".join(name + did_you_mean(name, names) for name in unknown)
+        + "; the notebook's parameters are "
+        + ", ".join(names)
+    )
 
 
 def _integer(name, value, minimum):
@@ -174,8 +194,12 @@ def _integer(name, value, minimum):
 
 
 def _number(name, value, minimum=0.0, maximum=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < minimum or (
-            maximum is not None and value > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         bound = f"in [{minimum}, {maximum}]" if maximum is not None else f"≥ {minimum}"
         _fail(name, value, f"a number {bound}")
 
@@ -191,8 +215,11 @@ def _choice(name, value, choices):
 
 
 def _strings(name, value, allow_empty=True):
-    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value) \
-            or (not allow_empty and not value):
+    if (
+        not isinstance(value, (list, tuple))
+        or not all(isinstance(item, str) for item in value)
+        or (not allow_empty and not value)
+    ):
         _fail(name, value, "a list of strings" + ("" if allow_empty else " (at least one)"))
 
 
@@ -200,9 +227,11 @@ def _names(name, value, choices, what):
     """Each of `value` one of `choices`, once: the first that is not is named, with a guess."""
     for item in value:
         if item not in choices:
-            raise ValueError(f"{name} = {list(value)!r} is not valid: {item!r} is not a {what}"
-                             f"{did_you_mean(item, choices)}; expected each of "
-                             f"{', '.join(choices)} at most once")
+            raise ValueError(
+                f"{name} = {list(value)!r} is not valid: {item!r} is not a {what}"
+                f"{did_you_mean(item, choices)}; expected each of "
+                f"{', '.join(choices)} at most once"
+            )
     if len(set(value)) != len(value):
         _fail(name, value, f"each {what} once")
 
@@ -222,8 +251,11 @@ def local_sizes(folder):
     sizes = []
     for entry in os.listdir(folder):
         match = SIZE_FOLDER.match(entry)
-        if match and match.group(1) == match.group(2) and \
-                os.path.isdir(os.path.join(folder, entry)):
+        if (
+            match
+            and match.group(1) == match.group(2)
+            and os.path.isdir(os.path.join(folder, entry))
+        ):
             sizes.append(int(match.group(1)))
     return sorted(sizes)
 
@@ -236,13 +268,17 @@ def _check_data_dir(name, value, parameters):
     if value is None or is_url(value):
         return
     if not os.path.isdir(value):
-        raise ValueError(f"DATA_DIR {value!r} is not a folder; point it at the folder holding "
-                         "tfrecords-jpeg-SxS/")
+        raise ValueError(
+            f"DATA_DIR {value!r} is not a folder; point it at the folder holding "
+            "tfrecords-jpeg-SxS/"
+        )
     if not local_sizes(value):
         folder_name = os.path.basename(os.path.normpath(value))
-        hint = ("set DATA_DIR to its parent folder" if SIZE_FOLDER.match(folder_name)
-                or folder_name in ("train", "val", "test")
-                else "point DATA_DIR at the folder that holds them (e.g. data/demo)")
+        hint = (
+            "set DATA_DIR to its parent folder"
+            if SIZE_FOLDER.match(folder_name) or folder_name in ("train", "val", "test")
+            else "point DATA_DIR at the folder that holds them (e.g. data/demo)"
+        )
         raise ValueError(f"DATA_DIR {value!r} holds no tfrecords-jpeg-SxS folder; {hint}")
 
 
@@ -273,16 +309,22 @@ def _check_one_weights(name, weights, backbones):
     if weights == "imagenet":
         without = [backbone for backbone in backbones if backbone in WITHOUT_IMAGENET_WEIGHTS]
         if without:
-            raise ValueError(f"backbone {without[0]!r} has no ImageNet weights; set WEIGHTS = "
-                             "None (null or None on a command line) or a weights file")
+            raise ValueError(
+                f"backbone {without[0]!r} has no ImageNet weights; set WEIGHTS = "
+                "None (null or None on a command line) or a weights file"
+            )
     elif weights == "noisy-student":
         without = [backbone for backbone in backbones if backbone not in NOISY_STUDENT_BACKBONES]
         if without:
-            raise ValueError(f"noisy-student weights exist only for efficientnet_b0 ... "
-                             f"efficientnet_b7, not {without[0]!r}; use 'imagenet' for it")
+            raise ValueError(
+                f"noisy-student weights exist only for efficientnet_b0 ... "
+                f"efficientnet_b7, not {without[0]!r}; use 'imagenet' for it"
+            )
     elif not os.path.isfile(weights):
-        raise ValueError(f"weights file {weights!r} does not exist; give the path of a backbone "
-                         "weights file, or one of: imagenet, noisy-student, None")
+        raise ValueError(
+            f"weights file {weights!r} does not exist; give the path of a backbone "
+            "weights file, or one of: imagenet, noisy-student, None"
+        )
 
 
 def _check_weights(name, value, parameters):
@@ -290,8 +332,12 @@ def _check_weights(name, value, parameters):
         _check_one_weights(name, value, parameters["BACKBONES"])
         return
     if set(value) != set(parameters["BACKBONES"]):
-        _fail(name, value, "one weights choice for all backbones, or a mapping with exactly "
-              "the backbones " + ", ".join(parameters["BACKBONES"]) + " as keys")
+        _fail(
+            name,
+            value,
+            "one weights choice for all backbones, or a mapping with exactly "
+            "the backbones " + ", ".join(parameters["BACKBONES"]) + " as keys",
+        )
     for backbone, weights in value.items():
         _check_one_weights(name, none_or_value(weights), [backbone])
 
@@ -313,8 +359,11 @@ def is_local_path(entry):
     (petals.runner), the data (petals.data) and the kernels' dataset sources (kit.kernels).
     """
     first = entry.split("/")[0]
-    return entry.startswith(("/", "./", "../", "~")) or os.path.isdir(entry) or (
-        "/" in entry and os.path.isdir(first))
+    return (
+        entry.startswith(("/", "./", "../", "~"))
+        or os.path.isdir(entry)
+        or ("/" in entry and os.path.isdir(first))
+    )
 
 
 def _check_extra_data(name, value, parameters):
@@ -323,12 +372,15 @@ def _check_extra_data(name, value, parameters):
         _fail(name, value, "each folder or dataset once")
     for entry in value:
         if is_local_path(entry) and not os.path.isdir(os.path.expanduser(entry)):
-            raise ValueError(f"EXTRA_DATA entry {entry!r} is not a folder (a local path; no "
-                             "such folder here)")
+            raise ValueError(
+                f"EXTRA_DATA entry {entry!r} is not a folder (a local path; no such folder here)"
+            )
         if not is_local_path(entry) and not is_url(entry) and not DATASET_SLUG.fullmatch(entry):
-            raise ValueError(f"EXTRA_DATA entry {entry!r} is neither a folder nor a Kaggle "
-                             "dataset slug 'owner/dataset-name' (3-50 lowercase letters, digits, "
-                             "hyphens); write folders as /path or ./path")
+            raise ValueError(
+                f"EXTRA_DATA entry {entry!r} is neither a folder nor a Kaggle "
+                "dataset slug 'owner/dataset-name' (3-50 lowercase letters, digits, "
+                "hyphens); write folders as /path or ./path"
+            )
 
 
 def _check_tta_views(name, value, parameters):
@@ -339,9 +391,11 @@ def _check_tta_views(name, value, parameters):
 def _check_cutmix(name, value, parameters):
     _number(name, value, 0.0, 1.0)
     if parameters["MIXUP"] + value > 1.0:
-        raise ValueError(f"MIXUP + CUTMIX = {parameters['MIXUP'] + value:g} is more than 1: each "
-                         "image gets at most one of the two, so their probabilities must add up "
-                         "to at most 1")
+        raise ValueError(
+            f"MIXUP + CUTMIX = {parameters['MIXUP'] + value:g} is more than 1: each "
+            "image gets at most one of the two, so their probabilities must add up "
+            "to at most 1"
+        )
 
 
 def _check_output_dir(name, value, parameters):
@@ -366,12 +420,12 @@ def _simple(check, *arguments, **bounds):
     return lambda name, value, parameters: check(name, value, *arguments, **bounds)
 
 
-
 def check_value(name, value):
     """One parameter's value checked alone, by the bounds `check` applies: the package's
     functions check their arguments with it (LABEL_SMOOTHING in train.compile_model,
     HEAD_DROPOUT in backbones.build_model), so a bound has one source."""
     CHECKS[name](name, value, {})
+
 
 # --- What only the running notebook can check (it imports Keras and TensorFlow) -----------------
 
@@ -384,8 +438,11 @@ def _read_data_dir(parameters):
 
     sizes = data.dataset_sizes(parameters["DATA_DIR"])
     if parameters["IMAGE_SIZE"] not in sizes:
-        _fail("IMAGE_SIZE", parameters["IMAGE_SIZE"], f"one of {', '.join(map(str, sizes))} "
-              f"(the sizes in {parameters['DATA_DIR']})")
+        _fail(
+            "IMAGE_SIZE",
+            parameters["IMAGE_SIZE"],
+            f"one of {', '.join(map(str, sizes))} (the sizes in {parameters['DATA_DIR']})",
+        )
 
 
 def _prepare_weights(parameters):
@@ -421,8 +478,9 @@ CHECKS = {
     "ROTATION_DEGREES": _simple(_number, 0, 180),
     "SHEAR_DEGREES": _simple(_number, 0, 90),
     "ZOOM_STDDEV": _simple(_number, 0, 1),
-    "SHIFT_PIXELS": lambda name, value, parameters: _number(name, value, 0,
-                                                            parameters["IMAGE_SIZE"]),
+    "SHIFT_PIXELS": lambda name, value, parameters: _number(
+        name, value, 0, parameters["IMAGE_SIZE"]
+    ),
     "FLIP": _simple(_flag),
     "TRAIN_ON_VALIDATION": _simple(_flag),
     "EXTRA_DATA": _check_extra_data,
@@ -460,12 +518,16 @@ def check(parameters):
         parameters["BACKBONES"] = [parameters["BACKBONES"]]
     unchecked = sorted(set(parameters) - set(CHECKS))
     if unchecked:
-        raise ValueError(f"parameters without a check: {', '.join(unchecked)}; add one to "
-                         "CHECKS in petals/parameters.py")
+        raise ValueError(
+            f"parameters without a check: {', '.join(unchecked)}; add one to "
+            "CHECKS in petals/parameters.py"
+        )
     missing = [name for name in CHECKS if name not in parameters]
     if missing:
-        raise ValueError("parameters missing: " + ", ".join(missing) + " (the parameters cell "
-                         "must hold only NAME = literal lines)")
+        raise ValueError(
+            "parameters missing: " + ", ".join(missing) + " (the parameters cell "
+            "must hold only NAME = literal lines)"
+        )
     for name, check_value in CHECKS.items():
         check_value(name, parameters[name], parameters)
     return parameters

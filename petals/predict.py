@@ -36,8 +36,10 @@ def validate_views(views):
     """Raise ValueError unless `views` names each of VIEWS at most once."""
     unknown = [view for view in views if view not in VIEWS]
     if unknown or len(set(views)) != len(views):
-        raise ValueError(f"TTA_VIEWS = {list(views)!r} is not valid: expected each of "
-                         f"{', '.join(VIEWS)} at most once")
+        raise ValueError(
+            f"TTA_VIEWS = {list(views)!r} is not valid: expected each of "
+            f"{', '.join(VIEWS)} at most once"
+        )
 
 
 class SelectView(keras.layers.Layer):
@@ -77,8 +79,9 @@ class Replicated(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        layout = keras.distribution.TensorLayout([None] * len(inputs.shape),
-                                                 keras.distribution.distribution().device_mesh)
+        layout = keras.distribution.TensorLayout(
+            [None] * len(inputs.shape), keras.distribution.distribution().device_mesh
+        )
         return keras.distribution.distribute_tensor(inputs, layout)
 
     def compute_output_shape(self, input_shape):
@@ -108,8 +111,9 @@ def views_model(model, image_shape, image_dtype, views):
         probabilities = model(SelectView(views)(images, view), training=False)
         if hosts.current().count > 1:
             probabilities = Replicated()(probabilities)
-        built[key] = keras.Model({"image": images, "view": view}, probabilities,
-                                 name=f"{model.name}_tta")
+        built[key] = keras.Model(
+            {"image": images, "view": view}, probabilities, name=f"{model.name}_tta"
+        )
     return built[key]
 
 
@@ -150,11 +154,11 @@ def predict(model, dataset, count, views=()):
         # per view. Keras's own predict loop splits every batch across the devices (under
         # DataParallel; predict_on_batch would give each device the whole batch).
         view_count = len(views) + 1
-        probabilities = tta.predict(_batches_in_every_view(dataset, steps, view_count),
-                                    steps=steps * view_count, verbose=0)
+        probabilities = tta.predict(
+            _batches_in_every_view(dataset, steps, view_count), steps=steps * view_count, verbose=0
+        )
     # [batch 0 view 0, batch 0 view 1, …, batch 1 view 0, …] → the mean over the views. Each
     # global batch holds every process's share of it: put back in record order.
-    by_view = probabilities.reshape(-1, view_count, batch * process.count,
-                                    probabilities.shape[-1])
+    by_view = probabilities.reshape(-1, view_count, batch * process.count, probabilities.shape[-1])
     by_batch = by_view.mean(axis=1).reshape(-1, probabilities.shape[-1])
     return hosts.in_record_order(by_batch, count, process.count, batch).astype(np.float32)

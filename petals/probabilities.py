@@ -45,27 +45,43 @@ def save(folder, member):
     """Check `member` (see check), write it to `probabilities-<name>.npz` in `folder`, replacing
     an earlier file of the same run atomically; returns the member as stored (float16)."""
     check(member)
-    arrays = {"name": np.array(member.name), "test_ids": np.asarray(member.test_ids, str),
-              "test": np.asarray(member.test, np.float16)}
+    arrays = {
+        "name": np.array(member.name),
+        "test_ids": np.asarray(member.test_ids, str),
+        "test": np.asarray(member.test, np.float16),
+    }
     if member.validation is not None:
-        arrays.update(validation_ids=np.asarray(member.validation_ids, str),
-                      validation_labels=np.asarray(member.validation_labels, np.int64),
-                      validation=np.asarray(member.validation, np.float16))
+        arrays.update(
+            validation_ids=np.asarray(member.validation_ids, str),
+            validation_labels=np.asarray(member.validation_labels, np.int64),
+            validation=np.asarray(member.validation, np.float16),
+        )
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_atomically(path_for(folder, member.name), lambda handle: handle.write(buffer.getvalue()),
-                     overwrite=True, binary=True)
-    return Member(member.name, arrays["test_ids"], arrays["test"],
-                  arrays.get("validation_ids"), arrays.get("validation_labels"),
-                  arrays.get("validation"))
+    write_atomically(
+        path_for(folder, member.name),
+        lambda handle: handle.write(buffer.getvalue()),
+        overwrite=True,
+        binary=True,
+    )
+    return Member(
+        member.name,
+        arrays["test_ids"],
+        arrays["test"],
+        arrays.get("validation_ids"),
+        arrays.get("validation_labels"),
+        arrays.get("validation"),
+    )
 
 
 def _check_table(what, ids, table):
     """Ids unique, one row of finite probabilities (summing to 1) per id."""
     ids, table = np.asarray(ids), np.asarray(table)
     if table.ndim != 2 or table.shape[0] != len(ids) or table.shape[1] < 2:
-        raise ProbabilitiesError(f"{what} probabilities have shape {table.shape} for "
-                                 f"{len(ids)} ids; expected ({len(ids)}, classes)")
+        raise ProbabilitiesError(
+            f"{what} probabilities have shape {table.shape} for "
+            f"{len(ids)} ids; expected ({len(ids)}, classes)"
+        )
     if len(ids) == 0:
         raise ProbabilitiesError(f"no {what} ids")
     if len(set(ids.tolist())) != len(ids):
@@ -74,16 +90,19 @@ def _check_table(what, ids, table):
         raise ProbabilitiesError(f"{what} probabilities hold non-finite values")
     sums = table.astype(np.float64).sum(axis=1)
     if table.min() < 0 or np.abs(sums - 1).max() > SUM_TOLERANCE:
-        raise ProbabilitiesError(f"{what} rows are not probabilities (sums from {sums.min():.3f} "
-                                 f"to {sums.max():.3f})")
+        raise ProbabilitiesError(
+            f"{what} rows are not probabilities (sums from {sums.min():.3f} to {sums.max():.3f})"
+        )
 
 
 def check(member, test_ids=None):
     """Raise ProbabilitiesError unless the member's parts fit (and its test ids are `test_ids`)."""
     _check_table("test", member.test_ids, member.test)
     if test_ids is not None and set(np.asarray(member.test_ids).tolist()) != set(test_ids):
-        raise ProbabilitiesError(f"its {len(member.test_ids)} test ids are not the "
-                                 f"{len(test_ids)} test ids of the submission")
+        raise ProbabilitiesError(
+            f"its {len(member.test_ids)} test ids are not the "
+            f"{len(test_ids)} test ids of the submission"
+        )
     parts = (member.validation_ids, member.validation_labels, member.validation)
     if all(part is None for part in parts):
         return
@@ -93,12 +112,13 @@ def check(member, test_ids=None):
     labels = np.asarray(member.validation_labels)
     classes = np.asarray(member.validation).shape[1]
     if np.asarray(member.test).shape[1] != classes:
-        raise ProbabilitiesError(f"{np.asarray(member.test).shape[1]} test classes but "
-                                 f"{classes} validation classes")
-    if labels.shape != (len(member.validation_ids),) or labels.min() < 0 \
-            or labels.max() >= classes:
-        raise ProbabilitiesError(f"validation labels must be one class in 0..{classes - 1} per "
-                                 "validation id")
+        raise ProbabilitiesError(
+            f"{np.asarray(member.test).shape[1]} test classes but {classes} validation classes"
+        )
+    if labels.shape != (len(member.validation_ids),) or labels.min() < 0 or labels.max() >= classes:
+        raise ProbabilitiesError(
+            f"validation labels must be one class in 0..{classes - 1} per validation id"
+        )
 
 
 def read(path, test_ids=None):
@@ -111,9 +131,14 @@ def read(path, test_ids=None):
     missing = {"name", "test_ids", "test"} - set(present)
     if missing:
         raise ProbabilitiesError(f"{path} lacks {', '.join(sorted(missing))}")
-    member = Member(str(present["name"]), present["test_ids"], present["test"],
-                    present.get("validation_ids"), present.get("validation_labels"),
-                    present.get("validation"))
+    member = Member(
+        str(present["name"]),
+        present["test_ids"],
+        present["test"],
+        present.get("validation_ids"),
+        present.get("validation_labels"),
+        present.get("validation"),
+    )
     try:
         check(member, test_ids)
     except ProbabilitiesError as error:
@@ -131,12 +156,16 @@ def blend(members, step=0.05, seed=0):
     honest score, or equal weights when they have no validation probabilities."""
     if members[0].validation is None:
         return ensemble.Blend(tuple(ensemble.equal_weights(len(members))), None, None)
-    return ensemble.honest_blend([np.asarray(member.validation, np.float32)
-                                  for member in members],
-                                 members[0].validation_labels, step, seed=seed)
+    return ensemble.honest_blend(
+        [np.asarray(member.validation, np.float32) for member in members],
+        members[0].validation_labels,
+        step,
+        seed=seed,
+    )
 
 
 def blended(members, weights, split="test"):
     """The weighted sum of the members' `split` ("test" or "validation") probabilities."""
-    return ensemble.blend([np.asarray(getattr(member, split), np.float32) for member in members],
-                          weights)
+    return ensemble.blend(
+        [np.asarray(getattr(member, split), np.float32) for member in members], weights
+    )

@@ -36,8 +36,9 @@ class StageTimer:
 
     def line(self):
         """`seconds per stage: import 4.1, data 0.3, …`."""
-        return "seconds per stage: " + ", ".join(f"{name} {seconds:.1f}"
-                                                 for name, seconds in self.seconds.items())
+        return "seconds per stage: " + ", ".join(
+            f"{name} {seconds:.1f}" for name, seconds in self.seconds.items()
+        )
 
 
 def scores_line(name, scores):
@@ -59,8 +60,18 @@ class RunRecord:
     was dropped (`drop`). `metrics(blend)` is the record of the models so far.
     """
 
-    def __init__(self, parameters, device, versions, training, steps, global_batch, timer,
-                 validation_images, test_images):
+    def __init__(
+        self,
+        parameters,
+        device,
+        versions,
+        training,
+        steps,
+        global_batch,
+        timer,
+        validation_images,
+        test_images,
+    ):
         self.parameters, self.device, self.versions = parameters, device, versions
         self.training, self.steps, self.global_batch = training, steps, global_batch
         self.timer = timer
@@ -100,16 +111,20 @@ class RunRecord:
             "complete": set(fits) == set(planned),
             "members": list(members),
             "dropped": self.dropped,
-            "history": {name: {key: _finite_or_none(values) for key, values in
-                               fit.history.items()} for name, fit in fits.items()},
+            "history": {
+                name: {key: _finite_or_none(values) for key, values in fit.history.items()}
+                for name, fit in fits.items()
+            },
             "epoch_seconds": {name: fit.seconds for name, fit in fits.items()},
             "validation_seconds": {name: fit.validation_seconds for name, fit in fits.items()},
             "weights_sha256": {name: fit.weights_sha256 for name, fit in fits.items()},
-            "seconds_per_epoch": {name: train.steady_epoch_seconds(fit.seconds)
-                                  for name, fit in fits.items()},
-            "images_per_second": {name: train.images_per_second(fit.seconds, self.steps,
-                                                                self.global_batch)
-                                  for name, fit in fits.items()},
+            "seconds_per_epoch": {
+                name: train.steady_epoch_seconds(fit.seconds) for name, fit in fits.items()
+            },
+            "images_per_second": {
+                name: train.images_per_second(fit.seconds, self.steps, self.global_batch)
+                for name, fit in fits.items()
+            },
             **self.training.summary(),
             "validation": self.scores,
             "blend_weights": dict(zip(members, blend.weights, strict=True)),
@@ -132,16 +147,27 @@ def write_results(output_dir, members, blend, record):
     from petals import probabilities, submission
 
     labels = probabilities.blended(members, blend.weights).argmax(axis=-1)
-    submission.write_submission(os.path.join(output_dir, "submission.csv"),
-                                members[0].test_ids.tolist(), labels, overwrite=True)
-    submission.write_metrics(os.path.join(output_dir, "metrics.json"),
-                             record.metrics(blend, [member.name for member in members]),
-                             overwrite=True)
+    submission.write_submission(
+        os.path.join(output_dir, "submission.csv"),
+        members[0].test_ids.tolist(),
+        labels,
+        overwrite=True,
+    )
+    submission.write_metrics(
+        os.path.join(output_dir, "metrics.json"),
+        record.metrics(blend, [member.name for member in members]),
+        overwrite=True,
+    )
 
 
 def summary_line(backbones, image_size, epochs, device, blend_f1, test_images):
     """The run's last line, the one a sweep log is read for."""
-    score = ("validation F1 (cross-validated blend) " + f"{blend_f1:.4f}"
-             if blend_f1 is not None else "no validation (trained on val)")
-    return (f"DONE {'+'.join(backbones)} {image_size}px {epochs} epochs on {device}: {score}, "
-            f"{test_images} test predictions")
+    score = (
+        "validation F1 (cross-validated blend) " + f"{blend_f1:.4f}"
+        if blend_f1 is not None
+        else "no validation (trained on val)"
+    )
+    return (
+        f"DONE {'+'.join(backbones)} {image_size}px {epochs} epochs on {device}: {score}, "
+        f"{test_images} test predictions"
+    )

@@ -67,8 +67,11 @@ class Progress:
 
     def cell_start(self, cell, cell_index):
         if cell.cell_type == "markdown":
-            headings = [line.lstrip("#").strip() for line in cell.source.splitlines()
-                        if line.startswith("#")]
+            headings = [
+                line.lstrip("#").strip()
+                for line in cell.source.splitlines()
+                if line.startswith("#")
+            ]
             if headings:
                 self.heading = headings[0]
 
@@ -91,13 +94,19 @@ def absolute_paths(parameters):
     for name in set(PATH_PARAMETERS) & set(parameters):
         value = parameters[name]
         # WEIGHTS may map each backbone to its own weights, files among them.
-        parameters[name] = ({key: absolute(item) for key, item in value.items()}
-                            if isinstance(value, dict) else absolute(value))
+        parameters[name] = (
+            {key: absolute(item) for key, item in value.items()}
+            if isinstance(value, dict)
+            else absolute(value)
+        )
     if isinstance(parameters.get("EXTRA_DATA"), list):
         # Local folders are made absolute; anything else is a URL or a Kaggle dataset slug.
-        parameters["EXTRA_DATA"] = [os.path.abspath(os.path.expanduser(entry))
-                                    if isinstance(entry, str) and is_local_path(entry) else entry
-                                    for entry in parameters["EXTRA_DATA"]]
+        parameters["EXTRA_DATA"] = [
+            os.path.abspath(os.path.expanduser(entry))
+            if isinstance(entry, str) and is_local_path(entry)
+            else entry
+            for entry in parameters["EXTRA_DATA"]
+        ]
     return parameters
 
 
@@ -153,8 +162,12 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
     options = {}
     if log_output:
         progress = Progress()
-        options = {"stdout_file": sys.stdout, "stderr_file": sys.stderr,
-                   "on_cell_start": progress.cell_start, "on_cell_execute": progress.cell_execute}
+        options = {
+            "stdout_file": sys.stdout,
+            "stderr_file": sys.stderr,
+            "on_cell_start": progress.cell_start,
+            "on_cell_execute": progress.cell_execute,
+        }
     # The kernel inherits this environment: TensorFlow's C++ start-up banner (CPU features,
     # missing CUDA) goes to the terminal, not the notebook, and says nothing to act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -163,10 +176,12 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
     with tempfile.TemporaryDirectory(prefix="petals-kernel-") as socket_folder:
         try:
             papermill.execute_notebook(
-                notebook, output_path,
+                notebook,
+                output_path,
                 parameters={**parameters, "OUTPUT_DIR": output_dir},
                 cwd=cwd or os.path.dirname(os.path.abspath(source)),
-                progress_bar=False, kernel_manager_class=kernel_manager_class(socket_folder),
+                progress_bar=False,
+                kernel_manager_class=kernel_manager_class(socket_folder),
                 **options,
             )
         finally:
@@ -182,8 +197,9 @@ def parse_value(name, text):
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ValueError(f"-p {name} {text!r} is not a YAML value: "
-                         f"{str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"-p {name} {text!r} is not a YAML value: {str(error).splitlines()[0]}"
+        ) from None
 
 
 def main(argv=None):
@@ -191,9 +207,15 @@ def main(argv=None):
     parser.add_argument("source", help="the notebook's .py percent script")
     parser.add_argument("output_dir", help="new folder for the executed notebook and results")
     parser.add_argument("-f", "--parameters-file", help="YAML file of parameter values")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"),
-                        help="one parameter (value parsed as YAML; None or null for None)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="one parameter (value parsed as YAML; None or null for None)",
+    )
     add_process_arguments(parser)
     arguments = parser.parse_args(argv)
     from petals import hosts
@@ -210,22 +232,26 @@ def main(argv=None):
         from papermill import PapermillExecutionError
 
         try:
-            path = execute(arguments.source, arguments.output_dir, parameters,
-                           log_output=hosts.prints_progress(),
-                           notebook_dir=process_notebook_dir(arguments.output_dir))
+            path = execute(
+                arguments.source,
+                arguments.output_dir,
+                parameters,
+                log_output=hosts.prints_progress(),
+                notebook_dir=process_notebook_dir(arguments.output_dir),
+            )
         except PapermillExecutionError as error:
             # The notebook already showed the traceback; the user needs the one line saying why.
             notebook_dir = process_notebook_dir(arguments.output_dir) or arguments.output_dir
-            sys.exit(f"error: {error.ename}: {error.evalue} (see {notebook_dir}/"
-                     f"{NOTEBOOK_NAME})")
+            sys.exit(f"error: {error.ename}: {error.evalue} (see {notebook_dir}/{NOTEBOOK_NAME})")
     except (FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         # The kernel is gone with this process; its notebook so far stays as the record.
-        command = [command_name(), "-m", "petals.runner",
-                   *(sys.argv[1:] if argv is None else argv)]
-        sys.exit(f"\ninterrupted: the run in {arguments.output_dir} stopped unfinished; start it "
-                 f"again with `{shlex.join(command)}`")
+        command = [command_name(), "-m", "petals.runner", *(sys.argv[1:] if argv is None else argv)]
+        sys.exit(
+            f"\ninterrupted: the run in {arguments.output_dir} stopped unfinished; start it "
+            f"again with `{shlex.join(command)}`"
+        )
     print(f"executed notebook: {path}")
 
 
@@ -247,8 +273,9 @@ def read_parameters_file(path):
     except FileNotFoundError:
         raise ValueError(f"parameters file {path} does not exist") from None
     except yaml.YAMLError as error:
-        raise ValueError(f"parameters file {path} is not valid YAML: "
-                         f"{str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"parameters file {path} is not valid YAML: {str(error).splitlines()[0]}"
+        ) from None
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -261,11 +288,20 @@ def read_parameters_file(path):
 
 def add_process_arguments(parser):
     """--processes and --timeout, the launcher's options."""
-    parser.add_argument("--processes", type=int, default=1, metavar="N",
-                        help="start N processes of the notebook as one run, coordinated on "
-                             "127.0.0.1 (petals.hosts); only process 0 prints and writes results")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="stop every process and fail after this many seconds")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start N processes of the notebook as one run, coordinated on "
+        "127.0.0.1 (petals.hosts); only process 0 prints and writes results",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop every process and fail after this many seconds",
+    )
 
 
 def process_notebook_dir(output_dir):
@@ -364,8 +400,9 @@ def exit_status(returncode):
     return 128 - returncode if returncode < 0 else returncode
 
 
-def supervise(workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=STOP_GRACE_SECONDS,
-              stream=None):
+def supervise(
+    workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=STOP_GRACE_SECONDS, stream=None
+):
     """Wait for the workers; the run's exit status, with one line naming what went wrong.
 
     The first process to fail stops the run (its status is the run's); a process still running
@@ -380,13 +417,20 @@ def supervise(workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=S
         for worker in workers:
             worker.remember_descendants()
         codes = [worker.popen.poll() for worker in workers]
-        failed = [(worker, code) for worker, code in zip(workers, codes, strict=True)
-                  if code not in (None, 0)]
+        failed = [
+            (worker, code)
+            for worker, code in zip(workers, codes, strict=True)
+            if code not in (None, 0)
+        ]
         now = time.monotonic()
         if failed:
             worker, code = failed[0]
-            print(f"error: {worker.describe()} of {count} failed with exit status "
-                  f"{exit_status(code)}; stopped the others", file=stream, flush=True)
+            print(
+                f"error: {worker.describe()} of {count} failed with exit status "
+                f"{exit_status(code)}; stopped the others",
+                file=stream,
+                flush=True,
+            )
             stop(workers, stop_grace)
             return max(exit_status(code) for _, code in failed)
         if all(code == 0 for code in codes):
@@ -395,15 +439,21 @@ def supervise(workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=S
             first_finished = now
         running = [worker for worker, code in zip(workers, codes, strict=True) if code is None]
         if first_finished is not None and now - first_finished > exit_grace:
-            print(f"error: {', '.join(worker.describe() for worker in running)} of {count} still "
-                  f"running {exit_grace:g} s after another finished: hung; stopped it",
-                  file=stream, flush=True)
+            print(
+                f"error: {', '.join(worker.describe() for worker in running)} of {count} still "
+                f"running {exit_grace:g} s after another finished: hung; stopped it",
+                file=stream,
+                flush=True,
+            )
             stop(workers, stop_grace)
             return 1
         if timeout is not None and now - started > timeout:
-            print(f"error: timed out after {timeout:g} s; stopped "
-                  f"{', '.join(worker.describe() for worker in running)} of {count}",
-                  file=stream, flush=True)
+            print(
+                f"error: timed out after {timeout:g} s; stopped "
+                f"{', '.join(worker.describe() for worker in running)} of {count}",
+                file=stream,
+                flush=True,
+            )
             stop(workers, stop_grace)
             return 124
         time.sleep(POLL_SECONDS)
@@ -421,8 +471,7 @@ def launch_processes(arguments):
     from petals.submission import prepare_output_dir
 
     if arguments.processes < 1:
-        print(f"error: --processes must be at least 1, got {arguments.processes}",
-              file=sys.stderr)
+        print(f"error: --processes must be at least 1, got {arguments.processes}", file=sys.stderr)
         return 2
     try:
         prepare_output_dir(arguments.output_dir, replace=False)
@@ -442,19 +491,26 @@ def launch_processes(arguments):
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         for index in range(arguments.processes):
-            environment = {**os.environ, "PYTHONPATH": python_path,
-                           hosts.ADDRESS_VARIABLE: address,
-                           hosts.COUNT_VARIABLE: str(arguments.processes),
-                           hosts.INDEX_VARIABLE: str(index)}
+            environment = {
+                **os.environ,
+                "PYTHONPATH": python_path,
+                hosts.ADDRESS_VARIABLE: address,
+                hosts.COUNT_VARIABLE: str(arguments.processes),
+                hosts.INDEX_VARIABLE: str(index),
+            }
             log_path = None
             if index:
                 folder = process_folder(arguments.output_dir, index)
                 os.makedirs(folder, exist_ok=True)
                 log_path = os.path.join(folder, "output.log")
             with open(log_path or os.devnull, "w") as log:
-                popen = subprocess.Popen(command, env=environment, start_new_session=True,
-                                         stdout=log if index else None,
-                                         stderr=subprocess.STDOUT if index else None)
+                popen = subprocess.Popen(
+                    command,
+                    env=environment,
+                    start_new_session=True,
+                    stdout=log if index else None,
+                    stderr=subprocess.STDOUT if index else None,
+                )
             workers.append(Worker(index, popen, log_path))
         return supervise(workers, arguments.timeout)
     except KeyboardInterrupt:

@@ -35,7 +35,7 @@ class Schedule:
         if epoch < self.ramp_up_epochs + self.sustain_epochs:
             return self.maximum
         decay_epochs = epoch - self.ramp_up_epochs - self.sustain_epochs
-        return self.minimum + (self.maximum - self.minimum) * self.decay ** decay_epochs
+        return self.minimum + (self.maximum - self.minimum) * self.decay**decay_epochs
 
     def values(self, epochs):
         """The rates of epochs 0..epochs-1, for plotting and for metrics.json."""

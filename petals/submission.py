@@ -50,13 +50,17 @@ def prepare_output_dir(output_dir, replace=None):
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
     existing += [os.path.basename(path) for path in paths(output_dir)]
     if existing and not replace:
-        raise FileExistsError(f"{output_dir} already holds {', '.join(existing)} from an earlier "
-                              "run; choose another OUTPUT_DIR or move those files away")
+        raise FileExistsError(
+            f"{output_dir} already holds {', '.join(existing)} from an earlier "
+            "run; choose another OUTPUT_DIR or move those files away"
+        )
     if existing:
         for name in existing:
             os.remove(os.path.join(output_dir, name))
-        print(f"replacing the previous run's {', '.join(existing)} in {output_dir} (run again "
-              "in this session)")
+        print(
+            f"replacing the previous run's {', '.join(existing)} in {output_dir} (run again "
+            "in this session)"
+        )
     return output_dir
 
 
@@ -65,8 +69,9 @@ def check_ids(test_ids):
     if len(test_ids) == 0:
         raise SubmissionError("no test ids: the test split is empty")
     seen = set()
-    duplicates = sorted({record_id for record_id in test_ids
-                         if record_id in seen or seen.add(record_id)})
+    duplicates = sorted(
+        {record_id for record_id in test_ids if record_id in seen or seen.add(record_id)}
+    )
     if duplicates:
         raise SubmissionError(f"test ids appear more than once: {', '.join(duplicates[:5])}")
     return seen
@@ -83,9 +88,11 @@ def validate(test_ids, labels, expected_ids=None, num_classes=NUM_CLASSES):
         missing = sorted(set(expected_ids) - seen)
         unexpected = sorted(seen - set(expected_ids))
         if missing or unexpected:
-            raise SubmissionError(f"ids differ from the test split: {len(missing)} missing "
-                                  f"(e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                                  f"(e.g. {unexpected[:3]})")
+            raise SubmissionError(
+                f"ids differ from the test split: {len(missing)} missing "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                f"(e.g. {unexpected[:3]})"
+            )
     if not np.issubdtype(labels.dtype, np.integer):
         raise SubmissionError(f"labels must be integers, got {labels.dtype}")
     out_of_range = labels[(labels < 0) | (labels >= num_classes)]

@@ -11,8 +11,7 @@ import numpy as np
 from petals import accelerator, hosts, mixing, parameters
 
 
-def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
-                  seed=None):
+def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cutmix=0.0, seed=None):
     """Adam, cross-entropy and accuracy; returns the model to train (call in the accelerator scope).
 
     All three options 0: sparse labels and sparse categorical cross-entropy (the fast path).
@@ -36,8 +35,10 @@ def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cut
 def steps_per_epoch(records, global_batch, cap=None):
     """Full batches per epoch from the record count, at least one, at most `cap`."""
     if records < global_batch:
-        raise ValueError(f"only {records} training records for a global batch of "
-                         f"{global_batch}; lower BATCH_SIZE_PER_REPLICA")
+        raise ValueError(
+            f"only {records} training records for a global batch of "
+            f"{global_batch}; lower BATCH_SIZE_PER_REPLICA"
+        )
     steps = records // global_batch
     return min(steps, cap) if cap else steps
 
@@ -101,8 +102,10 @@ class StopWhenNonFinite(keras.callbacks.Callback):
         values = {key: float(value) for key, value in (logs or {}).items()}  # scalars
         broken = {key: value for key, value in values.items() if not math.isfinite(value)}
         if broken:
-            self.reason = (f"{', '.join(f'{key} {value}' for key, value in broken.items())} "
-                           f"in epoch {epoch + 1}")
+            self.reason = (
+                f"{', '.join(f'{key} {value}' for key, value in broken.items())} "
+                f"in epoch {epoch + 1}"
+            )
             self.model.stop_training = True
 
 
@@ -116,8 +119,9 @@ class Fitted(NamedTuple):
     stopped: str | None = None  # why training stopped early: a non-finite loss (see fit)
 
 
-def fit(model, training, epochs, steps, schedule, validation=None, validation_steps=None,
-        verbose=2):
+def fit(
+    model, training, epochs, steps, schedule, validation=None, validation_steps=None, verbose=2
+):
     """Train `steps` batches per epoch, validating on `validation_steps` full batches.
 
     `training` is an endless dataset (it is shuffled when built, so Keras is told not to);
@@ -133,14 +137,23 @@ def fit(model, training, epochs, steps, schedule, validation=None, validation_st
         raise ValueError("fit: give validation_steps (full validation batches) with validation")
     timer, guard = EpochTimer(), StopWhenNonFinite()
     with accelerator.out_of_memory_hint(f"training {model.name}"):
-        history = model.fit(training, epochs=epochs, steps_per_epoch=steps, shuffle=False,
-                            validation_data=validation, validation_steps=validation_steps,
-                            callbacks=[schedule.callback(), timer, guard], verbose=verbose)
+        history = model.fit(
+            training,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            shuffle=False,
+            validation_data=validation,
+            validation_steps=validation_steps,
+            callbacks=[schedule.callback(), timer, guard],
+            verbose=verbose,
+        )
     history = {key: [float(value) for value in values] for key, values in history.history.items()}
     checksums = hosts.gather_strings(hosts.weights_checksum(model))
     if len(set(checksums)) > 1:
-        raise RuntimeError(f"{model.name}'s weights differ across the {len(checksums)} processes "
-                           "after training; every process must build the model with the same SEED")
+        raise RuntimeError(
+            f"{model.name}'s weights differ across the {len(checksums)} processes "
+            "after training; every process must build the model with the same SEED"
+        )
     return Fitted(history, timer.seconds, timer.validation_seconds, checksums, guard.reason)
 
 

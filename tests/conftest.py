@@ -32,9 +32,20 @@ def run_in_child(source, backend="jax", devices=8, timeout=300):
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": root,
-                   "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
-                            env=environment, cwd=root, timeout=timeout, check=False)
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": root,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", source],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=root,
+        timeout=timeout,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

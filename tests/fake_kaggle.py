@@ -91,19 +91,36 @@ _RPC_PATH = re.compile(r"^(?:/api)?/v1/(?P<service>[A-Za-z0-9_.]+)/(?P<method>[A
 _KERNELS = "kernels.KernelsApiService"
 _COMPETITIONS = "competitions.CompetitionApiService"
 # Machine shapes Kaggle lists (kaggle-cli docs/kernels.md, Feb 2026); "" and None: no accelerator.
-MACHINE_SHAPES = {"NvidiaTeslaP100", "TpuV38", "NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "Tpu1VmV38",
-                  "NvidiaTeslaA100", "NvidiaL4", "TpuV5E8", "NvidiaL4X1", "TpuV6E8", "NvidiaH100",
-                  "NvidiaRtxPro6000"}
+MACHINE_SHAPES = {
+    "NvidiaTeslaP100",
+    "TpuV38",
+    "NvidiaTeslaT4",
+    "NvidiaTeslaT4Highmem",
+    "Tpu1VmV38",
+    "NvidiaTeslaA100",
+    "NvidiaL4",
+    "TpuV5E8",
+    "NvidiaL4X1",
+    "TpuV6E8",
+    "NvidiaH100",
+    "NvidiaRtxPro6000",
+}
 COMPETITIONS = {"tpu-getting-started"}
 # A push request's source list → the push answer's list of those Kaggle could not attach.
-_SOURCE_FIELDS = {"datasetDataSources": "invalidDatasetSources",
-                  "competitionDataSources": "invalidCompetitionSources",
-                  "kernelDataSources": "invalidKernelSources",
-                  "modelDataSources": "invalidModelSources"}
+_SOURCE_FIELDS = {
+    "datasetDataSources": "invalidDatasetSources",
+    "competitionDataSources": "invalidCompetitionSources",
+    "kernelDataSources": "invalidKernelSources",
+    "modelDataSources": "invalidModelSources",
+}
 _LOST = object()  # a route's payload meaning: close the connection without an answer
 FINAL_STATUSES = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
-KAGGLE_RULES = ("notebook JSON with a kernelspec and no metadata.kaggle", "a known machine shape",
-                "owner = caller, title slugifies to the slug", "existing competition sources")
+KAGGLE_RULES = (
+    "notebook JSON with a kernelspec and no metadata.kaggle",
+    "a known machine shape",
+    "owner = caller, title slugifies to the slug",
+    "existing competition sources",
+)
 
 
 @dataclass
@@ -207,8 +224,9 @@ class _Session:
         if self.time_limit is not None and self.run_seconds > self.time_limit:
             if elapsed < self.queue_seconds + self.time_limit:
                 return "RUNNING", None
-            return "ERROR", (f"The session ran past its time limit of {self.time_limit:g} s and "
-                             "was stopped")
+            return "ERROR", (
+                f"The session ran past its time limit of {self.time_limit:g} s and was stopped"
+            )
         if elapsed < self.queue_seconds + self.run_seconds:
             return "RUNNING", None
         return self.outcome
@@ -296,8 +314,11 @@ class FakeKaggle:
         httpd.fake = self
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-            name="fake-kaggle")
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="fake-kaggle",
+        )
         self._thread.start()
         return self
 
@@ -322,8 +343,9 @@ class FakeKaggle:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def environment(self, home, username: str | None = DEFAULT_USERNAME,
-                    key: str | None = DEFAULT_KEY) -> dict[str, str]:
+    def environment(
+        self, home, username: str | None = DEFAULT_USERNAME, key: str | None = DEFAULT_KEY
+    ) -> dict[str, str]:
         """A complete environment for a ``kaggle`` subprocess that can only reach this fake.
 
         Every KAGGLE_* and proxy variable of the current environment is dropped; HOME and the
@@ -331,17 +353,25 @@ class FakeKaggle:
         picked up. With ``username=None`` no credentials are set at all.
         """
         home = str(home)
-        env = {k: v for k, v in os.environ.items()
-               if not k.upper().startswith("KAGGLE_") and k.upper() not in _PROXY_VARS}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.upper().startswith("KAGGLE_") and k.upper() not in _PROXY_VARS
+        }
         proxy = self.url
-        env.update({
-            "HOME": home,
-            "KAGGLE_CONFIG_DIR": os.path.join(home, ".kaggle"),
-            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
-            "HTTP_PROXY": proxy, "http_proxy": proxy,
-            "HTTPS_PROXY": proxy, "https_proxy": proxy,
-            "NO_PROXY": "", "no_proxy": "",
-        })
+        env.update(
+            {
+                "HOME": home,
+                "KAGGLE_CONFIG_DIR": os.path.join(home, ".kaggle"),
+                "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+                "HTTP_PROXY": proxy,
+                "http_proxy": proxy,
+                "HTTPS_PROXY": proxy,
+                "https_proxy": proxy,
+                "NO_PROXY": "",
+                "no_proxy": "",
+            }
+        )
         env.pop("XDG_CONFIG_HOME", None)
         if username is not None:
             env["KAGGLE_USERNAME"] = username
@@ -355,8 +385,13 @@ class FakeKaggle:
         with self._lock:
             self._auth = (username, key)
 
-    def configure(self, session_cap: int | None = None, run_seconds: float | None = None,
-                  queue_seconds: float = 0.0, session_time_limit: float | None = None) -> None:
+    def configure(
+        self,
+        session_cap: int | None = None,
+        run_seconds: float | None = None,
+        queue_seconds: float = 0.0,
+        session_time_limit: float | None = None,
+    ) -> None:
         """Kaggle's batch sessions: at most ``session_cap`` queued or running per kind (None: no
         cap); each queued for ``queue_seconds``, then running ``run_seconds`` (None: untimed,
         scripted statuses); a run longer than ``session_time_limit`` ends in ERROR."""
@@ -387,15 +422,18 @@ class FakeKaggle:
         with self._lock:
             self._statuses[(ref, version)] = _StatusScript(parsed)
 
-    def set_output(self, ref: str | None, files: dict | None = None, log="",
-                   version: int | None = None) -> None:
+    def set_output(
+        self, ref: str | None, files: dict | None = None, log="", version: int | None = None
+    ) -> None:
         """Script ListKernelSessionOutput for ``ref``: ``files`` maps names to bytes (or str);
         ``log`` is the log string as served, or a list of lines / entries (see ``kaggle_log``).
         ``ref=None`` sets what every kernel without its own output serves."""
         if not isinstance(log, str):
             log = kaggle_log(log)
-        data = {name: content.encode() if isinstance(content, str) else bytes(content)
-                for name, content in (files or {}).items()}
+        data = {
+            name: content.encode() if isinstance(content, str) else bytes(content)
+            for name, content in (files or {}).items()
+        }
         with self._lock:
             self._outputs[(ref, version)] = _Output(data, log)
 
@@ -404,18 +442,24 @@ class FakeKaggle:
         with self._lock:
             self._rejections.extend([error] * count)
 
-    def fail_next(self, method: str, count: int = 1, status: int = 500,
-                  message: str | None = None, retry_after: str | int | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        count: int = 1,
+        status: int = 500,
+        message: str | None = None,
+        retry_after: str | int | None = None,
+    ) -> None:
         """The next ``count`` calls to ``method`` (an RPC name, or "download"/"upload") answer
         HTTP ``status`` with ``{"code": status, "message": ...}``; later calls succeed."""
         message = message or f"Fake Kaggle fault: HTTP {status}"
         ra = None if retry_after is None else str(retry_after)
         with self._lock:
-            self._faults.setdefault(method, []).extend(
-                [_Fault(status, message, ra)] * count)
+            self._faults.setdefault(method, []).extend([_Fault(status, message, ra)] * count)
 
-    def lose_answers(self, method: str = "SaveKernel", every: int | None = None,
-                     count: int | None = None) -> None:
+    def lose_answers(
+        self, method: str = "SaveKernel", every: int | None = None, count: int | None = None
+    ) -> None:
         """Drop the answer (close the connection unanswered) of every ``every``-th call to
         ``method``, or of the next ``count`` calls. For SaveKernel only accepted pushes count,
         and the push is carried out (version, session) before its answer is lost."""
@@ -434,8 +478,14 @@ class FakeKaggle:
         with self._lock:
             self._invalid_sources.update(slugs)
 
-    def set_quota(self, tpu_used: float = 0.0, tpu_allowed: float = 30.0, gpu_used: float = 0.0,
-                  gpu_allowed: float = 30.0, refresh: datetime | None = None) -> None:
+    def set_quota(
+        self,
+        tpu_used: float = 0.0,
+        tpu_allowed: float = 30.0,
+        gpu_used: float = 0.0,
+        gpu_allowed: float = 30.0,
+        refresh: datetime | None = None,
+    ) -> None:
         """The week's accelerator hours used and allowed, and when they refresh (UTC)."""
         with self._lock:
             self.quota = {"TPU": (tpu_used, tpu_allowed), "GPU": (gpu_used, gpu_allowed)}
@@ -495,8 +545,9 @@ class FakeKaggle:
         scheme, user = _auth_of(handler.headers.get("Authorization"))
         if "Authorization" in headers:
             headers["Authorization"] = f"{scheme or '?'} <redacted>"
-        record = RecordedRequest(handler.command, target, host, path, headers, body, raw,
-                                 user=user, auth_scheme=scheme)
+        record = RecordedRequest(
+            handler.command, target, host, path, headers, body, raw, user=user, auth_scheme=scheme
+        )
         with self._lock:
             self.requests.append(record)
         try:
@@ -638,9 +689,12 @@ class FakeKaggle:
             error = _refusal(body, ref, rec.user)
             if error is None and self._rejections:
                 error = self._rejections.pop(0)
-            if error is None and self.session_cap is not None and len(
-                    [s for s in self._sessions if s.kind == kind and s.active(now)]) \
-                    >= self.session_cap:
+            if (
+                error is None
+                and self.session_cap is not None
+                and len([s for s in self._sessions if s.kind == kind and s.active(now)])
+                >= self.session_cap
+            ):
                 error = f"Maximum batch {kind} session count of {self.session_cap} reached."
             if error is not None:
                 self.pushes.append(Push(ref, body, None, error))
@@ -650,23 +704,39 @@ class FakeKaggle:
             kernel_id = self._kernel_ids.setdefault(ref, 1000 + len(self._kernel_ids) + 1)
             self.pushes.append(Push(ref, body, version))
             seconds, outcome = self._runs.get(ref, (None, ("COMPLETE", None)))
-            self._sessions.append(_Session(
-                ref, version, kind, now, self.queue_seconds,
-                seconds if seconds is not None else self.run_seconds, outcome,
-                self.session_time_limit))
-            self.peak_sessions = max(self.peak_sessions, len(
-                [s for s in self._sessions if s.kind == kind and s.active(now)]))
-            invalid = {field: [source for source in body.get(request) or []
-                               if source in self._invalid_sources]
-                       for request, field in _SOURCE_FIELDS.items()}
+            self._sessions.append(
+                _Session(
+                    ref,
+                    version,
+                    kind,
+                    now,
+                    self.queue_seconds,
+                    seconds if seconds is not None else self.run_seconds,
+                    outcome,
+                    self.session_time_limit,
+                )
+            )
+            self.peak_sessions = max(
+                self.peak_sessions,
+                len([s for s in self._sessions if s.kind == kind and s.active(now)]),
+            )
+            invalid = {
+                field: [
+                    source for source in body.get(request) or [] if source in self._invalid_sources
+                ]
+                for request, field in _SOURCE_FIELDS.items()
+            }
             omit = self._omitted_versions > 0
             self._omitted_versions -= omit
         if self._lose("SaveKernel"):
             return 0, _LOST, {}
-        answer = {"ref": f"/code/{owner}/{name}",
-                  "url": f"https://www.kaggle.com/code/{owner}/{name}",
-                  "versionNumber": version, "kernelId": kernel_id,
-                  **{field: sources for field, sources in invalid.items() if sources}}
+        answer = {
+            "ref": f"/code/{owner}/{name}",
+            "url": f"https://www.kaggle.com/code/{owner}/{name}",
+            "versionNumber": version,
+            "kernelId": kernel_id,
+            **{field: sources for field, sources in invalid.items() if sources},
+        }
         if omit:
             del answer["versionNumber"]
         return 200, answer, {}
@@ -677,11 +747,21 @@ class FakeKaggle:
             quota, refresh = dict(self.quota), self.quota_refresh
 
         def kind(used, allowed):
-            return {"timeUsed": f"{used * 3600:.0f}s", "timeReserved": "0s",
-                    "totalTimeAllowed": f"{allowed * 3600:.0f}s"}
+            return {
+                "timeUsed": f"{used * 3600:.0f}s",
+                "timeReserved": "0s",
+                "totalTimeAllowed": f"{allowed * 3600:.0f}s",
+            }
 
-        return 200, {"quotaRefreshTime": refresh.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                     "tpuQuota": kind(*quota["TPU"]), "gpuQuota": kind(*quota["GPU"])}, {}
+        return (
+            200,
+            {
+                "quotaRefreshTime": refresh.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "tpuQuota": kind(*quota["TPU"]),
+                "gpuQuota": kind(*quota["GPU"]),
+            },
+            {},
+        )
 
     def _kernel_key(self, body: dict) -> tuple[str, int | None]:
         ref = f"{body.get('userName', '')}/{body.get('kernelSlug', '')}"
@@ -716,8 +796,11 @@ class FakeKaggle:
                     if ref not in self._versions:
                         return 404, _error(404, f"Notebook {ref} not found"), {}
                     script = self._statuses[(ref, None)] = _StatusScript(
-                        [(s, None) if isinstance(s, str) else tuple(s)
-                         for s in self.default_statuses])
+                        [
+                            (s, None) if isinstance(s, str) else tuple(s)
+                            for s in self.default_statuses
+                        ]
+                    )
                 status, message = script.steps[min(script.cursor, len(script.steps) - 1)]
                 script.cursor += 1
                 if session is not None and status in FINAL_STATUSES:
@@ -739,15 +822,22 @@ class FakeKaggle:
             page_size = int(rec.body.get("pageSize") or 20)
             token = rec.body.get("pageToken") or ""
             start = int(token) if token.isdigit() else 0
-            page = names[start:start + page_size]
+            page = names[start : start + page_size]
             files = []
             for name in page:
                 blob = f"out{self._next_id()}"
                 self._blobs[blob] = output.files[name]
                 files.append({"fileName": name, "url": f"{self.url}/files/{blob}"})
         more = start + page_size < len(names)
-        return 200, {"files": files, "log": output.log,
-                     "nextPageToken": str(start + page_size) if more else ""}, {}
+        return (
+            200,
+            {
+                "files": files,
+                "log": output.log,
+                "nextPageToken": str(start + page_size) if more else "",
+            },
+            {},
+        )
 
     def _get_kernel(self, rec: RecordedRequest):
         """The kernel's metadata; ``currentVersionNumber`` is its latest accepted version."""
@@ -759,15 +849,31 @@ class FakeKaggle:
             body, version = accepted[-1].body, self._versions[ref]
             kernel_id = self._kernel_ids[ref]
         owner, name = ref.split("/", 1)
-        metadata = {"id": kernel_id, "ref": ref, "title": body.get("newTitle", name),
-                    "author": owner, "slug": name, "language": body.get("language", "python"),
-                    "kernelType": body.get("kernelType", "notebook"),
-                    "isPrivate": body.get("isPrivate", True),
-                    "machineShape": body.get("machineShape") or "",
-                    "currentVersionNumber": version}
-        return 200, {"metadata": metadata, "blob": {
-            "source": body.get("text", ""), "language": metadata["language"],
-            "kernelType": metadata["kernelType"], "slug": name}}, {}
+        metadata = {
+            "id": kernel_id,
+            "ref": ref,
+            "title": body.get("newTitle", name),
+            "author": owner,
+            "slug": name,
+            "language": body.get("language", "python"),
+            "kernelType": body.get("kernelType", "notebook"),
+            "isPrivate": body.get("isPrivate", True),
+            "machineShape": body.get("machineShape") or "",
+            "currentVersionNumber": version,
+        }
+        return (
+            200,
+            {
+                "metadata": metadata,
+                "blob": {
+                    "source": body.get("text", ""),
+                    "language": metadata["language"],
+                    "kernelType": metadata["kernelType"],
+                    "slug": name,
+                },
+            },
+            {},
+        )
 
     def _download(self, rec: RecordedRequest):
         token = rec.path.rsplit("/", 1)[-1]
@@ -781,8 +887,9 @@ class FakeKaggle:
     def _start_upload(self, rec: RecordedRequest):
         token = f"blob{self._next_id()}"
         with self._lock:
-            self._uploads[token] = _Upload(rec.body.get("competitionName", ""),
-                                           rec.body.get("fileName"))
+            self._uploads[token] = _Upload(
+                rec.body.get("competitionName", ""), rec.body.get("fileName")
+            )
         return 200, {"token": token, "createUrl": f"{self.url}/upload/{token}"}, {}
 
     def _upload(self, rec: RecordedRequest):
@@ -802,17 +909,32 @@ class FakeKaggle:
             if upload is None or upload.content is None:
                 return 400, _error(400, f"Unknown or empty blob token {token!r}"), {}
             ref = 50000000 + len(self.submissions) + 1
-            self.submissions.append(Submission(
-                ref, body.get("competitionName", ""), body.get("submissionDescription"),
-                upload.file_name, upload.content, body))
+            self.submissions.append(
+                Submission(
+                    ref,
+                    body.get("competitionName", ""),
+                    body.get("submissionDescription"),
+                    upload.file_name,
+                    upload.content,
+                    body,
+                )
+            )
         return 200, {"message": self.submission_message, "ref": ref}, {}
 
     def _submission_limits(self, rec: RecordedRequest):
         name = rec.body.get("competitionName")
         with self._lock:
             made = sum(1 for s in self.submissions if s.competition == name)
-        return 200, {"numToday": made, "numTotal": made, "numAllowedNow": max(0, 5 - made),
-                     "limitedByTotal": False}, {}
+        return (
+            200,
+            {
+                "numToday": made,
+                "numTotal": made,
+                "numAllowedNow": max(0, 5 - made),
+                "limitedByTotal": False,
+            },
+            {},
+        )
 
     def _get_submission(self, rec: RecordedRequest):
         ref = rec.body.get("ref")
@@ -821,8 +943,17 @@ class FakeKaggle:
         if not known:
             return 404, _error(404, f"Submission {ref} not found"), {}
         sub = known[0]
-        return 200, {"ref": sub.ref, "status": "COMPLETE", "fileName": sub.file_name,
-                     "description": sub.description or "", "publicScore": "0.5"}, {}
+        return (
+            200,
+            {
+                "ref": sub.ref,
+                "status": "COMPLETE",
+                "fileName": sub.file_name,
+                "description": sub.description or "",
+                "publicScore": "0.5",
+            },
+            {},
+        )
 
 
 def _refusal(body: dict, ref: str, user: str | None) -> str | None:
@@ -844,8 +975,11 @@ def _refusal(body: dict, ref: str, user: str | None) -> str | None:
             notebook = json.loads(body.get("text") or "")
         except ValueError:
             return "The notebook is not valid JSON"
-        if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list) \
-                or not isinstance(notebook.get("metadata"), dict):
+        if (
+            not isinstance(notebook, dict)
+            or not isinstance(notebook.get("cells"), list)
+            or not isinstance(notebook.get("metadata"), dict)
+        ):
             return "The notebook has no cells or no metadata"
         if not (notebook["metadata"].get("kernelspec") or {}).get("name"):
             return "The notebook has no kernelspec"

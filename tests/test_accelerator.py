@@ -34,8 +34,13 @@ def test_detect_on_this_cpu(backend):
         "except RuntimeError as error:\n"
         "    print('refused:', error)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env={**os.environ, "KERAS_BACKEND": backend}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": backend},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"cpu {backend} 1 float32"
@@ -60,8 +65,11 @@ def test_check_keras_version_refuses_older_keras():
     assert accelerator.check_keras_version(accelerator.MINIMUM_KERAS)
     assert accelerator.check_keras_version("3.16.0.dev2026112901")
     assert accelerator.check_keras_version("4.0.0")
-    with pytest.raises(ValueError, match=r"Keras 3\.12\.1 is older than 3\.13\.2, the oldest "
-                                         r"version this kit is tested with; run: pip install"):
+    with pytest.raises(
+        ValueError,
+        match=r"Keras 3\.12\.1 is older than 3\.13\.2, the oldest "
+        r"version this kit is tested with; run: pip install",
+    ):
         accelerator.check_keras_version("3.12.1")
     with pytest.raises(ValueError, match="older than"):
         accelerator.check_keras_version("3.13.1")
@@ -81,9 +89,11 @@ def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypat
     monkeypatch.setattr(accelerator, "KERAS_REQUIREMENT", f"keras=={installed}")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     assert accelerator.install_tested_keras("3.10.0") == f"keras=={installed}"
-    assert capsys.readouterr().out == (f"installed keras=={installed}: this image has Keras "
-                                       "3.10.0, older than the oldest Keras this kit is tested "
-                                       "with\n")
+    assert capsys.readouterr().out == (
+        f"installed keras=={installed}: this image has Keras "
+        "3.10.0, older than the oldest Keras this kit is tested "
+        "with\n"
+    )
 
 
 @pytest.mark.slow
@@ -92,9 +102,12 @@ def test_installing_keras_without_internet_is_one_line(monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # as a Kaggle notebook with Internet off
     monkeypatch.setenv("PIP_FIND_LINKS", "")
     monkeypatch.setattr(accelerator, "KERAS_REQUIREMENT", "keras==3.0.0.post999")
-    with pytest.raises(ValueError, match=r"this image has Keras 3\.10\.0, older than 3\.13\.2, and "
-                                         r"`pip install keras==3\.0\.0\.post999` failed .*; turn "
-                                         r"on Internet in the notebook's settings") as error:
+    with pytest.raises(
+        ValueError,
+        match=r"this image has Keras 3\.10\.0, older than 3\.13\.2, and "
+        r"`pip install keras==3\.0\.0\.post999` failed .*; turn "
+        r"on Internet in the notebook's settings",
+    ) as error:
         accelerator.install_tested_keras("3.10.0")
     assert "\n" not in str(error.value)
 
@@ -102,12 +115,15 @@ def test_installing_keras_without_internet_is_one_line(monkeypatch):
 def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
     import jax
 
-    with pytest.raises(accelerator.OutOfMemoryError,
-                       match="ran out of memory while predicting; lower BATCH_SIZE_PER_REPLICA "
-                             "or IMAGE_SIZE") as error:
+    with pytest.raises(
+        accelerator.OutOfMemoryError,
+        match="ran out of memory while predicting; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE",
+    ) as error:
         with accelerator.out_of_memory_hint("predicting"):
-            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent "
-                                             "error. Ran out of memory in memory space hbm.")
+            raise jax.errors.JaxRuntimeError(
+                "RESOURCE_EXHAUSTED: XLA:TPU compile permanent "
+                "error. Ran out of memory in memory space hbm."
+            )
     assert isinstance(error.value, ValueError) and "\n" not in str(error.value)
     other = jax.errors.JaxRuntimeError("INTERNAL: something else")
     with pytest.raises(jax.errors.JaxRuntimeError) as passed:
@@ -119,8 +135,10 @@ def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
 def test_out_of_memory_on_tensorflow_becomes_the_same_line():
     import tensorflow as tf
 
-    with pytest.raises(accelerator.OutOfMemoryError, match="ran out of memory while training "
-                       "big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE") as error:
+    with pytest.raises(
+        accelerator.OutOfMemoryError,
+        match="ran out of memory while training big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE",
+    ) as error:
         with accelerator.out_of_memory_hint("training big"):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
     assert "\n" not in str(error.value)

@@ -226,8 +226,9 @@ def test_uint8_images_are_gathered_as_integers_then_cast_to_the_compute_dtype():
     from_uint8 = RandomAffine(shift_pixels=2.0, seed=3)(images, training=True)
     from_float = RandomAffine(shift_pixels=2.0, seed=3)(images.astype("float32"), training=True)
     assert keras.backend.standardize_dtype(from_uint8.dtype) == "float32"
-    np.testing.assert_array_equal(ops.convert_to_numpy(from_uint8),
-                                  ops.convert_to_numpy(from_float))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(from_uint8), ops.convert_to_numpy(from_float)
+    )
     assert not np.array_equal(ops.convert_to_numpy(from_uint8), BATCH)  # pixels did move
     # At inference too the integers come out as the compute dtype, unmoved.
     unchanged = RandomAffine(seed=3)(images, training=False)

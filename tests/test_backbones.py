@@ -134,13 +134,24 @@ def test_every_backbone_builds():
     two cores. Real forward passes of each family on the current backend run below.
     """
     script = BUILD_EVERY_BACKBONE.format(size=SMALLEST_SIZE, names=EXPECTED_NAMES)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     built = json.loads(result.stdout.strip().splitlines()[-1])
     assert list(built) == EXPECTED_NAMES
-    for name, (model_name, input_name, input_dtype, input_shape, output_shape,
-               output_dtype) in built.items():
+    for name, (
+        model_name,
+        input_name,
+        input_dtype,
+        input_shape,
+        output_shape,
+        output_dtype,
+    ) in built.items():
         assert (model_name, input_name, input_dtype) == (name, "image", "uint8")
         assert input_shape == [None, SMALLEST_SIZE, SMALLEST_SIZE, 3]
         assert (output_shape, output_dtype) == ([1, NUM_CLASSES], "float32")
@@ -163,8 +174,10 @@ def test_augmentation_layer_sits_before_the_backbone():
     "backbone",
     [
         "tiny",
-        *(pytest.param(name, marks=pytest.mark.slow)
-          for name in ("efficientnet_b0", "efficientnetv2_b0", "densenet201")),
+        *(
+            pytest.param(name, marks=pytest.mark.slow)
+            for name in ("efficientnet_b0", "efficientnetv2_b0", "densenet201")
+        ),
     ],
 )
 def test_mixed_bfloat16_keeps_the_output_float32(backbone):
@@ -247,11 +260,13 @@ def test_head_dropout_sits_before_the_head_and_trains_only():
     image = image.astype("uint8")
     # The dropout layer's input and output in one call: the whole model's output would change in
     # training anyway (batch normalization then uses the batch's statistics).
-    around = keras.Model(model.input, [model.get_layer("features").output,
-                                       model.get_layer("head_dropout").output])
+    around = keras.Model(
+        model.input, [model.get_layer("features").output, model.get_layer("head_dropout").output]
+    )
     for training, share in ((True, 0.5), (False, 0.0)):
-        features, dropped = (keras.ops.convert_to_numpy(value)
-                             for value in around(image, training=training))
+        features, dropped = (
+            keras.ops.convert_to_numpy(value) for value in around(image, training=training)
+        )
         live = features != 0
         assert abs(np.mean(dropped[live] == 0) - share) < 0.12, training  # the share dropped
         kept = live & (dropped != 0)

@@ -18,8 +18,14 @@ ROW = re.compile(r"^\| tiny \|(.*)\|$", re.MULTILINE)
 
 def run_check(*arguments, python=sys.executable):
     environment = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
-    return subprocess.run([str(CHECK), *arguments], capture_output=True, text=True, check=False,
-                          env={**environment, "PYTHON": str(python)}, timeout=600)
+    return subprocess.run(
+        [str(CHECK), *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**environment, "PYTHON": str(python)},
+        timeout=600,
+    )
 
 
 def test_cpu_version_prints_one_row_of_figures_for_the_tiny_backbone():
@@ -32,19 +38,24 @@ def test_cpu_version_prints_one_row_of_figures_for_the_tiny_backbone():
     # bare, full, full/bare, fed, fed/resident, fed+prefetch/resident, compile full, compile bare
     assert len(cells) == 8 and "—" not in cells, result.stdout
     bare, full, full_over_bare, fed, fed_over_resident, ahead_over_resident, *compiles = map(
-        float, cells)
+        float, cells
+    )
     assert min(bare, full, fed, ahead_over_resident, *compiles) > 0
     assert abs(full_over_bare - full / bare) < 0.01
     assert abs(fed_over_resident - fed / full) < 0.01  # "full" is the resident full model
     assert re.search(r"uint8-first / float-first time = \d+\.\d+", result.stdout)
     # Then prediction, on the same eight devices, with and without the mirror view.
     assert "prediction on 8 × cpu" in result.stdout
-    speeds = re.findall(r"^  (model\.predict|predict\.predict, views): +(\d+\.\d) images/s",
-                        result.stdout, re.MULTILINE)
+    speeds = re.findall(
+        r"^  (model\.predict|predict\.predict, views): +(\d+\.\d) images/s",
+        result.stdout,
+        re.MULTILINE,
+    )
     assert [name for name, _ in speeds] == ["model.predict", "predict.predict, views"]
     (_, plain), (_, views) = speeds
-    ratio = float(re.search(r"with 1 view\(s\) / without, time = (\d+\.\d+)",
-                            result.stdout).group(1))
+    ratio = float(
+        re.search(r"with 1 view\(s\) / without, time = (\d+\.\d+)", result.stdout).group(1)
+    )
     assert abs(ratio - float(plain) / float(views)) < 0.05 * ratio
 
 

@@ -51,8 +51,13 @@ def test_a_local_sweep_at_two_sizes_blends_into_one_submission(tmp_path):
     sweep = sweep_file(tmp_path, dataset)
 
     def build_py(*arguments):
-        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [sys.executable, str(REPOSITORY / "build.py"), *arguments],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
     result = build_py("sweep", "--sweep", str(sweep))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -63,20 +68,35 @@ def test_a_local_sweep_at_two_sizes_blends_into_one_submission(tmp_path):
     ids, labels = submission.read_submission(folder / "submission.csv")
     assert sorted(ids) == sorted(test_ids) and len(ids) == len(test_ids)
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics["blend_weights"]) == {"petals-pair-32/local-1:tiny",
-                                             "petals-pair-64/local-1:tiny"}
+    assert set(metrics["blend_weights"]) == {
+        "petals-pair-32/local-1:tiny",
+        "petals-pair-64/local-1:tiny",
+    }
     assert sum(metrics["blend_weights"].values()) == pytest.approx(1)
     assert 0 <= metrics["blend_f1"] <= 1
     lines = result.stdout.splitlines()
     header = next(index for index, line in enumerate(lines) if line.startswith("run "))
-    assert lines[header].split() == ["run", "backbone", "size", "weights", "validation", "F1",
-                                     "weight"]
-    rows = [line.split() for line in lines[header + 1:header + 3]]
-    assert [row[:4] for row in rows] == [["petals-pair-32/local-1", "tiny", "32", "none"],
-                                         ["petals-pair-64/local-1", "tiny", "64", "none"]]
-    assert [float(row[5]) for row in rows] == [pytest.approx(weight) for weight in (
-        metrics["blend_weights"]["petals-pair-32/local-1:tiny"],
-        metrics["blend_weights"]["petals-pair-64/local-1:tiny"])]
+    assert lines[header].split() == [
+        "run",
+        "backbone",
+        "size",
+        "weights",
+        "validation",
+        "F1",
+        "weight",
+    ]
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    assert [row[:4] for row in rows] == [
+        ["petals-pair-32/local-1", "tiny", "32", "none"],
+        ["petals-pair-64/local-1", "tiny", "64", "none"],
+    ]
+    assert [float(row[5]) for row in rows] == [
+        pytest.approx(weight)
+        for weight in (
+            metrics["blend_weights"]["petals-pair-32/local-1:tiny"],
+            metrics["blend_weights"]["petals-pair-64/local-1:tiny"],
+        )
+    ]
     assert lines[header + 3].startswith("blend: honest validation F1 ")
     assert "best single run petals-pair-" in lines[header + 3]
     # `build.py results` lists the blend as a run of its own.
@@ -96,15 +116,21 @@ def synthetic_run(runs, slug, size, validation_ids, labels, test_ids, seed, vali
     random = np.random.default_rng(seed)
     folder = runs / slug / "v1"
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"parameters": {
-        "IMAGE_SIZE": size, "WEIGHTS": "imagenet", "BACKBONES": ["tiny"]}}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {"parameters": {"IMAGE_SIZE": size, "WEIGHTS": "imagenet", "BACKBONES": ["tiny"]}}
+        )
+    )
     order = random.permutation(len(test_ids))  # each run may list the ids in its own order
-    member = Member("tiny", np.asarray(test_ids)[order],
-                    probabilities_table(len(test_ids), 4, random))
+    member = Member(
+        "tiny", np.asarray(test_ids)[order], probabilities_table(len(test_ids), 4, random)
+    )
     if validated:
-        member = member._replace(validation_ids=validation_ids, validation_labels=labels,
-                                 validation=probabilities_table(len(labels), 4, random,
-                                                                right=labels))
+        member = member._replace(
+            validation_ids=validation_ids,
+            validation_labels=labels,
+            validation=probabilities_table(len(labels), 4, random, right=labels),
+        )
     probabilities.save(folder, member)
 
 
@@ -116,8 +142,9 @@ def runs(tmp_path, monkeypatch):
     validation_ids = [f"v{index}" for index in range(40)]
     test_ids = [f"t{index}" for index in range(30)]
     for seed, size in enumerate(SIZES):
-        synthetic_run(tmp_path / "runs", f"petals-pair-{size}", size, validation_ids, labels,
-                      test_ids, seed)
+        synthetic_run(
+            tmp_path / "runs", f"petals-pair-{size}", size, validation_ids, labels, test_ids, seed
+        )
     return tmp_path / "runs"
 
 
@@ -132,30 +159,35 @@ def test_runs_are_aligned_by_id(runs):
 
 def test_different_ids_give_one_line(runs, capsys):
     member = probabilities.read(probabilities.paths(runs / "petals-pair-64" / "v1")[0])
-    probabilities.save(runs / "petals-pair-64" / "v1", member._replace(
-        validation_ids=np.array(["other", *member.validation_ids[1:]])))
+    probabilities.save(
+        runs / "petals-pair-64" / "v1",
+        member._replace(validation_ids=np.array(["other", *member.validation_ids[1:]])),
+    )
     assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
-    assert error.startswith("error: petals-pair-64/v1 tiny saw other validation ids than "
-                            "petals-pair-32/v1 tiny: 1 missing, 1 extra (e.g. ")
+    assert error.startswith(
+        "error: petals-pair-64/v1 tiny saw other validation ids than "
+        "petals-pair-32/v1 tiny: 1 missing, 1 extra (e.g. "
+    )
     assert not (runs / "pair-blend").exists()
 
 
 def test_runs_trained_on_validation_join_only_with_a_fixed_share(runs, capsys, tmp_path):
     member = probabilities.read(probabilities.paths(runs / "petals-pair-32" / "v1")[0])
-    synthetic_run(runs, "petals-pair-recipe", 32, None, None, member.test_ids.tolist(), 7,
-                  validated=False)
+    synthetic_run(
+        runs, "petals-pair-recipe", 32, None, None, member.test_ids.tolist(), 7, validated=False
+    )
     sweep = tmp_path / "with-recipe.toml"
-    sweep.write_text(sweep_file(tmp_path).read_text() + "[variants.recipe]\n"
-                     "TRAIN_ON_VALIDATION = true\n")
+    sweep.write_text(
+        sweep_file(tmp_path).read_text() + "[variants.recipe]\nTRAIN_ON_VALIDATION = true\n"
+    )
     assert build.main(["blend", "--sweep", str(sweep)]) == 0
     printed = capsys.readouterr().out
     assert "trained on val  left out" in printed
     left_out = json.loads((runs / "pair-blend" / "blend-1" / "metrics.json").read_text())
     assert left_out["left_out"] == ["petals-pair-recipe/v1:tiny"]
-    assert build.main(["blend", "--sweep", str(sweep), "--trained-on-validation-share",
-                       "0.3"]) == 0
+    assert build.main(["blend", "--sweep", str(sweep), "--trained-on-validation-share", "0.3"]) == 0
     joined = json.loads((runs / "pair-blend" / "blend-2" / "metrics.json").read_text())
     assert joined["blend_weights"]["petals-pair-recipe/v1:tiny"] == pytest.approx(0.3)
     assert sum(joined["blend_weights"].values()) == pytest.approx(1)

@@ -23,8 +23,11 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 OWNER = "someone"
 TEST_ROWS = 7382  # the competition's test split
 SIZES = (192, 224, 331, 512)
-SWEEP_SLUGS = [f"petals-flowers-{size}-{backbone}" for size in (512, 331, 192)
-               for backbone in ("efficientnet-b7", "densenet201")] + ["petals-flowers-recipe"]
+SWEEP_SLUGS = [
+    f"petals-flowers-{size}-{backbone}"
+    for size in (512, 331, 192)
+    for backbone in ("efficientnet-b7", "densenet201")
+] + ["petals-flowers-recipe"]
 CAP_REFUSAL = "Maximum batch TPU session count of {} reached."
 
 
@@ -34,14 +37,31 @@ def submission_text(rows=TEST_ROWS):
 
 def metrics_text(size=512):
     """A metrics.json as the notebook writes it (the keys the table and the estimate read)."""
-    return json.dumps({
-        "parameters": {"IMAGE_SIZE": size, "BACKBONES": ["densenet201"], "EPOCHS": 2,
-                       "TTA_VIEWS": []},
-        "accelerator": {"kind": "tpu", "backend": "jax", "replicas": 8},
-        "seconds_per_epoch": {"densenet201": 40.0}, "images_per_second": {"densenet201": 300.0},
-        "stage_seconds": {"import": 10.0, "data": 5.0, "build": 20.0, "compile": 100.0,
-                          "train": 90.0, "evaluate": 10.0, "predict": 20.0},
-        "blend_weights": {"densenet201": 1.0}, "blend_f1": 0.91, "blend_f1_in_sample": 0.91})
+    return json.dumps(
+        {
+            "parameters": {
+                "IMAGE_SIZE": size,
+                "BACKBONES": ["densenet201"],
+                "EPOCHS": 2,
+                "TTA_VIEWS": [],
+            },
+            "accelerator": {"kind": "tpu", "backend": "jax", "replicas": 8},
+            "seconds_per_epoch": {"densenet201": 40.0},
+            "images_per_second": {"densenet201": 300.0},
+            "stage_seconds": {
+                "import": 10.0,
+                "data": 5.0,
+                "build": 20.0,
+                "compile": 100.0,
+                "train": 90.0,
+                "evaluate": 10.0,
+                "predict": 20.0,
+            },
+            "blend_weights": {"densenet201": 1.0},
+            "blend_f1": 0.91,
+            "blend_f1_in_sample": 0.91,
+        }
+    )
 
 
 def probabilities_bytes(validation=20, classes=104):
@@ -53,20 +73,25 @@ def probabilities_bytes(validation=20, classes=104):
         return (values / values.sum(axis=1, keepdims=True)).astype(np.float16)
 
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, name=np.array("densenet201"),
-                        test_ids=np.array([f"{index:09x}" for index in range(TEST_ROWS)]),
-                        test=table(TEST_ROWS),
-                        validation_ids=np.array([f"v{index}" for index in range(validation)]),
-                        validation_labels=np.arange(validation) % classes,
-                        validation=table(validation))
+    np.savez_compressed(
+        buffer,
+        name=np.array("densenet201"),
+        test_ids=np.array([f"{index:09x}" for index in range(TEST_ROWS)]),
+        test=table(TEST_ROWS),
+        validation_ids=np.array([f"v{index}" for index in range(validation)]),
+        validation_labels=np.arange(validation) % classes,
+        validation=table(validation),
+    )
     return buffer.getvalue()
 
 
 def small_sweep(folder):
     """Four TPU variants: petals-cap-192, -224, -331, -512."""
     path = Path(folder) / "cap.toml"
-    path.write_text('name = "cap"\naccelerator = "tpu"\n[parameters]\nBACKBONES = ["densenet201"]'
-                    f'\nEPOCHS = 2\n[grid]\nIMAGE_SIZE = {list(SIZES)}\n')
+    path.write_text(
+        'name = "cap"\naccelerator = "tpu"\n[parameters]\nBACKBONES = ["densenet201"]'
+        f"\nEPOCHS = 2\n[grid]\nIMAGE_SIZE = {list(SIZES)}\n"
+    )
     return path
 
 
@@ -85,25 +110,40 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 @pytest.fixture
 def kit(fake_kaggle, tmp_path):
     """build.py verbs in a scratch folder as `someone`; the fake serves a valid submission."""
-    environment = {**fake_kaggle.environment(tmp_path / "home", username=OWNER),
-                   "PYTHONPATH": str(REPOSITORY)}
-    fake_kaggle.set_output(None, {"submission.csv": submission_text(),
-                                  "metrics.json": metrics_text()}, log=["DONE\n"])
+    environment = {
+        **fake_kaggle.environment(tmp_path / "home", username=OWNER),
+        "PYTHONPATH": str(REPOSITORY),
+    }
+    fake_kaggle.set_output(
+        None, {"submission.csv": submission_text(), "metrics.json": metrics_text()}, log=["DONE\n"]
+    )
 
     def command(*arguments):
         return [sys.executable, str(REPOSITORY / "build.py"), *arguments]
 
     def run(*arguments):
-        return subprocess.run(command(*arguments), cwd=tmp_path, env=environment,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            command(*arguments),
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def start(*arguments):
         # A shell without job control starts background commands (a CI step run with `&`, say)
         # with SIGINT ignored, and Python then never raises KeyboardInterrupt: the child turns
         # Ctrl-C's usual handling back on before it runs build.py, as a terminal would have it.
         interruptible = [sys.executable, "-c", INTERRUPTIBLE, *command(*arguments)[1:]]
-        return subprocess.Popen(interruptible, cwd=tmp_path, env=environment,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            interruptible,
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     run.start, run.folder = start, tmp_path
     return run
@@ -133,10 +173,15 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     fake_kaggle.configure(session_cap=1, run_seconds=2)
     fake_kaggle.lose_answers("SaveKernel", every=3)
     # Each kernel also saves its model's probabilities, as the notebook does.
-    fake_kaggle.set_output(None, {"submission.csv": submission_text(),
-                                  "metrics.json": metrics_text(),
-                                  "probabilities-densenet201.npz": probabilities_bytes()},
-                           log=["DONE\n"])
+    fake_kaggle.set_output(
+        None,
+        {
+            "submission.csv": submission_text(),
+            "metrics.json": metrics_text(),
+            "probabilities-densenet201.npz": probabilities_bytes(),
+        },
+        log=["DONE\n"],
+    )
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -146,17 +191,19 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     assert len(slugs) == 7  # the 3 × 2 grid (one model each) and the recipe
     for slug in slugs:
         assert collected(kit.folder / "runs", slug)["problem"] is None, slug
-        assert (kit.folder / "runs" / slug / "v1" / "submission.csv").read_text() \
-            == submission_text()
+        assert (
+            kit.folder / "runs" / slug / "v1" / "submission.csv"
+        ).read_text() == submission_text()
     assert pushes_per_kernel(fake_kaggle) == {f"{OWNER}/{slug}": 1 for slug in slugs}
     assert fake_kaggle.peak_sessions == 1
     refusals = [push for push in fake_kaggle.pushes if push.error]
     assert refusals and all(push.error == CAP_REFUSAL.format(1) for push in refusals)
     assert "waiting for a free session" in result.stdout
     # Once every variant is collected, the blend of all their models: one row per model.
-    table = result.stdout[re.search(r"^run +backbone", result.stdout, re.M).start():]
-    assert [line.split()[0] for line in table.splitlines()[1:8]] == [f"{slug}/v1" for slug in
-                                                                     SWEEP_SLUGS]
+    table = result.stdout[re.search(r"^run +backbone", result.stdout, re.M).start() :]
+    assert [line.split()[0] for line in table.splitlines()[1:8]] == [
+        f"{slug}/v1" for slug in SWEEP_SLUGS
+    ]
     assert "blend: honest validation F1 " in table
     assert "python build.py blend --sweep" in table
     assert "7 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
@@ -165,14 +212,14 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
 def test_cap_of_two_with_failures(kit, fake_kaggle):
     """An ERROR with a log, a COMPLETE without submission.csv and a run past the time limit are
     reported; the others are collected; never more than two sessions at once."""
-    fake_kaggle.configure(session_cap=2, run_seconds=1, queue_seconds=0.3,
-                          session_time_limit=1.5)
+    fake_kaggle.configure(session_cap=2, run_seconds=1, queue_seconds=0.3, session_time_limit=1.5)
     fake_kaggle.set_run(ref(224), outcome=("ERROR", "Your notebook hit an error"))
     fake_kaggle.set_output(ref(224), {}, log=["epoch 1\n", "ValueError: out of memory\n"])
     fake_kaggle.set_output(ref(331), {"metrics.json": metrics_text(331)}, log=["done\n"])
     fake_kaggle.set_run(ref(512), seconds=5)
-    fake_kaggle.set_output(ref(192), {"submission.csv": submission_text(),
-                                      "metrics.json": metrics_text(192)})
+    fake_kaggle.set_output(
+        ref(192), {"submission.csv": submission_text(), "metrics.json": metrics_text(192)}
+    )
     selection = built(kit, small_sweep(kit.folder))
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "0.2")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -181,8 +228,10 @@ def test_cap_of_two_with_failures(kit, fake_kaggle):
     assert collected(runs, "petals-cap-192")["problem"] is None
     assert collected(runs, "petals-cap-224")["problem"] == "ERROR: Your notebook hit an error"
     assert "ValueError: out of memory" in result.stdout  # the log's tail
-    assert collected(runs, "petals-cap-331")["problem"] == \
-        "COMPLETE but no submission.csv among its outputs"
+    assert (
+        collected(runs, "petals-cap-331")["problem"]
+        == "COMPLETE but no submission.csv among its outputs"
+    )
     assert "time limit of 1.5 s" in collected(runs, "petals-cap-512")["problem"]
     assert "1 variant(s) collected with a valid submission, 3 with a problem" in result.stdout
     assert "| petals-cap-192 | v1 |" in result.stdout  # the results table
@@ -196,8 +245,7 @@ def test_cap_of_two_with_failures(kit, fake_kaggle):
     assert f"measured {Path('runs') / 'petals-cap-192' / 'v1'}" in status.stdout
 
     again = kit("run", *selection, "--poll", "0.2")  # everything is collected or reported
-    assert again.returncode == 1 and "4 finished, 0 running on Kaggle, 0 not pushed" \
-        in again.stdout
+    assert again.returncode == 1 and "4 finished, 0 running on Kaggle, 0 not pushed" in again.stdout
     assert pushes_per_kernel(fake_kaggle) == {ref(size): 1 for size in SIZES}
 
 
@@ -216,15 +264,16 @@ def test_interrupted_run_resumes_here_and_from_an_empty_runs_folder(kit, fake_ka
     process = kit.start("run", *selection, "--poll", "0.2")
     runs = kit.folder / "runs"
     # Interrupt once one variant is collected and the next one is running.
-    wait_for(lambda: len(fake_kaggle.accepted()) >= 2
-             and any(runs.glob("*/v*/collected.json")))
+    wait_for(lambda: len(fake_kaggle.accepted()) >= 2 and any(runs.glob("*/v*/collected.json")))
     process.send_signal(signal.SIGINT)
     output, errors = process.communicate(timeout=60)
     assert process.returncode == 130, output + errors
     assert "interrupted: " in output and "(what runs on Kaggle goes on)" in output
     # The interpreter the command was started with, not a bare `python` that may lack the kit.
-    assert (f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run --sweep {selection[1]} "
-            "--poll 0.2`") in output
+    assert (
+        f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run --sweep {selection[1]} "
+        "--poll 0.2`"
+    ) in output
     done_before = {path: path.stat().st_mtime_ns for path in runs.glob("*/v*/collected.json")}
     assert done_before
 
@@ -247,12 +296,22 @@ def test_a_version_found_on_kaggle_is_not_pushed_again_unless_rerun(kit, fake_ka
     """A push whose answer was lost (or made elsewhere) is watched, not repeated; --rerun
     pushes one new version."""
     fake_kaggle.configure(run_seconds=1)
-    selection = [*built(kit, small_sweep(kit.folder)), "--only", "petals-cap-192", "--poll",
-                 "0.2"]
-    subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p",
-                    str(kit.folder / "kernels" / "petals-cap-192")], check=True,
-                   env=fake_kaggle.environment(kit.folder / "home", username=OWNER),
-                   capture_output=True, timeout=120)
+    selection = [*built(kit, small_sweep(kit.folder)), "--only", "petals-cap-192", "--poll", "0.2"]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kaggle",
+            "kernels",
+            "push",
+            "-p",
+            str(kit.folder / "kernels" / "petals-cap-192"),
+        ],
+        check=True,
+        env=fake_kaggle.environment(kit.folder / "home", username=OWNER),
+        capture_output=True,
+        timeout=120,
+    )
     result = kit("run", *selection)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 finished, 1 running on Kaggle, 0 not pushed" in result.stdout
@@ -279,8 +338,10 @@ def test_estimate_refuses_past_the_budget_or_the_session_limit(kit, fake_kaggle,
     assert "more than --budget-hours 0.01" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     long = tmp_path / "long.toml"
-    long.write_text('name = "long"\n[parameters]\nBACKBONES = ["efficientnet_b7"]\n'
-                    'EPOCHS = 500\n[grid]\nIMAGE_SIZE = [512]\n')
+    long.write_text(
+        'name = "long"\n[parameters]\nBACKBONES = ["efficientnet_b7"]\n'
+        "EPOCHS = 500\n[grid]\nIMAGE_SIZE = [512]\n"
+    )
     selection = built(kit, long)
     result = kit("push", *selection)
     assert result.returncode == 1 and "9 h session limit" in result.stderr
@@ -299,8 +360,10 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
     # `run` takes over: the pushed version holds the one TPU session until --timeout stops it.
     result = kit("run", *selection, "--poll", "0.2", "--timeout", "1")
     assert result.returncode == 1
-    assert "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; " \
+    assert (
+        "stopped after --timeout 1 s: 0 finished, 1 running on Kaggle, 3 not pushed; "
         f"resume with `{sys.executable} {REPOSITORY / 'build.py'} run" in result.stdout
+    )
     assert len(fake_kaggle.accepted()) == 1
 
 
@@ -312,21 +375,26 @@ def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggl
     assert "TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes " in result.stdout
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: the 7 variant(s) to push need about ")
-    assert "of TPU time, but 1.0 h of this week's quota is left (29.0 h of 30.0 h used; it " \
-        "refreshes " in line and line.endswith("push fewer with --only, or pass --yes to push "
-                                              "anyway")
+    assert (
+        "of TPU time, but 1.0 h of this week's quota is left (29.0 h of 30.0 h used; it refreshes "
+        in line
+        and line.endswith("push fewer with --only, or pass --yes to push anyway")
+    )
     assert fake_kaggle.calls("SaveKernel") == []
     status = kit("status", *selection)
     assert status.returncode == 0 and "1.0 h left" in status.stdout
     # --budget-hours caps what the quota leaves; without Kaggle's answer, it alone counts.
     fake_kaggle.set_quota(tpu_used=0, tpu_allowed=30)
     fake_kaggle.fail_next("GetAcceleratorQuotaStatistics", status=404, count=2)
-    result = kit("run", *selection, "--only", "petals-flowers-192-densenet201",
-                 "--budget-hours", "0.01")
+    result = kit(
+        "run", *selection, "--only", "petals-flowers-192-densenet201", "--budget-hours", "0.01"
+    )
     assert result.returncode == 1
-    assert "Kaggle's TPU quota is not known (read the accelerator quota failed: HTTP 404: " \
-        "Fake Kaggle fault: HTTP 404); checking against --budget-hours 0.01 instead" \
+    assert (
+        "Kaggle's TPU quota is not known (read the accelerator quota failed: HTTP 404: "
+        "Fake Kaggle fault: HTTP 404); checking against --budget-hours 0.01 instead"
         in result.stdout
+    )
     assert "more than --budget-hours 0.01" in result.stderr
     assert fake_kaggle.calls("SaveKernel") == []
 
@@ -340,12 +408,14 @@ def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle)
     selection = ["--sweep", str(sweep), *only, "--poll", "0.2"]
     result = kit("run", *selection)
     assert result.returncode == 1, result.stdout + result.stderr
-    line = (f"petals-flowers-recipe: {OWNER}/petals-flowers-recipe v1: the dataset "
-            "kirillblinov/tf-flower-photo-tfrec was not attached (Kaggle lists it as invalid) "
-            "and the version runs without it; check the slug (owner/dataset-name), that the "
-            "dataset is public or shared with your account, and that your account can see it "
-            "at https://www.kaggle.com/datasets/kirillblinov/tf-flower-photo-tfrec; then "
-            "rebuild and push again with `--rerun`")
+    line = (
+        f"petals-flowers-recipe: {OWNER}/petals-flowers-recipe v1: the dataset "
+        "kirillblinov/tf-flower-photo-tfrec was not attached (Kaggle lists it as invalid) "
+        "and the version runs without it; check the slug (owner/dataset-name), that the "
+        "dataset is public or shared with your account, and that your account can see it "
+        "at https://www.kaggle.com/datasets/kirillblinov/tf-flower-photo-tfrec; then "
+        "rebuild and push again with `--rerun`"
+    )
     assert line in result.stdout.splitlines()
     assert collected(kit.folder / "runs", "petals-flowers-192-densenet201")["problem"] is None
     assert "1 variant(s) collected with a valid submission, 1 with a problem" in result.stdout
@@ -355,12 +425,13 @@ def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle)
     assert len(fake_kaggle.accepted()) == 2
 
 
-def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes(kit,
-                                                                                  tiny_dataset):
+def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes(kit, tiny_dataset):
     sweep = kit.folder / "local.toml"
-    sweep.write_text(f'name = "local"\naccelerator = "cpu"\n[parameters]\nIMAGE_SIZE = 32\n'
-                     f'BACKBONES = ["tiny"]\nWEIGHTS = "None"\nDATA_DIR = "{tiny_dataset}"\n'
-                     '[grid]\nEPOCHS = [1, 2]\n')
+    sweep.write_text(
+        f'name = "local"\naccelerator = "cpu"\n[parameters]\nIMAGE_SIZE = 32\n'
+        f'BACKBONES = ["tiny"]\nWEIGHTS = "None"\nDATA_DIR = "{tiny_dataset}"\n'
+        "[grid]\nEPOCHS = [1, 2]\n"
+    )
     process = kit.start("sweep", "--sweep", str(sweep))
     for line in process.stdout:
         if "→" in line:  # the first variant's notebook is starting
@@ -371,5 +442,6 @@ def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes
     assert errors.strip().splitlines()[-1] == (
         "interrupted during petals-local-epochs-1: 0 of 2 run(s) finished; resume with "
         f"`{sys.executable} {REPOSITORY / 'build.py'} sweep --sweep {sweep}` (finished runs are "
-        "kept, the interrupted one starts again in a new folder)")
+        "kept, the interrupted one starts again in a new folder)"
+    )
     assert "Traceback" not in errors

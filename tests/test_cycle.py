@@ -29,11 +29,15 @@ def submission_bytes(rows=ROWS):
     return "id,label\n" + "".join(f"{index:09x},{index % 104}\n" for index in range(rows))
 
 
-METRICS = json.dumps({"parameters": {"IMAGE_SIZE": 512, "BACKBONES": ["densenet201"],
-                                     "EPOCHS": 12},
-                      "blend_f1": 0.9512, "blend_weights": {"densenet201": 1.0},
-                      "seconds_per_epoch": {"densenet201": 51.0},
-                      "images_per_second": {"densenet201": 250.0}})
+METRICS = json.dumps(
+    {
+        "parameters": {"IMAGE_SIZE": 512, "BACKBONES": ["densenet201"], "EPOCHS": 12},
+        "blend_f1": 0.9512,
+        "blend_weights": {"densenet201": 1.0},
+        "seconds_per_epoch": {"densenet201": 51.0},
+        "images_per_second": {"densenet201": 250.0},
+    }
+)
 
 
 @pytest.fixture
@@ -44,8 +48,12 @@ def kit(fake_kaggle, tmp_path):
     def run(*arguments, env=None):
         return subprocess.run(
             [sys.executable, str(REPOSITORY / "build.py"), *arguments],
-            cwd=tmp_path, env={**(env or environment), "PYTHONPATH": str(REPOSITORY)},
-            capture_output=True, text=True, timeout=120)
+            cwd=tmp_path,
+            env={**(env or environment), "PYTHONPATH": str(REPOSITORY)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     run.environment = environment
     run.folder = tmp_path
@@ -59,9 +67,14 @@ def selection():
 
 
 def test_real_client_accepts_a_built_kernel(kit, fake_kaggle):
-    result = subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p",
-                             f"kernels/{SLUG}"], cwd=kit.folder, env=kit.environment,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "kaggle", "kernels", "push", "-p", f"kernels/{SLUG}"],
+        cwd=kit.folder,
+        env=kit.environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Kernel version 1 successfully pushed" in result.stdout, result.stdout + result.stderr
     push = fake_kaggle.last_push(REF)
     assert push.machine_shape == "TpuV5E8" and push.body["isPrivate"] is True
@@ -74,8 +87,11 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     result = kit("push", *selection())
     assert result.returncode == 0 and f"{REF}: version 1 pushed" in result.stdout
     fake_kaggle.set_statuses(REF, ["QUEUED", "RUNNING", "COMPLETE"])
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
-                           log=["training\n", "DONE\n"])
+    fake_kaggle.set_output(
+        REF,
+        {"submission.csv": submission_bytes(), "metrics.json": METRICS},
+        log=["training\n", "DONE\n"],
+    )
     status = kit("status", *selection()).stdout
     assert f"{SLUG}: v1 queued, " in status and "s since its push — estimate" in status
     result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
@@ -89,13 +105,18 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     # A second version goes to its own folder; the first is left as it was.
     assert kit("push", *selection()).returncode == 0
     # The second version blends two models: its weights were searched on half of validation.
-    blend = json.loads(METRICS) | {"blend_f1": 0.9012, "blend_f1_in_sample": 0.9254,
-                                   "blend_weights": {"densenet201": 0.65, "efficientnet_b7": 0.35}}
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(),
-                                 "metrics.json": json.dumps(blend)}, version=2)
+    blend = json.loads(METRICS) | {
+        "blend_f1": 0.9012,
+        "blend_f1_in_sample": 0.9254,
+        "blend_weights": {"densenet201": 0.65, "efficientnet_b7": 0.35},
+    }
+    fake_kaggle.set_output(
+        REF, {"submission.csv": submission_bytes(), "metrics.json": json.dumps(blend)}, version=2
+    )
     before = (version_1 / "collected.json").stat().st_mtime_ns
-    assert kit("collect", *selection(), "--poll", "0.01", "--expected-rows",
-               str(ROWS)).returncode == 0
+    assert (
+        kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS)).returncode == 0
+    )
     assert (kit.folder / "runs" / SLUG / "v2" / "submission.csv").exists()
     assert (version_1 / "collected.json").stat().st_mtime_ns == before
     # Collecting again resumes: nothing is downloaded twice.
@@ -106,8 +127,10 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     result = kit("results")
     assert result.returncode == 0
     table = (kit.folder / "runs" / "results.md").read_text()
-    assert f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 " \
+    assert (
+        f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 "
         "| 250 |" in table
+    )
     assert (kit.folder / "runs" / "results.csv").read_text().count("\n") == 3
 
     result = kit("submit", SLUG, "--sweep", str(SWEEP))
@@ -151,8 +174,10 @@ def test_server_errors_are_retried(kit, fake_kaggle, status):
     if status == 429:
         assert f"push {REF}: retrying in 3 s (attempt 1 of 5)" in result.stdout
     else:
-        assert f"push {REF}: the answer was lost (push {REF}: HTTP 500: Fake Kaggle fault: " \
-               "HTTP 500) and Kaggle shows no new version: pushing again" in result.stdout
+        assert (
+            f"push {REF}: the answer was lost (push {REF}: HTTP 500: Fake Kaggle fault: "
+            "HTTP 500) and Kaggle shows no new version: pushing again" in result.stdout
+        )
     result = kit("status", *selection())
     assert result.returncode == 0 and f"{SLUG}: v1 complete" in result.stdout
     assert "retrying in 1 s" in result.stdout
@@ -176,8 +201,12 @@ def test_state_file_of_the_first_name_is_read_then_replaced(kit, fake_kaggle):
 def test_error_run_shows_its_log_tail(kit, fake_kaggle):
     assert kit("push", *selection()).returncode == 0
     fake_kaggle.set_statuses(REF, ["RUNNING", ("ERROR", "Your notebook hit an error")])
-    fake_kaggle.set_output(REF, {}, log=[f"line {index}\n" for index in range(50)]
-                           + ["ValueError: IMAGE_SIZE = 300 is not valid\n"])
+    fake_kaggle.set_output(
+        REF,
+        {},
+        log=[f"line {index}\n" for index in range(50)]
+        + ["ValueError: IMAGE_SIZE = 300 is not valid\n"],
+    )
     result = kit("collect", *selection(), "--poll", "0.01")
     assert result.returncode == 1
     assert "ERROR: Your notebook hit an error" in result.stdout
@@ -198,13 +227,15 @@ def test_submit_without_metrics_says_why_there_is_no_score(kit, fake_kaggle):
     """The variant did not train on validation: its message must not say it did."""
     assert kit("push", *selection()).returncode == 0
     fake_kaggle.set_output(REF, {"submission.csv": submission_bytes()})
-    assert kit("collect", *selection(), "--poll", "0.01", "--expected-rows",
-               str(ROWS)).returncode == 0
+    assert (
+        kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS)).returncode == 0
+    )
     result = kit("submit", SLUG, "--sweep", str(SWEEP))
     assert result.returncode == 0, result.stderr
     (submitted,) = fake_kaggle.submissions
-    assert submitted.description == (f"petals {SLUG} v1 (no validation score: no metrics.json "
-                                     "was collected)")
+    assert submitted.description == (
+        f"petals {SLUG} v1 (no validation score: no metrics.json was collected)"
+    )
 
 
 def test_a_malformed_kaggle_json_is_named_as_such(kit, fake_kaggle, tmp_path):
@@ -214,49 +245,70 @@ def test_a_malformed_kaggle_json_is_named_as_such(kit, fake_kaggle, tmp_path):
     config.mkdir(parents=True, exist_ok=True)
     (config / "kaggle.json").write_text('{"username": "someone", "key": ')
     (config / "kaggle.json").chmod(0o600)
-    for arguments in (("push", *selection()), ("kernels", "--sweep", str(SWEEP), "--only", SLUG,
-                                               "--kernels-dir", "other")):
+    for arguments in (
+        ("push", *selection()),
+        ("kernels", "--sweep", str(SWEEP), "--only", SLUG, "--kernels-dir", "other"),
+    ):
         result = kit(*arguments, env=environment)
         assert result.returncode == 1
-        assert result.stderr.startswith(f"error: {config / 'kaggle.json'} is malformed ("), \
+        assert result.stderr.startswith(f"error: {config / 'kaggle.json'} is malformed ("), (
             result.stderr
+        )
 
 
 def test_invalid_submission_is_flagged(kit, fake_kaggle):
     assert kit("push", *selection()).returncode == 0
     fake_kaggle.set_output(REF, {"submission.csv": "id,label\nabc,104\n"})
     result = kit("collect", *selection(), "--poll", "0.01")
-    assert result.returncode == 1 and "invalid submission.csv: labels must be in 0..103" \
-        in result.stdout
+    assert (
+        result.returncode == 1
+        and "invalid submission.csv: labels must be in 0..103" in result.stdout
+    )
 
 
 def saved_probabilities(ids, test):
     """A model's probabilities file as the notebook writes it (here with any values)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, name=np.array("densenet201"), test_ids=np.array(ids),
-                        test=np.asarray(test, np.float16))
+    np.savez_compressed(
+        buffer,
+        name=np.array("densenet201"),
+        test_ids=np.array(ids),
+        test=np.asarray(test, np.float16),
+    )
     return buffer.getvalue()
 
 
 def test_saved_probabilities_are_validated_like_the_submission(kit, fake_kaggle):
     ids = [f"{index:09x}" for index in range(ROWS)]
     uniform = np.full((ROWS, 104), 1 / 104)
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS,
-                                 "probabilities-densenet201.npz": saved_probabilities(
-                                     ids, uniform)})
+    fake_kaggle.set_output(
+        REF,
+        {
+            "submission.csv": submission_bytes(),
+            "metrics.json": METRICS,
+            "probabilities-densenet201.npz": saved_probabilities(ids, uniform),
+        },
+    )
     assert kit("push", *selection()).returncode == 0
     result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
     assert result.returncode == 0, result.stdout
     assert (kit.folder / "runs" / SLUG / "v1" / "probabilities-densenet201.npz").exists()
     uniform[1, 3] = np.nan
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS,
-                                 "probabilities-densenet201.npz": saved_probabilities(
-                                     ids, uniform)})
+    fake_kaggle.set_output(
+        REF,
+        {
+            "submission.csv": submission_bytes(),
+            "metrics.json": METRICS,
+            "probabilities-densenet201.npz": saved_probabilities(ids, uniform),
+        },
+    )
     assert kit("push", *selection()).returncode == 0
     result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
     assert result.returncode == 1
-    assert "v2: invalid probabilities-densenet201.npz: test probabilities hold non-finite " \
+    assert (
+        "v2: invalid probabilities-densenet201.npz: test probabilities hold non-finite "
         "values" in result.stdout
+    )
 
 
 @pytest.mark.parametrize("source", ["environment", "kaggle.json"])
@@ -267,12 +319,16 @@ def test_credentials_never_reach_outputs(kit, fake_kaggle, tmp_path, source):
         environment = fake_kaggle.environment(home, username=None)
         config = Path(environment["KAGGLE_CONFIG_DIR"])
         config.mkdir(parents=True, exist_ok=True)
-        (config / "kaggle.json").write_text(json.dumps({"username": DEFAULT_USERNAME,
-                                                        "key": DEFAULT_KEY}))
+        (config / "kaggle.json").write_text(
+            json.dumps({"username": DEFAULT_USERNAME, "key": DEFAULT_KEY})
+        )
         (config / "kaggle.json").chmod(0o600)
     assert kit("push", *selection(), env=environment).returncode == 0
-    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS},
-                           log=[f"key is {DEFAULT_KEY}\n"])
+    fake_kaggle.set_output(
+        REF,
+        {"submission.csv": submission_bytes(), "metrics.json": METRICS},
+        log=[f"key is {DEFAULT_KEY}\n"],
+    )
     fake_kaggle.set_statuses(REF, [("ERROR", "failed")])
     printed = kit("collect", *selection(), "--poll", "0.01", env=environment).stdout
     printed += kit("results", env=environment).stdout
@@ -286,28 +342,40 @@ def test_credentials_never_reach_outputs(kit, fake_kaggle, tmp_path, source):
 
 def test_bad_values_and_tpu_sweeps_are_refused_before_anything_runs(tmp_path):
     def build(*arguments):
-        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, str(REPOSITORY / "build.py"), *arguments],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     result = build("sweep", "--sweep", str(SWEEP))
     assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
     assert "sweep flowers is sized for a TPU" in result.stderr and "--on-cpu" in result.stderr
     assert f"`{sys.executable} {REPOSITORY / 'build.py'} run --sweep" in result.stderr
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "bad"\naccelerator = "cpu"\n[parameters]\nEPOCHS = -3\n'
-                   '[grid]\nTTA_VIEWS = [["flip_lr"], ["flipud"]]\n')
+    bad.write_text(
+        'name = "bad"\naccelerator = "cpu"\n[parameters]\nEPOCHS = -3\n'
+        '[grid]\nTTA_VIEWS = [["flip_lr"], ["flipud"]]\n'
+    )
     for verb in ("sweep", "kernels"):
-        result = build(verb, "--sweep", str(bad), "--owner", "someone") if verb == "kernels" \
+        result = (
+            build(verb, "--sweep", str(bad), "--owner", "someone")
+            if verb == "kernels"
             else build(verb, "--sweep", str(bad))
+        )
         assert result.returncode == 1
-        assert result.stderr.startswith("error: petals-bad-tta-views-flip-lr: EPOCHS = -3 is not "
-                                        "valid"), result.stderr
+        assert result.stderr.startswith(
+            "error: petals-bad-tta-views-flip-lr: EPOCHS = -3 is not valid"
+        ), result.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "kernels").exists()
-    result = build("kernels", "--sweep", str(SWEEP), "--owner", "someone", "--dataset",
-                   "notaslug")
-    assert result.stderr == ("error: --dataset 'notaslug' is not a Kaggle dataset "
-                             "'owner/dataset-name' (3-50 lowercase letters, digits and "
-                             "hyphens)\n")
+    result = build("kernels", "--sweep", str(SWEEP), "--owner", "someone", "--dataset", "notaslug")
+    assert result.stderr == (
+        "error: --dataset 'notaslug' is not a Kaggle dataset "
+        "'owner/dataset-name' (3-50 lowercase letters, digits and "
+        "hyphens)\n"
+    )
 
 
 def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):
@@ -330,9 +398,13 @@ LR_MAX = [0.001, 0.003]
 """)
 
     def build(*arguments):
-        return subprocess.run([sys.executable, str(REPOSITORY / "build.py"), *arguments,
-                               "--sweep", str(sweep)], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, str(REPOSITORY / "build.py"), *arguments, "--sweep", str(sweep)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     result = build("sweep")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -343,8 +415,13 @@ LR_MAX = [0.001, 0.003]
     result = build("sweep", "--rerun", "--only", "petals-local-lr-max-0-003")
     assert result.returncode == 0
     assert (tmp_path / "runs" / "petals-local-lr-max-0-003" / "local-2" / "metrics.json").exists()
-    result = subprocess.run([sys.executable, str(REPOSITORY / "build.py"), "results"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "build.py"), "results"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-local")]
     assert len(rows) == 3 and all("| 32 | tiny | 1 |" in row for row in rows)
 
@@ -361,9 +438,11 @@ def test_a_push_whose_answer_is_lost_is_adopted_not_sent_again(kit, fake_kaggle)
     fake_kaggle.fail_next("SaveKernel", status=502, count=4)
     result = kit("push", *selection())
     assert result.returncode == 1 and len(fake_kaggle.accepted()) == 1
-    assert result.stderr.strip() == (f"error: push {REF}: no answer from Kaggle 4 times and no "
-                                     f"new version after v1 (push {REF}: HTTP 502: Fake Kaggle "
-                                     "fault: HTTP 502); try again later")
+    assert result.stderr.strip() == (
+        f"error: push {REF}: no answer from Kaggle 4 times and no "
+        f"new version after v1 (push {REF}: HTTP 502: Fake Kaggle "
+        "fault: HTTP 502); try again later"
+    )
 
 
 def test_a_push_answer_without_a_version_number(kit, fake_kaggle):
@@ -378,9 +457,12 @@ def test_the_installed_client_is_checked_against_the_minimum():
 
     assert check_client() == "2.2.5"  # what requirements.txt installs
     assert check_client("2.3.0") == "2.3.0"
-    with pytest.raises(KaggleError, match=r"^the kaggle client 2\.2\.3 is older than 2\.2\.5, "
-                                          r"which this kit needs \(per-version status\); run: "
-                                          r"pip install 'kaggle>=2\.2\.5'$"):
+    with pytest.raises(
+        KaggleError,
+        match=r"^the kaggle client 2\.2\.3 is older than 2\.2\.5, "
+        r"which this kit needs \(per-version status\); run: "
+        r"pip install 'kaggle>=2\.2\.5'$",
+    ):
         check_client("2.2.3")
 
 
@@ -391,8 +473,14 @@ def test_timeouts_are_retried_then_one_line():
 
     from kit.kaggle_client import AnswerLost, KaggleError, call
 
-    waits, outcomes = [], [requests.exceptions.ReadTimeout("read timed out"),
-                           requests.exceptions.ChunkedEncodingError("cut short"), "files"]
+    waits, outcomes = (
+        [],
+        [
+            requests.exceptions.ReadTimeout("read timed out"),
+            requests.exceptions.ChunkedEncodingError("cut short"),
+            "files",
+        ],
+    )
 
     def download():
         outcome = outcomes.pop(0)
@@ -405,9 +493,12 @@ def test_timeouts_are_retried_then_one_line():
     def stalled():
         raise requests.exceptions.ReadTimeout("HTTPSConnectionPool: Read timed out. (300)")
 
-    with pytest.raises(KaggleError, match=r"^download: cannot reach Kaggle, or it did not "
-                                          r"answer in time, 3 times \(HTTPSConnectionPool: Read "
-                                          r"timed out\. \(300\)\); try again later$"):
+    with pytest.raises(
+        KaggleError,
+        match=r"^download: cannot reach Kaggle, or it did not "
+        r"answer in time, 3 times \(HTTPSConnectionPool: Read "
+        r"timed out\. \(300\)\); try again later$",
+    ):
         call(stalled, "download", attempts=3, sleep=waits.append)
     with pytest.raises(AnswerLost):
         call(stalled, "push", sleep=waits.append, repeatable=False)
@@ -440,9 +531,14 @@ def test_collect_and_submit_follow_a_version_pushed_elsewhere(kit, fake_kaggle):
     fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
     collect = ["collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS)]
     assert kit(*collect).returncode == 0
-    subprocess.run([sys.executable, "-m", "kaggle", "kernels", "push", "-p", f"kernels/{SLUG}"],
-                   cwd=kit.folder, env=kit.environment, check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "kaggle", "kernels", "push", "-p", f"kernels/{SLUG}"],
+        cwd=kit.folder,
+        env=kit.environment,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     fake_kaggle.set_output(REF, {"submission.csv": submission_bytes()}, version=2)
     assert f"{SLUG}: v2 complete" in kit("status", *selection()).stdout
     result = kit(*collect)

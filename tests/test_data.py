@@ -24,8 +24,9 @@ def test_find_data_root_lists_searched_paths(tmp_path):
     with pytest.raises(data.DataError, match="no competition data found; searched") as error:
         data.find_data_root(None, candidates=(str(tmp_path / "a"), str(tmp_path / "b")))
     assert str(tmp_path / "a") in str(error.value) and str(tmp_path / "b") in str(error.value)
-    assert data.find_data_root(None, candidates=(str(tmp_path / "a"), str(tmp_path))) \
-        == str(tmp_path)
+    assert data.find_data_root(None, candidates=(str(tmp_path / "a"), str(tmp_path))) == str(
+        tmp_path
+    )
     with pytest.raises(data.DataError, match="not a folder"):
         data.find_data_root(str(tmp_path / "missing"))
 
@@ -94,9 +95,14 @@ def test_test_split_has_ids_in_file_order(tiny_dataset):
     ids = data.record_ids(split.files)
     assert len(ids) == split.count == len(set(ids))
     # Shard after shard, record after record: what the predictions' order must match.
-    expected = [tf.train.Example.FromString(record.numpy()).features.feature["id"]
-                .bytes_list.value[0].decode()
-                for path in split.files for record in tf.data.TFRecordDataset(path)]
+    expected = [
+        tf.train.Example.FromString(record.numpy())
+        .features.feature["id"]
+        .bytes_list.value[0]
+        .decode()
+        for path in split.files
+        for record in tf.data.TFRecordDataset(path)
+    ]
     assert ids == expected
     batch = 20  # does not divide the split
     batches = list(data.test_dataset(split.files, TINY_SIZE, batch, len(ids)))
@@ -104,7 +110,7 @@ def test_test_split_has_ids_in_file_order(tiny_dataset):
     assert all(len(images) == batch for images in batches)
     assert len(batches) == -(-len(ids) // batch)
     padding = len(batches) * batch - len(ids)
-    assert padding > 0 and not batches[-1].numpy()[batch - padding:].any()
+    assert padding > 0 and not batches[-1].numpy()[batch - padding :].any()
 
 
 def test_exclusion_filter_drops_listed_ids(tiny_dataset):
@@ -115,13 +121,13 @@ def test_exclusion_filter_drops_listed_ids(tiny_dataset):
     assert len(kept) == split.count - 3
     all_labels = data.labels(split.files)
     np.testing.assert_array_equal(kept, all_labels[3:])
-    padded = list(data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded,
-                                          count=len(kept)))
+    padded = list(data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded, count=len(kept)))
     evaluated = np.concatenate([labels.numpy() for _, labels in padded])
-    np.testing.assert_array_equal(evaluated[:len(kept)], kept)
-    assert len(evaluated) % 16 == 0 and not evaluated[len(kept):].any()
-    dropped = sum(len(labels) for _, labels in
-                  data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded))
+    np.testing.assert_array_equal(evaluated[: len(kept)], kept)
+    assert len(evaluated) % 16 == 0 and not evaluated[len(kept) :].any()
+    dropped = sum(
+        len(labels) for _, labels in data.evaluation_dataset(split.files, TINY_SIZE, 16, excluded)
+    )
     assert dropped == len(kept) // 16 * 16
 
 
@@ -135,8 +141,9 @@ def test_training_batches_are_static_and_exclusions_never_appear(tiny_dataset):
     ids = data.record_ids(files, labeled=True)
     labels = data.labels(files)
     # Exclude every record of one class: that class must never be trained on.
-    excluded = [record_id for record_id, label in zip(ids, labels, strict=True)
-                if label == labels[0]]
+    excluded = [
+        record_id for record_id, label in zip(ids, labels, strict=True) if label == labels[0]
+    ]
     training = data.training_data(splits, TINY_SIZE, excluded_ids=excluded)
     assert training.count == len(ids) - len(excluded)
     assert training.sources[0].excluded == len(excluded)
@@ -156,10 +163,13 @@ def read_examples(files):
     for path in files:
         for record in tf.data.TFRecordDataset(path):
             feature = tf.train.Example.FromString(record.numpy()).features.feature
-            examples.append((feature["id"].bytes_list.value[0].decode(),
-                             feature["image"].bytes_list.value[0],
-                             feature["class"].int64_list.value[0] if "class" in feature
-                             else None))
+            examples.append(
+                (
+                    feature["id"].bytes_list.value[0].decode(),
+                    feature["image"].bytes_list.value[0],
+                    feature["class"].int64_list.value[0] if "class" in feature else None,
+                )
+            )
     return examples
 
 
@@ -176,8 +186,10 @@ def write_records(folder, examples, name=f"extra-{TINY_SIZE}x{TINY_SIZE}.tfrec")
 
 def one_pass_ids(training):
     """The ids of one pass of the training stream (records left out must be absent)."""
-    return sorted(data.parse_labeled(record)[2].numpy().decode()
-                  for record in data.training_records(training, seed=3))
+    return sorted(
+        data.parse_labeled(record)[2].numpy().decode()
+        for record in data.training_records(training, seed=3)
+    )
 
 
 @pytest.fixture
@@ -188,18 +200,22 @@ def extra_data(tiny_dataset, tmp_path):
     val = read_examples(splits["val"].files)
     test = read_examples(splits["test"].files)
     train = read_examples(splits["train"].files)
-    fresh = [(f"new{index:06d}", jpeg, 50) for index, (_, jpeg, _) in
-             enumerate(train[:8])]
+    fresh = [(f"new{index:06d}", jpeg, 50) for index, (_, jpeg, _) in enumerate(train[:8])]
     # A train image under a new id and class 50: only the test and val images are guarded.
-    same_id = [(record_id, train[-1 - index][1], 60) for index, (record_id, _, _) in
-               enumerate(val[:2])]
+    same_id = [
+        (record_id, train[-1 - index][1], 60) for index, (record_id, _, _) in enumerate(val[:2])
+    ]
     same_image = [(f"copy{index:05d}", jpeg, 60) for index, (_, jpeg, _) in enumerate(test[:2])]
     nested = tmp_path / "extra" / "flowers" / f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}" / "train"
     write_records(str(nested), fresh[:5] + same_id)
     flat = tmp_path / "flat"
     write_records(str(flat), fresh[5:] + same_image)
-    return {"splits": splits, "folders": [str(tmp_path / "extra"), str(flat)],
-            "fresh": [record_id for record_id, _, _ in fresh], "train": [e[0] for e in train]}
+    return {
+        "splits": splits,
+        "folders": [str(tmp_path / "extra"), str(flat)],
+        "fresh": [record_id for record_id, _, _ in fresh],
+        "train": [e[0] for e in train],
+    }
 
 
 def test_extra_records_join_training_and_the_leakage_guard_drops_copies(extra_data):
@@ -215,9 +231,13 @@ def test_extra_records_join_training_and_the_leakage_guard_drops_copies(extra_da
     assert [source["duplicates"] for source in summary["training_sources"]] == [0, 2, 2]
     # One pass of the stream: train + the 8 new records, none of the copies.
     assert one_pass_ids(training) == sorted(extra_data["train"] + extra_data["fresh"])
-    labels = {int(label) for _, label in
-              data.training_dataset(training, TINY_SIZE, 16, seed=1).unbatch().take(
-                  5 * training.count).as_numpy_iterator()}
+    labels = {
+        int(label)
+        for _, label in data.training_dataset(training, TINY_SIZE, 16, seed=1)
+        .unbatch()
+        .take(5 * training.count)
+        .as_numpy_iterator()
+    }
     assert 50 in labels and 60 not in labels
     # Extras join training only; validation and test shards are never trained on.
     assert not set(training.files) & set(splits["val"].files + splits["test"].files)
@@ -227,8 +247,13 @@ def test_excluded_ids_apply_to_extras_and_val_when_trained_on(extra_data):
     splits = extra_data["splits"]
     val_ids = data.record_ids(splits["val"].files, labeled=True)
     excluded = [extra_data["fresh"][0], val_ids[5], extra_data["train"][0]]
-    training = data.training_data(splits, TINY_SIZE, train_on_validation=True,
-                                  extra_data=extra_data["folders"], excluded_ids=excluded)
+    training = data.training_data(
+        splits,
+        TINY_SIZE,
+        train_on_validation=True,
+        extra_data=extra_data["folders"],
+        excluded_ids=excluded,
+    )
     assert [source.name for source in training.sources][:2] == ["train", "val"]
     assert [source.excluded for source in training.sources] == [1, 1, 1, 0]
     # With val trained on, an extra copying a val id is still dropped (it is the same record).
@@ -244,21 +269,26 @@ def test_extra_data_is_found_by_slug_and_refused_with_one_line(extra_data, tmp_p
     os.makedirs(mounts / "datasets" / "someone")
     shutil.copytree(extra_data["folders"][0], mounts / "datasets" / "someone" / "more-flowers")
     shutil.copytree(extra_data["folders"][1], mounts / "older-mount")
-    assert data.find_extra_folder("someone/more-flowers", str(mounts)) \
-        == str(mounts / "datasets" / "someone" / "more-flowers")
+    assert data.find_extra_folder("someone/more-flowers", str(mounts)) == str(
+        mounts / "datasets" / "someone" / "more-flowers"
+    )
     assert data.find_extra_folder("owner/older-mount", str(mounts)) == str(mounts / "older-mount")
     sources = data.extra_sources("someone/more-flowers", TINY_SIZE, str(mounts))
     assert [name for name, _ in sources] == ["someone/more-flowers/flowers"]
     with pytest.raises(data.DataError, match="attach the dataset nobody/nothing"):
-        data.training_data(splits, TINY_SIZE, extra_data=["nobody/nothing"],
-                           input_root=str(mounts))
-    with pytest.raises(data.DataError, match=f"no tfrecords-jpeg-64x64 folder .found: "
-                                             f"tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}"):
+        data.training_data(splits, TINY_SIZE, extra_data=["nobody/nothing"], input_root=str(mounts))
+    with pytest.raises(
+        data.DataError,
+        match=f"no tfrecords-jpeg-64x64 folder .found: tfrecords-jpeg-{TINY_SIZE}x{TINY_SIZE}",
+    ):
         data.extra_sources(extra_data["folders"][0], 64)
     # A flat folder of records of another size is refused when its records are read.
     with pytest.raises(data.DataError, match=f"record 0 is {TINY_SIZE}x{TINY_SIZE}, not 64x64"):
-        list(data.scan_records(data.extra_sources(extra_data["folders"][1], 64)[0][1],
-                               labeled=True, image_size=64))
+        list(
+            data.scan_records(
+                data.extra_sources(extra_data["folders"][1], 64)[0][1], labeled=True, image_size=64
+            )
+        )
     unlabeled = tmp_path / "unlabeled"
     shutil.copytree(os.path.dirname(splits["test"].files[0]), unlabeled)
     with pytest.raises(data.DataError, match="cannot be read as competition records"):

@@ -46,14 +46,20 @@ def test_test_labels_are_held_out_beside_the_records(tmp_path):
     assert data.class_names(str(tmp_path), 32) == list(CLASS_NAMES)
     # The labels belong to the images: nearest neighbours on train images agree with them.
     train_files = data.find_split(str(tmp_path), 32, "train").files
-    train_images = np.concatenate([images.numpy() for images, _ in
-                                   data.evaluation_dataset(train_files, 32, 1)])
-    test_images = np.concatenate([images.numpy() for images in
-                                  data.test_dataset(test_files, 32, 1, len(held_out))])
-    gray = [images.astype(np.float32).mean(axis=-1).reshape(len(images), -1)
-            for images in (train_images, test_images)]
-    gray = [(vectors - vectors.mean(1, keepdims=True)) / vectors.std(1, keepdims=True)
-            for vectors in gray]
+    train_images = np.concatenate(
+        [images.numpy() for images, _ in data.evaluation_dataset(train_files, 32, 1)]
+    )
+    test_images = np.concatenate(
+        [images.numpy() for images in data.test_dataset(test_files, 32, 1, len(held_out))]
+    )
+    gray = [
+        images.astype(np.float32).mean(axis=-1).reshape(len(images), -1)
+        for images in (train_images, test_images)
+    ]
+    gray = [
+        (vectors - vectors.mean(1, keepdims=True)) / vectors.std(1, keepdims=True)
+        for vectors in gray
+    ]
     nearest = np.argmax(gray[1] @ gray[0].T, axis=1)
     agreement = np.mean(data.labels(train_files)[nearest] == np.array(list(held_out.values())))
     assert agreement > 0.8
@@ -71,8 +77,9 @@ def test_the_command_keeps_a_current_folder_and_refuses_an_outdated_one(tmp_path
 
 
 def write_submission(path, ids, labels):
-    path.write_text("id,label\n" + "".join(f"{i},{label}\n" for i, label in
-                                              zip(ids, labels, strict=True)))
+    path.write_text(
+        "id,label\n" + "".join(f"{i},{label}\n" for i, label in zip(ids, labels, strict=True))
+    )
     return str(path)
 
 
@@ -81,8 +88,7 @@ def test_submission_scores_against_held_out_labels(tmp_path):
     held_out.update({f"extra{index}": 0 for index in range(10)})  # class 0: 20 of 50
     ids = list(held_out)
     right = write_submission(tmp_path / "right.csv", ids, held_out.values())
-    assert submission_scores(right, held_out) == {"accuracy": 1.0, "chance": 0.4,
-                                                            "images": 50}
+    assert submission_scores(right, held_out) == {"accuracy": 1.0, "chance": 0.4, "images": 50}
     # The same labels against the wrong ids: what a misaligned submission looks like.
     shifted = write_submission(tmp_path / "shifted.csv", ids, list(held_out.values())[1:] + [0])
     assert submission_scores(shifted, held_out)["accuracy"] < 0.4
@@ -93,8 +99,7 @@ def test_submission_scores_against_held_out_labels(tmp_path):
 
 def test_held_out_labels_are_the_test_records_labels(tiny_dataset, tmp_path):
     held_out = demo_data.held_out_labels(tiny_dataset, TINY_SIZE)
-    assert list(held_out) == data.record_ids(data.find_split(tiny_dataset, TINY_SIZE,
-                                                             "test").files)
+    assert list(held_out) == data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
     bare = tmp_path / "bare"
     shutil.copytree(tiny_dataset, bare, ignore=shutil.ignore_patterns("*.csv"))
     with pytest.raises(ValueError, match="no held-out test labels"):

@@ -16,8 +16,8 @@ def test_simplex_grid_covers_the_simplex():
 def test_best_weights_finds_the_complementary_blend():
     truth = np.array([0, 1, 2, 3])
     # Model A is right on 0 and 1 only; model B right on 2 and 3 only, each unsure where wrong.
-    model_a = np.array([[.9, .1, 0, 0], [.1, .9, 0, 0], [.6, 0, .4, 0], [.6, 0, 0, .4]])
-    model_b = np.array([[.4, .6, 0, 0], [.6, .4, 0, 0], [0, 0, .9, .1], [0, 0, .1, .9]])
+    model_a = np.array([[0.9, 0.1, 0, 0], [0.1, 0.9, 0, 0], [0.6, 0, 0.4, 0], [0.6, 0, 0, 0.4]])
+    model_b = np.array([[0.4, 0.6, 0, 0], [0.6, 0.4, 0, 0], [0, 0, 0.9, 0.1], [0, 0, 0.1, 0.9]])
     assert ensemble.macro_f1(truth, model_a) < 1 and ensemble.macro_f1(truth, model_b) < 1
     weights, score = ensemble.best_weights([model_a, model_b], truth, step=0.1)
     assert score == 1.0
@@ -72,8 +72,9 @@ def test_honest_score_of_a_real_blend_stays_high():
     truth = np.tile(np.arange(4), 50)
     model_a = np.where(truth[:, None] < 2, np.eye(4)[truth] * 0.8 + 0.05, 0.25)
     model_b = np.where(truth[:, None] >= 2, np.eye(4)[truth] * 0.8 + 0.05, 0.25)
-    model_a, model_b = (model + random.uniform(0, 0.01, model.shape) for model in
-                        (model_a, model_b))
+    model_a, model_b = (
+        model + random.uniform(0, 0.01, model.shape) for model in (model_a, model_b)
+    )
     weights, in_sample, honest = ensemble.honest_blend([model_a, model_b], truth, step=0.1)
     assert in_sample == 1.0 and honest == 1.0 and 0 < weights[0] < 1
 
@@ -82,5 +83,6 @@ def test_one_model_has_nothing_to_tune():
     truth = np.array([0, 1, 1, 0])
     probabilities = np.eye(2)[[0, 1, 0, 0]]
     blend = ensemble.honest_blend([probabilities], truth)
-    assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample \
-        == ensemble.macro_f1(truth, probabilities)
+    assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample == ensemble.macro_f1(
+        truth, probabilities
+    )

@@ -23,25 +23,29 @@ def test_table_scales_with_epochs_image_size_and_accelerator():
     small_epoch = seconds(EPOCHS=13, IMAGE_SIZE=192) - seconds(EPOCHS=12, IMAGE_SIZE=192)
     assert epoch / small_epoch == pytest.approx((512 / 192) ** 2)
     gpu_epoch = seconds("gpu", EPOCHS=13) - seconds("gpu", EPOCHS=12)
-    assert gpu_epoch / epoch == pytest.approx(estimate.ACCELERATOR_SPEED["tpu"]
-                                              / estimate.ACCELERATOR_SPEED["gpu"])
+    assert gpu_epoch / epoch == pytest.approx(
+        estimate.ACCELERATOR_SPEED["tpu"] / estimate.ACCELERATOR_SPEED["gpu"]
+    )
     # A TTA view adds one prediction pass; EfficientNetB7 is slower than DenseNet201.
     assert seconds(TTA_VIEWS=["flip_lr"]) > seconds()
     assert seconds(BACKBONES=["efficientnet_b7"]) > seconds()
     # A blend trains both models and starts up once.
     both = seconds(BACKBONES=["densenet201", "efficientnet_b7"])
-    assert both == pytest.approx(seconds() + seconds(BACKBONES=["efficientnet_b7"])
-                                 - estimate.SETUP_SECONDS)
+    assert both == pytest.approx(
+        seconds() + seconds(BACKBONES=["efficientnet_b7"]) - estimate.SETUP_SECONDS
+    )
     # Training on validation: more images per epoch, nothing to predict on validation.
     merged_epoch = seconds(EPOCHS=13, TRAIN_ON_VALIDATION=True) - seconds(
-        EPOCHS=12, TRAIN_ON_VALIDATION=True)
+        EPOCHS=12, TRAIN_ON_VALIDATION=True
+    )
     assert merged_epoch > epoch
 
 
 def test_unknown_backbones_have_no_estimate_and_are_not_counted():
     known = estimate.estimate(variant("petals-known"), "tpu", {})
-    unknown = estimate.estimate(variant("petals-tiny", BACKBONES=["densenet201", "tiny"]), "tpu",
-                                {})
+    unknown = estimate.estimate(
+        variant("petals-tiny", BACKBONES=["densenet201", "tiny"]), "tpu", {}
+    )
     assert unknown.seconds is None and unknown.missing == ("tiny",)
     assert "no estimate" in unknown.text() and "tiny" in unknown.text()
     assert estimate.estimate(variant(), "cpu", {}).seconds is None  # no CPU figures
@@ -52,13 +56,29 @@ def test_unknown_backbones_have_no_estimate_and_are_not_counted():
 
 def write_metrics(folder, accelerator="tpu", size=512, per_epoch=None, epochs=2, views=()):
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "parameters": {"IMAGE_SIZE": size, "BACKBONES": list(per_epoch or {"densenet201": 1}),
-                       "EPOCHS": epochs, "TTA_VIEWS": list(views)},
-        "accelerator": {"kind": accelerator},
-        "seconds_per_epoch": per_epoch or {"densenet201": 40.0},
-        "stage_seconds": {"import": 10.0, "data": 5.0, "build": 20.0, "compile": 100.0,
-                          "train": 90.0, "evaluate": 10.0, "predict": 20.0}}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "parameters": {
+                    "IMAGE_SIZE": size,
+                    "BACKBONES": list(per_epoch or {"densenet201": 1}),
+                    "EPOCHS": epochs,
+                    "TTA_VIEWS": list(views),
+                },
+                "accelerator": {"kind": accelerator},
+                "seconds_per_epoch": per_epoch or {"densenet201": 40.0},
+                "stage_seconds": {
+                    "import": 10.0,
+                    "data": 5.0,
+                    "build": 20.0,
+                    "compile": 100.0,
+                    "train": 90.0,
+                    "evaluate": 10.0,
+                    "predict": 20.0,
+                },
+            }
+        )
+    )
 
 
 def test_measured_runs_replace_the_table(tmp_path):
@@ -76,8 +96,9 @@ def test_measured_runs_replace_the_table(tmp_path):
 
 def test_a_blend_run_is_shared_among_its_backbones(tmp_path):
     runs = tmp_path / "runs"
-    write_metrics(runs / "demo-1", per_epoch={"densenet201": 30.0, "efficientnet_b7": 10.0},
-                  epochs=3)
+    write_metrics(
+        runs / "demo-1", per_epoch={"densenet201": 30.0, "efficientnet_b7": 10.0}, epochs=3
+    )
     figures = estimate.measured(runs)
     densenet = figures[("tpu", "densenet201", 512)]
     efficientnet = figures[("tpu", "efficientnet_b7", 512)]
@@ -94,8 +115,9 @@ def test_staging_folders_and_unreadable_records_are_ignored(tmp_path):
     (runs / "old").mkdir()
     (runs / "old" / "metrics.json").write_text(json.dumps({"blend_f1": 0.5}))
     assert estimate.measured(runs) == {}
-    assert estimate.estimate_sweep([variant()], "tpu", tmp_path / "missing")[0].sources \
-        == ("table",)
+    assert estimate.estimate_sweep([variant()], "tpu", tmp_path / "missing")[0].sources == (
+        "table",
+    )
 
 
 def test_budget_and_session_limit():
@@ -105,8 +127,11 @@ def test_budget_and_session_limit():
     estimate.check_budget([short, unknown], budget_hours=2)
     with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 0\.5"):
         estimate.check_budget([short], budget_hours=0.5)
-    with pytest.raises(estimate.BudgetError, match=r"petals-long \(10\.0 h\) would pass Kaggle's "
-                                                   r"9 h session limit"):
+    with pytest.raises(
+        estimate.BudgetError,
+        match=r"petals-long \(10\.0 h\) would pass Kaggle's "
+        r"9 h session limit",
+    ):
         estimate.check_budget([short, long], budget_hours=100)
 
 
@@ -133,12 +158,17 @@ def test_the_quota_left_caps_the_sweep_and_budget_hours_caps_it_further():
 
     sweep = [estimate.Estimate(f"petals-{index}", 1800.0, ("table",), ()) for index in range(4)]
     quota = estimate.Quota("tpu", 29 * 3600.0, 30 * 3600.0, datetime(2026, 12, 5, tzinfo=UTC))
-    assert quota.text() == ("TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes "
-                            "Sat 05 Dec 00:00 UTC)")
-    with pytest.raises(estimate.BudgetError, match=(
+    assert quota.text() == (
+        "TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes Sat 05 Dec 00:00 UTC)"
+    )
+    with pytest.raises(
+        estimate.BudgetError,
+        match=(
             r"^the 4 variant\(s\) to push need about 2\.0 h of TPU time, but 1\.0 h of this "
             r"week's quota is left \(29\.0 h of 30\.0 h used; it refreshes Sat 05 Dec 00:00 "
-            r"UTC\); push fewer with --only, or pass --yes to push anyway$")):
+            r"UTC\); push fewer with --only, or pass --yes to push anyway$"
+        ),
+    ):
         estimate.check_budget(sweep, quota=quota)
     estimate.check_budget(sweep[:2], quota=quota)
     with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 0\.5"):

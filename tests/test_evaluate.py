@@ -39,7 +39,8 @@ def test_macro_f1_counts_as_scores_does():
     probabilities = random.random((300, 104))
     probabilities[np.arange(150), truth[:150]] += 1  # half right, the rest noise
     assert evaluate.macro_f1(truth, probabilities) == pytest.approx(
-        evaluate.scores(truth, probabilities.argmax(1))["f1"], abs=1e-12)
+        evaluate.scores(truth, probabilities.argmax(1))["f1"], abs=1e-12
+    )
     with pytest.raises(ValueError, match="as many predictions as labels"):
         evaluate.macro_f1([1, 2], np.eye(3)[[1]])
 
@@ -50,6 +51,9 @@ def test_per_class_f1_lowest_first_with_support():
     rows = evaluate.per_class_f1(truth, predicted)
     # F1: class 0 = 2·2/(3+3) = 0.667, class 1 = 2·2/(2+3) = 0.8, class 2 = 2·3/(4+3) = 0.857.
     assert [(label, round(f1, 3), support) for label, f1, support in rows] == [
-        (0, 0.667, 3), (1, 0.8, 2), (2, 0.857, 4)]
+        (0, 0.667, 3),
+        (1, 0.8, 2),
+        (2, 0.857, 4),
+    ]
     # A class only predicted, never true, is listed with no images and F1 0.
     assert evaluate.per_class_f1([0, 0], [0, 5])[0] == (5, 0.0, 0)

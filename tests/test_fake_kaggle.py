@@ -33,28 +33,52 @@ REF = f"{OWNER}/{SLUG}"
 
 def run_kaggle(env, *args, cwd):
     """Run the real client CLI; nothing but the fake is reachable with this env."""
-    return subprocess.run([sys.executable, "-m", "kaggle", *args], env=env, cwd=str(cwd),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kaggle", *args],
+        env=env,
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def write_kernel(folder, **overrides):
     """A minimal valid notebook kernel folder, as the kit would push it."""
     os.makedirs(folder, exist_ok=True)
     notebook = {
-        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                   "source": ["print('petals')\n"]}],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "metadata": {},
+                "outputs": [],
+                "source": ["print('petals')\n"],
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     with open(os.path.join(folder, "petals.ipynb"), "w") as f:
         json.dump(notebook, f)
     metadata = {
-        "id": REF, "title": "Petals Flowers", "code_file": "petals.ipynb",
-        "language": "python", "kernel_type": "notebook", "is_private": True,
-        "enable_gpu": False, "enable_tpu": False, "enable_internet": False,
-        "machine_shape": "TpuV5E8", "competition_sources": ["tpu-getting-started"],
-        "dataset_sources": [], "kernel_sources": [], "model_sources": [],
+        "id": REF,
+        "title": "Petals Flowers",
+        "code_file": "petals.ipynb",
+        "language": "python",
+        "kernel_type": "notebook",
+        "is_private": True,
+        "enable_gpu": False,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "machine_shape": "TpuV5E8",
+        "competition_sources": ["tpu-getting-started"],
+        "dataset_sources": [],
+        "kernel_sources": [],
+        "model_sources": [],
     }
     metadata.update(overrides)
     with open(os.path.join(folder, "kernel-metadata.json"), "w") as f:
@@ -132,10 +156,12 @@ def test_status_follows_the_scripted_sequence(fake_kaggle, cli):
         result = cli("kernels", "status", REF)
         assert result.returncode == 0, result.stderr
         seen.append(result.stdout.strip())
-    assert seen == [f'{REF} has status "KernelWorkerStatus.{s}"'
-                    for s in ("QUEUED", "RUNNING", "COMPLETE")]
-    assert [c.body for c in fake_kaggle.calls("GetKernelSessionStatus")] == \
-        [{"userName": OWNER, "kernelSlug": SLUG}] * 3
+    assert seen == [
+        f'{REF} has status "KernelWorkerStatus.{s}"' for s in ("QUEUED", "RUNNING", "COMPLETE")
+    ]
+    assert [c.body for c in fake_kaggle.calls("GetKernelSessionStatus")] == [
+        {"userName": OWNER, "kernelSlug": SLUG}
+    ] * 3
     assert_only_fake_traffic(fake_kaggle)
 
 
@@ -144,16 +170,19 @@ def test_status_of_a_version_with_a_failure_message(fake_kaggle, cli):
     fake_kaggle.set_statuses(REF, [("ERROR", "CUDA out of memory")], version=2)
     result = cli("kernels", "status", f"{REF}/2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f'{REF}/2 has status "KernelWorkerStatus.ERROR"',
-                                          'Failure message: "CUDA out of memory"']
+    assert result.stdout.splitlines() == [
+        f'{REF}/2 has status "KernelWorkerStatus.ERROR"',
+        'Failure message: "CUDA out of memory"',
+    ]
     assert fake_kaggle.calls("GetKernelSessionStatus")[0].body["versionLabel"] == "v2"
     assert "RUNNING" in cli("kernels", "status", REF).stdout
 
 
 def test_output_downloads_files_and_writes_the_log(fake_kaggle, cli, tmp_path):
     csv = b"id,label\na762df180,0\nb1,103\n"
-    fake_kaggle.set_output(REF, {"submission.csv": csv, "metrics.json": '{"f1": 0.5}'},
-                           log=["epoch 1", "done"])
+    fake_kaggle.set_output(
+        REF, {"submission.csv": csv, "metrics.json": '{"f1": 0.5}'}, log=["epoch 1", "done"]
+    )
     target = tmp_path / "out"
     result = cli("kernels", "output", REF, "-p", str(target))
     assert result.returncode == 0, result.stderr
@@ -165,22 +194,32 @@ def test_output_downloads_files_and_writes_the_log(fake_kaggle, cli, tmp_path):
     assert len(fake_kaggle.calls("download")) == 2
     assert all(c.user is None for c in fake_kaggle.calls("download"))  # files carry no auth
     assert fake_kaggle.calls("ListKernelSessionOutput")[0].body == {
-        "userName": OWNER, "kernelSlug": SLUG, "pageSize": 20, "pageToken": ""}
+        "userName": OWNER,
+        "kernelSlug": SLUG,
+        "pageSize": 20,
+        "pageToken": "",
+    }
     assert_only_fake_traffic(fake_kaggle)
 
 
 # --------------------------------------------------------------------- faults
-@pytest.mark.parametrize("status, hint", [
-    (500, "This is a problem on Kaggle's side"),
-    (429, "You have been rate limited"),
-])
+@pytest.mark.parametrize(
+    "status, hint",
+    [
+        (500, "This is a problem on Kaggle's side"),
+        (429, "You have been rate limited"),
+    ],
+)
 @pytest.mark.parametrize("command", ["push", "status"])
-def test_one_transient_error_fails_the_cli_without_retry(fake_kaggle, cli, tmp_path, command,
-                                                         status, hint):
+def test_one_transient_error_fails_the_cli_without_retry(
+    fake_kaggle, cli, tmp_path, command, status, hint
+):
     """The real CLI does not retry: one 500/429 (even with Retry-After) means exit 1."""
     method = {"push": "SaveKernel", "status": "GetKernelSessionStatus"}[command]
-    args = {"push": ("kernels", "push", "-p", write_kernel(tmp_path / "kernel")),
-            "status": ("kernels", "status", REF)}[command]
+    args = {
+        "push": ("kernels", "push", "-p", write_kernel(tmp_path / "kernel")),
+        "status": ("kernels", "status", REF),
+    }[command]
     fake_kaggle.set_statuses(REF, ["COMPLETE"])
     fake_kaggle.fail_next(method, 1, status, retry_after=1)
 
@@ -208,10 +247,13 @@ def test_a_failed_output_download_fails_the_cli(fake_kaggle, cli, tmp_path):
 
 def test_no_credentials_prints_auth_help_before_any_request(fake_kaggle, tmp_path):
     env = fake_kaggle.environment(tmp_path / "home", username=None)
-    assert not any(k.startswith("KAGGLE_") and k not in ("KAGGLE_CONFIG_DIR",
-                                                         "KAGGLE_API_ENVIRONMENT") for k in env)
-    result = run_kaggle(env, "kernels", "push", "-p", write_kernel(tmp_path / "kernel"),
-                        cwd=tmp_path)
+    assert not any(
+        k.startswith("KAGGLE_") and k not in ("KAGGLE_CONFIG_DIR", "KAGGLE_API_ENVIRONMENT")
+        for k in env
+    )
+    result = run_kaggle(
+        env, "kernels", "push", "-p", write_kernel(tmp_path / "kernel"), cwd=tmp_path
+    )
     assert result.returncode == 1
     assert "Authentication required to call the Kaggle API" in result.stdout
     assert fake_kaggle.requests == []
@@ -221,8 +263,7 @@ def test_wrong_key_gets_401(fake_kaggle, tmp_path):
     """Push: auth help on stdout. Status: the client rewrites 401 into "Cannot access kernel"."""
     fake_kaggle.require_auth(OWNER, "the-right-key")
     env = fake_kaggle.environment(tmp_path / "home", key="a-wrong-key")
-    push = run_kaggle(env, "kernels", "push", "-p", write_kernel(tmp_path / "kernel"),
-                      cwd=tmp_path)
+    push = run_kaggle(env, "kernels", "push", "-p", write_kernel(tmp_path / "kernel"), cwd=tmp_path)
     assert push.returncode == 1
     assert "Authentication required to call the Kaggle API" in push.stdout
     status = run_kaggle(env, "kernels", "status", REF, cwd=tmp_path)
@@ -248,8 +289,17 @@ def test_submit_uploads_the_file_and_the_message(fake_kaggle, tmp_path):
     env = fake_kaggle.environment(tmp_path / "home")
     content = b"id,label\na762df180,0\nb1,103\n"
     (tmp_path / "submission.csv").write_bytes(content)
-    result = run_kaggle(env, "competitions", "submit", "tpu-getting-started",
-                        "-f", "submission.csv", "-m", "petals run 7", cwd=tmp_path)
+    result = run_kaggle(
+        env,
+        "competitions",
+        "submit",
+        "tpu-getting-started",
+        "-f",
+        "submission.csv",
+        "-m",
+        "petals run 7",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "Successfully submitted" in result.stdout
     [submission] = fake_kaggle.submissions
@@ -259,7 +309,11 @@ def test_submit_uploads_the_file_and_the_message(fake_kaggle, tmp_path):
     assert submission.description == "petals run 7"
     assert submission.file_name == "submission.csv" and submission.content == content
     assert [r.rpc or r.path.split("/")[1] for r in fake_kaggle.requests] == [
-        "StartSubmissionUpload", "upload", "CreateSubmission", "GetSubmissionLimits"]
+        "StartSubmissionUpload",
+        "upload",
+        "CreateSubmission",
+        "GetSubmissionLimits",
+    ]
     start = fake_kaggle.calls("StartSubmissionUpload")[0].body
     assert start["contentLength"] == len(content) and start["fileName"] == "submission.csv"
     assert_only_fake_traffic(fake_kaggle)
@@ -295,11 +349,13 @@ def test_unknown_paths_faults_and_auth_answer_json(fake_kaggle):
     rpc = f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernelSessionStatus"
     body = {"userName": OWNER, "kernelSlug": SLUG}
 
-    missing = session.post(f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/DeleteKernel",
-                           json=body)
+    missing = session.post(
+        f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/DeleteKernel", json=body
+    )
     assert missing.status_code == 404 and missing.json()["code"] == 404
     assert [r.path for r in fake_kaggle.unknown_requests] == [
-        "/api/v1/kernels.KernelsApiService/DeleteKernel"]
+        "/api/v1/kernels.KernelsApiService/DeleteKernel"
+    ]
     assert session.post(rpc, json=body).status_code == 404  # never pushed nor scripted
 
     fake_kaggle.set_statuses(REF, ["RUNNING"])
@@ -321,12 +377,14 @@ def test_unknown_paths_faults_and_auth_answer_json(fake_kaggle):
 def test_chunked_upload_and_paged_output(fake_kaggle):
     session = direct()
     api = f"{fake_kaggle.url}/api/v1/competitions.CompetitionApiService"
-    start = session.post(f"{api}/StartSubmissionUpload",
-                         json={"competitionName": "c", "fileName": "s.csv"}).json()
+    start = session.post(
+        f"{api}/StartSubmissionUpload", json={"competitionName": "c", "fileName": "s.csv"}
+    ).json()
     put = session.put(start["createUrl"], data=iter([b"id,", b"label\n"]))  # chunked
     assert put.status_code == 200
-    made = session.post(f"{api}/CreateSubmission",
-                        json={"competitionName": "c", "blobFileTokens": start["token"]})
+    made = session.post(
+        f"{api}/CreateSubmission", json={"competitionName": "c", "blobFileTokens": start["token"]}
+    )
     assert made.json()["message"] == "Successfully submitted"
     assert fake_kaggle.submissions[0].content == b"id,label\n"
 
@@ -335,29 +393,39 @@ def test_chunked_upload_and_paged_output(fake_kaggle):
     page = session.post(rpc, json={"userName": OWNER, "kernelSlug": SLUG, "pageSize": 2}).json()
     assert [f["fileName"] for f in page["files"]] == ["f0.txt", "f1.txt"]
     assert page["nextPageToken"] == "2"
-    rest = session.post(rpc, json={"userName": OWNER, "kernelSlug": SLUG, "pageSize": 2,
-                                   "pageToken": "2"}).json()
+    rest = session.post(
+        rpc, json={"userName": OWNER, "kernelSlug": SLUG, "pageSize": 2, "pageToken": "2"}
+    ).json()
     assert [f["fileName"] for f in rest["files"]] == ["f2.txt"] and rest["nextPageToken"] == ""
     assert session.get(rest["files"][0]["url"]).content == b"2"
 
 
 # --------------------------------------------------------------------- Kaggle's rules
-@pytest.mark.parametrize("change, refusal", [
-    ({"machine_shape": "TpuV9000"}, "Unknown machine shape 'TpuV9000'"),
-    ({"title": "Another Title"}, "does not resolve to the kernel slug 'petals-flowers'"),
-    ({"id": "somebody-else/petals-flowers", "title": "Petals Flowers"},
-     f"it belongs to somebody-else, not {OWNER}"),
-    ({"competition_sources": ["no-such-competition"]},
-     "Competition not found: no-such-competition"),
-    ({"kernelspec": None}, "The notebook has no kernelspec"),
-    ({"kaggle_metadata": True}, "carries metadata.kaggle"),
-])
+@pytest.mark.parametrize(
+    "change, refusal",
+    [
+        ({"machine_shape": "TpuV9000"}, "Unknown machine shape 'TpuV9000'"),
+        ({"title": "Another Title"}, "does not resolve to the kernel slug 'petals-flowers'"),
+        (
+            {"id": "somebody-else/petals-flowers", "title": "Petals Flowers"},
+            f"it belongs to somebody-else, not {OWNER}",
+        ),
+        (
+            {"competition_sources": ["no-such-competition"]},
+            "Competition not found: no-such-competition",
+        ),
+        ({"kernelspec": None}, "The notebook has no kernelspec"),
+        ({"kaggle_metadata": True}, "carries metadata.kaggle"),
+    ],
+)
 def test_a_push_kaggle_would_refuse_is_refused(fake_kaggle, cli, tmp_path, change, refusal):
     """The fake checks a pushed kernel the way Kaggle does, so an accepted push means
     something; the client itself lets every one of these through."""
     change = dict(change)
-    kernelspec, kaggle_metadata = change.pop("kernelspec", True), change.pop("kaggle_metadata",
-                                                                             False)
+    kernelspec, kaggle_metadata = (
+        change.pop("kernelspec", True),
+        change.pop("kaggle_metadata", False),
+    )
     folder = write_kernel(tmp_path / "kernel", **change)
     notebook_path = os.path.join(folder, "petals.ipynb")
     with open(notebook_path) as handle:
@@ -377,15 +445,19 @@ def test_a_push_kaggle_would_refuse_is_refused(fake_kaggle, cli, tmp_path, chang
 def test_the_session_cap_refuses_with_kaggles_text(fake_kaggle, cli, tmp_path):
     fake_kaggle.configure(session_cap=1)  # untimed: a session ends when it is seen finished
     first = write_kernel(tmp_path / "first")
-    second = write_kernel(tmp_path / "second", id=f"{OWNER}/petals-second",
-                          title="Petals Second")
-    gpu = write_kernel(tmp_path / "gpu", id=f"{OWNER}/petals-gpu", title="Petals GPU",
-                       machine_shape="NvidiaTeslaT4")
+    second = write_kernel(tmp_path / "second", id=f"{OWNER}/petals-second", title="Petals Second")
+    gpu = write_kernel(
+        tmp_path / "gpu",
+        id=f"{OWNER}/petals-gpu",
+        title="Petals GPU",
+        machine_shape="NvidiaTeslaT4",
+    )
     fake_kaggle.set_statuses(REF, ["RUNNING", "COMPLETE"])
     assert "Kernel version 1 successfully pushed" in cli("kernels", "push", "-p", first).stdout
     refused = cli("kernels", "push", "-p", second)
     assert refused.stdout.startswith(
-        "Kernel push error: Maximum batch TPU session count of 1 reached.")
+        "Kernel push error: Maximum batch TPU session count of 1 reached."
+    )
     # GPU sessions are another pool.
     assert "successfully pushed" in cli("kernels", "push", "-p", gpu).stdout
     assert "RUNNING" in cli("kernels", "status", REF).stdout
@@ -393,19 +465,41 @@ def test_the_session_cap_refuses_with_kaggles_text(fake_kaggle, cli, tmp_path):
     assert "COMPLETE" in cli("kernels", "status", REF).stdout  # the session ended
     assert "successfully pushed" in cli("kernels", "push", "-p", second).stdout
     assert fake_kaggle.peak_sessions == 1
-    assert [push.ref for push in fake_kaggle.accepted()] == [REF, f"{OWNER}/petals-gpu",
-                                                             f"{OWNER}/petals-second"]
+    assert [push.ref for push in fake_kaggle.accepted()] == [
+        REF,
+        f"{OWNER}/petals-gpu",
+        f"{OWNER}/petals-second",
+    ]
 
 
 def test_sessions_are_queued_then_run_for_their_time(fake_kaggle):
     """A timed session's status at given moments (seconds after its push)."""
-    session = fk._Session(REF, 1, "TPU", started=0.0, queue_seconds=1.0, run_seconds=2.0,
-                          outcome=("ERROR", "boom"), time_limit=None)
-    assert [session.status(moment)[0] for moment in (0.5, 1.5, 2.9)] == \
-        ["QUEUED", "RUNNING", "RUNNING"]
+    session = fk._Session(
+        REF,
+        1,
+        "TPU",
+        started=0.0,
+        queue_seconds=1.0,
+        run_seconds=2.0,
+        outcome=("ERROR", "boom"),
+        time_limit=None,
+    )
+    assert [session.status(moment)[0] for moment in (0.5, 1.5, 2.9)] == [
+        "QUEUED",
+        "RUNNING",
+        "RUNNING",
+    ]
     assert session.status(3.1) == ("ERROR", "boom") and not session.active(3.1)
-    too_long = fk._Session(REF, 1, "TPU", started=0.0, queue_seconds=0.0, run_seconds=10.0,
-                           outcome=("COMPLETE", None), time_limit=4.0)
+    too_long = fk._Session(
+        REF,
+        1,
+        "TPU",
+        started=0.0,
+        queue_seconds=0.0,
+        run_seconds=10.0,
+        outcome=("COMPLETE", None),
+        time_limit=4.0,
+    )
     assert too_long.status(3.9) == ("RUNNING", None) and too_long.active(3.9)
     name, message = too_long.status(4.1)
     assert name == "ERROR" and "time limit of 4 s" in message
@@ -432,8 +526,9 @@ def test_an_accepted_push_whose_answer_is_lost(fake_kaggle, cli, tmp_path):
     fake_kaggle.reject_next_push("not counted")
     assert cli("kernels", "push", "-p", folder).stdout.startswith("Kernel push error")
     for version in (1, 2):
-        assert f"Kernel version {version} successfully" in cli("kernels", "push", "-p",
-                                                               folder).stdout
+        assert (
+            f"Kernel version {version} successfully" in cli("kernels", "push", "-p", folder).stdout
+        )
     lost = cli("kernels", "push", "-p", folder)
     assert lost.returncode == 1 and "closed connection without response" in lost.stderr
     assert fake_kaggle.version_of(REF) == 3 and len(fake_kaggle.lost_answers) == 1
@@ -442,16 +537,20 @@ def test_an_accepted_push_whose_answer_is_lost(fake_kaggle, cli, tmp_path):
 
 
 def test_sources_kaggle_cannot_attach_are_listed_in_the_push_answer(fake_kaggle, tmp_path):
-    folder = write_kernel(tmp_path / "kernel", dataset_sources=["someone/private-data",
-                                                                "someone/public-data"])
+    folder = write_kernel(
+        tmp_path / "kernel", dataset_sources=["someone/private-data", "someone/public-data"]
+    )
     fake_kaggle.invalid_sources("someone/private-data")
     environment = fake_kaggle.environment(tmp_path / "home")
-    script = ("from kaggle.api.kaggle_api_extended import KaggleApi\n"
-              "api = KaggleApi(); api.authenticate()\n"
-              f"answer = api.kernels_push({folder!r})\n"
-              "print(answer.version_number, answer.invalid_dataset_sources, bool(answer.error))\n")
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True,
-                            text=True, timeout=120)
+    script = (
+        "from kaggle.api.kaggle_api_extended import KaggleApi\n"
+        "api = KaggleApi(); api.authenticate()\n"
+        f"answer = api.kernels_push({folder!r})\n"
+        "print(answer.version_number, answer.invalid_dataset_sources, bool(answer.error))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1 ['someone/private-data'] False"
     assert len(fake_kaggle.active_sessions()) == 1  # it runs, without that dataset
@@ -460,8 +559,13 @@ def test_sources_kaggle_cannot_attach_are_listed_in_the_push_answer(fake_kaggle,
 def test_quota_as_the_cli_shows_it(fake_kaggle, cli):
     from datetime import UTC, datetime
 
-    fake_kaggle.set_quota(tpu_used=29, tpu_allowed=30, gpu_used=2.5, gpu_allowed=30,
-                          refresh=datetime(2026, 12, 5, tzinfo=UTC))
+    fake_kaggle.set_quota(
+        tpu_used=29,
+        tpu_allowed=30,
+        gpu_used=2.5,
+        gpu_allowed=30,
+        refresh=datetime(2026, 12, 5, tzinfo=UTC),
+    )
     result = cli("quota")
     assert result.returncode == 0, result.stderr
     lines = [line.split() for line in result.stdout.splitlines()]
@@ -471,6 +575,8 @@ def test_quota_as_the_cli_shows_it(fake_kaggle, cli):
 
 def test_a_429_carries_its_retry_after(fake_kaggle):
     fake_kaggle.fail_next("GetKernelSessionStatus", status=429, retry_after=7)
-    answer = direct().post(f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/"
-                           "GetKernelSessionStatus", json={"userName": OWNER, "kernelSlug": SLUG})
+    answer = direct().post(
+        f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernelSessionStatus",
+        json={"userName": OWNER, "kernelSlug": SLUG},
+    )
     assert answer.status_code == 429 and answer.headers["Retry-After"] == "7"

@@ -72,8 +72,17 @@ print("sharded as fit shards")
 def test_with_a_distribution_each_array_is_split_across_the_devices_as_fit_splits_it():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, "-c", SHARDED_CHECK], capture_output=True, text=True, cwd=root,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-             "PYTHONPATH": root}, timeout=120, check=False)
+        [sys.executable, "-c", SHARDED_CHECK],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={
+            **os.environ,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+            "PYTHONPATH": root,
+        },
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "sharded as fit shards" in result.stdout

@@ -4,9 +4,13 @@ from matplotlib.figure import Figure
 
 from petals import CLASSES, figures
 
-HISTORY = {"loss": [2.0, 1.2, 0.8, 0.6, 0.5], "val_loss": [2.1, 1.4, 1.0, 0.9, 0.9],
-           "accuracy": [0.3, 0.6, 0.7, 0.8, 0.85], "val_accuracy": [0.3, 0.5, 0.6, 0.7, 0.7],
-           "learning_rate": [1e-4] * 5}
+HISTORY = {
+    "loss": [2.0, 1.2, 0.8, 0.6, 0.5],
+    "val_loss": [2.1, 1.4, 1.0, 0.9, 0.9],
+    "accuracy": [0.3, 0.6, 0.7, 0.8, 0.85],
+    "val_accuracy": [0.3, 0.5, 0.6, 0.7, 0.7],
+    "learning_rate": [1e-4] * 5,
+}
 
 
 def drawn(figure):
@@ -68,7 +72,11 @@ def test_samples_title_validation_by_class_and_test_by_id():
     figure = figures.samples(images, [0, 1, 2], images, ["a1", "b2", "c3"], CLASSES, count=2)
     titles = [axes.get_title() for axes in image_axes(figure)]
     assert [title.replace("\n", " ") for title in titles] == [
-        f"val: {CLASSES[0]}", f"val: {CLASSES[1]}", "test id a1", "test id b2"]
+        f"val: {CLASSES[0]}",
+        f"val: {CLASSES[1]}",
+        "test id a1",
+        "test id b2",
+    ]
 
 
 def test_schedule_is_labelled_with_whole_epochs_and_its_peak():
@@ -77,8 +85,7 @@ def test_schedule_is_labelled_with_whole_epochs_and_its_peak():
     assert axes.get_title() == "Learning-rate schedule"
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("epoch", "learning rate")
     assert all(float(tick).is_integer() for tick in axes.get_xticks())
-    assert any("peak" in text.get_text() and "epoch 3" in text.get_text()
-               for text in axes.texts)
+    assert any("peak" in text.get_text() and "epoch 3" in text.get_text() for text in axes.texts)
 
 
 def test_training_curves_panels_labels_model_and_integer_epochs():
@@ -90,8 +97,10 @@ def test_training_curves_panels_labels_model_and_integer_epochs():
     for axes in figure.axes:
         assert axes.get_xlabel() == "epoch" and axes.get_ylabel()
         assert all(float(tick).is_integer() for tick in axes.get_xticks())
-        assert [text.get_text() for text in axes.get_legend().get_texts()] == \
-            ["training", "validation"]
+        assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+            "training",
+            "validation",
+        ]
         training, validation = axes.get_lines()
         assert list(training.get_xdata()) == [1, 2, 3, 4, 5]
     loss_axes = figure.axes[0]
@@ -115,8 +124,11 @@ def confusion_matrix(classes, pairs, correct=50):
 def test_most_confused_ranks_off_diagonal_cells_by_count():
     matrix = confusion_matrix(104, {(3, 5): 7, (40, 2): 12, (1, 0): 3, (5, 3): 7})
     pairs = figures.most_confused(matrix, np.arange(104), CLASSES, count=3)
-    assert pairs == [(CLASSES[40], CLASSES[2], 12), (CLASSES[3], CLASSES[5], 7),
-                     (CLASSES[5], CLASSES[3], 7)]
+    assert pairs == [
+        (CLASSES[40], CLASSES[2], 12),
+        (CLASSES[3], CLASSES[5], 7),
+        (CLASSES[5], CLASSES[3], 7),
+    ]
     # Fewer confusions than asked for: only real ones, never a diagonal cell.
     assert len(figures.most_confused(matrix, np.arange(104), CLASSES, count=50)) == 4
 
@@ -124,8 +136,15 @@ def test_most_confused_ranks_off_diagonal_cells_by_count():
 def test_confusion_of_few_classes_names_rows_and_columns_with_a_colour_bar():
     classes = np.array([0, 1, 2, 7])
     matrix = confusion_matrix(4, {(0, 1): 3})
-    figure = drawn(figures.confusion(matrix, classes, CLASSES, model_name="tiny",
-                                     scores={"f1": 0.9, "precision": 0.91, "recall": 0.89}))
+    figure = drawn(
+        figures.confusion(
+            matrix,
+            classes,
+            CLASSES,
+            model_name="tiny",
+            scores={"f1": 0.9, "precision": 0.91, "recall": 0.89},
+        )
+    )
     (axes,) = image_axes(figure)
     assert axes.images[0].colorbar is not None
     assert axes.images[0].colorbar.ax.get_ylabel() == "share of the true class's images"
@@ -146,11 +165,14 @@ def test_confusion_of_104_classes_ranks_pairs_instead_of_104_tick_labels():
     assert matrix_axes.get_xlabel().startswith("predicted") and matrix_axes.get_ylabel()
     (pairs_axes,) = [axes for axes in figure.axes if axes.patches]
     # Read top to bottom, the bars rank the pairs, most confused first.
-    ranked = sorted(zip(pairs_axes.get_yticks(), tick_labels(pairs_axes, "y"), strict=True),
-                    reverse=True)
+    ranked = sorted(
+        zip(pairs_axes.get_yticks(), tick_labels(pairs_axes, "y"), strict=True), reverse=True
+    )
     assert [label for _, label in ranked] == [
-        f"{CLASSES[40]} → {CLASSES[2]}", f"{CLASSES[3]} → {CLASSES[5]}",
-        f"{CLASSES[1]} → {CLASSES[0]}"]
+        f"{CLASSES[40]} → {CLASSES[2]}",
+        f"{CLASSES[3]} → {CLASSES[5]}",
+        f"{CLASSES[1]} → {CLASSES[0]}",
+    ]
     widths = sorted(((bar.get_y(), bar.get_width()) for bar in pairs_axes.patches), reverse=True)
     assert [width for _, width in widths] == [12, 7, 3]
     assert pairs_axes.get_xlabel() and pairs_axes.get_ylabel() == "true → predicted"
@@ -165,8 +187,9 @@ def test_predictions_show_mistakes_first_with_true_and_predicted_names():
     images = np.stack([np.full((8, 8, 3), index, np.uint8) for index in range(6)])
     true_labels = np.array([0, 1, 2, 3, 4, 5])
     predicted = np.array([0, 1, 6, 3, 1, 5])  # images 2 and 4 are wrong
-    figure = figures.predictions(images, true_labels, predicted, CLASSES, count=4,
-                                 model_name="blend")
+    figure = figures.predictions(
+        images, true_labels, predicted, CLASSES, count=4, model_name="blend"
+    )
     shown = image_axes(figure)
     assert [int(axes.images[0].get_array()[0, 0, 0]) for axes in shown] == [2, 4, 0, 1]
     titles = [axes.get_title() for axes in shown]

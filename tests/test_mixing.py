@@ -1,7 +1,6 @@
 """Tests for petals.mixing: the soft-target losses against hand-computed values, MixUp and CutMix
 targets that match the pixels, identity where nothing is mixed, and training on both backends."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -29,8 +28,11 @@ def test_label_smoothing_loss_on_sparse_labels():
     targets = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
     value = float(keras.ops.convert_to_numpy(loss(LABELS, PROBABILITIES)))
     assert value == pytest.approx(cross_entropy(targets, PROBABILITIES), rel=1e-5)
-    unsmoothed = float(keras.ops.convert_to_numpy(
-        mixing.SparseSmoothedCrossentropy()(LABELS[:, None], PROBABILITIES)))
+    unsmoothed = float(
+        keras.ops.convert_to_numpy(
+            mixing.SparseSmoothedCrossentropy()(LABELS[:, None], PROBABILITIES)
+        )
+    )
     assert unsmoothed == pytest.approx(cross_entropy(np.eye(3)[LABELS], PROBABILITIES), rel=1e-5)
 
 
@@ -46,8 +48,9 @@ def test_mixing_model_loss_uses_the_partners_labels():
     assert float(value) == pytest.approx(cross_entropy(smoothed, PROBABILITIES), rel=1e-5)
     # Validation: no shares, one-hot targets.
     value = model.compute_loss(y=LABELS, y_pred=PROBABILITIES, training=False)
-    assert float(value) == pytest.approx(cross_entropy(np.eye(3)[LABELS] * 0.7 + 0.1,
-                                                       PROBABILITIES), rel=1e-5)
+    assert float(value) == pytest.approx(
+        cross_entropy(np.eye(3)[LABELS] * 0.7 + 0.1, PROBABILITIES), rel=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -55,11 +58,13 @@ def test_cutmix_targets_match_the_pixel_shares():
     values = [10, 60, 110, 160, 210, 250, 30, 90]
     images = constant_images(values)
     labels = np.arange(len(values))
-    weights = mixing.pixel_weights(images, mixup=0.0, cutmix=1.0,
-                                   seed=keras.random.SeedGenerator(3))
+    weights = mixing.pixel_weights(
+        images, mixup=0.0, cutmix=1.0, seed=keras.random.SeedGenerator(3)
+    )
     mixed = keras.ops.convert_to_numpy(mixing.mix_images(images, weights))
     targets = keras.ops.convert_to_numpy(
-        mixing.mix_targets(mixing.one_hot(labels, 8), mixing.own_shares(weights)))
+        mixing.mix_targets(mixing.one_hot(labels, 8), mixing.own_shares(weights))
+    )
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
     own = np.array([(mixed[index] == value).mean() for index, value in enumerate(values)])
     partner = np.array([(mixed[index] == values[index - 1]).mean() for index in labels])
@@ -74,12 +79,14 @@ def test_cutmix_targets_match_the_pixel_shares():
 def test_mixup_targets_match_the_blend():
     values = np.array([0, 250, 100, 200])
     images = constant_images(values)
-    weights = mixing.pixel_weights(images, mixup=1.0, cutmix=0.0,
-                                   seed=keras.random.SeedGenerator(5))
+    weights = mixing.pixel_weights(
+        images, mixup=1.0, cutmix=0.0, seed=keras.random.SeedGenerator(5)
+    )
     mixed = keras.ops.convert_to_numpy(mixing.mix_images(images, weights)).astype(float)
     shares = keras.ops.convert_to_numpy(mixing.own_shares(weights))
-    targets = keras.ops.convert_to_numpy(mixing.mix_targets(mixing.one_hot(np.arange(4), 4),
-                                                            shares))
+    targets = keras.ops.convert_to_numpy(
+        mixing.mix_targets(mixing.one_hot(np.arange(4), 4), shares)
+    )
     expected = shares * values + (1 - shares) * np.roll(values, 1)
     for index in range(4):
         assert np.abs(mixed[index] - expected[index]).max() <= 0.5  # rounded to grey levels
@@ -92,25 +99,29 @@ def test_mixup_targets_match_the_blend():
 def test_probability_zero_leaves_images_and_labels_untouched():
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3)).astype("uint8")
     weights = mixing.pixel_weights(images, 0.0, 0.0, seed=keras.random.SeedGenerator(1))
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mixing.mix_images(images, weights)),
-                                  images)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(mixing.mix_images(images, weights)), images
+    )
     one_hot = mixing.one_hot(np.arange(6) % 3, 3)
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(mixing.mix_targets(one_hot, mixing.own_shares(weights))),
-        keras.ops.convert_to_numpy(one_hot))
+        keras.ops.convert_to_numpy(one_hot),
+    )
 
 
 @pytest.mark.slow
 def test_inference_is_the_classifier_alone():
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
-        keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255))
+        keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)
+    )
     classifier = keras.Model(inputs, outputs)
     model = mixing.MixingModel(classifier, mixup=0.5, cutmix=0.5, seed=0)
     assert model.count_params() == classifier.count_params()  # usable before training
     images = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3)).astype("uint8")
-    np.testing.assert_array_equal(model.predict(images, verbose=0),
-                                  classifier.predict(images, verbose=0))
+    np.testing.assert_array_equal(
+        model.predict(images, verbose=0), classifier.predict(images, verbose=0)
+    )
     probabilities, shares = model(images, training=True)
     assert tuple(probabilities.shape) == (4, 3) and tuple(shares.shape) == (4,)
 
@@ -119,14 +130,16 @@ def test_inference_is_the_classifier_alone():
 def test_training_calls_mix_the_images_the_classifier_sees():
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
-        keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255))
+        keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)
+    )
     classifier = keras.Model(inputs, outputs)
     images = np.random.default_rng(1).integers(0, 256, (32, 8, 8, 3)).astype("uint8")
     plain = keras.ops.convert_to_numpy(classifier(images))
     for mixup, cutmix in ((1.0, 0.0), (0.0, 1.0)):
         model = mixing.MixingModel(classifier, mixup=mixup, cutmix=cutmix, seed=0)
-        probabilities, shares = (keras.ops.convert_to_numpy(value)
-                                 for value in model(images, training=True))
+        probabilities, shares = (
+            keras.ops.convert_to_numpy(value) for value in model(images, training=True)
+        )
         assert (shares < 0.99).mean() > 0.5, (mixup, cutmix)  # most images got a partner's part
         mixed = shares < 0.99
         assert np.abs(probabilities[mixed] - plain[mixed]).max() > 1e-4
@@ -179,5 +192,8 @@ def test_mixing_trains_on_both_backends(backend, devices):
     assert (report["type"], report["replicas"]) == ("MixingModel", devices)
     assert report["loss"][-1] < report["loss"][0]
     assert len(report["val_accuracy"]) == 4
-    assert not [message for message in report["warnings"]
-                if "ran out of data" in message or "shuffle" in message]
+    assert not [
+        message
+        for message in report["warnings"]
+        if "ran out of data" in message or "shuffle" in message
+    ]

@@ -24,17 +24,35 @@ pytestmark = pytest.mark.slow
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPOSITORY, "notebooks", "flowers.py")
-FIGURES = ("class_histogram", "training_batch", "validation_and_test_images", "augmentation",
-           "schedule", "confusion_matrix", "per_class_f1", "validation_predictions")
+FIGURES = (
+    "class_histogram",
+    "training_batch",
+    "validation_and_test_images",
+    "augmentation",
+    "schedule",
+    "confusion_matrix",
+    "per_class_f1",
+    "validation_predictions",
+)
 # Figures that need validation labels (none when training on validation).
 VALIDATION_FIGURES = ("confusion_matrix", "per_class_f1", "validation_predictions")
 STAGES = {"import", "data", "build", "compile", "train", "evaluate", "predict"}
 
 
 def smoke_parameters(dataset, **overrides):
-    return {"IMAGE_SIZE": TINY_SIZE, "BACKBONES": ["tiny"], "WEIGHTS": None, "EPOCHS": 2,
-            "BATCH_SIZE_PER_REPLICA": 16, "MAX_STEPS_PER_EPOCH": 3, "LR_MAX": 1e-3,
-            "LR_RAMP_UP_EPOCHS": 1, "SHIFT_PIXELS": 2.0, "DATA_DIR": dataset, **overrides}
+    return {
+        "IMAGE_SIZE": TINY_SIZE,
+        "BACKBONES": ["tiny"],
+        "WEIGHTS": None,
+        "EPOCHS": 2,
+        "BATCH_SIZE_PER_REPLICA": 16,
+        "MAX_STEPS_PER_EPOCH": 3,
+        "LR_MAX": 1e-3,
+        "LR_RAMP_UP_EPOCHS": 1,
+        "SHIFT_PIXELS": 2.0,
+        "DATA_DIR": dataset,
+        **overrides,
+    }
 
 
 def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
@@ -53,9 +71,13 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
         assert member.test.dtype == np.float16 and member.test_ids.tolist() == test_ids
         assert (member.validation is not None) == validation
         if validation:
-            assert member.validation_labels.tolist() == data.labels(
-                data.find_split(dataset, TINY_SIZE, "val").files,
-                metrics["parameters"]["EXCLUDED_IDS"]).tolist()
+            assert (
+                member.validation_labels.tolist()
+                == data.labels(
+                    data.find_split(dataset, TINY_SIZE, "val").files,
+                    metrics["parameters"]["EXCLUDED_IDS"],
+                ).tolist()
+            )
     assert list(metrics["history"]) == backbones
     assert all(len(history["loss"]) == epochs for history in metrics["history"].values())
     assert set(metrics["stage_seconds"]) == STAGES
@@ -72,14 +94,19 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
         assert os.stat(path).st_mode & 0o777 == 0o644, name  # readable by others
     notebook = nbformat.read(os.path.join(output_dir, runner.NOTEBOOK_NAME), as_version=4)
     # Every figure shows where it is made, as the PNG on disk, in the notebook and its HTML.
-    shown = [output["data"]["image/png"] for cell in notebook.cells
-             for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
+    shown = [
+        output["data"]["image/png"]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
     written = [name for name in os.listdir(output_dir) if name.endswith(".png")]
     assert len(shown) == len(written) >= len(figures)  # each PNG written is shown once
     html = open(os.path.join(output_dir, "notebook.html")).read()
     assert html.count("data:image/png;base64,") >= len(figures)
-    printed = "".join(output.get("text", "") for cell in notebook.cells
-                      for output in cell.get("outputs", []))
+    printed = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
     if validation:  # the figure beside the cross-validated one says what it is
         assert "blend in-sample (optimistic): f1 " in printed
         assert "the ten worst classes on validation" in printed
@@ -88,7 +115,7 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     parameters_index = tags.index(["parameters"])
     assert tags[parameters_index + 1] == ["injected-parameters"]
     injected = notebook.cells[parameters_index + 1].source
-    assert f"DATA_DIR = \"{dataset}\"" in injected or f"DATA_DIR = '{dataset}'" in injected
+    assert f'DATA_DIR = "{dataset}"' in injected or f"DATA_DIR = '{dataset}'" in injected
     assert "DONE" in notebook.cells[-1].outputs[-1].text
     assert os.path.getsize(os.path.join(output_dir, "notebook.html")) > 10_000
     return metrics
@@ -97,8 +124,9 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
 def printed_epoch_seconds(output_dir):
     """Keras's own per-epoch seconds, as the notebook printed them (`3/3 - 2s - ...`)."""
     notebook = nbformat.read(os.path.join(output_dir, runner.NOTEBOOK_NAME), as_version=4)
-    text = "".join(output.get("text", "") for cell in notebook.cells
-                   for output in cell.get("outputs", []))
+    text = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
     return [float(seconds) for seconds in re.findall(r"^\d+/\d+ - (\d+)s - ", text, re.M)]
 
 
@@ -108,13 +136,21 @@ def test_single_model_on_each_backend(tiny_dataset, tmp_path, backend):
     # The TensorFlow run starts its kernel in the repository root, the JAX one in notebooks/.
     cwd = REPOSITORY if backend == "tensorflow" else None
     cache = tmp_path / "compile-cache"
-    runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, KERAS_BACKEND=backend, COMPILE_CACHE_DIR=str(cache)), cwd=cwd)
+    runner.execute(
+        NOTEBOOK,
+        output_dir,
+        smoke_parameters(tiny_dataset, KERAS_BACKEND=backend, COMPILE_CACHE_DIR=str(cache)),
+        cwd=cwd,
+    )
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
     # JAX keeps its compiled programs for the next run; TensorFlow has no such cache.
     assert (cache.exists() and any(cache.iterdir())) == (backend == "jax")
-    assert metrics["accelerator"] == {"kind": "cpu", "backend": backend, "replicas": 1,
-                                      "processes": 1}
+    assert metrics["accelerator"] == {
+        "kind": "cpu",
+        "backend": backend,
+        "replicas": 1,
+        "processes": 1,
+    }
     # One epoch on record per epoch the log showed (whether the clock waits for the device is
     # tested in tests/test_train.py, on a model heavy enough to tell).
     printed = printed_epoch_seconds(output_dir)
@@ -127,10 +163,24 @@ def test_predictions_line_up_with_test_ids(tiny_dataset, tmp_path):
     against the ids scores at chance; the notebook's must score far above it, and it must have
     learned on validation too."""
     output_dir = tmp_path / "run"
-    runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(
-        tiny_dataset, EPOCHS=8, MAX_STEPS_PER_EPOCH=None, LR_MAX=3e-3, LR_RAMP_UP_EPOCHS=1,
-        BATCH_SIZE_PER_REPLICA=8, ROTATION_DEGREES=5.0, SHEAR_DEGREES=2.0, ZOOM_STDDEV=0.05,
-        SHIFT_PIXELS=1.0, FLIP=False, TTA_VIEWS=[]))
+    runner.execute(
+        NOTEBOOK,
+        str(output_dir),
+        smoke_parameters(
+            tiny_dataset,
+            EPOCHS=8,
+            MAX_STEPS_PER_EPOCH=None,
+            LR_MAX=3e-3,
+            LR_RAMP_UP_EPOCHS=1,
+            BATCH_SIZE_PER_REPLICA=8,
+            ROTATION_DEGREES=5.0,
+            SHEAR_DEGREES=2.0,
+            ZOOM_STDDEV=0.05,
+            SHIFT_PIXELS=1.0,
+            FLIP=False,
+            TTA_VIEWS=[],
+        ),
+    )
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"], epochs=8)
     held_out = demo_data.held_out_labels(tiny_dataset, TINY_SIZE)
     scores = demo_data.submission_scores(output_dir / "submission.csv", held_out)
@@ -150,12 +200,24 @@ def test_data_parallel_on_eight_devices(tiny_dataset, tmp_path, monkeypatch):
     validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
     excluded = data.record_ids(validation_files, labeled=True)[:1]
     output_dir = str(tmp_path / "run")
-    runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, KERAS_BACKEND="jax", BATCH_SIZE_PER_REPLICA=4, EXCLUDED_IDS=excluded,
-        TTA_VIEWS=["flip_lr", "rot90"]))
+    runner.execute(
+        NOTEBOOK,
+        output_dir,
+        smoke_parameters(
+            tiny_dataset,
+            KERAS_BACKEND="jax",
+            BATCH_SIZE_PER_REPLICA=4,
+            EXCLUDED_IDS=excluded,
+            TTA_VIEWS=["flip_lr", "rot90"],
+        ),
+    )
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
-    assert metrics["accelerator"] == {"kind": "cpu", "backend": "jax", "replicas": 8,
-                                      "processes": 1}
+    assert metrics["accelerator"] == {
+        "kind": "cpu",
+        "backend": "jax",
+        "replicas": 8,
+        "processes": 1,
+    }
     assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
 
 
@@ -166,26 +228,52 @@ def test_two_processes_of_four_devices(tiny_dataset, tmp_path):
     validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
     excluded = data.record_ids(validation_files, labeled=True)[:1]
     parameters = tmp_path / "parameters.yaml"
-    parameters.write_text(json.dumps(smoke_parameters(
-        tiny_dataset, KERAS_BACKEND="jax", BATCH_SIZE_PER_REPLICA=4, EXCLUDED_IDS=excluded)))
+    parameters.write_text(
+        json.dumps(
+            smoke_parameters(
+                tiny_dataset, KERAS_BACKEND="jax", BATCH_SIZE_PER_REPLICA=4, EXCLUDED_IDS=excluded
+            )
+        )
+    )
     output_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), "-f", str(parameters),
-         "--processes", "2"], cwd=REPOSITORY, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+        [
+            sys.executable,
+            "-m",
+            "petals.runner",
+            NOTEBOOK,
+            str(output_dir),
+            "-f",
+            str(parameters),
+            "--processes",
+            "2",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("DONE tiny") == 1 and "on 2 hosts" in result.stdout
     metrics = check_outputs(str(output_dir), tiny_dataset, ["tiny"])
-    assert metrics["accelerator"] == {"kind": "cpu", "backend": "jax", "replicas": 8,
-                                      "processes": 2}
+    assert metrics["accelerator"] == {
+        "kind": "cpu",
+        "backend": "jax",
+        "replicas": 8,
+        "processes": 2,
+    }
     assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
     first, second = metrics["weights_sha256"]["tiny"]
     assert first == second
     # One copy of the results; process 1 keeps only its own executed notebook and output.
     written = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*"))
     assert [path for path in written if path.startswith("process-1")] == [
-        "process-1", "process-1/notebook.html", "process-1/notebook.ipynb",
-        "process-1/output.log"]
+        "process-1",
+        "process-1/notebook.html",
+        "process-1/notebook.ipynb",
+        "process-1/output.log",
+    ]
     assert "DONE tiny" in (output_dir / "process-1" / "output.log").read_text()
 
 
@@ -199,10 +287,19 @@ def test_the_winning_recipe_with_extra_data(tiny_dataset, tmp_path):
         for path in split.files:
             shutil.copy(path, tmp_path / name)
     output_dir = str(tmp_path / "run")
-    runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, LABEL_SMOOTHING=0.1, HEAD_DROPOUT=0.2, MIXUP=0.3, CUTMIX=0.3,
-        TTA_VIEWS=["flip_lr", "flip_ud", "rot90", "rot270"],
-        EXTRA_DATA=[str(tmp_path / "again"), str(tmp_path / "leaky")]))
+    runner.execute(
+        NOTEBOOK,
+        output_dir,
+        smoke_parameters(
+            tiny_dataset,
+            LABEL_SMOOTHING=0.1,
+            HEAD_DROPOUT=0.2,
+            MIXUP=0.3,
+            CUTMIX=0.3,
+            TTA_VIEWS=["flip_lr", "flip_ud", "rot90", "rot270"],
+            EXTRA_DATA=[str(tmp_path / "again"), str(tmp_path / "leaky")],
+        ),
+    )
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
     assert metrics["training_images"] == 2 * splits["train"].count
     sources = {Path(source["name"]).name: source for source in metrics["training_sources"]}
@@ -214,8 +311,11 @@ def test_the_winning_recipe_with_extra_data(tiny_dataset, tmp_path):
 
 def test_training_on_validation_skips_evaluation(tiny_dataset, tmp_path):
     output_dir = str(tmp_path / "run")
-    runner.execute(NOTEBOOK, output_dir, smoke_parameters(
-        tiny_dataset, TRAIN_ON_VALIDATION=True, KERAS_BACKEND="tensorflow"))
+    runner.execute(
+        NOTEBOOK,
+        output_dir,
+        smoke_parameters(tiny_dataset, TRAIN_ON_VALIDATION=True, KERAS_BACKEND="tensorflow"),
+    )
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"], validation=False)
     assert metrics["blend_f1"] is None and metrics["validation"] == {}
     splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
@@ -230,20 +330,32 @@ def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_pat
     broken = str(tmp_path / "nan.weights.h5")
     layers.save_weights(broken)
     output_dir = tmp_path / "run"
-    runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(
-        tiny_dataset, BACKBONES=["tiny_wide", "tiny"], EPOCHS=3, TTA_VIEWS=[],
-        WEIGHTS={"tiny_wide": broken, "tiny": None}, KERAS_BACKEND="tensorflow"))
+    runner.execute(
+        NOTEBOOK,
+        str(output_dir),
+        smoke_parameters(
+            tiny_dataset,
+            BACKBONES=["tiny_wide", "tiny"],
+            EPOCHS=3,
+            TTA_VIEWS=[],
+            WEIGHTS={"tiny_wide": broken, "tiny": None},
+            KERAS_BACKEND="tensorflow",
+        ),
+    )
     test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
     assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["complete"] and metrics["members"] == ["tiny"]
     assert metrics["blend_weights"] == {"tiny": 1.0}
-    assert list(metrics["dropped"]) == ["tiny_wide"] and "loss nan in epoch 1" in \
-        metrics["dropped"]["tiny_wide"]
+    assert (
+        list(metrics["dropped"]) == ["tiny_wide"]
+        and "loss nan in epoch 1" in metrics["dropped"]["tiny_wide"]
+    )
     assert metrics["history"]["tiny_wide"]["loss"] == [None]  # stopped after one epoch
     assert len(metrics["history"]["tiny"]["loss"]) == 3
     assert [Path(path).name for path in probabilities.paths(output_dir)] == [
-        "probabilities-tiny.npz"]
+        "probabilities-tiny.npz"
+    ]
 
 
 def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_path):
@@ -252,16 +364,26 @@ def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_pa
     import psutil
 
     output_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
-    parameters = smoke_parameters(tiny_dataset, BACKBONES=["tiny", "tiny_wide"], EPOCHS=6,
-                                  MAX_STEPS_PER_EPOCH=None, BATCH_SIZE_PER_REPLICA=8,
-                                  TTA_VIEWS=[], KERAS_BACKEND="tensorflow")
-    arguments = [item for name, value in parameters.items()
-                 for item in ("-p", name, json.dumps(value))]
+    parameters = smoke_parameters(
+        tiny_dataset,
+        BACKBONES=["tiny", "tiny_wide"],
+        EPOCHS=6,
+        MAX_STEPS_PER_EPOCH=None,
+        BATCH_SIZE_PER_REPLICA=8,
+        TTA_VIEWS=[],
+        KERAS_BACKEND="tensorflow",
+    )
+    arguments = [
+        item for name, value in parameters.items() for item in ("-p", name, json.dumps(value))
+    ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), *arguments],
-            cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            cwd=REPOSITORY,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         # The markers, not a clock: the first model saved, then the second one's second epoch.
         while process.poll() is None:
@@ -286,8 +408,9 @@ def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_pa
     submission.validate(ids, labels, test_ids)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert not metrics["complete"] and metrics["members"] == ["tiny"]
-    assert [probabilities.read(path, test_ids).name
-            for path in probabilities.paths(output_dir)] == ["tiny"]
+    assert [
+        probabilities.read(path, test_ids).name for path in probabilities.paths(output_dir)
+    ] == ["tiny"]
 
 
 def test_bad_input_is_refused_before_the_notebook_starts(tiny_dataset, tmp_path):
@@ -308,9 +431,13 @@ def test_the_notebook_checks_its_parameters_itself(tiny_dataset, tmp_path):
     notebook = jupytext.read(NOTEBOOK)
     output_dir = tmp_path / "run"
     with pytest.raises(PapermillExecutionError, match="EPOCHS = 0 is not valid"):
-        papermill.execute_notebook(notebook, str(tmp_path / "executed.ipynb"), parameters={
-            **smoke_parameters(tiny_dataset, EPOCHS=0), "OUTPUT_DIR": str(output_dir)},
-            cwd=REPOSITORY, progress_bar=False)
+        papermill.execute_notebook(
+            notebook,
+            str(tmp_path / "executed.ipynb"),
+            parameters={**smoke_parameters(tiny_dataset, EPOCHS=0), "OUTPUT_DIR": str(output_dir)},
+            cwd=REPOSITORY,
+            progress_bar=False,
+        )
     assert not (output_dir / "submission.csv").exists()
 
 
@@ -324,36 +451,72 @@ def test_pairing_keeps_tags_and_kernelspec(tmp_path):
     """The paired .ipynb must carry the kernelspec and the parameters tag papermill needs."""
     copy = tmp_path / "flowers.py"
     copy.write_text(open(NOTEBOOK).read())
-    subprocess.run([sys.executable, "-m", "jupytext", "--to", "ipynb", str(copy)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--to", "ipynb", str(copy)],
+        check=True,
+        capture_output=True,
+    )
     notebook = nbformat.read(tmp_path / "flowers.ipynb", as_version=4)
     assert notebook.metadata.kernelspec.name == "python3"
     assert [cell.metadata.get("tags") for cell in notebook.cells].count(["parameters"]) == 1
     # Round trip: the .py rebuilt from the .ipynb is the source, byte for byte.
-    subprocess.run([sys.executable, "-m", "jupytext", "--to", "py:percent", "--output",
-                    str(tmp_path / "back.py"), str(tmp_path / "flowers.ipynb")], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupytext",
+            "--to",
+            "py:percent",
+            "--output",
+            str(tmp_path / "back.py"),
+            str(tmp_path / "flowers.ipynb"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "back.py").read_text() == copy.read_text()
 
 
 def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
     """`python -m petals.runner` ends a failed run with the one line that says why."""
+
     def run(*parameters):
         arguments = [item for pair in parameters for item in ("-p", *pair)]
-        return subprocess.run([sys.executable, "-m", "petals.runner", NOTEBOOK,
-                               str(tmp_path / f"run-{len(list(tmp_path.iterdir()))}"),
-                               "-p", "DATA_DIR", tiny_dataset, "-p", "IMAGE_SIZE",
-                               str(TINY_SIZE), *arguments],
-                              cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "petals.runner",
+                NOTEBOOK,
+                str(tmp_path / f"run-{len(list(tmp_path.iterdir()))}"),
+                "-p",
+                "DATA_DIR",
+                tiny_dataset,
+                "-p",
+                "IMAGE_SIZE",
+                str(TINY_SIZE),
+                *arguments,
+            ],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     result = run(("EPOCHS", "0"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: EPOCHS = 0 is not valid: expected an integer ≥ 1")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: EPOCHS = 0 is not valid: expected an integer ≥ 1")
+    )
     result = run(("EPOCH", "3"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: unknown parameters EPOCH (did you mean 'EPOCHS'?);")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown parameters EPOCH (did you mean 'EPOCHS'?);")
+    )
 
 
 def test_narrative_keeps_pace_with_the_code():
@@ -364,8 +527,13 @@ def test_narrative_keeps_pace_with_the_code():
     notebook = jupytext.read(NOTEBOOK)
 
     def lines(kind):
-        return sum(1 for cell in notebook.cells if cell.cell_type == kind
-                   for line in cell.source.splitlines() if line.strip())
+        return sum(
+            1
+            for cell in notebook.cells
+            if cell.cell_type == kind
+            for line in cell.source.splitlines()
+            if line.strip()
+        )
 
     assert lines("markdown") >= 0.6 * lines("code"), (lines("markdown"), lines("code"))
     markdown = "".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")

@@ -160,7 +160,8 @@ def test_views_on_eight_virtual_devices_split_each_batch_and_compile_once():
     assert report["replicas"] == 8 and report["shape"] == [13, 4]
     # Every compiled step saw one eighth of the batch of 8 on each device, not the whole batch.
     assert report["per_device_shapes"] and all(
-        shape == [1, 6, 6, 3] for shape in report["per_device_shapes"]), report
+        shape == [1, 6, 6, 3] for shape in report["per_device_shapes"]
+    ), report
     # The second call with the same model and views reused the first one's compiled program.
     assert report["traced"] == 1 and report["repeat_difference"] == 0
     assert report["mirrored_difference"] < 2e-3 and report["mirror_changes"] > 1e-3

@@ -17,8 +17,14 @@ def member(name="tiny", test=5, validation=4, classes=3, seed=0):
     test_ids = [f"t{index}" for index in range(test)]
     if not validation:
         return Member(name, test_ids, table(test))
-    return Member(name, test_ids, table(test), [f"v{index}" for index in range(validation)],
-                  random.integers(0, classes, validation), table(validation))
+    return Member(
+        name,
+        test_ids,
+        table(test),
+        [f"v{index}" for index in range(validation)],
+        random.integers(0, classes, validation),
+        table(validation),
+    )
 
 
 def test_saved_and_read_back_as_float16(tmp_path):
@@ -43,14 +49,20 @@ def test_trained_on_validation_has_test_probabilities_only(tmp_path):
     assert read.validation is None and read.validation_ids is None
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m._replace(test=np.full((5, 3), np.nan)), "test probabilities hold non-finite"),
-    (lambda m: m._replace(test=m.test[:4]), r"shape \(4, 3\) for 5 ids"),
-    (lambda m: m._replace(test_ids=["t0"] * 5), "test ids appear more than once"),
-    (lambda m: m._replace(validation=m.validation * 2), "validation rows are not probabilities"),
-    (lambda m: m._replace(validation_labels=np.array([0, 1, 2, 3])), "one class in 0..2"),
-    (lambda m: m._replace(validation=None), "come together"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m._replace(test=np.full((5, 3), np.nan)), "test probabilities hold non-finite"),
+        (lambda m: m._replace(test=m.test[:4]), r"shape \(4, 3\) for 5 ids"),
+        (lambda m: m._replace(test_ids=["t0"] * 5), "test ids appear more than once"),
+        (
+            lambda m: m._replace(validation=m.validation * 2),
+            "validation rows are not probabilities",
+        ),
+        (lambda m: m._replace(validation_labels=np.array([0, 1, 2, 3])), "one class in 0..2"),
+        (lambda m: m._replace(validation=None), "come together"),
+    ],
+)
 def test_a_broken_member_is_refused_with_one_line(tmp_path, change, message):
     with pytest.raises(ProbabilitiesError, match=message):
         probabilities.save(tmp_path, change(member()))

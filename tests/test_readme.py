@@ -35,8 +35,14 @@ def test_readme_runner_example_runs_as_written(tmp_path):
     os.symlink(os.path.join(REPOSITORY, "notebooks"), tmp_path / "notebooks")
     write_demo_dataset(str(tmp_path / "data" / "demo"), image_size=32, shards=2, limit=400)
     environment = {**os.environ, "PYTHONPATH": REPOSITORY}
-    result = subprocess.run([sys.executable, *arguments[1:]], cwd=tmp_path, env=environment,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, *arguments[1:]],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     output_dir = tmp_path / arguments[arguments.index("petals.runner") + 2]
     metrics = json.loads((output_dir / "metrics.json").read_text())

@@ -19,8 +19,11 @@ def test_every_run_at_any_depth_is_a_row(tmp_path):
     write(runs / "petals-flowers-512" / ".v2-partial", parameters={"IMAGE_SIZE": 512})
     table = results.rows(runs)
     assert [(row["variant"], row["run"], row["IMAGE_SIZE"]) for row in table] == [
-        ("demo-20261129-120000", ".", 32), ("my-run", ".", 64), ("petals-flowers-512", "v1", 512),
-        ("team", "week-1/local-2", 192)]
+        ("demo-20261129-120000", ".", 32),
+        ("my-run", ".", 64),
+        ("petals-flowers-512", "v1", 512),
+        ("team", "week-1/local-2", 192),
+    ]
 
 
 def test_validation_f1_is_the_honest_one(tmp_path):
@@ -31,27 +34,39 @@ def test_validation_f1_is_the_honest_one(tmp_path):
     # an ensemble that is no validation figure; with one model nothing was tuned.
     write(runs / "old-blend" / "v1", blend_f1=0.93, blend_weights=weights)
     write(runs / "old-single" / "v1", blend_f1=0.88, blend_weights={"densenet201": 1.0})
-    write(runs / "on-validation" / "v1", blend_f1=None, blend_f1_in_sample=None,
-          blend_weights={"densenet201": 1.0})
+    write(
+        runs / "on-validation" / "v1",
+        blend_f1=None,
+        blend_f1_in_sample=None,
+        blend_weights={"densenet201": 1.0},
+    )
     table = {row["variant"]: row for row in results.rows(runs)}
     assert (table["new"]["validation F1"], table["new"]["in-sample F1"]) == ("0.9012", "0.9254")
-    assert (table["old-blend"]["validation F1"], table["old-blend"]["in-sample F1"]) == \
-        ("", "0.9300")
+    assert (table["old-blend"]["validation F1"], table["old-blend"]["in-sample F1"]) == (
+        "",
+        "0.9300",
+    )
     assert table["old-single"]["validation F1"] == table["old-single"]["in-sample F1"] == "0.8800"
     assert table["on-validation"]["validation F1"] == table["on-validation"]["in-sample F1"] == ""
     assert table["new"]["blend weights"] == "densenet201:0.65 efficientnet_b7:0.35"
 
 
 def test_markdown_and_csv_have_the_same_columns(tmp_path):
-    write(tmp_path / "runs" / "a" / "v1", blend_f1=0.5, blend_f1_in_sample=0.5,
-          parameters={"IMAGE_SIZE": 32, "BACKBONES": ["tiny", "tiny_wide"], "EPOCHS": 4},
-          seconds_per_epoch={"tiny": 1.0, "tiny_wide": 2.0},
-          images_per_second={"tiny": 100.0, "tiny_wide": 50.0},
-          blend_weights={"tiny": 0.7, "tiny_wide": 0.3})
+    write(
+        tmp_path / "runs" / "a" / "v1",
+        blend_f1=0.5,
+        blend_f1_in_sample=0.5,
+        parameters={"IMAGE_SIZE": 32, "BACKBONES": ["tiny", "tiny_wide"], "EPOCHS": 4},
+        seconds_per_epoch={"tiny": 1.0, "tiny_wide": 2.0},
+        images_per_second={"tiny": 100.0, "tiny_wide": 50.0},
+        blend_weights={"tiny": 0.7, "tiny_wide": 0.3},
+    )
     table = results.rows(tmp_path / "runs")
     markdown = results.markdown(table).splitlines()
     assert markdown[0] == "| " + " | ".join(results.COLUMNS) + " |"
-    assert markdown[2].startswith("| a | v1 | 32 | tiny+tiny_wide | 4 | 0.5000 | 0.5000 | "
-                                  "tiny:0.70 tiny_wide:0.30 | 1.5 | 75 |")
+    assert markdown[2].startswith(
+        "| a | v1 | 32 | tiny+tiny_wide | 4 | 0.5000 | 0.5000 | "
+        "tiny:0.70 tiny_wide:0.30 | 1.5 | 75 |"
+    )
     lines = results.csv_text(table).splitlines()
     assert lines[0] == ",".join(results.COLUMNS) and len(lines) == 2

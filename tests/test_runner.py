@@ -14,7 +14,7 @@ from petals import runner
 from tests.conftest import TINY_SIZE
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOK = '''# ---
+NOTEBOOK = """# ---
 # jupyter:
 #   kernelspec:
 #     display_name: Python 3
@@ -48,7 +48,7 @@ if VALUE < 0:
     raise ValueError("VALUE must be at least 0")
 print("a warning", file=sys.stderr)
 print("done")
-'''
+"""
 NOISE = ("without encryption", "KeyboardInterrupt", "[IPKernelApp]", "Executing Cell")
 
 
@@ -60,9 +60,13 @@ def notebook(tmp_path):
 
 
 def run(notebook, output_dir, *arguments):
-    return subprocess.run([sys.executable, "-m", "petals.runner", notebook, str(output_dir),
-                           *arguments], cwd=REPOSITORY, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "petals.runner", notebook, str(output_dir), *arguments],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -70,9 +74,13 @@ def test_progress_and_output_reach_the_terminal_without_noise(notebook, tmp_path
     result = run(notebook, tmp_path / "run", "-p", "VALUE", "2", "-p", "DATA_DIR", "data/x")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[lines.index("== First section"):lines.index("== Second section") + 2] == [
-        "== First section", "value 2", f"data {REPOSITORY}/data/x", "== Second section",
-        "done"]
+    assert lines[lines.index("== First section") : lines.index("== Second section") + 2] == [
+        "== First section",
+        "value 2",
+        f"data {REPOSITORY}/data/x",
+        "== Second section",
+        "done",
+    ]
     assert result.stderr == "a warning\n"
     assert not [noise for noise in NOISE if noise in result.stdout + result.stderr]
     html = (tmp_path / "run" / runner.HTML_NAME).read_text()
@@ -93,18 +101,26 @@ def test_a_failing_cell_ends_with_one_line_and_still_writes_the_notebook(noteboo
     result = run(notebook, tmp_path / "run", "-p", "VALUE", "-1")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: ValueError: VALUE must be at least 0 (see {tmp_path / 'run'}/notebook.ipynb)")
+        f"error: ValueError: VALUE must be at least 0 (see {tmp_path / 'run'}/notebook.ipynb)"
+    )
     assert "VALUE must be at least 0" in (tmp_path / "run" / runner.HTML_NAME).read_text()
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["-p", "VALU", "3"], "error: unknown parameters VALU (did you mean 'VALUE'?); the notebook's "
-                          "parameters are VALUE, DATA_DIR, OUTPUT_DIR"),
-    (["-p", "VALUE", "[1"], "error: -p VALUE '[1' is not a YAML value"),
-    (["-f", "/no/such.yaml"], "error: parameters file /no/such.yaml does not exist"),
-])
-def test_bad_arguments_fail_with_one_line_before_anything_runs(notebook, tmp_path, capsys,
-                                                               arguments, message):
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (
+            ["-p", "VALU", "3"],
+            "error: unknown parameters VALU (did you mean 'VALUE'?); the notebook's "
+            "parameters are VALUE, DATA_DIR, OUTPUT_DIR",
+        ),
+        (["-p", "VALUE", "[1"], "error: -p VALUE '[1' is not a YAML value"),
+        (["-f", "/no/such.yaml"], "error: parameters file /no/such.yaml does not exist"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line_before_anything_runs(
+    notebook, tmp_path, capsys, arguments, message
+):
     with pytest.raises(SystemExit, match="^" + re.escape(message)):
         runner.main([notebook, str(tmp_path / "run"), *arguments])
     assert not (tmp_path / "run").exists()
@@ -115,32 +131,58 @@ def test_a_parameters_file_must_map_names_to_values(tmp_path):
     with pytest.raises(ValueError, match="must map names to values"):
         runner.read_parameters_file(str(tmp_path / "list.yaml"))
     (tmp_path / "good.yaml").write_text("VALUE: 3\nDATA_DIR: null\n")
-    assert runner.read_parameters_file(str(tmp_path / "good.yaml")) == {"VALUE": 3,
-                                                                        "DATA_DIR": None}
+    assert runner.read_parameters_file(str(tmp_path / "good.yaml")) == {
+        "VALUE": 3,
+        "DATA_DIR": None,
+    }
 
 
 def test_path_parameters_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "extra").mkdir()
-    assert runner.absolute_paths({"DATA_DIR": "data", "WEIGHTS": "imagenet",
-                                  "EXTRA_DATA": ["extra", "owner/dataset"], "EPOCHS": 3}) == {
-        "DATA_DIR": str(tmp_path / "data"), "WEIGHTS": "imagenet",
-        "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"], "EPOCHS": 3}
+    assert runner.absolute_paths(
+        {
+            "DATA_DIR": "data",
+            "WEIGHTS": "imagenet",
+            "EXTRA_DATA": ["extra", "owner/dataset"],
+            "EPOCHS": 3,
+        }
+    ) == {
+        "DATA_DIR": str(tmp_path / "data"),
+        "WEIGHTS": "imagenet",
+        "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"],
+        "EPOCHS": 3,
+    }
     # Cloud storage (a TPU slice reads the data from GCS) is not a local path.
     assert runner.absolute_paths({"DATA_DIR": "gs://bucket/flowers"}) == {
-        "DATA_DIR": "gs://bucket/flowers"}
+        "DATA_DIR": "gs://bucket/flowers"
+    }
     # Weights per backbone: a file among them is a path too.
-    assert runner.absolute_paths({"WEIGHTS": {"densenet201": "imagenet", "tiny": "w.h5",
-                                              "tiny_wide": "null"}}) == {
-        "WEIGHTS": {"densenet201": "imagenet", "tiny": str(tmp_path / "w.h5"), "tiny_wide": "null"}}
+    assert runner.absolute_paths(
+        {"WEIGHTS": {"densenet201": "imagenet", "tiny": "w.h5", "tiny_wide": "null"}}
+    ) == {
+        "WEIGHTS": {"densenet201": "imagenet", "tiny": str(tmp_path / "w.h5"), "tiny_wide": "null"}
+    }
 
 
 def test_a_bad_value_is_refused_at_once_and_nothing_is_written(tiny_dataset, tmp_path):
     """The flowers notebook's parameters are all checked before papermill, Keras or TensorFlow
     start: one line naming the parameter, and no notebook in the output folder."""
-    result = run(os.path.join(REPOSITORY, "notebooks", "flowers.py"), tmp_path / "run",
-                 "-f", os.path.join(REPOSITORY, "notebooks", "demo.yaml"), "-p", "DATA_DIR",
-                 tiny_dataset, "-p", "IMAGE_SIZE", str(TINY_SIZE), "-p", "EPOCHS", "-3")
+    result = run(
+        os.path.join(REPOSITORY, "notebooks", "flowers.py"),
+        tmp_path / "run",
+        "-f",
+        os.path.join(REPOSITORY, "notebooks", "demo.yaml"),
+        "-p",
+        "DATA_DIR",
+        tiny_dataset,
+        "-p",
+        "IMAGE_SIZE",
+        str(TINY_SIZE),
+        "-p",
+        "EPOCHS",
+        "-3",
+    )
     assert result.returncode == 1
     assert result.stderr == "error: EPOCHS = -3 is not valid: expected an integer ≥ 1\n"
     assert not (tmp_path / "run").exists()
@@ -148,20 +190,30 @@ def test_a_bad_value_is_refused_at_once_and_nothing_is_written(tiny_dataset, tmp
 
 def test_ctrl_c_ends_with_one_line_and_the_command_to_start_again(tmp_path):
     path = tmp_path / "slow.py"
-    path.write_text(NOTEBOOK.replace("VALUE = 1\n", "VALUE = 1\nSECONDS = 120\n").replace(
-        'print("value", VALUE)', 'print("sleeping", flush=True)\nimport time\ntime.sleep(SECONDS)'))
-    process = subprocess.Popen([sys.executable, "-m", "petals.runner", str(path),
-                                str(tmp_path / "run")], cwd=REPOSITORY, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    path.write_text(
+        NOTEBOOK.replace("VALUE = 1\n", "VALUE = 1\nSECONDS = 120\n").replace(
+            'print("value", VALUE)',
+            'print("sleeping", flush=True)\nimport time\ntime.sleep(SECONDS)',
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "petals.runner", str(path), str(tmp_path / "run")],
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in process.stdout:
         if line.startswith("sleeping"):
             break
     process.send_signal(signal.SIGINT)
     _, error = process.communicate(timeout=120)
     assert process.returncode == 1
-    assert error.strip() == (f"interrupted: the run in {tmp_path / 'run'} stopped unfinished; "
-                             f"start it again with `{runner.command_name()} -m petals.runner "
-                             f"{path} {tmp_path / 'run'}`")
+    assert error.strip() == (
+        f"interrupted: the run in {tmp_path / 'run'} stopped unfinished; "
+        f"start it again with `{runner.command_name()} -m petals.runner "
+        f"{path} {tmp_path / 'run'}`"
+    )
 
 
 def test_hints_name_the_interpreter_as_started(tmp_path, monkeypatch):
@@ -172,7 +224,7 @@ def test_hints_name_the_interpreter_as_started(tmp_path, monkeypatch):
 
 # --- Several processes (--processes N) ----------------------------------------------------------
 
-PROCESSES_NOTEBOOK = '''# ---
+PROCESSES_NOTEBOOK = """# ---
 # jupyter:
 #   kernelspec:
 #     display_name: Python 3
@@ -194,7 +246,7 @@ print(f"process {index} of {os.environ['KERAS_DISTRIBUTION_NUM_PROCESSES']}", fl
 if HANG and index == 1:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(600)
-'''
+"""
 
 
 def process(*command):
@@ -204,27 +256,37 @@ def process(*command):
 
 @pytest.mark.slow
 def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
-    workers = [runner.Worker(0, process("sleep", "60"), None),
-               runner.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log")]
+    workers = [
+        runner.Worker(0, process("sleep", "60"), None),
+        runner.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log"),
+    ]
     assert runner.supervise(workers, stop_grace=5) == 3
     assert workers[0].popen.returncode == -15  # stopped by SIGTERM
-    assert capsys.readouterr().err == ("error: process 1 (its output: process-1/output.log) of 2 "
-                                       "failed with exit status 3; stopped the others\n")
+    assert capsys.readouterr().err == (
+        "error: process 1 (its output: process-1/output.log) of 2 "
+        "failed with exit status 3; stopped the others\n"
+    )
 
 
 @pytest.mark.slow
 def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
     """One process finished, the other ignores SIGTERM: named as hung, then SIGKILLed."""
-    workers = [runner.Worker(0, process("true"), None),
-               runner.Worker(1, process("bash", "-c", 'trap "" TERM; sleep 60 & wait'), None)]
+    workers = [
+        runner.Worker(0, process("true"), None),
+        runner.Worker(1, process("bash", "-c", 'trap "" TERM; sleep 60 & wait'), None),
+    ]
     workers[1].remember_descendants()
     assert runner.supervise(workers, exit_grace=1, stop_grace=1) == 1
     assert workers[1].popen.returncode == -9
     assert len(workers[1].known) == 2  # bash and its sleep
-    assert not [child for child in workers[1].known.values() if child.is_running()
-                and child.status() != psutil.STATUS_ZOMBIE]
-    assert capsys.readouterr().err == ("error: process 1 of 2 still running 1 s after another "
-                                       "finished: hung; stopped it\n")
+    assert not [
+        child
+        for child in workers[1].known.values()
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert capsys.readouterr().err == (
+        "error: process 1 of 2 still running 1 s after another finished: hung; stopped it\n"
+    )
 
 
 @pytest.mark.slow
@@ -233,7 +295,8 @@ def test_a_timeout_stops_every_process(capsys):
     assert runner.supervise(workers, timeout=0.5) == 124
     assert [worker.popen.returncode for worker in workers] == [-15, -15]
     assert "error: timed out after 0.5 s; stopped process 0, process 1 of 2" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
@@ -249,10 +312,24 @@ def test_processes_stream_process_0_and_stop_together_on_interrupt(tmp_path):
     assert (tmp_path / "run" / runner.NOTEBOOK_NAME).exists()
     assert (tmp_path / "run" / "process-1" / runner.NOTEBOOK_NAME).exists()
 
-    launcher = subprocess.Popen([sys.executable, "-m", "petals.runner", str(notebook),
-                                 str(tmp_path / "hang"), "--processes", "2", "-p", "HANG", "true"],
-                                cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "petals.runner",
+            str(notebook),
+            str(tmp_path / "hang"),
+            "--processes",
+            "2",
+            "-p",
+            "HANG",
+            "true",
+        ],
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = tmp_path / "hang" / "process-1" / "output.log"
     children = []
     deadline = time.monotonic() + 60
@@ -266,5 +343,6 @@ def test_processes_stream_process_0_and_stop_together_on_interrupt(tmp_path):
     assert launcher.returncode == 130, stderr
     assert "interrupted: stopping 2 processes" in stderr
     assert len(children) >= 4  # two runners and their kernels
-    assert not [child for child in children if child.is_running()
-                and child.status() != psutil.STATUS_ZOMBIE]
+    assert not [
+        child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    ]

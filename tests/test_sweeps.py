@@ -18,12 +18,16 @@ def test_competition_sweep_trains_each_model_once_then_the_recipe():
     assert slugs[0] == "petals-flowers-512-efficientnet-b7"
     for variant in sweep.variants:
         assert slugify(variant.title) == variant.slug and 5 <= len(variant.slug) <= 50
-    assert all(len(variant.parameters["BACKBONES"]) == 1 and variant.parameters["EPOCHS"] == 12
-               for variant in sweep.variants[:6])
+    assert all(
+        len(variant.parameters["BACKBONES"]) == 1 and variant.parameters["EPOCHS"] == 12
+        for variant in sweep.variants[:6]
+    )
     recipe = sweep.variants[-1]
     assert recipe.slug == "petals-flowers-recipe"
-    assert recipe.parameters["WEIGHTS"] == {"efficientnet_b7": "noisy-student",
-                                            "densenet201": "imagenet"}
+    assert recipe.parameters["WEIGHTS"] == {
+        "efficientnet_b7": "noisy-student",
+        "densenet201": "imagenet",
+    }
     assert recipe.parameters["LABEL_SMOOTHING"] == 0.1 and recipe.parameters["TRAIN_ON_VALIDATION"]
     assert len(recipe.parameters["TTA_VIEWS"]) == 4 and recipe.parameters["EXTRA_DATA"]
     # Fixed parameters reach a named variant; the grid does not.
@@ -31,7 +35,10 @@ def test_competition_sweep_trains_each_model_once_then_the_recipe():
 
 
 def test_named_variants_without_a_grid(tmp_path):
-    sweep = sweeps.load(write(tmp_path, """
+    sweep = sweeps.load(
+        write(
+            tmp_path,
+            """
 name = "t"
 [parameters]
 EPOCHS = 3
@@ -39,37 +46,54 @@ EPOCHS = 3
 LABEL_SMOOTHING = 0.1
 [variants.sharp]
 LABEL_SMOOTHING = "None"
-"""))
+""",
+        )
+    )
     assert [(variant.slug, variant.parameters) for variant in sweep.variants] == [
         ("petals-t-smooth", {"EPOCHS": 3, "LABEL_SMOOTHING": 0.1}),
-        ("petals-t-sharp", {"EPOCHS": 3, "LABEL_SMOOTHING": None})]
+        ("petals-t-sharp", {"EPOCHS": 3, "LABEL_SMOOTHING": None}),
+    ]
 
 
 def test_grid_is_a_product_with_fixed_values_and_none(tmp_path):
-    sweep = sweeps.load(write(tmp_path, """
+    sweep = sweeps.load(
+        write(
+            tmp_path,
+            """
 name = "t"
 [parameters]
 WEIGHTS = "None"
 [grid]
 IMAGE_SIZE = [192, 512]
 LR_MAX = [0.001, 0.002]
-"""))
+""",
+        )
+    )
     assert [variant.slug for variant in sweep.variants] == [
-        "petals-t-192-lr-max-0-001", "petals-t-192-lr-max-0-002",
-        "petals-t-512-lr-max-0-001", "petals-t-512-lr-max-0-002"]
+        "petals-t-192-lr-max-0-001",
+        "petals-t-192-lr-max-0-002",
+        "petals-t-512-lr-max-0-001",
+        "petals-t-512-lr-max-0-002",
+    ]
     assert all(variant.parameters["WEIGHTS"] is None for variant in sweep.variants)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("accelerator = 'tpuv3'\n", "accelerator 'tpuv3' is not one of tpu, gpu, cpu"),
-    ("[grid]\nIMAGE_SIZE = 512\n", "grid.IMAGE_SIZE must be a non-empty list"),
-    ("colour = 1\n", "unknown keys colour"),
-    ("[parameters]\nEPOCHS = 1\n[grid]\nEPOCHS = [1, 2]\n", "EPOCHS both fixed and in the grid"),
-    ("name = 'x' \n[grid]\nBACKBONES = [['a'], ['a']]\n", "two variants share a name"),
-    ("name = = 1", "not valid TOML"),
-    ("[variants]\nrecipe = 1\n", "variants.recipe must be a table of parameters"),
-    ("[variants.x]\nEPOCS = 1\n", "unknown parameters EPOCS .did you mean 'EPOCHS'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("accelerator = 'tpuv3'\n", "accelerator 'tpuv3' is not one of tpu, gpu, cpu"),
+        ("[grid]\nIMAGE_SIZE = 512\n", "grid.IMAGE_SIZE must be a non-empty list"),
+        ("colour = 1\n", "unknown keys colour"),
+        (
+            "[parameters]\nEPOCHS = 1\n[grid]\nEPOCHS = [1, 2]\n",
+            "EPOCHS both fixed and in the grid",
+        ),
+        ("name = 'x' \n[grid]\nBACKBONES = [['a'], ['a']]\n", "two variants share a name"),
+        ("name = = 1", "not valid TOML"),
+        ("[variants]\nrecipe = 1\n", "variants.recipe must be a table of parameters"),
+        ("[variants.x]\nEPOCS = 1\n", "unknown parameters EPOCS .did you mean 'EPOCHS'"),
+    ],
+)
 def test_bad_sweep_files(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         sweeps.load(write(tmp_path, text))

@@ -60,9 +60,16 @@ def test_fit_records_history_and_epoch_times_without_warnings():
     training, validation = small_problem()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitted = train.fit(model, training, epochs=3, steps=4,
-                           schedule=Schedule(0.1, 0.1, 0.01, 0, 1, 0.5), validation=validation,
-                           validation_steps=4, verbose=0)
+        fitted = train.fit(
+            model,
+            training,
+            epochs=3,
+            steps=4,
+            schedule=Schedule(0.1, 0.1, 0.01, 0, 1, 0.5),
+            validation=validation,
+            validation_steps=4,
+            verbose=0,
+        )
     messages = [str(warning.message) for warning in caught]
     assert not [message for message in messages if "ran out of data" in message], messages
     assert not [message for message in messages if "shuffle" in message], messages
@@ -79,8 +86,14 @@ def test_fit_needs_validation_steps_with_validation():
 
     training, validation = small_problem()
     with pytest.raises(ValueError, match="validation_steps"):
-        train.fit(train.compile_model(dense_classifier()), training, 1, 1,
-                  Schedule(0.1, 0.1, 0.1, 0, 1, 1.0), validation=validation)
+        train.fit(
+            train.compile_model(dense_classifier()),
+            training,
+            1,
+            1,
+            Schedule(0.1, 0.1, 0.1, 0, 1, 1.0),
+            validation=validation,
+        )
 
 
 def test_compile_model_chooses_the_loss():
@@ -118,9 +131,13 @@ def test_epoch_seconds_include_the_compute_that_jax_dispatches_asynchronously():
     # Heavy enough (about a second per epoch on 2 CPU cores) that fit's own overhead per epoch
     # (iterators, callbacks) stays a small share of the wall time even on a loaded machine.
     width = 1024
-    model = keras.Sequential([keras.Input((width,)),
-                              *[keras.layers.Dense(width, activation="relu") for _ in range(4)],
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((width,)),
+            *[keras.layers.Dense(width, activation="relu") for _ in range(4)],
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     train.compile_model(model)
     inputs = np.random.default_rng(0).normal(size=(256, width)).astype("float32")
     labels = (inputs[:, 0] > 0).astype("int32")
@@ -129,11 +146,18 @@ def test_epoch_seconds_include_the_compute_that_jax_dispatches_asynchronously():
     schedule = Schedule(1e-3, 1e-3, 1e-3, 0, 9, 1.0)
     # Compile both steps first: compiling blocks the host, which even a timer that does not
     # wait for the device would count.
-    train.fit(model, training, 1, 1, schedule, validation=validation, validation_steps=1,
-              verbose=0)
+    train.fit(model, training, 1, 1, schedule, validation=validation, validation_steps=1, verbose=0)
     started = time.perf_counter()
-    fitted = train.fit(model, training, epochs=2, steps=30, schedule=schedule,
-                       validation=validation, validation_steps=1, verbose=0)
+    fitted = train.fit(
+        model,
+        training,
+        epochs=2,
+        steps=30,
+        schedule=schedule,
+        validation=validation,
+        validation_steps=1,
+        verbose=0,
+    )
     wall = time.perf_counter() - started
     assert sum(fitted.seconds) > 0.5 * wall
     assert sum(fitted.seconds) + sum(fitted.validation_seconds) <= wall
@@ -152,15 +176,18 @@ def test_fit_turns_out_of_memory_into_one_line():
         def call(self, inputs, training=None):
             if training:
                 raise jax.errors.JaxRuntimeError(
-                    "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17.2GiB")
+                    "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17.2GiB"
+                )
             return inputs
 
-    model = keras.Sequential([keras.Input((4,)), Exhausting(),
-                              keras.layers.Dense(3, activation="softmax")], name="big")
+    model = keras.Sequential(
+        [keras.Input((4,)), Exhausting(), keras.layers.Dense(3, activation="softmax")], name="big"
+    )
     train.compile_model(model)
     training, _ = small_problem()
-    with pytest.raises(OutOfMemoryError, match="training big; lower BATCH_SIZE_PER_REPLICA or "
-                                               "IMAGE_SIZE") as error:
+    with pytest.raises(
+        OutOfMemoryError, match="training big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE"
+    ) as error:
         train.fit(model, training, 1, 2, Schedule(0.1, 0.1, 0.1, 0, 1, 1.0), verbose=0)
     assert "\n" not in str(error.value)
     assert isinstance(error.value, ValueError)
