@@ -10,7 +10,6 @@ import contextlib
 import importlib.metadata
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
@@ -278,26 +277,19 @@ def install_tested_keras(version=None):
     command instead. Installing needs the notebook's Internet setting on: without it, one line
     says so (ValueError).
     """
-    from petals.install import on_kaggle
+    from petals.install import on_kaggle, pip_install
 
     version = version or _installed_version(PACKAGES["keras"])
     if not on_kaggle() or (
         version is not None and _version_tuple(version) >= _version_tuple(MINIMUM_KERAS)
     ):
         return None
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", KERAS_REQUIREMENT],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    importlib.invalidate_caches()
     image = f"Keras {version}" if version else "no Keras"
-    if result.returncode != 0:
-        output = (result.stderr or result.stdout).strip().splitlines()
+    failure = pip_install(KERAS_REQUIREMENT)
+    if failure is not None:
         raise ValueError(
             f"this image has {image}, older than {MINIMUM_KERAS}, and `pip install "
-            f"{KERAS_REQUIREMENT}` failed ({output[-1] if output else 'no output'})"
+            f"{KERAS_REQUIREMENT}` failed ({failure})"
             "; turn on Internet in the notebook's settings and run again"
         )
     print(

@@ -1,4 +1,5 @@
-"""The one package the kit may install at run time: `efficientnet`, for noisy-student weights.
+"""What the kit may install at run time, inside a Kaggle notebook: `efficientnet`, for
+noisy-student weights (and, through `pip_install`, the tested Keras: petals.accelerator).
 
 Kaggle's TPU image has TensorFlow but not the `efficientnet` package whose Noisy Student weights
 the top 2020 entries used. Checking (`check_noisy_student_packages`) installs nothing, so the
@@ -18,6 +19,22 @@ EFFICIENTNET_REQUIREMENT = "efficientnet==1.1.1"
 def on_kaggle():
     """Whether this process runs inside a Kaggle notebook (Kaggle sets this variable)."""
     return "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+
+
+def pip_install(requirement):
+    """pip-install `requirement` into the running environment; None when it worked, else pip's
+    last line of output (what went wrong, e.g. no Internet)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", requirement],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    importlib.invalidate_caches()
+    if result.returncode == 0:
+        return None
+    output = (result.stderr or result.stdout).strip().splitlines()
+    return output[-1] if output else "no output"
 
 
 def missing_noisy_student_packages():
@@ -52,19 +69,12 @@ def ensure_noisy_student_packages():
     check_noisy_student_packages()
     if not missing_noisy_student_packages():
         return
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", EFFICIENTNET_REQUIREMENT],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    importlib.invalidate_caches()
-    if result.returncode == 0 and not missing_noisy_student_packages():
+    failure = pip_install(EFFICIENTNET_REQUIREMENT)
+    if failure is None and not missing_noisy_student_packages():
         return
-    output = (result.stderr or result.stdout).strip().splitlines()
     raise ValueError(
         f"noisy-student weights need the efficientnet package, which Kaggle's TPU image "
         f"lacks, and `pip install {EFFICIENTNET_REQUIREMENT}` failed "
-        f"({output[-1] if output else 'no output'}); turn on Internet in the notebook's "
+        f"({failure or 'it is still missing'}); turn on Internet in the notebook's "
         f"settings, or use WEIGHTS='imagenet'"
     )
