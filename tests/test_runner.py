@@ -333,9 +333,11 @@ def test_processes_stream_process_0_and_stop_together_on_interrupt(tmp_path):
     log = tmp_path / "hang" / "process-1" / "output.log"
     children = []
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and launcher.poll() is None:  # until process 1 sleeps
+    # Until process 1 sleeps and both runners' kernels are up (on a loaded machine process 0's
+    # kernel can start after process 1 has printed).
+    while time.monotonic() < deadline and launcher.poll() is None:
         children = psutil.Process(launcher.pid).children(recursive=True)
-        if log.exists() and "process 1 of 2" in log.read_text():
+        if log.exists() and "process 1 of 2" in log.read_text() and len(children) >= 4:
             break
         time.sleep(0.1)
     launcher.send_signal(signal.SIGINT)
