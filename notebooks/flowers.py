@@ -183,9 +183,10 @@ with timer.stage("data"):
     steps = train.steps_per_epoch(training.count, GLOBAL_BATCH, MAX_STEPS_PER_EPOCH)
     training_data = data.training_dataset(training, IMAGE_SIZE, GLOBAL_BATCH, seed=SEED)
     if TRAIN_ON_VALIDATION:
-        validation_labels = None
+        validation_labels = validation_ids = None
     else:
-        validation_labels = data.labels(splits["val"].files, EXCLUDED_IDS)
+        validation_labels, validation_ids = data.labels_and_ids(splits["val"].files,
+                                                                EXCLUDED_IDS)
     test_ids = data.record_ids(splits["test"].files)
     submission.check_ids(test_ids)
 print("\n".join(training.lines()))
@@ -218,9 +219,10 @@ display(figures.save(figures.batch(images, labels, CLASS_NAMES), OUTPUT_DIR, "tr
 
 # %%
 sample_images, sample_labels = (np.asarray(tensor) for tensor in next(iter(
-    data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 6, EXCLUDED_IDS))))
+    data.evaluation_dataset(splits["val"].files, IMAGE_SIZE, 6, EXCLUDED_IDS,
+                            process=hosts.SINGLE))))  # every process reads the same six
 sample_test = np.asarray(next(iter(data.test_dataset(splits["test"].files, IMAGE_SIZE, 6,
-                                                     len(test_ids)))))
+                                                     len(test_ids), process=hosts.SINGLE))))
 display(figures.save(figures.samples(sample_images, sample_labels, sample_test, test_ids,
                                      CLASS_NAMES), OUTPUT_DIR, "validation_and_test_images"))
 
@@ -360,8 +362,6 @@ def build(name):
 # %%
 # Validation during training runs on full batches only (the remainder is scored below).
 validation_steps = 0 if TRAIN_ON_VALIDATION else len(validation_labels) // GLOBAL_BATCH
-validation_ids = None if TRAIN_ON_VALIDATION else data.record_ids(
-    splits["val"].files, labeled=True, excluded_ids=EXCLUDED_IDS)
 record = report.RunRecord(PARAMETERS, device, VERSIONS, training, steps, GLOBAL_BATCH, timer,
                           None if validation_labels is None else len(validation_labels),
                           len(test_ids))
@@ -396,7 +396,7 @@ for name, model in train.members(BACKBONES, build):
         name, test_ids, test, validation_ids, validation_labels, validation))
     # The provisional result: the models so far, blended (see Evaluation).
     blend = probabilities.blend(list(finished.values()), BLEND_STEP, SEED)
-    report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
+    test_labels = report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
     print(f"saved {name}'s probabilities; submission.csv and metrics.json now blend "
           + " + ".join(finished))
 if not finished:
@@ -467,8 +467,8 @@ if validation_labels is not None:
 #
 # Test images are read in shard order, so the predictions line up with the ids read earlier.
 # The file is validated (every test id exactly once, labels in range) and written atomically,
-# after every member; here it is written one last time with the complete record. `metrics.json`
-# records the parameters, versions, per-epoch history and timings, scores, blend weights and
+# after every member; the cell below rewrites only `metrics.json`, with the finished record. It
+# holds the parameters, versions, per-epoch history and timings, scores, blend weights and
 # any dropped member, for the sweep tools to compare runs; `"complete": false` marks the record
 # of a run stopped before its last member.
 #
@@ -478,7 +478,7 @@ if validation_labels is not None:
 # sizes, other backbones; see the README).
 
 # %%
-report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
+report.write_record(OUTPUT_DIR, list(finished), blend, record)  # submission.csv is up to date
 print(timer.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
 
@@ -487,9 +487,8 @@ print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submissi
 # class's index in the competition's list of 104 flowers.
 
 # %%
-if hosts.is_writer():  # of several processes, process 0 alone writes files
-    with open(os.path.join(OUTPUT_DIR, "submission.csv")) as submitted:
-        print("".join(submitted.readlines()[:6]), end="")
+print("id,label", *(f"{id_},{label}" for id_, label in zip(test_ids[:5], test_labels[:5],
+                                                          strict=True)), sep="\n")
 
 # %% [markdown]
 # ## Visual validation

@@ -103,13 +103,6 @@ class Accelerator:
         """
         return "mixed_bfloat16" if self.kind == "tpu" else "float32"
 
-    @property
-    def process(self):
-        """This process as a `hosts.Process` (index, count)."""
-        from petals import hosts
-
-        return hosts.Process(self.process_index, self.process_count)
-
     def summary(self):
         """What metrics.json records of the accelerator."""
         return {

@@ -530,25 +530,35 @@ def test_dataset(files, image_size, batch_size, count, process=None):
     )
 
 
-def _fields(files, parse, field_index, excluded_ids=()):
-    """One field of every record, in file order, without decoding any image."""
+def _fields(files, parse, field_indices, excluded_ids=()):
+    """Some fields of every record, in file order, without decoding any image: one array per
+    index in `field_indices`, from one pass over the files."""
     dataset = read_records(files, ordered=True).map(parse)
     keep = exclusion_filter(excluded_ids)
     if keep is not None:
         dataset = dataset.filter(keep)
-    values = [record[field_index] for record in dataset.as_numpy_iterator()]
-    return np.array(values)
+    records = list(dataset.as_numpy_iterator())
+    return [np.array([record[index] for record in records]) for index in field_indices]
 
 
 def labels(files, excluded_ids=()):
     """Classes of a labelled split, in the order `evaluation_dataset` yields them."""
-    return _fields(files, parse_labeled, 1, excluded_ids).astype(np.int64)
+    return labels_and_ids(files, excluded_ids)[0]
+
+
+def labels_and_ids(files, excluded_ids=()):
+    """(classes, record ids as str) of a labelled split, in the order `evaluation_dataset`
+    yields them, read in one pass."""
+    classes, ids = _fields(files, parse_labeled, (1, 2), excluded_ids)
+    return classes.astype(np.int64), [value.decode() for value in ids]
 
 
 def record_ids(files, labeled=False, excluded_ids=()):
     """Record ids as str, in file order (test ids for the submission)."""
-    parse, field_index = (parse_labeled, 2) if labeled else (parse_unlabeled, 1)
-    return [value.decode() for value in _fields(files, parse, field_index, excluded_ids)]
+    if labeled:
+        return labels_and_ids(files, excluded_ids)[1]
+    (ids,) = _fields(files, parse_unlabeled, (1,), excluded_ids)
+    return [value.decode() for value in ids]
 
 
 # --- Extra training data (EXTRA_DATA) ---------------------------------------------------------

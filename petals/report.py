@@ -138,7 +138,8 @@ class RunRecord:
 
 def write_results(output_dir, members, blend, record):
     """submission.csv (the blend of `members`, `probabilities.Member`s, with `blend`'s weights),
-    then metrics.json (`record`'s), each replacing the run's earlier one atomically.
+    then metrics.json (`record`'s), each replacing the run's earlier one atomically; returns
+    the submitted labels.
 
     Called after every model, so a run stopped at any point after its first model leaves a
     valid submission of the models finished so far (`prepare_output_dir` made sure no earlier
@@ -153,10 +154,16 @@ def write_results(output_dir, members, blend, record):
         labels,
         overwrite=True,
     )
+    write_record(output_dir, [member.name for member in members], blend, record)
+    return labels
+
+
+def write_record(output_dir, names, blend, record):
+    """metrics.json: `record` of the blend of the models `names`, replacing the earlier one."""
+    from petals import submission
+
     submission.write_metrics(
-        os.path.join(output_dir, "metrics.json"),
-        record.metrics(blend, [member.name for member in members]),
-        overwrite=True,
+        os.path.join(output_dir, "metrics.json"), record.metrics(blend, names), overwrite=True
     )
 
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from petals import accelerator, hosts
+from petals import accelerator
 
 
 def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
@@ -148,5 +148,5 @@ def test_an_accelerator_of_several_processes_says_so():
     tpu = accelerator.Accelerator("tpu", "jax", 16, process_index=2, process_count=4)
     assert tpu.describe().startswith("TPU × 16 replica(s) on 4 hosts, Keras backend jax")
     assert tpu.summary() == {"kind": "tpu", "backend": "jax", "replicas": 16, "processes": 4}
-    assert tpu.process == hosts.Process(2, 4)
+    assert (tpu.process_index, tpu.process_count) == (2, 4)
     assert "hosts" not in accelerator.Accelerator("cpu", "jax", 1).describe()

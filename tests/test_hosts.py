@@ -169,7 +169,7 @@ from petals import accelerator, backbones, data, hosts, predict, train
 
 val, excluded, out = sys.argv[1], sys.argv[2:3], sys.argv[3]
 device = accelerator.detect()
-process = device.process
+process = hosts.current()
 keras.utils.set_random_seed(0)
 with device.scope():
     model = train.compile_model(backbones.build_model("tiny", 32, num_classes=10), 1e-2)

@@ -81,9 +81,13 @@ def test_reading_checks_the_test_ids_and_the_file(tmp_path):
 
 
 def test_blend_of_validated_and_of_unvalidated_members():
-    validated = [member("a", seed=1), member("b", seed=2)]
-    blend = probabilities.blend(validated, step=0.5)
-    assert sum(blend.weights) == pytest.approx(1) and blend.f1 is not None
+    # "a" is right on every validation image, "b" confidently wrong: the weights searched on
+    # validation must give "a" all of the blend, and its honest score is then perfect.
+    right = member("a", validation=40, seed=1)
+    right = right._replace(validation=np.eye(3)[right.validation_labels])
+    wrong = right._replace(name="b", validation=np.eye(3)[(right.validation_labels + 1) % 3])
+    blend = probabilities.blend([right, wrong], step=0.5)
+    assert blend.weights == (1.0, 0.0) and blend.f1 == pytest.approx(1.0)
     unvalidated = [member("a", validation=0), member("b", validation=0, seed=3)]
     blend = probabilities.blend(unvalidated)
     assert blend.weights == (0.5, 0.5) and blend.f1 is None
