@@ -187,20 +187,18 @@ def print_estimates(arguments, variants, accelerator, check=True, each=True):
     return {item.slug: item for item in estimates}
 
 
-def weekly_quota(api, accelerator, budget_hours=None):
+def weekly_quota(api, accelerator, budget_hours=None, checking=True):
     """Kaggle's quota of the week for a TPU or GPU sweep (None for CPU kernels), printed; when
-    Kaggle does not answer, None and one line naming the budget that counts instead."""
+    Kaggle does not answer, None and one line (naming, when `checking`, the budget that counts
+    instead: `status` checks nothing)."""
     if accelerator not in ("tpu", "gpu"):
         return None
     try:
         quota = cycle.weekly_quota(api, accelerator)
     except KaggleError as error:
         budget = estimate.DEFAULT_BUDGET_HOURS if budget_hours is None else budget_hours
-        print(
-            f"Kaggle's {accelerator.upper()} quota is not known ({error}); checking against "
-            f"--budget-hours {budget:g} instead",
-            flush=True,
-        )
+        instead = f"; checking against --budget-hours {budget:g} instead" if checking else ""
+        print(f"Kaggle's {accelerator.upper()} quota is not known ({error}){instead}", flush=True)
         return None
     print(quota.text(), flush=True)
     return quota
@@ -254,7 +252,7 @@ def command_status(arguments, sweep):
     )
     estimates = print_estimates(arguments, variants, accelerator, check=False, each=False)
     api = connect()
-    weekly_quota(api, accelerator)
+    weekly_quota(api, accelerator, checking=False)
     for variant in variants:
         run_dir = Path(arguments.runs_dir) / variant.slug
         kernel_id = variant_kernel_id(arguments, variant)

@@ -349,7 +349,7 @@ def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, **wait_optio
     api = api or connect()
     _, current = current_version(run_dir, kernel_id, api)
     if current is None:
-        raise KaggleError(f"{slug}: never pushed; run `python build.py push` first")
+        raise KaggleError("never pushed; push it first (`build.py push` or `build.py run`)")
     version = current["version"]
     destination = Path(run_dir) / f"v{version}"
     record = collected(run_dir, version)
