@@ -352,8 +352,8 @@ def build(name):
 # evenly across the chips, and the padding's predictions are dropped.
 #
 # **Nothing finished is thrown away.** As soon as a member has predicted, its probabilities are
-# saved (`probabilities-<backbone>.npz`: validation with ids and labels, test with ids, float16,
-# about 2 MB on the competition), and `submission.csv` and `metrics.json` are rewritten from the
+# saved (`probabilities-<backbone>.npz`: validation with ids and labels, test with ids, float32,
+# about 4 MB on the competition), and `submission.csv` and `metrics.json` are rewritten from the
 # members so far, blended. Each file is replaced atomically, so a session stopped at Kaggle's
 # 9-hour limit, or killed, during the second member still leaves the first member's valid
 # submission. The saved probabilities also let `build.py blend` blend models across runs

@@ -68,7 +68,7 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     assert [probabilities.read(path, test_ids).name for path in saved] == sorted(backbones)
     for path in saved:
         member = probabilities.read(path)
-        assert member.test.dtype == np.float16 and member.test_ids.tolist() == test_ids
+        assert member.test.dtype == np.float32 and member.test_ids.tolist() == test_ids
         assert (member.validation is not None) == validation
         if validation:
             assert (
