@@ -342,7 +342,9 @@ def build(name):
 # loss keeps falling is the sign to stop earlier (fewer `EPOCHS`) or augment more.
 # A member whose loss becomes infinite or NaN has diverged (a learning rate too high for it,
 # say): it stops after that epoch, is dropped from the blend, and the run goes on with the
-# others; `metrics.json` says which member was dropped and why.
+# others; `metrics.json` says which member was dropped and why. So is a member whose
+# predictions hold NaN or infinity although its loss did not (broken normalisation statistics,
+# which only predictions use).
 #
 # Predictions use **test-time augmentation**: the model also sees each image mirrored (and, with
 # `TTA_VIEWS`, flipped upside down or turned a quarter), and the class probabilities of all views
@@ -381,17 +383,23 @@ for name, model in train.members(BACKBONES, build):
         print(f"{name} dropped from the blend: {fit.stopped}")
         continue
     validation = None
-    if validation_labels is not None:
-        with timer.stage("evaluate"):
-            validation = predict.predict(model, data.evaluation_dataset(
-                splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
-                count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
+    try:
+        if validation_labels is not None:
+            with timer.stage("evaluate"):
+                validation = predict.predict(model, data.evaluation_dataset(
+                    splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
+                    count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
+        with timer.stage("predict"):
+            test = predict.predict(model, data.test_dataset(
+                splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
+                TTA_VIEWS)
+    except predict.NonFinitePredictions as error:
+        record.drop(name, str(error))
+        print(f"{name} dropped from the blend: {error}")
+        continue
+    if validation is not None:
         record.add_scores(name, evaluate.scores(validation_labels, validation.argmax(axis=-1)))
         print(report.scores_line(name, record.scores[name]))
-    with timer.stage("predict"):
-        test = predict.predict(model, data.test_dataset(
-            splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
-            TTA_VIEWS)
     finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
         name, test_ids, test, validation_ids, validation_labels, validation))
     # The provisional result: the models so far, blended (see Evaluation).

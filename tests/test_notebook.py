@@ -358,6 +358,44 @@ def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_pat
     ]
 
 
+def test_a_member_predicting_nan_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
+    """tiny_wide starts from weights whose batch normalisations' moving variances are NaN:
+    training normalises with each batch's own statistics, so its loss stays finite (trained
+    on validation, no validation loss either), but its predictions are NaN. It is dropped,
+    as a diverged member is; tiny makes the submission."""
+    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
+    for layer in layers.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, np.nan))
+    broken = str(tmp_path / "nan-statistics.weights.h5")
+    layers.save_weights(broken)
+    output_dir = tmp_path / "run"
+    runner.execute(
+        NOTEBOOK,
+        str(output_dir),
+        smoke_parameters(
+            tiny_dataset,
+            BACKBONES=["tiny_wide", "tiny"],
+            TRAIN_ON_VALIDATION=True,
+            WEIGHTS={"tiny_wide": broken, "tiny": None},
+            KERAS_BACKEND="tensorflow",
+        ),
+    )
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["members"] == ["tiny"]
+    assert metrics["blend_weights"] == {"tiny": 1.0}
+    assert list(metrics["dropped"]) == ["tiny_wide"]
+    assert f"non-finite predictions for {len(test_ids)} of {len(test_ids)} images" in (
+        metrics["dropped"]["tiny_wide"]
+    )
+    assert all(math.isfinite(loss) for loss in metrics["history"]["tiny_wide"]["loss"])
+    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
+        "probabilities-tiny.npz"
+    ]
+
+
 def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_path):
     """The runner and its kernel are killed with SIGKILL during the second model's second
     epoch: the first model's submission, probabilities and metrics remain, valid."""
