@@ -359,15 +359,16 @@ def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_pat
 
 
 def test_a_member_predicting_nan_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
-    """tiny_wide starts from weights whose batch normalisations' moving variances are NaN:
+    """tiny_wide starts from weights whose last batch normalisation's moving mean is -inf:
     training normalises with each batch's own statistics, so its loss stays finite (trained
     on validation, no validation loss either), but its predictions are NaN. It is dropped,
     as a diverged member is; tiny makes the submission."""
     layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
-    for layer in layers.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_variance.assign(np.full(layer.moving_variance.shape, np.nan))
-    broken = str(tmp_path / "nan-statistics.weights.h5")
+    normalization = [
+        layer for layer in layers.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ][-1]
+    normalization.moving_mean.assign(np.full(normalization.moving_mean.shape, -np.inf))
+    broken = str(tmp_path / "broken-statistics.weights.h5")
     layers.save_weights(broken)
     output_dir = tmp_path / "run"
     runner.execute(
@@ -387,9 +388,8 @@ def test_a_member_predicting_nan_is_dropped_and_the_others_kept(tiny_dataset, tm
     assert metrics["complete"] and metrics["members"] == ["tiny"]
     assert metrics["blend_weights"] == {"tiny": 1.0}
     assert list(metrics["dropped"]) == ["tiny_wide"]
-    assert f"non-finite predictions for {len(test_ids)} of {len(test_ids)} images" in (
-        metrics["dropped"]["tiny_wide"]
-    )
+    reason = metrics["dropped"]["tiny_wide"]
+    assert f"non-finite predictions for {len(test_ids)} of {len(test_ids)} images" in reason
     assert all(math.isfinite(loss) for loss in metrics["history"]["tiny_wide"]["loss"])
     assert [Path(path).name for path in probabilities.paths(output_dir)] == [
         "probabilities-tiny.npz"
