@@ -424,7 +424,9 @@ if not finished:
 # ### Blending, and an honest score for it
 #
 # The blend weights are searched on a grid over the simplex (every combination of weights in
-# steps of `BLEND_STEP` that sum to 1) for the best validation F1. A score measured on the same
+# steps of `BLEND_STEP` that sum to 1) for the best validation F1. F1 counts arg-maxes, so it is
+# flat over stretches of the grid; among weights that tie, the blend with the lowest validation
+# log-loss wins (not the grid's first corner, all on one model). A score measured on the same
 # images the weights were tuned on is optimistic: the search also fits those images' noise. So
 # the weights are also searched on one half of validation and scored on the other half, both
 # ways round, and that cross-validated F1 is the number reported as the validation score. The
