@@ -32,7 +32,8 @@ OWNER_PLACEHOLDER = "your-kaggle-username"
 # number; its refusal ("Maximum batch TPU session count of N reached.") is what counts, and
 # `run` waits for a free session when it comes.
 DEFAULT_CONCURRENT = {"tpu": 1, "gpu": 2, "cpu": 2}
-# The verbs that talk to Kaggle: the installed client is checked before anything else.
+# The verbs that talk to Kaggle (and `blend --submit`): the installed client is checked before
+# anything else.
 KAGGLE_VERBS = ("run", "push", "status", "collect", "submit")
 
 
@@ -726,7 +727,7 @@ def main(argv=None):
     arguments = parser().parse_args(argv)
     arguments.argv = argv
     try:
-        if arguments.verb in KAGGLE_VERBS:
+        if arguments.verb in KAGGLE_VERBS or getattr(arguments, "submit", False):  # blend --submit
             check_client()
         sweep = sweeps.load(arguments.sweep) if hasattr(arguments, "sweep") else None
         return COMMANDS[arguments.verb](arguments, sweep) or 0

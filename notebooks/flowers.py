@@ -342,7 +342,9 @@ def build(name):
 # loss keeps falling is the sign to stop earlier (fewer `EPOCHS`) or augment more.
 # A member whose loss becomes infinite or NaN has diverged (a learning rate too high for it,
 # say): it stops after that epoch, is dropped from the blend, and the run goes on with the
-# others; `metrics.json` says which member was dropped and why.
+# others; `metrics.json` says which member was dropped and why. So is a member whose
+# predictions hold NaN or infinity although its loss did not (broken normalisation statistics,
+# which only predictions use).
 #
 # Predictions use **test-time augmentation**: the model also sees each image mirrored (and, with
 # `TTA_VIEWS`, flipped upside down or turned a quarter), and the class probabilities of all views
@@ -352,8 +354,8 @@ def build(name):
 # evenly across the chips, and the padding's predictions are dropped.
 #
 # **Nothing finished is thrown away.** As soon as a member has predicted, its probabilities are
-# saved (`probabilities-<backbone>.npz`: validation with ids and labels, test with ids, float16,
-# about 2 MB on the competition), and `submission.csv` and `metrics.json` are rewritten from the
+# saved (`probabilities-<backbone>.npz`: validation with ids and labels, test with ids, float32,
+# about 4 MB on the competition), and `submission.csv` and `metrics.json` are rewritten from the
 # members so far, blended. Each file is replaced atomically, so a session stopped at Kaggle's
 # 9-hour limit, or killed, during the second member still leaves the first member's valid
 # submission. The saved probabilities also let `build.py blend` blend models across runs
@@ -381,17 +383,23 @@ for name, model in train.members(BACKBONES, build):
         print(f"{name} dropped from the blend: {fit.stopped}")
         continue
     validation = None
-    if validation_labels is not None:
-        with timer.stage("evaluate"):
-            validation = predict.predict(model, data.evaluation_dataset(
-                splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
-                count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
+    try:
+        if validation_labels is not None:
+            with timer.stage("evaluate"):
+                validation = predict.predict(model, data.evaluation_dataset(
+                    splits["val"].files, IMAGE_SIZE, GLOBAL_BATCH, EXCLUDED_IDS,
+                    count=len(validation_labels)), len(validation_labels), TTA_VIEWS)
+        with timer.stage("predict"):
+            test = predict.predict(model, data.test_dataset(
+                splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
+                TTA_VIEWS)
+    except predict.NonFinitePredictions as error:
+        record.drop(name, str(error))
+        print(f"{name} dropped from the blend: {error}")
+        continue
+    if validation is not None:
         record.add_scores(name, evaluate.scores(validation_labels, validation.argmax(axis=-1)))
         print(report.scores_line(name, record.scores[name]))
-    with timer.stage("predict"):
-        test = predict.predict(model, data.test_dataset(
-            splits["test"].files, IMAGE_SIZE, GLOBAL_BATCH, len(test_ids)), len(test_ids),
-            TTA_VIEWS)
     finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
         name, test_ids, test, validation_ids, validation_labels, validation))
     # The provisional result: the models so far, blended (see Evaluation).
@@ -416,7 +424,9 @@ if not finished:
 # ### Blending, and an honest score for it
 #
 # The blend weights are searched on a grid over the simplex (every combination of weights in
-# steps of `BLEND_STEP` that sum to 1) for the best validation F1. A score measured on the same
+# steps of `BLEND_STEP` that sum to 1) for the best validation F1. F1 counts arg-maxes, so it is
+# flat over stretches of the grid; among weights that tie, the blend with the lowest validation
+# log-loss wins (not the grid's first corner, all on one model). A score measured on the same
 # images the weights were tuned on is optimistic: the search also fits those images' noise. So
 # the weights are also searched on one half of validation and scored on the other half, both
 # ways round, and that cross-validated F1 is the number reported as the validation score. The

@@ -35,14 +35,25 @@ def equal_weights(models):
 def best_weights(probabilities, true_labels, step=0.05):
     """Blend weights maximising macro F1 on validation; returns (weights, blended F1).
 
-    Among tied weight vectors the first one of the grid is kept, so the result is deterministic.
+    Macro F1 counts arg-maxes, so it is flat over stretches of the grid: among the weight vectors
+    tied for the best F1, the one whose blend has the lowest validation log-loss is kept (the
+    first of the grid only when that ties too), rather than the grid's first corner, which would
+    put all the weight on one model.
     """
-    best, best_score = None, -1.0
+    probabilities, true_labels = np.asarray(probabilities), np.asarray(true_labels)
+    tied, best_score = [], -1.0
     for weights in simplex_grid(len(probabilities), step):
         score = macro_f1(true_labels, blend(probabilities, weights))
-        if score > best_score:
-            best, best_score = weights, score
-    return best, best_score
+        # The same arg-maxes counted again give the same float; 1e-12 absorbs summation order.
+        if score > best_score + 1e-12:
+            tied, best_score = [weights], score
+        elif score >= best_score - 1e-12:
+            tied.append(weights)
+    # Each model's probability of the true class [models, images]: a blend's log-loss is then
+    # one small product per tied vector (probabilities floored at 1e-15, as log-loss is usually).
+    true_class = probabilities[:, np.arange(len(true_labels)), true_labels].astype(np.float64)
+    losses = [-np.mean(np.log(np.maximum(weights @ true_class, 1e-15))) for weights in tied]
+    return tied[int(np.argmin(losses))], best_score
 
 
 class Blend(NamedTuple):

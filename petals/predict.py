@@ -32,6 +32,22 @@ VIEWS = {
 }
 
 
+class NonFinitePredictions(ValueError):
+    """A model predicted NaN or infinite probabilities (its weights or its normalisation
+    statistics broke, although its training loss stayed finite): its predictions are unusable."""
+
+
+def _finite(probabilities):
+    """`probabilities`, unless a row holds NaN or infinity: then NonFinitePredictions naming
+    how many images."""
+    broken = int(np.count_nonzero(~np.isfinite(probabilities).all(axis=-1)))
+    if broken:
+        raise NonFinitePredictions(
+            f"non-finite predictions for {broken} of {len(probabilities)} images"
+        )
+    return probabilities
+
+
 def validate_views(views):
     """Raise ValueError unless `views` names each of VIEWS at most once."""
     unknown = [view for view in views if view not in VIEWS]
@@ -132,7 +148,8 @@ def predict(model, dataset, count, views=()):
     `dataset` yields full batches of uint8 images, or of (images, labels), with a static batch
     size (as petals.data.evaluation_dataset(..., count=N) and test_dataset do: the last batch
     is padded); the padding is predicted and dropped. With `views` the probabilities are the
-    mean over the original and each view. An out-of-memory error becomes one line.
+    mean over the original and each view. An out-of-memory error becomes one line;
+    NonFinitePredictions says that some are NaN or infinite.
     With several processes (petals.hosts) `dataset` yields this process's share of the records
     and of every batch (as petals.data's datasets do), and every process returns the
     probabilities of all `count` images, in record order.
@@ -148,7 +165,7 @@ def predict(model, dataset, count, views=()):
     steps = math.ceil(count / (batch * process.count))
     with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
         if not views and process.count == 1:
-            return model.predict(dataset, steps=steps, verbose=0)[:count]
+            return _finite(model.predict(dataset, steps=steps, verbose=0)[:count])
         tta = views_model(model, spec.shape[1:], spec.dtype.name, views)
         # Decoding JPEGs on the host is the slow part, so each batch is read once and fed once
         # per view. Keras's own predict loop splits every batch across the devices (under
@@ -161,4 +178,4 @@ def predict(model, dataset, count, views=()):
     # global batch holds every process's share of it: put back in record order.
     by_view = probabilities.reshape(-1, view_count, batch * process.count, probabilities.shape[-1])
     by_batch = by_view.mean(axis=1).reshape(-1, probabilities.shape[-1])
-    return hosts.in_record_order(by_batch, count, process.count, batch).astype(np.float32)
+    return _finite(hosts.in_record_order(by_batch, count, process.count, batch).astype(np.float32))

@@ -2,9 +2,12 @@
 
 One file per model, `probabilities-<model>.npz`: its test probabilities with the test ids and,
 when it was validated, its validation probabilities with the validation ids and labels. They are
-float16 (about 2 MB per model on the competition's 3,712 + 7,382 images × 104 classes) and
-written atomically, so a run stopped at any point keeps every model it finished, and models of
-different runs (other sizes, other backbones) can be blended later (`build.py blend`).
+float32, as the model predicted them (about 4 MB per model on the competition's 3,712 + 7,382
+images × 104 classes): rounded to float16, close classes tie in the arg-max and a blend scores
+otherwise than the model's own validation score. Files of older runs, float16, are read as
+float32. Each file is written atomically, so a run stopped at any point keeps every model it
+finished, and models of different runs (other sizes, other backbones) can be blended later
+(`build.py blend`).
 """
 
 import glob
@@ -18,7 +21,7 @@ from petals import ensemble
 from petals.files import write_atomically
 
 FILE_PATTERN = "probabilities-*.npz"
-# float16 keeps 3 significant digits: a row of 104 probabilities sums to 1 within about 1e-3.
+# Older files hold float16, 3 significant digits: a row of 104 sums to 1 within about 1e-3.
 SUM_TOLERANCE = 0.02
 
 
@@ -43,18 +46,18 @@ def path_for(folder, name):
 
 def save(folder, member):
     """Check `member` (see check), write it to `probabilities-<name>.npz` in `folder`, replacing
-    an earlier file of the same run atomically; returns the member as stored (float16)."""
+    an earlier file of the same run atomically; returns the member as stored (float32)."""
     check(member)
     arrays = {
         "name": np.array(member.name),
         "test_ids": np.asarray(member.test_ids, str),
-        "test": np.asarray(member.test, np.float16),
+        "test": np.asarray(member.test, np.float32),
     }
     if member.validation is not None:
         arrays.update(
             validation_ids=np.asarray(member.validation_ids, str),
             validation_labels=np.asarray(member.validation_labels, np.int64),
-            validation=np.asarray(member.validation, np.float16),
+            validation=np.asarray(member.validation, np.float32),
         )
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -122,7 +125,8 @@ def check(member, test_ids=None):
 
 
 def read(path, test_ids=None):
-    """The Member in a probabilities file, checked; ProbabilitiesError naming the file."""
+    """The Member in a probabilities file, checked, its probabilities float32 (older files hold
+    float16); ProbabilitiesError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
             present = {key: arrays[key] for key in arrays.files}
@@ -143,7 +147,9 @@ def read(path, test_ids=None):
         check(member, test_ids)
     except ProbabilitiesError as error:
         raise ProbabilitiesError(f"{path}: {error}") from None
-    return member
+    if member.validation is not None:
+        member = member._replace(validation=member.validation.astype(np.float32))
+    return member._replace(test=member.test.astype(np.float32))
 
 
 def paths(folder):

@@ -2,15 +2,19 @@
 
 Each file is written atomically (petals.files), so a run that fails leaves no partial file that
 looks valid. An earlier run's results are never overwritten: `prepare_output_dir` refuses a
-folder that holds them (except on a second "Run all" in an interactive session, which removes
-them first, saying so), and from then on the run owns the folder and replaces its own
-provisional results (`overwrite=True`) as each model finishes.
+folder that holds them (except on a second "Run all" in the interactive session that wrote
+them, which removes them first, saying so), and from then on the run owns the folder and
+replaces its own provisional results (`overwrite=True`) as each model finishes.
 """
 
 import csv
+import functools
 import json
 import math
 import os
+import socket
+import sys
+import uuid
 
 import numpy as np
 
@@ -18,6 +22,8 @@ from petals import NUM_CLASSES
 from petals.files import write_atomically
 
 RESULT_FILES = ("submission.csv", "metrics.json")
+# Left in OUTPUT_DIR by an interactive session's run: which session its results belong to.
+SESSION_FILE = ".petals-session"
 
 
 class SubmissionError(ValueError):
@@ -35,12 +41,39 @@ def interactive_session():
     return bool(os.environ.get("JPY_SESSION_NAME"))
 
 
+@functools.cache
+def session_identity():
+    """What tells this interactive session's results from any other's: the Jupyter kernel it runs
+    in, on this host. The kernel's connection file names it (kernel-<id>.json), and a kernel
+    restarted in the same session ("Restart & Run all") keeps it; a new session, or another
+    notebook's kernel, has another. Outside a kernel: this process."""
+    kernel = None
+    if "ipykernel" in sys.modules:  # never imported here by a script or a batch run
+        from ipykernel.kernelapp import IPKernelApp
+
+        if IPKernelApp.initialized():
+            kernel = f"kernel {IPKernelApp.instance().connection_file}"
+    return f"{socket.gethostname()} {kernel or f'process {os.getpid()} {uuid.uuid4().hex}'}"
+
+
+def _written_by_this_session(output_dir):
+    """Whether the session file in `output_dir` names this session."""
+    try:
+        with open(os.path.join(output_dir, SESSION_FILE)) as handle:
+            return handle.read().strip() == session_identity()
+    except FileNotFoundError:
+        return False
+
+
 def prepare_output_dir(output_dir, replace=None):
-    """Create `output_dir`; a run's results already there are refused, or replaced with `replace`.
+    """Create `output_dir`; a run's results already there are refused, or, with `replace`,
+    replaced when this interactive session wrote them.
 
     `replace=None` decides by `interactive_session()`: a second "Run all" in Kaggle's editor or in
-    Jupyter replaces the previous run's results (saying so), while a batch or papermill run, whose
-    folder should be fresh, refuses them. The runner passes `replace=False`.
+    Jupyter replaces the results of the session's previous one (saying so), recognised by the
+    session file (SESSION_FILE, naming `session_identity()`) that every run of the session leaves;
+    another session's results, or a batch run's, are refused there too. A batch or papermill run,
+    whose folder should be fresh, refuses any results. The runner passes `replace=False`.
     """
     from petals.probabilities import paths
 
@@ -49,10 +82,11 @@ def prepare_output_dir(output_dir, replace=None):
     os.makedirs(output_dir, exist_ok=True)
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
     existing += [os.path.basename(path) for path in paths(output_dir)]
-    if existing and not replace:
+    if existing and not (replace and _written_by_this_session(output_dir)):
         raise FileExistsError(
-            f"{output_dir} already holds {', '.join(existing)} from an earlier "
-            "run; choose another OUTPUT_DIR or move those files away"
+            f"{output_dir} already holds {', '.join(existing)} from an earlier run"
+            + (" that this session did not write" if replace else "")
+            + "; choose another OUTPUT_DIR or move those files away"
         )
     if existing:
         for name in existing:
@@ -60,6 +94,12 @@ def prepare_output_dir(output_dir, replace=None):
         print(
             f"replacing the previous run's {', '.join(existing)} in {output_dir} (run again "
             "in this session)"
+        )
+    if replace:
+        write_atomically(
+            os.path.join(output_dir, SESSION_FILE),
+            lambda handle: handle.write(session_identity() + "\n"),
+            overwrite=True,
         )
     return output_dir
 

@@ -193,3 +193,20 @@ def test_runs_trained_on_validation_join_only_with_a_fixed_share(runs, capsys, t
     assert sum(joined["blend_weights"].values()) == pytest.approx(1)
     # The validated runs' honest score is the same with or without the fixed share.
     assert joined["blend_f1"] == left_out["blend_f1"]
+
+
+def test_submitting_a_blend_checks_the_client_first(runs, capsys, monkeypatch):
+    """`blend --submit` talks to Kaggle as `submit` does: an old client is refused in one line
+    before any blend is written."""
+    import importlib.metadata
+
+    installed = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "2.2.3" if name == "kaggle" else installed(name),
+    )
+    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent)), "--submit"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "the kaggle client 2.2.3 is older than" in error
+    assert not (runs / "pair-blend").exists()

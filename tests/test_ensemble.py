@@ -86,3 +86,15 @@ def test_one_model_has_nothing_to_tune():
     assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample == ensemble.macro_f1(
         truth, probabilities
     )
+
+
+def test_ties_in_f1_are_broken_by_validation_log_loss():
+    """Both models are right on every image, each surer on its own half: every weight vector
+    scores F1 1, and the blend of lowest log-loss is the even one, not the grid's first corner
+    (all the weight on one model)."""
+    truth = np.array([0, 1, 0, 1])
+    sure, unsure = [0.9, 0.1], [0.6, 0.4]
+    model_a = np.array([sure, sure[::-1], unsure, unsure[::-1]])
+    model_b = np.array([unsure, unsure[::-1], sure, sure[::-1]])
+    weights, score = ensemble.best_weights([model_a, model_b], truth, step=0.1)
+    assert score == 1.0 and weights.tolist() == pytest.approx([0.5, 0.5])

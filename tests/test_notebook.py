@@ -68,7 +68,7 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     assert [probabilities.read(path, test_ids).name for path in saved] == sorted(backbones)
     for path in saved:
         member = probabilities.read(path)
-        assert member.test.dtype == np.float16 and member.test_ids.tolist() == test_ids
+        assert member.test.dtype == np.float32 and member.test_ids.tolist() == test_ids
         assert (member.validation is not None) == validation
         if validation:
             assert (
@@ -353,6 +353,44 @@ def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_pat
     )
     assert metrics["history"]["tiny_wide"]["loss"] == [None]  # stopped after one epoch
     assert len(metrics["history"]["tiny"]["loss"]) == 3
+    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
+        "probabilities-tiny.npz"
+    ]
+
+
+def test_a_member_predicting_nan_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
+    """tiny_wide starts from weights whose last batch normalisation's moving mean is -inf:
+    training normalises with each batch's own statistics, so its loss stays finite (trained
+    on validation, no validation loss either), but its predictions are NaN. It is dropped,
+    as a diverged member is; tiny makes the submission."""
+    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
+    normalization = [
+        layer for layer in layers.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ][-1]
+    normalization.moving_mean.assign(np.full(normalization.moving_mean.shape, -np.inf))
+    broken = str(tmp_path / "broken-statistics.weights.h5")
+    layers.save_weights(broken)
+    output_dir = tmp_path / "run"
+    runner.execute(
+        NOTEBOOK,
+        str(output_dir),
+        smoke_parameters(
+            tiny_dataset,
+            BACKBONES=["tiny_wide", "tiny"],
+            TRAIN_ON_VALIDATION=True,
+            WEIGHTS={"tiny_wide": broken, "tiny": None},
+            KERAS_BACKEND="tensorflow",
+        ),
+    )
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["members"] == ["tiny"]
+    assert metrics["blend_weights"] == {"tiny": 1.0}
+    assert list(metrics["dropped"]) == ["tiny_wide"]
+    reason = metrics["dropped"]["tiny_wide"]
+    assert f"non-finite predictions for {len(test_ids)} of {len(test_ids)} images" in reason
+    assert all(math.isfinite(loss) for loss in metrics["history"]["tiny_wide"]["loss"])
     assert [Path(path).name for path in probabilities.paths(output_dir)] == [
         "probabilities-tiny.npz"
     ]

@@ -86,6 +86,23 @@ def test_no_views_is_the_plain_prediction():
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
 
 
+@pytest.mark.parametrize("views", [[], ["flip_lr"]])
+def test_non_finite_predictions_are_refused_naming_how_many(views):
+    """A batch normalisation whose moving variance broke (training, on batch statistics, never
+    used it, so the loss stayed finite) makes the predictions NaN: they are refused, so that
+    the run can drop the model instead of saving them."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3), dtype="uint8")
+    flat = keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)
+    normalization = keras.layers.BatchNormalization()
+    outputs = keras.layers.Dense(4, activation="softmax")(normalization(flat))
+    model = keras.Model(inputs, outputs)
+    normalization.moving_variance.assign(np.full(6 * 6 * 3, np.nan, "float32"))
+    dataset = padded_batches(random_images(7, 6), 4, labeled=True)
+    with pytest.raises(predict.NonFinitePredictions, match="for 7 of 7 images"):
+        predict.predict(model, dataset, 7, views)
+
+
 def test_the_views_model_is_built_once_and_lives_and_dies_with_its_model():
     model = small_classifier(6)
     dataset = padded_batches(random_images(4, 6), 4, labeled=False)

@@ -27,20 +27,48 @@ def member(name="tiny", test=5, validation=4, classes=3, seed=0):
     )
 
 
-def test_saved_and_read_back_as_float16(tmp_path):
+def test_saved_and_read_back_as_float32(tmp_path):
     original = member()
     stored = probabilities.save(tmp_path, original)
     (path,) = probabilities.paths(tmp_path)
     assert path.endswith("probabilities-tiny.npz")
     read = probabilities.read(path, original.test_ids)
-    assert read.name == "tiny" and read.test.dtype == np.float16
+    assert read.name == "tiny" and read.test.dtype == read.validation.dtype == np.float32
     assert read.test_ids.tolist() == original.test_ids
-    assert np.allclose(read.validation, original.validation, atol=1e-3)
+    assert np.array_equal(read.validation, original.validation.astype(np.float32))
     assert np.array_equal(read.validation_labels, original.validation_labels)
     assert np.array_equal(read.test, stored.test)
     # The same run replaces its own file (a rerun of the member), atomically.
     probabilities.save(tmp_path, member(seed=1))
     assert not np.array_equal(probabilities.read(path).test, read.test)
+
+
+def test_close_classes_keep_their_order(tmp_path):
+    """Two classes 2e-4 apart round to the same float16: the saved model would then predict
+    the first of them, not the one it predicted, and its blend would score otherwise than it."""
+    close = np.array([[0.4999, 0.5001, 0.0], [0.3, 0.2, 0.5]], np.float32)
+    original = member(test=2)._replace(test=close)
+    probabilities.save(tmp_path, original)
+    read = probabilities.read(probabilities.paths(tmp_path)[0])
+    assert read.test.argmax(axis=1).tolist() == [1, 2]
+
+
+def test_older_float16_files_are_read_as_float32(tmp_path):
+    """Runs before float32 saved float16: they still blend with the newer ones."""
+    original = member()
+    np.savez_compressed(
+        tmp_path / "probabilities-tiny.npz",
+        name=np.array("tiny"),
+        test_ids=np.asarray(original.test_ids, str),
+        test=original.test.astype(np.float16),
+        validation_ids=np.asarray(original.validation_ids, str),
+        validation_labels=np.asarray(original.validation_labels, np.int64),
+        validation=original.validation.astype(np.float16),
+    )
+    read = probabilities.read(tmp_path / "probabilities-tiny.npz", original.test_ids)
+    assert read.test.dtype == read.validation.dtype == np.float32
+    assert np.allclose(read.test, original.test, atol=1e-3)
+    assert np.allclose(read.validation, original.validation, atol=1e-3)
 
 
 def test_trained_on_validation_has_test_probabilities_only(tmp_path):

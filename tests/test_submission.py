@@ -46,6 +46,18 @@ def test_results_are_never_overwritten(tmp_path, monkeypatch):
     assert submission.prepare_output_dir(str(tmp_path / "new")) == str(tmp_path / "new")
 
 
+def interactive(monkeypatch, environment):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+
+def write_results(folder):
+    submission.write_submission(str(folder / "submission.csv"), ["a"], np.array([1]))
+    submission.write_metrics(str(folder / "metrics.json"), {"f1": 0.5})
+
+
 @pytest.mark.parametrize(
     "environment, replaced",
     [
@@ -58,29 +70,49 @@ def test_results_are_never_overwritten(tmp_path, monkeypatch):
 def test_a_second_run_all_replaces_results_only_in_an_interactive_session(
     tmp_path, monkeypatch, capsys, environment, replaced
 ):
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
-    submission.write_metrics(str(tmp_path / "metrics.json"), {"f1": 0.5})
+    interactive(monkeypatch, environment)
+    assert submission.prepare_output_dir(str(tmp_path)) == str(tmp_path)  # the first "Run all"
+    write_results(tmp_path)
     (tmp_path / "schedule.png").write_bytes(b"png")
     if not replaced:
         with pytest.raises(FileExistsError, match="already holds submission.csv, metrics.json"):
             submission.prepare_output_dir(str(tmp_path))
         assert (tmp_path / "submission.csv").exists()
+        assert sorted(os.listdir(tmp_path)) == ["metrics.json", "schedule.png", "submission.csv"]
         return
+    capsys.readouterr()
     assert submission.prepare_output_dir(str(tmp_path)) == str(tmp_path)
     assert capsys.readouterr().out == (
         f"replacing the previous run's submission.csv, "
         f"metrics.json in {tmp_path} (run again in this "
         "session)\n"
     )
-    assert sorted(os.listdir(tmp_path)) == ["schedule.png"]  # figures are simply redrawn
+    # Figures are simply redrawn; the session file says whose results come next.
+    assert sorted(os.listdir(tmp_path)) == [submission.SESSION_FILE, "schedule.png"]
     # The runner's fresh folders refuse even there.
-    submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([1]))
+    write_results(tmp_path)
     with pytest.raises(FileExistsError):
         submission.prepare_output_dir(str(tmp_path), replace=False)
+
+
+@pytest.mark.parametrize("other_session", [None, "kaggle-4f2a kernel /root/kernel-1.json"])
+def test_an_interactive_session_refuses_another_sessions_results(
+    tmp_path, monkeypatch, other_session
+):
+    """Results that an older session left (Kaggle's editor keeping /kaggle/working, a notebook
+    folder opened in Jupyter again), with its session file or with none (a batch run's), are
+    not this session's: its first "Run all" refuses them, as a batch run does."""
+    interactive(monkeypatch, {"KAGGLE_KERNEL_RUN_TYPE": "Interactive"})
+    write_results(tmp_path)
+    if other_session:
+        (tmp_path / submission.SESSION_FILE).write_text(other_session + "\n")
+    with pytest.raises(
+        FileExistsError,
+        match="already holds submission.csv, metrics.json from an earlier run that this "
+        "session did not write",
+    ):
+        submission.prepare_output_dir(str(tmp_path))
+    assert (tmp_path / "submission.csv").exists() and (tmp_path / "metrics.json").exists()
 
 
 def test_metrics_are_plain_json_and_finite(tmp_path):
@@ -96,3 +128,63 @@ def test_metrics_are_plain_json_and_finite(tmp_path):
     with pytest.raises(ValueError, match="not finite"):
         submission.write_metrics(str(tmp_path / "other.json"), {"loss": float("nan")})
     assert not os.path.exists(tmp_path / "other.json")
+
+
+# What a "Run all" of the notebook does to its folder, run in a real Jupyter kernel.
+RUN_ALL = """
+import numpy as np
+from petals import submission
+submission.prepare_output_dir({folder!r})
+submission.write_submission({folder!r} + "/submission.csv", ["a"], np.array([1]), overwrite=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_restarted_kernel_is_the_same_session_and_another_kernel_is_not(tmp_path):
+    """Jupyter's "Restart & Run all" keeps the kernel (its connection file), so it replaces its
+    own results; another notebook's kernel, or the next session's, refuses them."""
+    from jupyter_client.manager import KernelManager
+
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {
+        **os.environ,
+        "KAGGLE_KERNEL_RUN_TYPE": "Interactive",
+        "PYTHONPATH": repository,
+    }
+    code = RUN_ALL.format(folder=str(tmp_path))
+    managers = []
+
+    def run_all(manager):
+        printed = []
+
+        def keep(message):
+            content = message["content"]
+            printed.append(content.get("text", "") + content.get("evalue", ""))
+
+        client = manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=120)
+            reply = client.execute_interactive(code, timeout=120, output_hook=keep)
+        finally:
+            client.stop_channels()
+        return reply["content"]["status"], "".join(printed)
+
+    def started():
+        manager = KernelManager(kernel_name="python3")
+        manager.start_kernel(env=environment, cwd=repository)
+        managers.append(manager)
+        return manager
+
+    try:
+        session = started()
+        assert run_all(session) == ("ok", "")
+        session.restart_kernel(now=True)
+        status, printed = run_all(session)
+        assert status == "ok" and "replacing the previous run's submission.csv" in printed
+        status, printed = run_all(started())
+        assert status == "error" and "that this session did not write" in printed
+    finally:
+        for manager in managers:
+            manager.shutdown_kernel(now=True)
+    assert (tmp_path / "submission.csv").exists()
