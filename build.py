@@ -486,7 +486,7 @@ def command_sweep(arguments, sweep):
             runner.execute(
                 str(kernels.REPOSITORY / sweep.notebook),
                 str(folder),
-                variant.parameters,
+                with_compile_cache(arguments, sweep, variant.parameters),
                 log_output=True,
             )
         except (PapermillExecutionError, OSError, ValueError) as error:
@@ -506,6 +506,16 @@ def command_sweep(arguments, sweep):
             )
             return 130
     return 1 if failures else 0
+
+
+def with_compile_cache(arguments, sweep, parameters):
+    """A local sweep's parameters with its one compile cache, `<runs-dir>/<sweep>/compile-cache/`
+    (JAX loads there the programs an earlier run of the same image compiled), unless
+    --no-compile-cache is given or the variant names its own COMPILE_CACHE_DIR."""
+    if arguments.no_compile_cache or parameters.get("COMPILE_CACHE_DIR") is not None:
+        return parameters
+    folder = Path(arguments.runs_dir).resolve() / sweep.name / "compile-cache"
+    return {**parameters, "COMPILE_CACHE_DIR": str(folder)}
 
 
 def write_results(runs_dir, table=None):
@@ -602,6 +612,12 @@ def parser():
                 "--on-cpu",
                 action="store_true",
                 help="run a sweep made for a TPU or GPU here anyway",
+            )
+            sub.add_argument(
+                "--no-compile-cache",
+                action="store_true",
+                help="compile every program afresh (default: the sweep's runs share "
+                "RUNS_DIR/<sweep>/compile-cache/)",
             )
         if verb in ("blend", "run"):
             blend_options(sub)

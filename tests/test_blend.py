@@ -193,3 +193,24 @@ def test_runs_trained_on_validation_join_only_with_a_fixed_share(runs, capsys, t
     assert sum(joined["blend_weights"].values()) == pytest.approx(1)
     # The validated runs' honest score is the same with or without the fixed share.
     assert joined["blend_f1"] == left_out["blend_f1"]
+
+
+def test_members_of_different_images_are_named(runs, capsys):
+    for slug, fingerprint in (
+        ("petals-pair-32", "aaaaaaaaaaaa"),
+        ("petals-pair-64", "bbbbbbbbbbbb"),
+    ):
+        path = runs / slug / "v1" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        path.write_text(json.dumps({**metrics, "image": {"fingerprint": fingerprint}}))
+    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "different images" in line]
+    assert lines == [
+        "the members come from different images: aaaaaaaaaaaa: petals-pair-32/v1; "
+        "bbbbbbbbbbbb: petals-pair-64/v1"
+    ]
+
+
+def test_members_of_one_image_say_nothing_of_images(runs, capsys):
+    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
+    assert "different images" not in capsys.readouterr().out

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from papermill import PapermillExecutionError
 
-from petals import backbones, data, demo_data, probabilities, runner, submission
+from petals import backbones, data, demo_data, image, probabilities, runner, submission
 from tests.conftest import TINY_SIZE
 
 pytestmark = pytest.mark.slow
@@ -145,6 +145,14 @@ def test_single_model_on_each_backend(tiny_dataset, tmp_path, backend):
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
     # JAX keeps its compiled programs for the next run; TensorFlow has no such cache.
     assert (cache.exists() and any(cache.iterdir())) == (backend == "jax")
+    # The image on record, with its fingerprint; on JAX the cache's count, as JAX reported it.
+    assert metrics["image"]["jax"] and metrics["image"]["keras"] and metrics["image"]["jaxlib"]
+    assert metrics["image"]["fingerprint"] == image.fingerprint(metrics["image"])
+    if backend == "jax":
+        assert metrics["compile_cache"]["folder"] == str(cache)
+        assert metrics["compile_cache"]["misses"] > 0  # a fresh cache compiles
+    else:
+        assert "compile_cache" not in metrics
     assert metrics["accelerator"] == {
         "kind": "cpu",
         "backend": backend,
