@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from kit import blend, cycle, estimate, kernels, results, sweeps
+from kit import blend, cache_dataset, cycle, estimate, kernels, results, sweeps
 from kit.kaggle_client import KaggleError, check_client, connect, read_config
 from petals.parameters import DATASET_SLUG
 from petals.runner import command_name
@@ -293,6 +293,7 @@ def command_collect(arguments, sweep):
     1 when any variant has a problem (the others are still collected)."""
     api = connect()
     problems = 0
+    versions = {}
     for variant in selected(sweep, arguments.only):
         kernel_id = variant_kernel_id(arguments, variant)
         if kernel_id is None:
@@ -317,6 +318,10 @@ def command_collect(arguments, sweep):
             continue
         print(f"{variant.slug}: v{version} → {folder}" + (f" ({problem})" if problem else ""))
         problems += problem is not None
+        versions[variant.slug] = (version, kernel_id.split("/")[0])
+    for owner in {owner for _, owner in versions.values()}:
+        collected = {slug: version for slug, (version, who) in versions.items() if who == owner}
+        upload_compile_caches(arguments, api, collected, owner)
     return 1 if problems else 0
 
 
@@ -361,6 +366,7 @@ def command_run(arguments, sweep):
     sweep_run = cycle.SweepRun(
         jobs, api, maximum, arguments.poll, arguments.expected_rows, arguments.rerun
     )
+    attach_compile_cache(arguments, api, accelerator, jobs)
     try:
         sweep_run.start()
         print(
@@ -387,6 +393,12 @@ def command_run(arguments, sweep):
         )
         return 1
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
+    upload_compile_caches(
+        arguments,
+        api,
+        {slug: version for slug, (version, _) in sweep_run.outcomes.items()},
+        built[0][0].split("/")[0],
+    )
     for slug, problem in problems.items():
         print("\n".join(f"{slug}: {line}" for line in problem.splitlines()))
     table = results.rows(arguments.runs_dir)
@@ -406,6 +418,33 @@ def command_run(arguments, sweep):
         f"with a valid submission, {len(problems)} with a problem"
     )
     return 1 if problems else 0
+
+
+def attach_compile_cache(arguments, api, accelerator, jobs):
+    """Before anything is pushed: the kernels attach the owner's compile cache of the image
+    their accelerator last ran on (kit/cache_dataset.py), or none."""
+    owner = jobs[0].kernel_id.split("/")[0]
+    line = cache_dataset.attach_expected(
+        api, owner, arguments.runs_dir, accelerator, [job.kernel_dir for job in jobs]
+    )
+    if line:
+        print(line, flush=True)
+
+
+def upload_compile_caches(arguments, api, versions, owner):
+    """After collecting: the programs the collected versions ({slug: version}) compiled become
+    the owner's private cache dataset of their image. A failed upload is one line; the results
+    stand."""
+    folders = [
+        Path(arguments.runs_dir) / slug / f"v{version}"
+        for slug, version in versions.items()
+        if version is not None
+    ]
+    try:
+        for line in cache_dataset.upload_collected(api, owner, arguments.runs_dir, folders):
+            print(line, flush=True)
+    except KaggleError as error:
+        print(f"compile cache not uploaded: {error}; `collect` uploads it again", flush=True)
 
 
 def command_submit(arguments, sweep):

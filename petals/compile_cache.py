@@ -137,20 +137,25 @@ def copy_in(source, folder, image):
     copied = 0
     for name in programs(found):
         destination = os.path.join(folder, name)
-        if os.path.exists(destination):
-            continue
-        # Beside its destination, renamed into place: a killed copy leaves no partial program.
-        descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=folder)
-        os.close(descriptor)
-        try:
-            shutil.copyfile(os.path.join(found, name), temporary)
-            os.replace(temporary, destination)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        copied += 1
+        if not os.path.exists(destination):
+            copy_file(os.path.join(found, name), destination)
+            copied += 1
     print(f"compile cache {source}: {copied} program(s) of image {theirs} copied to {folder}")
     return copied
+
+
+def copy_file(source, destination):
+    """Copy a file beside its destination, then rename it into place: a killed copy leaves no
+    partial program that JAX would try to load."""
+    descriptor, temporary = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(destination))
+    os.close(descriptor)
+    try:
+        shutil.copyfile(source, temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, destination)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def check_joined():
