@@ -445,6 +445,12 @@ def upload_compile_caches(arguments, api, versions, owner):
             print(line, flush=True)
     except KaggleError as error:
         print(f"compile cache not uploaded: {error}; `collect` uploads it again", flush=True)
+    accelerators = {cache_dataset.accelerator_of(folder) for folder in folders} - {None}
+    saved = cache_dataset.saved_line(
+        arguments.runs_dir, folders, "/".join(sorted(accelerators)) or "accelerator"
+    )
+    if saved:
+        print(saved, flush=True)
 
 
 def command_submit(arguments, sweep):

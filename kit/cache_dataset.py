@@ -256,3 +256,70 @@ def attach_expected(api, owner, runs_dir, accelerator, kernel_dirs):
     if ref is None:
         return None
     return f"compile cache {ref} attached to {len(kernel_dirs)} kernel(s)"
+
+
+def compile_key(metrics):
+    """(accelerator, backbones, image size) of a run: runs of one key compile the same."""
+    parameters = metrics.get("parameters", {})
+    return (
+        (metrics.get("accelerator") or {}).get("kind"),
+        "+".join(parameters.get("BACKBONES") or []),
+        parameters.get("IMAGE_SIZE"),
+    )
+
+
+def loaded_from_cache(metrics):
+    """Whether the run loaded compiled programs from a compile cache (JAX reported hits)."""
+    return bool((metrics.get("compile_cache") or {}).get("hits"))
+
+
+def compile_seconds(runs_dir):
+    """{key: {"without": s, "with": s}}: the `compile` stage seconds of the newest run of each
+    key (compile_key) that compiled everything, and of the newest that loaded from a cache."""
+    figures = {}
+    runs = sorted(
+        (folder / "metrics.json" for folder, _ in results.run_folders(runs_dir)),
+        key=lambda path: path.stat().st_mtime,
+    )
+    for path in runs:
+        metrics = json.loads(path.read_text())
+        seconds = (metrics.get("stage_seconds") or {}).get("compile")
+        if seconds is None:
+            continue
+        kind = "with" if loaded_from_cache(metrics) else "without"
+        figures.setdefault(compile_key(metrics), {})[kind] = seconds
+    return figures
+
+
+def saved_line(runs_dir, version_folders, accelerator):
+    """What the cache saved the collected versions, from their own `compile` stage seconds
+    against those of a run of the same backbones and size that compiled everything; None when
+    no version loaded from a cache."""
+    figures = compile_seconds(runs_dir)
+    warm, saved, unmatched = [], 0.0, 0
+    for folder in version_folders:
+        path = Path(folder) / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        if not loaded_from_cache(metrics):
+            continue
+        seconds = metrics["stage_seconds"]["compile"]
+        without = figures.get(compile_key(metrics), {}).get("without")
+        if without is None:
+            unmatched += 1
+            continue
+        warm.append((seconds, without))
+        saved += max(0.0, without - seconds)
+    if not warm and not unmatched:
+        return None
+    line = (
+        f"compile cache: {len(warm) + unmatched} run(s) loaded compiled programs; "
+        f"saved about {saved / 60:.0f} {accelerator.upper()} minute(s)"
+    )
+    if warm:
+        line += (
+            f" (compile {sum(seconds for seconds, _ in warm):.0f} s against "
+            f"{sum(without for _, without in warm):.0f} s without the cache)"
+        )
+    if unmatched:
+        line += f"; {unmatched} without a run that compiled afresh to compare with"
+    return line

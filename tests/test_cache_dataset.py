@@ -21,10 +21,12 @@ FINGERPRINT = "3f2a9c1b0d4e"
 CACHE_REF = f"{OWNER}/petals-compile-cache-{FINGERPRINT}"
 
 
-def outputs(programs, fingerprint=FINGERPRINT):
+def outputs(programs, fingerprint=FINGERPRINT, hits=0, compile_seconds=100.0):
     """A kernel's outputs: results, its compiled programs and its image file beside them."""
     metrics = json.loads(metrics_text())
     metrics["image"] = {"jax": "0.7.2", "fingerprint": fingerprint}
+    metrics["compile_cache"] = {"folder": "compile-cache", "hits": hits, "misses": 0}
+    metrics["stage_seconds"]["compile"] = compile_seconds
     return {
         "submission.csv": submission_text(),
         "metrics.json": json.dumps(metrics),
@@ -62,7 +64,9 @@ def test_a_second_run_attaches_the_cache_the_first_uploaded(kit, fake_kaggle):  
         "compile-cache-image.json",
     ]
     # The second run: every kernel attaches that dataset and starts its cache from it.
-    fake_kaggle.set_output(None, outputs(["aaa-cache", "bbb-cache"]), log=["DONE\n"])
+    fake_kaggle.set_output(
+        None, outputs(["aaa-cache", "bbb-cache"], hits=2, compile_seconds=20.0), log=["DONE\n"]
+    )
     second = kit("run", *selection, "--rerun", "--poll", "0.2", "--max-concurrent", "7")
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"compile cache {CACHE_REF} attached to 7 kernel(s)" in second.stdout
@@ -75,6 +79,11 @@ def test_a_second_run_attaches_the_cache_the_first_uploaded(kit, fake_kaggle):  
         assert injected_cache(folder) == [f"COMPILE_CACHE_FROM = {CACHE_REF!r}"]
     # Nothing new was compiled: no new version.
     assert "no new programs (2 here), not uploaded again" in second.stdout
+    # Each of the 7 compiled in 20 s what took 100 s without the cache.
+    assert (
+        "compile cache: 7 run(s) loaded compiled programs; saved about 9 TPU minute(s) "
+        "(compile 140 s against 700 s without the cache)"
+    ) in second.stdout
     assert len(fake_kaggle.datasets[CACHE_REF].versions) == 1
 
 
@@ -123,3 +132,33 @@ def test_attach_names_the_dataset_in_the_metadata_and_the_notebook(tmp_path):
         "someone/extra-data"
     ]
     assert injected_cache(folder) == ["COMPILE_CACHE_FROM = None"]
+
+
+def write_run(folder, compile_seconds, hits=None):
+    folder.mkdir(parents=True)
+    metrics = {
+        "parameters": {"BACKBONES": ["densenet201"], "IMAGE_SIZE": 512},
+        "accelerator": {"kind": "tpu"},
+        "stage_seconds": {"compile": compile_seconds},
+    }
+    if hits is not None:
+        metrics["compile_cache"] = {"hits": hits, "misses": 0}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_the_minutes_saved_come_from_the_runs_own_compile_seconds(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs / "petals-a" / "v1", 600.0, hits=0)  # compiled everything
+    warm = write_run(runs / "petals-a" / "v2", 60.0, hits=12)
+    other = write_run(runs / "petals-b" / "v1", 30.0, hits=3)
+    other_metrics = json.loads((other / "metrics.json").read_text())
+    other_metrics["parameters"]["IMAGE_SIZE"] = 192  # nothing at 192 px compiled afresh
+    (other / "metrics.json").write_text(json.dumps(other_metrics))
+    assert cache_dataset.saved_line(runs, [warm, other], "tpu") == (
+        "compile cache: 2 run(s) loaded compiled programs; saved about 9 TPU minute(s) "
+        "(compile 60 s against 600 s without the cache); 1 without a run that compiled "
+        "afresh to compare with"
+    )
+    cold = runs / "petals-a" / "v1"
+    assert cache_dataset.saved_line(runs, [cold], "tpu") is None
