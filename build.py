@@ -178,7 +178,9 @@ def built_accelerator(accelerators):
 def print_estimates(arguments, variants, accelerator, check=True, each=True):
     """The total (and with `each`, a line per variant); with `check`, refuse past the budget
     (unless --yes). Returns {slug: Estimate}."""
-    estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir)
+    # With a compile cache of the expected image to attach, compiles take what they took with one.
+    cached = cache_dataset.expected_fingerprint(arguments.runs_dir, accelerator) is not None
+    estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir, cached)
     for item in estimates if each else ():
         print(f"  {item.slug}: {item.text()}")
     print(estimate.summary(estimates) + f" on {accelerator}")
