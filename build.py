@@ -224,6 +224,15 @@ def command_push(arguments, sweep):
     check_hours(
         arguments, list(estimates.values()), weekly_quota(api, accelerator, arguments.budget_hours)
     )
+    attach_compile_cache(
+        arguments,
+        api,
+        accelerator,
+        [
+            (kernel_id, Path(arguments.kernels_dir) / variant.slug)
+            for variant, (kernel_id, _) in zip(variants, built, strict=True)
+        ],
+    )
     print(f"pushing {len(variants)} kernel(s)")
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
@@ -368,7 +377,9 @@ def command_run(arguments, sweep):
     sweep_run = cycle.SweepRun(
         jobs, api, maximum, arguments.poll, arguments.expected_rows, arguments.rerun
     )
-    attach_compile_cache(arguments, api, accelerator, jobs)
+    attach_compile_cache(
+        arguments, api, accelerator, [(job.kernel_id, job.kernel_dir) for job in jobs]
+    )
     try:
         sweep_run.start()
         print(
@@ -422,12 +433,12 @@ def command_run(arguments, sweep):
     return 1 if problems else 0
 
 
-def attach_compile_cache(arguments, api, accelerator, jobs):
-    """Before anything is pushed: the kernels attach the owner's compile cache of the image
-    their accelerator last ran on (kit/cache_dataset.py), or none."""
-    owner = jobs[0].kernel_id.split("/")[0]
+def attach_compile_cache(arguments, api, accelerator, kernels_built):
+    """Before anything is pushed: the kernels ([(kernel id, folder)]) attach the owner's compile
+    cache of the image their accelerator last ran on (kit/cache_dataset.py), or none."""
+    owner = kernels_built[0][0].split("/")[0]
     line = cache_dataset.attach_expected(
-        api, owner, arguments.runs_dir, accelerator, [job.kernel_dir for job in jobs]
+        api, owner, arguments.runs_dir, accelerator, [folder for _, folder in kernels_built]
     )
     if line:
         print(line, flush=True)

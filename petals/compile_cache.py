@@ -181,6 +181,11 @@ def start(folder, image, source=None):
     the image's record is written beside the folder (process 0).
     """
     if folder is None:
+        if source is not None:
+            raise ValueError(
+                f"COMPILE_CACHE_FROM {source!r} needs COMPILE_CACHE_DIR: the writable folder "
+                "its programs are copied to"
+            )
         return None
     from petals import accelerator
 

@@ -99,6 +99,10 @@ def test_new_programs_make_a_new_version(kit, fake_kaggle):  # noqa: F811
     assert f"compile cache {CACHE_REF}: new version with 2 program(s), 1 new" in second.stdout
     assert len(fake_kaggle.datasets[CACHE_REF].versions) == 2
     assert "ccc-cache" in fake_kaggle.dataset_files(CACHE_REF)
+    # `push` attaches it too, at its newest version.
+    pushed = kit("push", *selection, *only)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert fake_kaggle.attached(f"{OWNER}/petals-flowers-512-densenet201")[CACHE_REF] == 2
 
 
 def test_another_owners_dataset_is_never_attached():

@@ -58,6 +58,10 @@ def test_hits_and_misses_are_what_jax_reports(tmp_path, jax_cache):
 
 def test_no_folder_no_cache():
     assert compile_cache.start(None, IMAGE) is None
+    with pytest.raises(
+        ValueError, match="COMPILE_CACHE_FROM 'someone/cache' needs COMPILE_CACHE_DIR"
+    ):
+        compile_cache.start(None, IMAGE, "someone/cache")
 
 
 def cache_dataset(folder, fingerprint, names=("aaa-cache", "bbb-cache")):
