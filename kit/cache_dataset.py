@@ -211,7 +211,7 @@ def check_owned(api, ref, owner):
 def attach(kernel_dir, ref):
     """Name the cache dataset `ref` (None: none) in a built kernel: its `dataset_sources` (any
     other compile cache replaced) and the notebook's COMPILE_CACHE_FROM, in its injected
-    parameters. Each file is rewritten atomically."""
+    parameters. A file is rewritten (atomically) only when that changes it."""
     kernel_dir = Path(kernel_dir)
     metadata_path = kernel_dir / "kernel-metadata.json"
     document = json.loads(metadata_path.read_text())
@@ -220,12 +220,9 @@ def attach(kernel_dir, ref):
         for source in document.get("dataset_sources", [])
         if not source.split("/")[-1].startswith(SLUG_PREFIX)
     ]
-    document["dataset_sources"] = sources + ([ref] if ref else [])
-    write_atomically(
-        metadata_path,
-        lambda handle: handle.write(json.dumps(document, indent=2) + "\n"),
-        overwrite=True,
-    )
+    if document.get("dataset_sources", []) != sources + ([ref] if ref else []):
+        document["dataset_sources"] = sources + ([ref] if ref else [])
+        _rewrite(metadata_path, json.dumps(document, indent=2) + "\n")
     notebook_path = kernel_dir / document["code_file"]
     notebook = json.loads(notebook_path.read_text())
     for cell in notebook["cells"]:
@@ -234,14 +231,19 @@ def attach(kernel_dir, ref):
             lines = [
                 line for line in source.splitlines() if not re.match(rf"{PARAMETER}\s*=", line)
             ]
-            lines.append(f"{PARAMETER} = {ref!r}")
+            if ref is not None or len(lines) < len(source.splitlines()):
+                lines.append(f"{PARAMETER} = {ref!r}")
+            changed = lines != source.splitlines()
             cell["source"] = "\n".join(lines) + "\n"
             break
     else:
         raise ValueError(f"{notebook_path} has no {INJECTED_TAG} cell; rebuild the kernels")
-    write_atomically(
-        notebook_path, lambda handle: handle.write(json.dumps(notebook, indent=1)), overwrite=True
-    )
+    if changed:
+        _rewrite(notebook_path, json.dumps(notebook, indent=1))
+
+
+def _rewrite(path, text):
+    write_atomically(path, lambda handle: handle.write(text), overwrite=True)
 
 
 def attach_expected(api, owner, runs_dir, accelerator, kernel_dirs):

@@ -166,3 +166,13 @@ def test_the_minutes_saved_come_from_the_runs_own_compile_seconds(tmp_path):
     )
     cold = runs / "petals-a" / "v1"
     assert cache_dataset.saved_line(runs, [cold], "tpu") is None
+
+
+def test_a_kernel_without_a_cache_to_attach_is_left_as_built(tmp_path):
+    from kit import kernels, sweeps
+
+    (variant,) = sweeps.load(REPOSITORY / "sweeps" / "cpu-smoke.toml").variants[:1]
+    folder = kernels.write_kernel(variant, tmp_path / variant.slug, OWNER, "tpu")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    cache_dataset.attach(folder, None)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
