@@ -196,21 +196,24 @@ def test_runs_trained_on_validation_join_only_with_a_fixed_share(runs, capsys, t
 
 
 def test_members_of_different_images_are_named(runs, capsys):
-    for slug, fingerprint in (
-        ("petals-pair-32", "aaaaaaaaaaaa"),
-        ("petals-pair-64", "bbbbbbbbbbbb"),
-    ):
-        path = runs / slug / "v1" / "metrics.json"
-        metrics = json.loads(path.read_text())
-        path.write_text(json.dumps({**metrics, "image": {"fingerprint": fingerprint}}))
-    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "different images" in line]
-    assert lines == [
+    """One line when the members ran on more than one image; none while they share one."""
+
+    def set_images(*fingerprints):
+        for slug, fingerprint in zip(
+            ("petals-pair-32", "petals-pair-64"), fingerprints, strict=True
+        ):
+            path = runs / slug / "v1" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            path.write_text(json.dumps({**metrics, "image": {"fingerprint": fingerprint}}))
+
+    def image_lines():
+        assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if "images" in line]
+
+    set_images("aaaaaaaaaaaa", "aaaaaaaaaaaa")
+    assert image_lines() == []
+    set_images("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    assert image_lines() == [
         "the members come from different images: aaaaaaaaaaaa: petals-pair-32/v1; "
         "bbbbbbbbbbbb: petals-pair-64/v1"
     ]
-
-
-def test_members_of_one_image_say_nothing_of_images(runs, capsys):
-    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
-    assert "different images" not in capsys.readouterr().out
