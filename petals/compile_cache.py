@@ -119,14 +119,18 @@ def find_source(entry, input_root=KAGGLE_INPUT):
 
 
 def copy_in(source, folder, image):
-    """Copy the programs of the cache `source` (a folder holding them and its image file) into
-    `folder`, when its fingerprint is `image`'s; returns how many were copied. Otherwise one
-    line says why the cache is not used, and nothing is copied."""
+    """Copy the programs of the cache `source` (a dataset holding them and its image file, or
+    another run's cache folder, its image file beside it) into `folder`, when its fingerprint
+    is `image`'s; returns how many were copied. Otherwise one line says why the cache is not
+    used, and nothing is copied."""
     found = find_source(source)
     if found is None:
         print(f"compile cache {source} not found (attach it to the kernel): compiling afresh")
         return 0
-    theirs = read_fingerprint(os.path.join(found, DATASET_IMAGE_FILE))
+    # A dataset holds its image file among the programs; a cache folder has it beside it.
+    theirs = read_fingerprint(os.path.join(found, DATASET_IMAGE_FILE)) or read_fingerprint(
+        image_file(found)
+    )
     if theirs != image["fingerprint"]:
         print(
             f"compile cache {source} not used: it was made on image {theirs or 'unknown'}, "

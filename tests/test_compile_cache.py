@@ -105,3 +105,14 @@ def test_the_cache_waits_for_the_processes_to_join(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="after the processes have joined"):
         compile_cache.start(tmp_path / "compile-cache", IMAGE)
     assert not os.path.exists(tmp_path / "compile-cache")
+
+
+def test_another_runs_cache_folder_is_a_source_too(tmp_path):
+    """A cache folder as a run leaves it: its image file beside it, not among its programs."""
+    earlier = tmp_path / "earlier" / "compile-cache"
+    earlier.mkdir(parents=True)
+    (earlier / "aaa-cache").write_bytes(b"program")
+    with open(compile_cache.image_file(earlier), "w") as handle:
+        json.dump(IMAGE, handle)
+    folder = tmp_path / "compile-cache"
+    assert compile_cache.copy_in(str(earlier), str(folder), IMAGE) == 1
