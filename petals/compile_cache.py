@@ -105,9 +105,11 @@ def read_fingerprint(path):
 def find_source(entry, input_root=KAGGLE_INPUT):
     """The folder COMPILE_CACHE_FROM names: a folder, or an attached Kaggle dataset `owner/name`
     (mounted at <input>/datasets/owner/name since 2026, <input>/name before); None if neither."""
+    from petals.parameters import DATASET_SLUG, is_local_path
+
     if os.path.isdir(entry):
         return entry
-    if entry.count("/") == 1 and not entry.startswith(("/", ".", "~")):
+    if not is_local_path(entry) and DATASET_SLUG.fullmatch(entry):
         owner, name = entry.split("/")
         for candidate in (
             os.path.join(input_root, "datasets", owner, name),
