@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from kit import blend, cycle, estimate, kernels, results, sweeps
+from kit import blend, cache_dataset, cycle, estimate, kernels, results, sweeps
 from kit.kaggle_client import KaggleError, check_client, connect, read_config
 from petals.parameters import DATASET_SLUG
 from petals.runner import command_name
@@ -179,7 +179,9 @@ def built_accelerator(accelerators):
 def print_estimates(arguments, variants, accelerator, check=True, each=True):
     """The total (and with `each`, a line per variant); with `check`, refuse past the budget
     (unless --yes). Returns {slug: Estimate}."""
-    estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir)
+    # With a compile cache of the expected image to attach, compiles take what they took with one.
+    cached = cache_dataset.expected_fingerprint(arguments.runs_dir, accelerator) is not None
+    estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir, cached)
     for item in estimates if each else ():
         print(f"  {item.slug}: {item.text()}")
     print(estimate.summary(estimates) + f" on {accelerator}")
@@ -222,6 +224,15 @@ def command_push(arguments, sweep):
     api = connect()
     check_hours(
         arguments, list(estimates.values()), weekly_quota(api, accelerator, arguments.budget_hours)
+    )
+    attach_compile_cache(
+        arguments,
+        api,
+        accelerator,
+        [
+            (kernel_id, Path(arguments.kernels_dir) / variant.slug)
+            for variant, (kernel_id, _) in zip(variants, built, strict=True)
+        ],
     )
     print(f"pushing {len(variants)} kernel(s)")
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
@@ -294,6 +305,7 @@ def command_collect(arguments, sweep):
     1 when any variant has a problem (the others are still collected)."""
     api = connect()
     problems = 0
+    versions = {}
     for variant in selected(sweep, arguments.only):
         kernel_id = variant_kernel_id(arguments, variant)
         if kernel_id is None:
@@ -318,6 +330,10 @@ def command_collect(arguments, sweep):
             continue
         print(f"{variant.slug}: v{version} → {folder}" + (f" ({problem})" if problem else ""))
         problems += problem is not None
+        versions[variant.slug] = (version, kernel_id.split("/")[0])
+    for owner in {owner for _, owner in versions.values()}:
+        collected = {slug: version for slug, (version, who) in versions.items() if who == owner}
+        upload_compile_caches(arguments, api, collected, owner)
     return 1 if problems else 0
 
 
@@ -362,6 +378,9 @@ def command_run(arguments, sweep):
     sweep_run = cycle.SweepRun(
         jobs, api, maximum, arguments.poll, arguments.expected_rows, arguments.rerun
     )
+    attach_compile_cache(
+        arguments, api, accelerator, [(job.kernel_id, job.kernel_dir) for job in jobs]
+    )
     try:
         sweep_run.start()
         print(
@@ -388,6 +407,12 @@ def command_run(arguments, sweep):
         )
         return 1
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
+    upload_compile_caches(
+        arguments,
+        api,
+        {slug: version for slug, (version, _) in sweep_run.outcomes.items()},
+        built[0][0].split("/")[0],
+    )
     for slug, problem in problems.items():
         print("\n".join(f"{slug}: {line}" for line in problem.splitlines()))
     table = results.rows(arguments.runs_dir)
@@ -407,6 +432,39 @@ def command_run(arguments, sweep):
         f"with a valid submission, {len(problems)} with a problem"
     )
     return 1 if problems else 0
+
+
+def attach_compile_cache(arguments, api, accelerator, kernels_built):
+    """Before anything is pushed: the kernels ([(kernel id, folder)]) attach the owner's compile
+    cache of the image their accelerator last ran on (kit/cache_dataset.py), or none."""
+    owner = kernels_built[0][0].split("/")[0]
+    line = cache_dataset.attach_expected(
+        api, owner, arguments.runs_dir, accelerator, [folder for _, folder in kernels_built]
+    )
+    if line:
+        print(line, flush=True)
+
+
+def upload_compile_caches(arguments, api, versions, owner):
+    """After collecting: the programs the collected versions ({slug: version}) compiled become
+    the owner's private cache dataset of their image. A failed upload is one line; the results
+    stand."""
+    folders = [
+        Path(arguments.runs_dir) / slug / f"v{version}"
+        for slug, version in versions.items()
+        if version is not None
+    ]
+    try:
+        for line in cache_dataset.upload_collected(api, owner, arguments.runs_dir, folders):
+            print(line, flush=True)
+    except KaggleError as error:
+        print(f"compile cache not uploaded: {error}; `collect` uploads it again", flush=True)
+    accelerators = {cache_dataset.accelerator_of(folder) for folder in folders} - {None}
+    saved = cache_dataset.saved_line(
+        arguments.runs_dir, folders, "/".join(sorted(accelerators)) or "accelerator"
+    )
+    if saved:
+        print(saved, flush=True)
 
 
 def command_submit(arguments, sweep):
@@ -487,7 +545,7 @@ def command_sweep(arguments, sweep):
             runner.execute(
                 str(kernels.REPOSITORY / sweep.notebook),
                 str(folder),
-                variant.parameters,
+                with_compile_cache(arguments, sweep, variant.parameters),
                 log_output=True,
             )
         except (PapermillExecutionError, OSError, ValueError) as error:
@@ -507,6 +565,16 @@ def command_sweep(arguments, sweep):
             )
             return 130
     return 1 if failures else 0
+
+
+def with_compile_cache(arguments, sweep, parameters):
+    """A local sweep's parameters with its one compile cache, `<runs-dir>/<sweep>/compile-cache/`
+    (JAX loads there the programs an earlier run of the same image compiled), unless
+    --no-compile-cache is given or the variant names its own COMPILE_CACHE_DIR."""
+    if arguments.no_compile_cache or parameters.get("COMPILE_CACHE_DIR") is not None:
+        return parameters
+    folder = Path(arguments.runs_dir).resolve() / sweep.name / "compile-cache"
+    return {**parameters, "COMPILE_CACHE_DIR": str(folder)}
 
 
 def write_results(runs_dir, table=None):
@@ -603,6 +671,12 @@ def parser():
                 "--on-cpu",
                 action="store_true",
                 help="run a sweep made for a TPU or GPU here anyway",
+            )
+            sub.add_argument(
+                "--no-compile-cache",
+                action="store_true",
+                help="compile every program afresh (default: the sweep's runs share "
+                "RUNS_DIR/<sweep>/compile-cache/)",
             )
         if verb in ("blend", "run"):
             blend_options(sub)

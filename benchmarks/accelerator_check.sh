@@ -4,7 +4,8 @@
 #   benchmarks/accelerator_check.sh [--wheels DIR] [more train_step.py options]
 #
 # On one NVIDIA GPU or a TPU host it prints one table: per backbone (EfficientNetB0, DenseNet201,
-# EfficientNetB7 at 512 px, bf16, batch 64) bare and full images/s, fed/resident, compile seconds;
+# EfficientNetB7 at 512 px, bf16, batch 64) bare and full images/s, fed/resident, compile seconds
+# (the full model's also with a warm compile cache, as a rerun on the same image pays them);
 # then prediction with and without a TTA view (benchmarks/prediction.py, EfficientNetB0 at 512 px;
 # it needs TensorFlow for tf.data and says so where it is missing). On a CPU it runs the same on
 # 8 virtual devices with the tiny backbone at 32 px (prediction: 64 px). --wheels DIR

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit import results
 from petals import ensemble, probabilities, submission
 from petals.evaluate import macro_f1
 
@@ -40,6 +41,7 @@ class Entry:
     member: probabilities.Member
     f1: float | None = None  # its own validation F1
     weight: float | None = None  # its weight in the blend (None: left out)
+    image: str | None = None  # the fingerprint of the image it ran on (None: not on record)
 
 
 @dataclass
@@ -102,6 +104,7 @@ def gather(runs_dir, slugs):
                     parameters.get("IMAGE_SIZE", "?"),
                     weights_text(parameters.get("WEIGHTS"), member.name),
                     member,
+                    image=results.image_fingerprint(metrics),
                 )
             )
     if not entries:
@@ -241,12 +244,28 @@ def table(blended):
             f"(the runs trained on validation hold a fixed {blended.share:.2f} of the "
             "blend, outside that score)"
         )
+    images = images_line(blended.entries + blended.left_out)
+    if images:
+        lines.append(images)
     if blended.left_out:
         lines.append(
             "runs trained on validation are left out; "
             "--trained-on-validation-share SHARE blends them with that fixed share"
         )
     return "\n".join(lines)
+
+
+def images_line(entries):
+    """One line naming each image when the members ran on more than one (None otherwise): their
+    versions differ, and so may their numerics."""
+    runs = {}
+    for entry in entries:
+        runs.setdefault(entry.image or "not on record", []).append(entry.run)
+    if len(runs) < 2:
+        return None
+    return "the members come from different images: " + "; ".join(
+        f"{image}: {', '.join(sorted(set(names)))}" for image, names in sorted(runs.items())
+    )
 
 
 def test_predictions(blended):

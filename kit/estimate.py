@@ -66,6 +66,9 @@ class Figures:
     prediction_view: float  # validation + test, one view (TTA adds views)
     source: str
     images: int  # training images per epoch when `epoch` was measured (epochs scale with it)
+    # Compile seconds with a compile cache of the image (None: not measured); `compile` is then
+    # without one (None: only measured with one).
+    compile_cached: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,15 +181,40 @@ def measured(runs_dir):
             share = seconds / total
             # The train stage includes each epoch's validation pass; seconds_per_epoch does not.
             epoch = stages["train"] / epochs * share if "train" in stages else seconds
+            compile_seconds, compile_cached = compile_figures(
+                found.get((accelerator, backbone, size)),
+                stages.get("compile", 0.0) * share,
+                bool((metrics.get("compile_cache") or {}).get("hits")),
+            )
             found[(accelerator, backbone, size)] = Figures(
                 setup * share,
-                stages.get("compile", 0.0) * share,
+                compile_seconds,
                 epoch,
                 prediction * share / views(parameters),
                 f"measured {path.parent}",
                 metrics.get("training_images") or training_images(parameters),
+                compile_cached,
             )
     return found
+
+
+def compile_figures(earlier, seconds, cached):
+    """(compile seconds without a cache, with one) after a run that took `seconds` to compile,
+    loading from a cache (`cached`) or not; the other figure is the `earlier` run's (None if
+    none measured it)."""
+    if cached:
+        return (earlier.compile if earlier else None), seconds
+    return seconds, (earlier.compile_cached if earlier else None)
+
+
+def compile_for(found, cached, table):
+    """The compile seconds to expect: with a cache of the image (`cached`) its measured figure,
+    else the figure without one; `table` (Figures or None) where a run measured neither."""
+    if cached and found.compile_cached is not None:
+        return found.compile_cached
+    if found.compile is not None:
+        return found.compile
+    return table.compile if table is not None else found.compile_cached
 
 
 def tabled(accelerator, backbone, size, parameters):
@@ -209,22 +237,25 @@ def tabled(accelerator, backbone, size, parameters):
     )
 
 
-def estimate(variant, accelerator, figures):
-    """The variant's accelerator seconds from `figures` (see measured), else the table."""
+def estimate(variant, accelerator, figures, cached=False):
+    """The variant's accelerator seconds from `figures` (see measured), else the table; with
+    `cached` (a compile cache of the image will be attached), the compile seconds measured
+    with one where a run measured them."""
     parameters = variant.parameters
     seconds, sources, missing = 0.0, [], []
     for backbone in parameters.get("BACKBONES") or []:
-        found = figures.get((accelerator, backbone, parameters.get("IMAGE_SIZE"))) or tabled(
-            accelerator, backbone, parameters.get("IMAGE_SIZE"), parameters
-        )
+        table = tabled(accelerator, backbone, parameters.get("IMAGE_SIZE"), parameters)
+        found = figures.get((accelerator, backbone, parameters.get("IMAGE_SIZE"))) or table
         if found is None:
             missing.append(backbone)
             continue
         sources.append(found.source)
+        if cached and found.compile_cached is not None:
+            sources.append("compile with the cache")
         epoch = found.epoch * training_images(parameters) / found.images
         seconds += (
             found.setup
-            + found.compile
+            + compile_for(found, cached, table)
             + parameters.get("EPOCHS", 0) * epoch
             + views(parameters) * found.prediction_view
         )
@@ -233,9 +264,9 @@ def estimate(variant, accelerator, figures):
     return Estimate(variant.slug, None if missing else seconds, tuple(sources), tuple(missing))
 
 
-def estimate_sweep(variants, accelerator, runs_dir):
+def estimate_sweep(variants, accelerator, runs_dir, cached=False):
     figures = measured(runs_dir) if Path(runs_dir).is_dir() else {}
-    return [estimate(variant, accelerator, figures) for variant in variants]
+    return [estimate(variant, accelerator, figures, cached) for variant in variants]
 
 
 def summary(estimates):

@@ -34,8 +34,9 @@ METADATA_FILE = "kernel-metadata.json"
 # machine_shape per accelerator (Kaggle's names in 2026); None: no accelerator, the CPU image.
 MACHINE_SHAPES = {"tpu": "TpuV5E8", "gpu": "NvidiaTeslaT4", "cpu": None}
 RETIRED_SHAPES = {"TpuV38": "TpuV5E8", "Tpu1VmV38": "TpuV5E8", "NvidiaTeslaP100": "NvidiaTeslaT4"}
-# The parameters every kernel gets: Kaggle finds the data, outputs go to /kaggle/working.
-KAGGLE_PARAMETERS = {"DATA_DIR": None, "OUTPUT_DIR": "."}
+# The parameters every kernel gets: Kaggle finds the data, outputs go to /kaggle/working, and
+# so do the compiled programs (JAX), which come back with the outputs (kit/cache_dataset.py).
+KAGGLE_PARAMETERS = {"DATA_DIR": None, "OUTPUT_DIR": ".", "COMPILE_CACHE_DIR": "compile-cache"}
 # Cell metadata that collapses a generated cell: `jupyter.*` for Jupyter and JupyterLab (nbformat
 # 4.5), `_kg_hide-*` for Kaggle's notebook viewer ("Show hidden code" / "Show hidden output").
 HIDDEN = {

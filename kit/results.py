@@ -17,6 +17,7 @@ COLUMNS = (
     "blend weights",
     "seconds/epoch",
     "images/s",
+    "image",
     "files",
 )
 
@@ -36,6 +37,11 @@ def validation_f1(metrics):
 def in_sample_f1(metrics):
     """The optimistic blend F1: weights tuned and scored on the same validation images."""
     return metrics.get("blend_f1_in_sample", metrics.get("blend_f1"))
+
+
+def image_fingerprint(metrics):
+    """The fingerprint of the image the run ran on (petals.image), or None before it was kept."""
+    return (metrics.get("image") or {}).get("fingerprint")
 
 
 def f1_text(value):
@@ -75,6 +81,7 @@ def rows(runs_dir):
                 ),
                 "seconds/epoch": f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
                 "images/s": f"{sum(speeds) / len(speeds):.0f}" if speeds else "",
+                "image": image_fingerprint(metrics) or "",
                 "files": str(folder),
             }
         )

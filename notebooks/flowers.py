@@ -68,7 +68,8 @@ OUTPUT_DIR = "."
 MAX_STEPS_PER_EPOCH = None  # a small cap for smoke runs
 KERAS_BACKEND = None  # "jax", "tensorflow", or None (the environment's, else JAX)
 ACCELERATOR = None  # "tpu" or "gpu" to fail instead of training on a CPU by mistake
-COMPILE_CACHE_DIR = None  # JAX: keep compiled programs here (an attached folder saves minutes)
+COMPILE_CACHE_DIR = None  # JAX: keep compiled programs here, for the next run of this image
+COMPILE_CACHE_FROM = None  # a cache to start from: a folder, or your own attached cache dataset
 CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 
 # %% [markdown]
@@ -84,11 +85,17 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 # On a Cloud TPU slice of several hosts (one process per host) the same cell first joins the
 # other hosts' processes, and the chips of every host then share each batch; only process 0
 # prints and writes files (README, "Beyond one TPU host").
+#
+# Compiling the train step of a large backbone takes minutes. The image this run is on (Kaggle
+# rebuilds its image now and then, with new versions) is recorded with a short fingerprint, and
+# on JAX the compiled programs are kept in `COMPILE_CACHE_DIR`: a later run on the same image
+# loads them instead of compiling (`COMPILE_CACHE_FROM`: a cache of an earlier run, used only
+# when its fingerprint is this image's). `metrics.json` records how many programs came from it.
 
 # %%
 import os
 
-from petals import accelerator, report
+from petals import accelerator, compile_cache, image, report
 
 timer = report.StageTimer()
 with timer.stage("import"):
@@ -115,13 +122,16 @@ with timer.stage("import"):
     )
 
 accelerator.check_keras_version()
-if KERAS_BACKEND == "jax":
-    accelerator.enable_compilation_cache(COMPILE_CACHE_DIR)
 # First to touch the devices: on a TPU slice of several hosts it joins the other hosts' processes.
 device = accelerator.detect(require=ACCELERATOR)
 VERSIONS = accelerator.versions()
+IMAGE = image.of_device(device)
 print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 print(device.describe())
+print(image.line(IMAGE))
+# After the processes have joined (JAX then knows which one writes), before the first compile.
+compile_counter = (compile_cache.start(COMPILE_CACHE_DIR, IMAGE, COMPILE_CACHE_FROM)
+                   if KERAS_BACKEND == "jax" else None)
 
 # %% [markdown]
 # ## Configuration
@@ -366,7 +376,7 @@ def build(name):
 validation_steps = 0 if TRAIN_ON_VALIDATION else len(validation_labels) // GLOBAL_BATCH
 record = report.RunRecord(PARAMETERS, device, VERSIONS, training, steps, GLOBAL_BATCH, timer,
                           None if validation_labels is None else len(validation_labels),
-                          len(test_ids))
+                          len(test_ids), image=IMAGE, compile_cache=compile_counter)
 finished = {}  # each model that finished: its probabilities, as saved
 for name, model in train.members(BACKBONES, build):
     print(f"--- {name}: {model.count_params():,} parameters")
@@ -490,6 +500,8 @@ if validation_labels is not None:
 # %%
 report.write_record(OUTPUT_DIR, list(finished), blend, record)  # submission.csv is up to date
 print(timer.line())
+if compile_counter is not None:
+    print(compile_counter.line())
 print(f"wrote {len(test_ids)} predictions to {os.path.join(OUTPUT_DIR, 'submission.csv')}")
 
 # %% [markdown]

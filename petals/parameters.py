@@ -497,6 +497,7 @@ CHECKS = {
     "KERAS_BACKEND": _simple(_choice, (None, *BACKENDS)),
     "ACCELERATOR": _simple(_choice, (None, *ACCELERATORS)),
     "COMPILE_CACHE_DIR": _simple(_optional_path, "no cache"),
+    "COMPILE_CACHE_FROM": _simple(_optional_path, "no cache to start from"),
     "CLASS_NAMES": _check_class_names,
 }
 

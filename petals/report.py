@@ -71,8 +71,13 @@ class RunRecord:
         timer,
         validation_images,
         test_images,
+        image=None,
+        compile_cache=None,
     ):
         self.parameters, self.device, self.versions = parameters, device, versions
+        # The image on record (petals.image) and the compile cache's counter (its summary is
+        # read each time metrics.json is written: hits and misses grow with every model).
+        self.image, self.compile_cache = image, compile_cache
         self.training, self.steps, self.global_batch = training, steps, global_batch
         self.timer = timer
         self.validation_images, self.test_images = validation_images, test_images
@@ -133,6 +138,12 @@ class RunRecord:
             "stage_seconds": self.timer.seconds,
             "validation_images": self.validation_images,
             "test_images": self.test_images,
+            **({"image": self.image} if self.image is not None else {}),
+            **(
+                {"compile_cache": self.compile_cache.summary()}
+                if self.compile_cache is not None
+                else {}
+            ),
         }
 
 

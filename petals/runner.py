@@ -99,6 +99,9 @@ def absolute_paths(parameters):
             if isinstance(value, dict)
             else absolute(value)
         )
+    cache_source = parameters.get("COMPILE_CACHE_FROM")
+    if isinstance(cache_source, str) and is_local_path(cache_source):  # else a dataset slug
+        parameters["COMPILE_CACHE_FROM"] = os.path.abspath(os.path.expanduser(cache_source))
     if isinstance(parameters.get("EXTRA_DATA"), list):
         # Local folders are made absolute; anything else is a URL or a Kaggle dataset slug.
         parameters["EXTRA_DATA"] = [

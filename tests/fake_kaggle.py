@@ -83,6 +83,8 @@ from urllib.parse import urlsplit
 import pytest
 from slugify import slugify
 
+from tests.fake_kaggle_datasets import BLOB_PATH, DatasetsFake
+
 DEFAULT_USERNAME = "petals-tester"
 DEFAULT_KEY = "fake-key-0123456789abcdef"
 
@@ -269,8 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_CONNECT = _dispatch
 
 
-class FakeKaggle:
-    """The fake server. Use ``start()``/``stop()`` or the ``fake_kaggle`` pytest fixture."""
+class FakeKaggle(DatasetsFake):
+    """The fake server. Use ``start()``/``stop()`` or the ``fake_kaggle`` pytest fixture.
+    Datasets (create, versions, status, files, attaching): tests/fake_kaggle_datasets.py."""
 
     def __init__(self):
         self._lock = threading.RLock()
@@ -306,6 +309,7 @@ class FakeKaggle:
         self._omitted_versions = 0
         self.quota = {"TPU": (0.0, 30.0), "GPU": (0.0, 30.0)}  # (used, allowed) hours
         self.quota_refresh = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+        self._init_datasets()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> FakeKaggle:
@@ -625,6 +629,8 @@ class FakeKaggle:
             return self._download(rec)
         if key == "upload":
             return self._upload(rec)
+        if key == "blob upload":
+            return self._blob_upload(rec)
         if self._auth is not None and not self._authorized(handler):
             return 401, _error(401, "Unauthenticated"), {}
         match = _RPC_PATH.match(rec.path)
@@ -639,6 +645,7 @@ class FakeKaggle:
             (_COMPETITIONS, "CreateSubmission"): self._create_submission,
             (_COMPETITIONS, "GetSubmissionLimits"): self._submission_limits,
             (_COMPETITIONS, "GetSubmission"): self._get_submission,
+            **self._dataset_routes(),
         }.get((service, method))
         if route is None or rec.method != "POST":
             return self._unknown(rec, 404, f"No fake endpoint for {rec.method} {rec.path}")
@@ -726,6 +733,13 @@ class FakeKaggle:
                 ]
                 for request, field in _SOURCE_FIELDS.items()
             }
+            hidden = self._invalid_dataset_sources(body.get("datasetDataSources"), rec.user)
+            invalid["invalidDatasetSources"] += hidden
+            self._record_attached(
+                ref,
+                version,
+                [s for s in body.get("datasetDataSources") or [] if s not in hidden],
+            )
             omit = self._omitted_versions > 0
             self._omitted_versions -= omit
         if self._lose("SaveKernel"):
@@ -995,6 +1009,8 @@ def _key_of(rec: RecordedRequest) -> str | None:
         return "download"
     if rec.path.startswith("/upload/"):
         return "upload"
+    if rec.path.startswith(BLOB_PATH):
+        return "blob upload"
     return rec.rpc
 
 

@@ -210,3 +210,27 @@ def test_submitting_a_blend_checks_the_client_first(runs, capsys, monkeypatch):
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "the kaggle client 2.2.3 is older than" in error
     assert not (runs / "pair-blend").exists()
+
+
+def test_members_of_different_images_are_named(runs, capsys):
+    """One line when the members ran on more than one image; none while they share one."""
+
+    def set_images(*fingerprints):
+        for slug, fingerprint in zip(
+            ("petals-pair-32", "petals-pair-64"), fingerprints, strict=True
+        ):
+            path = runs / slug / "v1" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            path.write_text(json.dumps({**metrics, "image": {"fingerprint": fingerprint}}))
+
+    def image_lines():
+        assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if "images" in line]
+
+    set_images("aaaaaaaaaaaa", "aaaaaaaaaaaa")
+    assert image_lines() == []
+    set_images("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    assert image_lines() == [
+        "the members come from different images: aaaaaaaaaaaa: petals-pair-32/v1; "
+        "bbbbbbbbbbbb: petals-pair-64/v1"
+    ]

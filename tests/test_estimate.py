@@ -1,6 +1,8 @@
 """Accelerator-time estimates: the documented table, measured runs replacing it, the budget."""
 
+import dataclasses
 import json
+import os
 
 import pytest
 
@@ -188,3 +190,28 @@ def test_a_total_adds_the_rounded_figures_it_follows():
     items = [estimate.Estimate(f"petals-{index}", 0.14 * 3600, ("table",), ()) for index in (1, 2)]
     assert [item.text() for item in items] == ["0.1 h (table)"] * 2
     assert estimate.summary(items).startswith("estimated total 0.2 h of accelerator time")
+
+
+def test_compile_seconds_with_and_without_a_cache_each_from_their_runs(tmp_path):
+    runs = tmp_path / "runs"
+    write_metrics(runs / "petals-a" / "v1")  # compiled everything: 100 s
+    warm = runs / "petals-a" / "v2"
+    write_metrics(warm)
+    metrics = json.loads((warm / "metrics.json").read_text())
+    metrics["stage_seconds"]["compile"] = 10.0
+    metrics["compile_cache"] = {"hits": 40, "misses": 0}
+    (warm / "metrics.json").write_text(json.dumps(metrics))
+    os.utime(warm / "metrics.json", (2e9, 2e9))  # the newer run
+    figures = estimate.measured(runs)
+    found = figures[("tpu", "densenet201", 512)]
+    assert (found.compile, found.compile_cached) == (100.0, 10.0)
+    without = estimate.estimate(variant(EPOCHS=4), "tpu", figures)
+    with_cache = estimate.estimate(variant(EPOCHS=4), "tpu", figures, cached=True)
+    assert without.seconds - with_cache.seconds == pytest.approx(90.0)
+    assert "compile with the cache" in with_cache.sources
+    # Measured only with a cache: a run without one is expected to compile as the table says.
+    only_warm = {("tpu", "densenet201", 512): dataclasses.replace(found, compile=None)}
+    table = estimate.tabled("tpu", "densenet201", 512, variant(EPOCHS=4).parameters)
+    assert estimate.estimate(variant(EPOCHS=4), "tpu", only_warm).seconds == pytest.approx(
+        with_cache.seconds - 10.0 + table.compile
+    )

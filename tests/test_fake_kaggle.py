@@ -580,3 +580,82 @@ def test_a_429_carries_its_retry_after(fake_kaggle):
         json={"userName": OWNER, "kernelSlug": SLUG},
     )
     assert answer.status_code == 429 and answer.headers["Retry-After"] == "7"
+
+
+# --------------------------------------------------------------------- datasets
+DATASET_CLIENT = """
+import json, sys
+from kaggle.api.kaggle_api_extended import KaggleApi
+api = KaggleApi(); api.authenticate()
+folder, ref = sys.argv[1], sys.argv[2]
+created = api.dataset_create_new(folder, public=False, quiet=True)
+status = api.dataset_status(ref)
+again = api.dataset_create_new(folder, public=False, quiet=True)  # the slug is in use now
+open(folder + "/new.bin", "wb").write(b"new program")
+version = api.dataset_create_version(folder, "a new program", quiet=True)
+listed = api.dataset_list_files(ref, page_size=2)
+names = [item.name for item in listed.dataset_files]
+while listed.next_page_token:
+    listed = api.dataset_list_files(ref, page_token=listed.next_page_token, page_size=2)
+    names += [item.name for item in listed.dataset_files]
+with api.build_kaggle_client() as client:
+    from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+    request = ApiGetDatasetRequest()
+    request.owner_slug, request.dataset_slug = ref.split("/")
+    dataset = client.datasets.dataset_api_client.get_dataset(request)
+print(json.dumps({"created": [created.status, created.error], "status": status,
+                  "again": again.error, "version": version.status, "names": names,
+                  "current": dataset.current_version_number, "private": dataset.is_private}))
+"""
+
+
+def test_datasets_are_created_versioned_listed_and_private(fake_kaggle, tmp_path):
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    ref = f"{OWNER}/petals-compile-cache-abc"
+    (folder / "dataset-metadata.json").write_text(
+        json.dumps({"id": ref, "title": "Petals compile cache", "licenses": [{"name": "CC0-1.0"}]})
+    )
+    for name in ("a-cache", "b-cache", "image.json"):
+        (folder / name).write_bytes(name.encode())
+    environment = fake_kaggle.environment(tmp_path / "home")
+    result = subprocess.run(
+        [sys.executable, "-c", DATASET_CLIENT, str(folder), ref],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["created"][0] == "ok" and not answer["created"][1]
+    assert answer["status"] == "ready"
+    assert "already in use" in answer["again"]
+    assert answer["version"] == "ok" and answer["current"] == 2 and answer["private"] is True
+    assert answer["names"] == ["a-cache", "b-cache", "image.json", "new.bin"]  # paged by two
+    assert fake_kaggle.dataset_files(ref, version=1) == {
+        "a-cache": b"a-cache",
+        "b-cache": b"b-cache",
+        "image.json": b"image.json",
+    }
+    assert fake_kaggle.dataset_files(ref)["new.bin"] == b"new program"
+    assert_only_fake_traffic(fake_kaggle)
+
+
+def test_another_users_private_dataset_is_invisible_and_not_attached(fake_kaggle, cli, tmp_path):
+    fake_kaggle.add_dataset("mallory/petals-compile-cache-abc", {"a-cache": b"x"})
+    fake_kaggle.add_dataset(f"{OWNER}/petals-compile-cache-abc", {"a-cache": b"y"})
+    status = cli("datasets", "status", "mallory/petals-compile-cache-abc")
+    assert status.returncode == 1 and "not found" in status.stderr
+    folder = write_kernel(
+        tmp_path / "kernel",
+        dataset_sources=["mallory/petals-compile-cache-abc", f"{OWNER}/petals-compile-cache-abc"],
+    )
+    assert "successfully pushed" in cli("kernels", "push", "-p", folder).stdout
+    push = fake_kaggle.last_push(REF)
+    assert push.body["datasetDataSources"] == [
+        "mallory/petals-compile-cache-abc",
+        f"{OWNER}/petals-compile-cache-abc",
+    ]
+    # Only the caller's own dataset is attached, at its current version.
+    assert fake_kaggle.attached(REF) == {f"{OWNER}/petals-compile-cache-abc": 1}

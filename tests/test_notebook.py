@@ -17,7 +17,16 @@ import numpy as np
 import pytest
 from papermill import PapermillExecutionError
 
-from petals import backbones, data, demo_data, probabilities, runner, submission
+from petals import (
+    backbones,
+    compile_cache,
+    data,
+    demo_data,
+    image,
+    probabilities,
+    runner,
+    submission,
+)
 from tests.conftest import TINY_SIZE
 
 pytestmark = pytest.mark.slow
@@ -145,6 +154,14 @@ def test_single_model_on_each_backend(tiny_dataset, tmp_path, backend):
     metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
     # JAX keeps its compiled programs for the next run; TensorFlow has no such cache.
     assert (cache.exists() and any(cache.iterdir())) == (backend == "jax")
+    # The image on record, with its fingerprint; on JAX the cache's count, as JAX reported it.
+    assert metrics["image"]["jax"] and metrics["image"]["keras"] and metrics["image"]["jaxlib"]
+    assert metrics["image"]["fingerprint"] == image.fingerprint(metrics["image"])
+    if backend == "jax":
+        assert metrics["compile_cache"]["folder"] == str(cache)
+        assert metrics["compile_cache"]["misses"] > 0  # a fresh cache compiles
+    else:
+        assert "compile_cache" not in metrics
     assert metrics["accelerator"] == {
         "kind": "cpu",
         "backend": backend,
@@ -231,7 +248,11 @@ def test_two_processes_of_four_devices(tiny_dataset, tmp_path):
     parameters.write_text(
         json.dumps(
             smoke_parameters(
-                tiny_dataset, KERAS_BACKEND="jax", BATCH_SIZE_PER_REPLICA=4, EXCLUDED_IDS=excluded
+                tiny_dataset,
+                KERAS_BACKEND="jax",
+                BATCH_SIZE_PER_REPLICA=4,
+                EXCLUDED_IDS=excluded,
+                COMPILE_CACHE_DIR=str(tmp_path / "compile-cache"),
             )
         )
     )
@@ -275,6 +296,10 @@ def test_two_processes_of_four_devices(tiny_dataset, tmp_path):
         "process-1/output.log",
     ]
     assert "DONE tiny" in (output_dir / "process-1" / "output.log").read_text()
+    # The compile cache, enabled once the processes had joined: process 0 wrote its programs.
+    assert metrics["compile_cache"]["misses"] > 0 and metrics["compile_cache"]["written"] > 0
+    assert compile_cache.programs(tmp_path / "compile-cache")
+    assert metrics["image"]["process_count"] == 2 and metrics["image"]["device_count"] == 8
 
 
 def test_the_winning_recipe_with_extra_data(tiny_dataset, tmp_path):

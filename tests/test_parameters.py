@@ -49,6 +49,7 @@ def valid(tiny_dataset, tmp_path):
         "ACCELERATOR": None,
         "CLASS_NAMES": None,
         "COMPILE_CACHE_DIR": None,
+        "COMPILE_CACHE_FROM": None,
     }
 
 

@@ -70,3 +70,11 @@ def test_markdown_and_csv_have_the_same_columns(tmp_path):
     )
     lines = results.csv_text(table).splitlines()
     assert lines[0] == ",".join(results.COLUMNS) and len(lines) == 2
+
+
+def test_each_run_shows_the_image_it_ran_on(tmp_path):
+    runs = tmp_path / "runs"
+    write(runs / "petals-a" / "v1", image={"jax": "0.7.2", "fingerprint": "3f2a9c1b0d4e"})
+    write(runs / "petals-b" / "v1", parameters={})  # from before the image was on record
+    assert [row["image"] for row in results.rows(runs)] == ["3f2a9c1b0d4e", ""]
+    assert "| 3f2a9c1b0d4e |" in results.markdown(results.rows(runs))

@@ -153,6 +153,13 @@ def test_path_parameters_become_absolute(tmp_path, monkeypatch):
         "EXTRA_DATA": [str(tmp_path / "extra"), "owner/dataset"],
         "EPOCHS": 3,
     }
+    # A compile cache to start from: a folder here, or a dataset slug left as it is.
+    assert runner.absolute_paths({"COMPILE_CACHE_FROM": "./earlier/compile-cache"}) == {
+        "COMPILE_CACHE_FROM": str(tmp_path / "earlier" / "compile-cache")
+    }
+    assert runner.absolute_paths({"COMPILE_CACHE_FROM": "owner/petals-compile-cache-abc"}) == {
+        "COMPILE_CACHE_FROM": "owner/petals-compile-cache-abc"
+    }
     # Cloud storage (a TPU slice reads the data from GCS) is not a local path.
     assert runner.absolute_paths({"DATA_DIR": "gs://bucket/flowers"}) == {
         "DATA_DIR": "gs://bucket/flowers"
