@@ -175,15 +175,12 @@ def built_accelerator(accelerators):
     return accelerators[0]
 
 
-def print_estimates(arguments, variants, accelerator, check=True, each=True):
-    """The total (and with `each`, a line per variant); with `check`, refuse past the budget
-    (unless --yes). Returns {slug: Estimate}."""
+def print_estimates(arguments, variants, accelerator, each=True):
+    """The total (and with `each`, a line per variant). Returns {slug: Estimate}."""
     estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir)
     for item in estimates if each else ():
         print(f"  {item.slug}: {item.text()}")
     print(estimate.summary(estimates) + f" on {accelerator}")
-    if check and not arguments.yes:
-        estimate.check_budget(estimates, arguments.budget_hours)
     return {item.slug: item for item in estimates}
 
 
@@ -204,11 +201,34 @@ def weekly_quota(api, accelerator, budget_hours=None, checking=True):
     return quota
 
 
-def check_hours(arguments, estimates, quota):
-    """Refuse (BudgetError) what would pass the session limit, the hours left of Kaggle's quota
-    or --budget-hours; --yes pushes anyway."""
+def check_hours(arguments, estimates, quota, sweep_run):
+    """Refuse (BudgetError) what has no estimate or would pass the session limit, the hours left
+    of Kaggle's quota or --budget-hours, counting what the sweep's sessions queued or running
+    on Kaggle (`sweep_run.active`) still need; --yes pushes anyway."""
     if not arguments.yes:
-        estimate.check_budget(estimates, arguments.budget_hours, quota=quota)
+        running = [
+            (estimates[session.job.slug], cycle.seconds_since(session.pushed_at))
+            for session in sweep_run.active
+        ]
+        estimate.check_budget(
+            [estimates[job.slug] for job in sweep_run.pending],
+            arguments.budget_hours,
+            quota=quota,
+            running=running,
+        )
+
+
+def jobs_of(arguments, variants, built):
+    """A `cycle.Job` per variant: its built kernel, run folder and Kaggle id."""
+    return [
+        cycle.Job(
+            variant.slug,
+            Path(arguments.kernels_dir) / variant.slug,
+            Path(arguments.runs_dir) / variant.slug,
+            kernel_id,
+        )
+        for variant, (kernel_id, _) in zip(variants, built, strict=True)
+    ]
 
 
 def command_push(arguments, sweep):
@@ -217,11 +237,13 @@ def command_push(arguments, sweep):
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
-    estimates = print_estimates(arguments, variants, accelerator, check=False)
+    estimates = print_estimates(arguments, variants, accelerator)
     api = connect()
-    check_hours(
-        arguments, list(estimates.values()), weekly_quota(api, accelerator, arguments.budget_hours)
-    )
+    quota = weekly_quota(api, accelerator, arguments.budget_hours)
+    # Every variant is pushed again; those still queued or running on Kaggle count too.
+    sessions = cycle.SweepRun(jobs_of(arguments, variants, built), api, len(variants)).start()
+    sessions.pending = sessions.jobs
+    check_hours(arguments, estimates, quota, sessions)
     print(f"pushing {len(variants)} kernel(s)")
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
@@ -250,7 +272,7 @@ def command_status(arguments, sweep):
         if kernels_built
         else sweep.accelerator
     )
-    estimates = print_estimates(arguments, variants, accelerator, check=False, each=False)
+    estimates = print_estimates(arguments, variants, accelerator, each=False)
     api = connect()
     weekly_quota(api, accelerator, checking=False)
     for variant in variants:
@@ -345,16 +367,8 @@ def command_run(arguments, sweep):
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
-    estimates = print_estimates(arguments, variants, accelerator, check=False)
-    jobs = [
-        cycle.Job(
-            variant.slug,
-            Path(arguments.kernels_dir) / variant.slug,
-            Path(arguments.runs_dir) / variant.slug,
-            kernel_id,
-        )
-        for variant, (kernel_id, _) in zip(variants, built, strict=True)
-    ]
+    estimates = print_estimates(arguments, variants, accelerator)
+    jobs = jobs_of(arguments, variants, built)
     maximum = arguments.max_concurrent or DEFAULT_CONCURRENT[accelerator]
     api = connect()
     quota = weekly_quota(api, accelerator, arguments.budget_hours)
@@ -369,7 +383,7 @@ def command_run(arguments, sweep):
             flush=True,
         )
         # What a resumed run will still push counts, not what ran.
-        check_hours(arguments, [estimates[job.slug] for job in sweep_run.pending], quota)
+        check_hours(arguments, estimates, quota, sweep_run)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
         print(

@@ -399,6 +399,71 @@ def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggl
     assert fake_kaggle.calls("SaveKernel") == []
 
 
+def test_backbones_never_timed_are_estimated_and_refused_past_the_quota_left(kit, fake_kaggle):
+    """Issue 22's check: with 29.5 of 30 TPU hours used, EfficientNetB3 and EfficientNetV2-S at
+    512 px (never timed: derived estimates) are refused before any push, naming the 0.5 h left."""
+    fake_kaggle.set_quota(tpu_used=29.5, tpu_allowed=30)
+    sweep = kit.folder / "untimed.toml"
+    sweep.write_text(
+        'name = "untimed"\naccelerator = "tpu"\n[parameters]\nIMAGE_SIZE = 512\nEPOCHS = 20\n'
+        '[grid]\nBACKBONES = [["efficientnet_b3"], ["efficientnetv2_s"]]\n'
+    )
+    selection = built(kit, sweep)
+    result = kit("run", *selection, "--poll", "0.2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    for slug in ("petals-untimed-efficientnet-b3", "petals-untimed-efficientnetv2-s"):
+        assert re.search(
+            rf"^  {slug}: \d+\.\d h \(derived from efficientnet_b7 by FLOPs\)$",
+            result.stdout,
+            re.M,
+        ), result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the 2 variant(s) to push need about ")
+    assert "but 0.5 h of this week's quota is left (29.5 h of 30.0 h used" in line
+    assert fake_kaggle.calls("SaveKernel") == []
+    # A smoke backbone has no FLOPs row: refused by name, never counted as free.
+    tiny = kit.folder / "tiny.toml"
+    tiny.write_text(
+        'name = "tiny"\naccelerator = "tpu"\n[parameters]\nIMAGE_SIZE = 512\nEPOCHS = 1\n'
+        'BACKBONES = ["tiny"]\nWEIGHTS = "None"\n'
+    )
+    fake_kaggle.set_quota(tpu_used=0, tpu_allowed=30)
+    result = kit("run", *built(kit, tiny), "--poll", "0.2")
+    assert result.returncode == 1 and "no estimate for petals-tiny (tiny)" in result.stderr
+    assert fake_kaggle.calls("SaveKernel") == []
+
+
+def test_what_the_running_sessions_still_need_counts_against_the_quota(kit, fake_kaggle):
+    """A session pushed elsewhere still runs: its whole estimate counts, so the quota left
+    does not also cover the variant still to push."""
+    fake_kaggle.configure(run_seconds=60)
+    selection = built(kit, small_sweep(kit.folder))
+    running, waiting = "petals-cap-512", "petals-cap-192"
+    subprocess.run(
+        [sys.executable, "-m", "kaggle", "kernels", "push", "-p", f"kernels/{running}"],
+        cwd=kit.folder,
+        env=fake_kaggle.environment(kit.folder / "home", username=OWNER),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    estimates = kit("status", *selection, "--only", running, waiting).stdout
+    hours = {
+        slug: float(re.search(rf"^{slug}: .* — estimate (\d+\.\d) h", estimates, re.M).group(1))
+        for slug in (running, waiting)
+    }
+    # Room for the variant to push, not for both.
+    used = 30 - (hours[waiting] + hours[running] / 2)
+    fake_kaggle.set_quota(tpu_used=used, tpu_allowed=30)
+    result = kit("run", *selection, "--only", running, waiting, "--poll", "0.2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"the 1 variant(s) to push need about {hours[waiting]:.1f} h and the 1 session(s) "
+        f"running on Kaggle about {hours[running]:.1f} h more of TPU time" in result.stderr
+    )
+    assert len(fake_kaggle.accepted()) == 1
+
+
 def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle):
     fake_kaggle.configure(run_seconds=1)
     fake_kaggle.invalid_sources("kirillblinov/tf-flower-photo-tfrec")
