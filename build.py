@@ -303,10 +303,13 @@ def command_status(arguments, sweep):
                 else f"{estimate.duration(since)} since its push"
             )
         detail = failure or (record or {}).get("problem")
+        partial = cycle.partial_text(record)
         print(
             f"{variant.slug}: v{version} {STATES.get(name, name.lower())}"
             + (f" ({detail})" if detail else "")
-            + f", {when} — {guess}"
+            + f", {when}"
+            + (f", {partial}, submittable" if partial else "")
+            + f" — {guess}"
         )
 
 
@@ -337,7 +340,8 @@ def command_collect(arguments, sweep):
             print(f"{variant.slug}: {error}")
             problems += 1
             continue
-        print(f"{variant.slug}: v{version} → {folder}" + (f" ({problem})" if problem else ""))
+        said = problem or cycle.partial_text(cycle.collected(folder.parent, version))
+        print(f"{variant.slug}: v{version} → {folder}" + (f" ({said})" if said else ""))
         problems += problem is not None
     return 1 if problems else 0
 
@@ -403,6 +407,15 @@ def command_run(arguments, sweep):
     problems = {slug: problem for slug, (_, problem) in sweep_run.outcomes.items() if problem}
     for slug, problem in problems.items():
         print("\n".join(f"{slug}: {line}" for line in problem.splitlines()))
+    partials = {
+        job.slug: cycle.partial_text(cycle.collected(job.run_dir, sweep_run.outcomes[job.slug][0]))
+        for job in jobs
+        if job.slug in sweep_run.outcomes and job.slug not in problems
+    }
+    partials = {slug: text for slug, text in partials.items() if text}
+    for slug, text in partials.items():
+        version = sweep_run.outcomes[slug][0]
+        print(f"{slug}: v{version} {text}; submittable with `{this_command('submit', slug)}`")
     table = results.rows(arguments.runs_dir)
     if table:
         print(write_results(arguments.runs_dir, table))
@@ -417,7 +430,9 @@ def command_run(arguments, sweep):
         print(f"no blend: {error}")
     print(
         f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
-        f"with a valid submission, {len(problems)} with a problem"
+        "with a valid submission"
+        + (f" ({len(partials)} of them partial)" if partials else "")
+        + f", {len(problems)} with a problem"
     )
     return 1 if problems else 0
 
@@ -437,9 +452,12 @@ def command_submit(arguments, sweep):
     collected = folder / cycle.COLLECTED_FILE
     if not collected.exists():
         raise ValueError(f"{variant.slug} v{version} is not collected; run collect first")
-    problem = json.loads(collected.read_text())["problem"]
-    if problem:
-        raise ValueError(f"{variant.slug} v{version} has no valid submission: {problem}")
+    record = json.loads(collected.read_text())
+    if record["problem"]:
+        raise ValueError(f"{variant.slug} v{version} has no valid submission: {record['problem']}")
+    partial = cycle.partial_text(record)
+    if partial:  # what the session finished before it stopped: valid, and said to be partial
+        print(f"{variant.slug} v{version} is {partial}")
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     honest, in_sample = results.validation_f1(metrics), results.in_sample_f1(metrics)
@@ -457,7 +475,11 @@ def command_submit(arguments, sweep):
         score = " (no validation score: " + (
             "no metrics.json was collected)" if not metrics else "metrics.json has none)"
         )
-    message = f"petals {variant.slug} v{version}{score}"
+    kind = ""
+    if partial:
+        models = record["partial"]
+        kind = f" partial ({len(models['finished'])} of {len(models['planned'])} models)"
+    message = f"petals {variant.slug} v{version}{kind}{score}"
     print(cycle.submit(folder / "submission.csv", message, api))
     print(f"submitted: {message}")
 

@@ -20,15 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kit import poll as polling
+from kit import results
 from kit.kaggle_client import (
     AnswerLost,
     KaggleError,
     call,
     connect,
+    error_body,
     http_status,
     scrub,
     secrets,
 )
+from kit.results import COLLECTED_FILE
 from petals import COMPETITION
 from petals.files import write_atomically
 
@@ -37,7 +40,6 @@ FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 STATE_FILE = "pushes.json"
 # The state file's first name: the name of Kaggle's credentials file, hence renamed. Still read.
 LEGACY_STATE_FILE = "kaggle.json"
-COLLECTED_FILE = "collected.json"
 LOG_TAIL_LINES = 30
 # Kaggle's refusal when the account's batch sessions are all taken, e.g. "Maximum batch TPU
 # session count of 2 reached." Kaggle publishes no number: this refusal is what counts.
@@ -367,11 +369,14 @@ def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, **wait_optio
 def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
     """Download a finished version's outputs into `v<N>/` (atomically) and validate them.
 
-    Returns the problem (None: a valid submission); a problem is printed with the log's tail.
-    """
-    from petals import probabilities
-    from petals.submission import SubmissionError, read_submission, validate
+    A version that ended in ERROR or CANCEL_ACKNOWLEDGED with a valid submission.csv (the
+    notebook rewrites it after each model) is kept as partial: collected.json records the
+    models it finished and those it was asked for. An output that is an HTTP error body is
+    refused (KaggleError) and nothing is kept, so that collecting again fetches it anew.
 
+    Returns the problem (None: a valid submission, complete or partial); a problem or a partial
+    result is printed with the log's tail.
+    """
     destination = Path(run_dir) / f"v{version}"
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=run_dir))
@@ -383,29 +388,11 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
             ),
             f"download {kernel_id} v{version}",
         )
+        refuse_error_bodies(staging, f"download {kernel_id} v{version}")
         log = staging / f"{slug}.log"
         if log.exists():  # A kernel may have printed a credential; keep it out of the copy here.
             log.write_text(scrub(log.read_text(errors="replace"), secrets(api)))
-        problem = None
-        if name != "COMPLETE":
-            problem = f"{name}" + (f": {failure}" if failure else "")
-        elif not (staging / "submission.csv").exists():
-            problem = "COMPLETE but no submission.csv among its outputs"
-        else:
-            try:
-                ids, labels = read_submission(staging / "submission.csv")
-                validate(ids, labels)
-                if expected_rows is not None and len(ids) != expected_rows:
-                    raise SubmissionError(f"{len(ids)} rows, the test split has {expected_rows}")
-            except (SubmissionError, ValueError, IndexError) as error:
-                problem = f"invalid submission.csv: {error}"
-            else:  # each model's saved probabilities: the submission's ids, finite values
-                for path in probabilities.paths(staging):
-                    try:
-                        probabilities.read(path, ids)
-                    except probabilities.ProbabilitiesError as error:
-                        problem = f"invalid {str(error).removeprefix(str(staging) + os.sep)}"
-                        break
+        problem, partial = check_outputs(staging, name, failure, expected_rows)
         write_json(
             staging / COLLECTED_FILE,
             {
@@ -413,20 +400,92 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
                 "version": version,
                 "status": name,
                 "problem": problem,
+                "partial": partial,
                 "collected_at": now_text(),
             },
         )
         os.replace(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if problem:
+    if problem or partial:
+        said = problem or partial_text({"partial": partial})
         print(
-            f"  {slug} v{version}: {problem}\n  last lines of its log:\n"
+            f"  {slug} v{version}: {said}\n  last lines of its log:\n"
             + "\n".join(
                 "    " + line for line in log_tail(destination, slug, secrets(api)).splitlines()
             )
         )
     return problem
+
+
+def refuse_error_bodies(folder, description):
+    """KaggleError (one line) when a downloaded file is an HTTP error body (`error_body`)."""
+    for path in sorted(Path(folder).rglob("*")):
+        found = error_body(path)
+        if found:
+            raise KaggleError(
+                f"{description}: {path.relative_to(folder)} {found}; nothing was kept: "
+                "collect again later (`build.py collect` or `run` resumes)"
+            )
+
+
+def check_outputs(folder, name, failure, expected_rows):
+    """(problem or None, partial or None) of a finished version's downloaded outputs: a valid
+    submission.csv (`expected_rows` rows) and valid saved probabilities; `partial` (the
+    collected.json entry) when the version ended other than COMPLETE or its record says it is
+    incomplete."""
+    from petals import probabilities
+    from petals.submission import SubmissionError, read_submission, validate
+
+    folder = Path(folder)
+    ended = f"{name}" + (f": {failure}" if failure else "")
+    if not (folder / "submission.csv").exists():
+        return (
+            "COMPLETE but no submission.csv among its outputs" if name == "COMPLETE" else ended
+        ), None
+    problem = None
+    try:
+        ids, labels = read_submission(folder / "submission.csv")
+        validate(ids, labels)
+        if expected_rows is not None and len(ids) != expected_rows:
+            raise SubmissionError(f"{len(ids)} rows, the test split has {expected_rows}")
+    except (SubmissionError, ValueError, IndexError) as error:
+        problem = f"invalid submission.csv: {error}"
+    else:  # each model's saved probabilities: the submission's ids, finite values
+        for path in probabilities.paths(folder):
+            try:
+                probabilities.read(path, ids)
+            except probabilities.ProbabilitiesError as error:
+                problem = f"invalid {str(error).removeprefix(str(folder) + os.sep)}"
+                break
+    if problem:
+        return (problem if name == "COMPLETE" else f"{ended}; {problem}"), None
+    metrics = read_metrics(folder)
+    if name == "COMPLETE" and not results.is_partial(folder, metrics):
+        return None, None
+    finished, planned = results.models(metrics)
+    return None, {"ended": ended, "finished": finished, "planned": planned}
+
+
+def read_metrics(folder):
+    """A run folder's metrics.json ({} when it has none, or an unreadable one)."""
+    path = Path(folder) / "metrics.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def partial_text(record):
+    """`partial: 1 of 2 models, efficientnet_b7 missing (the session ended ERROR: …)` for a
+    collected.json record of a partial version; "" for any other."""
+    partial = (record or {}).get("partial")
+    if not partial:
+        return ""
+    return (
+        f"partial: {results.models_text(partial['finished'], partial['planned'])} "
+        f"(the session ended {partial['ended']})"
+    )
 
 
 def submit(submission_path, message, api=None, competition=COMPETITION):
@@ -552,10 +611,10 @@ class SweepRun:
                     self.expected_rows,
                     self.api,
                 )
+                said = problem or partial_text(collected(job.run_dir, session.version))
                 print(
                     f"  {job.slug} v{session.version}: collected → "
-                    f"{Path(job.run_dir) / f'v{session.version}'}"
-                    + (f" ({problem})" if problem else ""),
+                    f"{Path(job.run_dir) / f'v{session.version}'}" + (f" ({said})" if said else ""),
                     flush=True,
                 )
                 self.active.remove(session)

@@ -128,7 +128,7 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     assert result.returncode == 0
     table = (kit.folder / "runs" / "results.md").read_text()
     assert (
-        f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 "
+        f"| {SLUG} | v1 | 512 | densenet201 | 12 |  | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 "
         "| 250 |" in table
     )
     assert (kit.folder / "runs" / "results.csv").read_text().count("\n") == 3
