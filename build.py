@@ -87,6 +87,12 @@ def variant_kernel_id(arguments, variant):
     return built_kernel_id(arguments, variant) if path.exists() else None
 
 
+def variant_stamp(arguments, variant):
+    """The stamp of the variant's built kernel (`cycle.kernel_stamp`; None when not built): the
+    versions on Kaggle that carry it are this build's."""
+    return cycle.kernel_stamp(Path(arguments.kernels_dir) / variant.slug)
+
+
 def check_variants(sweep, variants, fixed=None, output_dirs=None):
     """Every variant's parameter values checked now, before anything is built or run: one line
     naming the variant and the mistake (petals.parameters.check, no Keras: about a second)."""
@@ -256,7 +262,13 @@ def command_push(arguments, sweep):
         print(f"  {kernel_id}: version {version} pushed")
 
 
-STATES = {"QUEUED": "queued", "RUNNING": "running", "COMPLETE": "complete", "ERROR": "error"}
+STATES = {
+    "QUEUED": "queued",
+    "RUNNING": "running",
+    "COMPLETE": "complete",
+    "ERROR": "error",
+    cycle.NOT_SHOWN: "pushed, not shown by Kaggle yet",
+}
 
 
 def command_status(arguments, sweep):
@@ -278,7 +290,11 @@ def command_status(arguments, sweep):
     for variant in variants:
         run_dir = Path(arguments.runs_dir) / variant.slug
         kernel_id = variant_kernel_id(arguments, variant)
-        _, current = cycle.current_version(run_dir, kernel_id, api) if kernel_id else (None, None)
+        _, current = (
+            cycle.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
+            if kernel_id
+            else (None, None)
+        )
         guess = f"estimate {estimates[variant.slug].text()}"
         if current is None:
             print(f"{variant.slug}: not pushed — {guess}")
@@ -333,6 +349,7 @@ def command_collect(arguments, sweep):
                 kernel_id,
                 arguments.expected_rows,
                 api,
+                variant_stamp(arguments, variant),
                 poll=arguments.poll,
                 timeout=arguments.timeout,
             )
@@ -444,7 +461,11 @@ def command_submit(arguments, sweep):
     run_dir = Path(arguments.runs_dir) / variant.slug
     kernel_id = variant_kernel_id(arguments, variant)
     api = connect()
-    _, current = cycle.current_version(run_dir, kernel_id, api) if kernel_id else (None, None)
+    _, current = (
+        cycle.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
+        if kernel_id
+        else (None, None)
+    )
     if current is None:
         raise ValueError(f"{variant.slug} was never pushed")
     version = arguments.version or current["version"]
