@@ -267,3 +267,15 @@ def test_what_running_sessions_still_need_counts_against_the_quota():
         estimate.check_budget(to_push, quota=quota, running=[(running, 3600.0)])
     # Nothing to push spends nothing: no refusal for what already runs.
     estimate.check_budget([], quota=quota, running=[(running, None)])
+
+
+def test_the_session_limit_is_checked_with_derived_estimates_too():
+    """EfficientNetV2-L was never timed: its derived estimate still meets the 9 h limit."""
+    long = estimate.estimate(
+        variant("petals-long", BACKBONES=["efficientnetv2_l"], EPOCHS=200), "tpu", {}
+    )
+    assert long.seconds > estimate.SESSION_LIMIT_HOURS * 3600
+    with pytest.raises(
+        estimate.BudgetError, match=r"^petals-long \(\d+\.\d h\) would pass Kaggle's 9 h"
+    ):
+        estimate.check_budget([long], budget_hours=1000)
