@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 # HTTP statuses worth another try: rate limiting and server-side failures.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -194,8 +195,6 @@ def error_body(path):
     """`is an HTTP error body (HTML: 403 Forbidden), not a CSV` when the downloaded file at `path`
     is an HTML page or a JSON document where a CSV, NPZ or PNG belongs (older clients saved
     such bodies as the output); else None."""
-    from pathlib import Path
-
     kind = BINARY_OR_TABLE.get(Path(path).suffix.lower())
     if kind is None or not Path(path).is_file():
         return None
