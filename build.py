@@ -207,17 +207,17 @@ def weekly_quota(api, accelerator, budget_hours=None, checking=True):
     return quota
 
 
-def check_hours(arguments, estimates, quota, sweep_run):
+def check_hours(arguments, estimates, quota, pending, active):
     """Refuse (BudgetError) what has no estimate or would pass the session limit, the hours left
-    of Kaggle's quota or --budget-hours, counting what the sweep's sessions queued or running
-    on Kaggle (`sweep_run.active`) still need; --yes pushes anyway."""
+    of Kaggle's quota or --budget-hours: the `pending` jobs to push, plus what the `active`
+    sessions (`cycle.Session`s queued or running on Kaggle) still need; --yes pushes anyway."""
     if not arguments.yes:
         running = [
             (estimates[session.job.slug], cycle.seconds_since(session.pushed_at))
-            for session in sweep_run.active
+            for session in active
         ]
         estimate.check_budget(
-            [estimates[job.slug] for job in sweep_run.pending],
+            [estimates[job.slug] for job in pending],
             arguments.budget_hours,
             quota=quota,
             running=running,
@@ -246,10 +246,11 @@ def command_push(arguments, sweep):
     estimates = print_estimates(arguments, variants, accelerator)
     api = connect()
     quota = weekly_quota(api, accelerator, arguments.budget_hours)
-    # Every variant is pushed again; those still queued or running on Kaggle count too.
-    sessions = cycle.SweepRun(jobs_of(arguments, variants, built), api, len(variants)).start()
-    sessions.pending = sessions.jobs
-    check_hours(arguments, estimates, quota, sessions)
+    # Every variant is pushed (again); its versions still queued or running on Kaggle count too.
+    jobs = jobs_of(arguments, variants, built)
+    check_hours(
+        arguments, estimates, quota, jobs, cycle.SweepRun(jobs, api, len(jobs)).start().active
+    )
     print(f"pushing {len(variants)} kernel(s)")
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
@@ -404,7 +405,7 @@ def command_run(arguments, sweep):
             flush=True,
         )
         # What a resumed run will still push counts, not what ran.
-        check_hours(arguments, estimates, quota, sweep_run)
+        check_hours(arguments, estimates, quota, sweep_run.pending, sweep_run.active)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
         print(
