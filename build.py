@@ -88,6 +88,12 @@ def variant_kernel_id(arguments, variant):
     return built_kernel_id(arguments, variant) if path.exists() else None
 
 
+def variant_stamp(arguments, variant):
+    """The stamp of the variant's built kernel (`cycle.kernel_stamp`; None when not built): the
+    versions on Kaggle that carry it are this build's."""
+    return cycle.kernel_stamp(Path(arguments.kernels_dir) / variant.slug)
+
+
 def check_variants(sweep, variants, fixed=None, output_dirs=None):
     """Every variant's parameter values checked now, before anything is built or run: one line
     naming the variant and the mistake (petals.parameters.check, no Keras: about a second)."""
@@ -176,17 +182,14 @@ def built_accelerator(accelerators):
     return accelerators[0]
 
 
-def print_estimates(arguments, variants, accelerator, check=True, each=True):
-    """The total (and with `each`, a line per variant); with `check`, refuse past the budget
-    (unless --yes). Returns {slug: Estimate}."""
+def print_estimates(arguments, variants, accelerator, each=True):
+    """The total (and with `each`, a line per variant). Returns {slug: Estimate}."""
     # With a compile cache of the expected image to attach, compiles take what they took with one.
     cached = cache_dataset.expected_fingerprint(arguments.runs_dir, accelerator) is not None
     estimates = estimate.estimate_sweep(variants, accelerator, arguments.runs_dir, cached)
     for item in estimates if each else ():
         print(f"  {item.slug}: {item.text()}")
     print(estimate.summary(estimates) + f" on {accelerator}")
-    if check and not arguments.yes:
-        estimate.check_budget(estimates, arguments.budget_hours)
     return {item.slug: item for item in estimates}
 
 
@@ -207,11 +210,34 @@ def weekly_quota(api, accelerator, budget_hours=None, checking=True):
     return quota
 
 
-def check_hours(arguments, estimates, quota):
-    """Refuse (BudgetError) what would pass the session limit, the hours left of Kaggle's quota
-    or --budget-hours; --yes pushes anyway."""
+def check_hours(arguments, estimates, quota, pending, active):
+    """Refuse (BudgetError) what has no estimate or would pass the session limit, the hours left
+    of Kaggle's quota or --budget-hours: the `pending` jobs to push, plus what the `active`
+    sessions (`cycle.Session`s queued or running on Kaggle) still need; --yes pushes anyway."""
     if not arguments.yes:
-        estimate.check_budget(estimates, arguments.budget_hours, quota=quota)
+        running = [
+            (estimates[session.job.slug], cycle.seconds_since(session.pushed_at))
+            for session in active
+        ]
+        estimate.check_budget(
+            [estimates[job.slug] for job in pending],
+            arguments.budget_hours,
+            quota=quota,
+            running=running,
+        )
+
+
+def jobs_of(arguments, variants, built):
+    """A `cycle.Job` per variant: its built kernel, run folder and Kaggle id."""
+    return [
+        cycle.Job(
+            variant.slug,
+            Path(arguments.kernels_dir) / variant.slug,
+            Path(arguments.runs_dir) / variant.slug,
+            kernel_id,
+        )
+        for variant, (kernel_id, _) in zip(variants, built, strict=True)
+    ]
 
 
 def command_push(arguments, sweep):
@@ -220,10 +246,13 @@ def command_push(arguments, sweep):
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
-    estimates = print_estimates(arguments, variants, accelerator, check=False)
+    estimates = print_estimates(arguments, variants, accelerator)
     api = connect()
+    quota = weekly_quota(api, accelerator, arguments.budget_hours)
+    # Every variant is pushed (again); its versions still queued or running on Kaggle count too.
+    jobs = jobs_of(arguments, variants, built)
     check_hours(
-        arguments, list(estimates.values()), weekly_quota(api, accelerator, arguments.budget_hours)
+        arguments, estimates, quota, jobs, cycle.SweepRun(jobs, api, len(jobs)).start().active
     )
     attach_compile_cache(
         arguments,
@@ -246,7 +275,13 @@ def command_push(arguments, sweep):
         print(f"  {kernel_id}: version {version} pushed")
 
 
-STATES = {"QUEUED": "queued", "RUNNING": "running", "COMPLETE": "complete", "ERROR": "error"}
+STATES = {
+    "QUEUED": "queued",
+    "RUNNING": "running",
+    "COMPLETE": "complete",
+    "ERROR": "error",
+    cycle.NOT_SHOWN: "pushed, not shown by Kaggle yet",
+}
 
 
 def command_status(arguments, sweep):
@@ -262,13 +297,17 @@ def command_status(arguments, sweep):
         if kernels_built
         else sweep.accelerator
     )
-    estimates = print_estimates(arguments, variants, accelerator, check=False, each=False)
+    estimates = print_estimates(arguments, variants, accelerator, each=False)
     api = connect()
     weekly_quota(api, accelerator, checking=False)
     for variant in variants:
         run_dir = Path(arguments.runs_dir) / variant.slug
         kernel_id = variant_kernel_id(arguments, variant)
-        _, current = cycle.current_version(run_dir, kernel_id, api) if kernel_id else (None, None)
+        _, current = (
+            cycle.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
+            if kernel_id
+            else (None, None)
+        )
         guess = f"estimate {estimates[variant.slug].text()}"
         if current is None:
             print(f"{variant.slug}: not pushed — {guess}")
@@ -293,10 +332,13 @@ def command_status(arguments, sweep):
                 else f"{estimate.duration(since)} since its push"
             )
         detail = failure or (record or {}).get("problem")
+        partial = cycle.partial_text(record)
         print(
             f"{variant.slug}: v{version} {STATES.get(name, name.lower())}"
             + (f" ({detail})" if detail else "")
-            + f", {when} — {guess}"
+            + f", {when}"
+            + (f", {partial}, submittable" if partial else "")
+            + f" — {guess}"
         )
 
 
@@ -321,6 +363,7 @@ def command_collect(arguments, sweep):
                 kernel_id,
                 arguments.expected_rows,
                 api,
+                variant_stamp(arguments, variant),
                 poll=arguments.poll,
                 timeout=arguments.timeout,
             )
@@ -328,7 +371,8 @@ def command_collect(arguments, sweep):
             print(f"{variant.slug}: {error}")
             problems += 1
             continue
-        print(f"{variant.slug}: v{version} → {folder}" + (f" ({problem})" if problem else ""))
+        said = problem or cycle.partial_text(cycle.collected(folder.parent, version))
+        print(f"{variant.slug}: v{version} → {folder}" + (f" ({said})" if said else ""))
         problems += problem is not None
         versions[variant.slug] = (version, kernel_id.split("/")[0])
     for owner in {owner for _, owner in versions.values()}:
@@ -362,16 +406,8 @@ def command_run(arguments, sweep):
     variants = selected(sweep, arguments.only)
     built = [checked_kernel(arguments, variant) for variant in variants]
     accelerator = built_accelerator([kind for _, kind in built])
-    estimates = print_estimates(arguments, variants, accelerator, check=False)
-    jobs = [
-        cycle.Job(
-            variant.slug,
-            Path(arguments.kernels_dir) / variant.slug,
-            Path(arguments.runs_dir) / variant.slug,
-            kernel_id,
-        )
-        for variant, (kernel_id, _) in zip(variants, built, strict=True)
-    ]
+    estimates = print_estimates(arguments, variants, accelerator)
+    jobs = jobs_of(arguments, variants, built)
     maximum = arguments.max_concurrent or DEFAULT_CONCURRENT[accelerator]
     api = connect()
     quota = weekly_quota(api, accelerator, arguments.budget_hours)
@@ -389,7 +425,7 @@ def command_run(arguments, sweep):
             flush=True,
         )
         # What a resumed run will still push counts, not what ran.
-        check_hours(arguments, [estimates[job.slug] for job in sweep_run.pending], quota)
+        check_hours(arguments, estimates, quota, sweep_run.pending, sweep_run.active)
         done = sweep_run.run(arguments.timeout)
     except KeyboardInterrupt:
         print(
@@ -415,6 +451,15 @@ def command_run(arguments, sweep):
     )
     for slug, problem in problems.items():
         print("\n".join(f"{slug}: {line}" for line in problem.splitlines()))
+    partials = {
+        job.slug: cycle.partial_text(cycle.collected(job.run_dir, sweep_run.outcomes[job.slug][0]))
+        for job in jobs
+        if job.slug in sweep_run.outcomes and job.slug not in problems
+    }
+    partials = {slug: text for slug, text in partials.items() if text}
+    for slug, text in partials.items():
+        version = sweep_run.outcomes[slug][0]
+        print(f"{slug}: v{version} {text}; submittable with `{this_command('submit', slug)}`")
     table = results.rows(arguments.runs_dir)
     if table:
         print(write_results(arguments.runs_dir, table))
@@ -429,7 +474,9 @@ def command_run(arguments, sweep):
         print(f"no blend: {error}")
     print(
         f"run {sweep.name}: {len(sweep_run.outcomes) - len(problems)} variant(s) collected "
-        f"with a valid submission, {len(problems)} with a problem"
+        "with a valid submission"
+        + (f" ({len(partials)} of them partial)" if partials else "")
+        + f", {len(problems)} with a problem"
     )
     return 1 if problems else 0
 
@@ -474,7 +521,11 @@ def command_submit(arguments, sweep):
     run_dir = Path(arguments.runs_dir) / variant.slug
     kernel_id = variant_kernel_id(arguments, variant)
     api = connect()
-    _, current = cycle.current_version(run_dir, kernel_id, api) if kernel_id else (None, None)
+    _, current = (
+        cycle.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
+        if kernel_id
+        else (None, None)
+    )
     if current is None:
         raise ValueError(f"{variant.slug} was never pushed")
     version = arguments.version or current["version"]
@@ -482,9 +533,12 @@ def command_submit(arguments, sweep):
     collected = folder / cycle.COLLECTED_FILE
     if not collected.exists():
         raise ValueError(f"{variant.slug} v{version} is not collected; run collect first")
-    problem = json.loads(collected.read_text())["problem"]
-    if problem:
-        raise ValueError(f"{variant.slug} v{version} has no valid submission: {problem}")
+    record = json.loads(collected.read_text())
+    if record["problem"]:
+        raise ValueError(f"{variant.slug} v{version} has no valid submission: {record['problem']}")
+    partial = cycle.partial_text(record)
+    if partial:  # what the session finished before it stopped: valid, and said to be partial
+        print(f"{variant.slug} v{version} is {partial}")
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     honest, in_sample = results.validation_f1(metrics), results.in_sample_f1(metrics)
@@ -502,7 +556,11 @@ def command_submit(arguments, sweep):
         score = " (no validation score: " + (
             "no metrics.json was collected)" if not metrics else "metrics.json has none)"
         )
-    message = f"petals {variant.slug} v{version}{score}"
+    kind = ""
+    if partial:
+        models = record["partial"]
+        kind = f" partial ({len(models['finished'])} of {len(models['planned'])} models)"
+    message = f"petals {variant.slug} v{version}{kind}{score}"
     print(cycle.submit(folder / "submission.csv", message, api))
     print(f"submitted: {message}")
 

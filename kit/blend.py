@@ -1,8 +1,10 @@
 """Blend the saved probabilities of several runs: Kaggle versions and local runs alike.
 
 Every model a run finishes leaves `probabilities-<backbone>.npz` in its folder
-(`petals.probabilities`). For each variant of a sweep the newest run folder holding such files
-(`runs/<slug>/v<N>/` or `runs/<slug>/local-<N>/`) joins the blend with each of its models. The
+(`petals.probabilities`). For each variant of a sweep the newest run holding such files, by
+number (`runs/<slug>/v<N>/`, else `runs/<slug>/local-<N>/`: `newest_run`), joins the blend with
+each of its models; of a partial run (stopped before its last model), the models it finished
+join, and the missing ones are named. The
 models are aligned by id: all of them must have seen the same test ids and the same validation
 ids, or one line names the mismatch. The weights are searched on validation with the notebook's
 honest split score (`petals.ensemble.honest_blend`).
@@ -26,7 +28,7 @@ from kit import results
 from petals import ensemble, probabilities, submission
 from petals.evaluate import macro_f1
 
-RUN_FOLDER = re.compile(r"(v|local-)\d+")
+RUN_FOLDER = re.compile(r"(v|local-)(\d+)")
 BLEND_FOLDER = "blend-{}"
 
 
@@ -58,17 +60,19 @@ class Blended:
 
 
 def newest_run(variant_dir):
-    """The newest `v<N>` or `local-<N>` folder of a variant holding probabilities, or None."""
-    folders = [
-        folder
-        for folder in Path(variant_dir).glob("*")
-        if RUN_FOLDER.fullmatch(folder.name) and probabilities.paths(folder)
-    ]
-    return max(
-        folders,
-        key=lambda folder: max(os.path.getmtime(path) for path in probabilities.paths(folder)),
-        default=None,
-    )
+    """The variant's newest run with saved probabilities, by number: its highest Kaggle version
+    `v<N>` (collected without a problem), else its highest local run `local-<N>`; None when it
+    has none. File times play no part (a copy or a restore changes them)."""
+    runs = []
+    for folder in Path(variant_dir).glob("*"):
+        match = RUN_FOLDER.fullmatch(folder.name)
+        if match is None or not probabilities.paths(folder):
+            continue
+        collected = folder / results.COLLECTED_FILE
+        if collected.exists() and json.loads(collected.read_text()).get("problem"):
+            continue  # its outputs failed validation when collected
+        runs.append(((match.group(1) == "v", int(match.group(2))), folder))
+    return max(runs, default=(None, None))[1]
 
 
 def weights_text(weights, backbone):
@@ -95,8 +99,15 @@ def gather(runs_dir, slugs):
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         parameters = metrics.get("parameters", {})
-        for path in probabilities.paths(folder):
-            member = probabilities.read(path)
+        members = [probabilities.read(path) for path in probabilities.paths(folder)]
+        if results.is_partial(folder, metrics):
+            saved = [member.name for member in members]
+            print(
+                f"  {slug}/{folder.name}: partial, "
+                f"{results.models_text(saved, parameters.get('BACKBONES', saved))}; "
+                "its finished models join"
+            )
+        for member in members:
             entries.append(
                 Entry(
                     f"{slug}/{folder.name}",

@@ -9,6 +9,7 @@ push whose answer was lost is adopted rather than sent again. The week's quota i
 Kaggle too (`weekly_quota`).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -20,15 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kit import poll as polling
+from kit import results
 from kit.kaggle_client import (
     AnswerLost,
     KaggleError,
     call,
     connect,
+    error_body,
     http_status,
     scrub,
     secrets,
 )
+from kit.results import COLLECTED_FILE
 from petals import COMPETITION
 from petals.files import write_atomically
 
@@ -37,13 +41,17 @@ FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 STATE_FILE = "pushes.json"
 # The state file's first name: the name of Kaggle's credentials file, hence renamed. Still read.
 LEGACY_STATE_FILE = "kaggle.json"
-COLLECTED_FILE = "collected.json"
 LOG_TAIL_LINES = 30
 # Kaggle's refusal when the account's batch sessions are all taken, e.g. "Maximum batch TPU
 # session count of 2 reached." Kaggle publishes no number: this refusal is what counts.
 SESSION_CAP = re.compile(r"Maximum batch \w+ session count of \d+ reached")
 # Pushes of one kernel whose answer was lost and after which Kaggle showed no new version.
 PUSH_ATTEMPTS = 4
+# After a lost push answer, the seconds between looks for the version it may have made: about
+# two minutes in all, so that a slow Kaggle, still saving the push, is not sent a second one.
+LOST_ANSWER_WAITS = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+# The status Kaggle has not shown yet (see `status`): not final, watched on.
+NOT_SHOWN = "PUSHED"
 # The push answer's lists of sources Kaggle did not attach: (field, what it is, what to check).
 INVALID_SOURCES = (
     (
@@ -130,41 +138,45 @@ def push(kernel_dir, run_dir, kernel_id, api=None, sleep=time.sleep):
     """Push one built kernel; record its version.
 
     A push is never sent again blindly: when its answer is lost (a timeout, a reset, a gateway
-    error), the kernel's latest version on Kaggle is looked up, and a version that appeared since
-    the push began is adopted as this push's; only when none did is it sent again. A push refused
-    for the session cap raises SessionCapReached, any other refusal KaggleError; sources Kaggle
-    did not attach raise InvalidSources once the version is recorded.
+    error), Kaggle is asked, with backoff for about two minutes (LOST_ANSWER_WAITS), for a
+    version that appeared since the push began and carries this build's stamp (`kernel_stamp`);
+    that one is adopted as this push's. A new version without the stamp (saved in Kaggle's
+    editor, say) is named and not adopted; only when no version of ours appeared is the push sent
+    again. A push refused for the session cap raises SessionCapReached, any other refusal
+    KaggleError; sources Kaggle did not attach raise InvalidSources once the version is
+    recorded.
     """
     api = api or connect()
     description = f"push {kernel_id}"
+    stamp = kernel_stamp(kernel_dir)
     began, before = now_text(), latest_version(kernel_id, api) or 0
-    delay = 2.0
+    foreign = set()  # versions seen since the push began that are not this build's
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             response = call(
                 lambda: api.kernels_push(str(kernel_dir)), description, repeatable=False
             )
         except AnswerLost as lost:
-            sleep(delay)  # give Kaggle a moment to show what it did with the push
-            version = latest_version(kernel_id, api) or 0
-            if version > before:
+            print(f"  {description}: the answer was lost ({lost}); looking for it", flush=True)
+            version = wait_for_own_version(kernel_id, api, before, stamp, foreign, sleep)
+            if version is not None:
                 print(
-                    f"  {description}: the answer was lost ({lost}), but Kaggle has v{version} "
-                    "since the push began: adopted, not pushed again",
+                    f"  {description}: Kaggle has v{version}, made by this build since the push "
+                    "began: adopted, not pushed again",
                     flush=True,
                 )
                 return record_push(run_dir, kernel_id, version, None, began, adopted=True)
             if attempt == PUSH_ATTEMPTS:
                 raise KaggleError(
                     f"{description}: no answer from Kaggle {attempt} times and no "
-                    f"new version after v{before} ({lost}); try again later"
+                    f"version of this build after v{before} ({lost}); try again later"
                 ) from None
             print(
-                f"  {description}: the answer was lost ({lost}) and Kaggle shows no new "
-                f"version: pushing again (attempt {attempt + 1} of {PUSH_ATTEMPTS})",
+                f"  {description}: Kaggle shows no version of this build after "
+                f"{sum(LOST_ANSWER_WAITS):.0f} s: pushing again (attempt {attempt + 1} of "
+                f"{PUSH_ATTEMPTS})",
                 flush=True,
             )
-            delay *= 2
             continue
         break
     # The client reports a rejected push in the response (and its CLI still exits 0).
@@ -174,11 +186,11 @@ def push(kernel_dir, run_dir, kernel_id, api=None, sleep=time.sleep):
         raise kind(f"{description} rejected by Kaggle: {error}")
     version = response.version_number
     if not version:  # accepted, yet the answer names no version (None, or the SDK's 0): ask
-        version = latest_version(kernel_id, api) or 0
+        version = own_version(kernel_id, api, before, stamp, foreign, description) or 0
         if version <= before:
             raise KaggleError(
                 f"{description}: Kaggle's answer names no version and Kaggle shows "
-                f"none after v{before}; check https://www.kaggle.com/code/"
+                f"none of this build after v{before}; check https://www.kaggle.com/code/"
                 f"{kernel_id}, then run again (a new version is found there)"
             )
     invalid = invalid_sources(response, kernel_id, int(version))
@@ -263,14 +275,94 @@ def latest_version(kernel_id, api):
     return call(look_up, f"look up {kernel_id}")
 
 
-def current_version(run_dir, kernel_id, api):
+def notebook_stamp(text):
+    """The stamp of a kernel notebook (JSON text): a digest of its cells' kinds and sources,
+    each line's trailing blanks aside. The Setup cell names the commit and the variant and the
+    parameters cell holds the variant's values, so two builds share a stamp only when they
+    would run the same code; a version saved in Kaggle's editor has another. None for text that
+    is no notebook."""
+    try:
+        cells = json.loads(text)["cells"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    digest = hashlib.sha256()
+    for cell in cells:
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        lines = "\n".join(line.rstrip() for line in source.strip().splitlines())
+        digest.update(f"{cell.get('cell_type')}\0{lines}\0".encode())
+    return digest.hexdigest()
+
+
+def kernel_stamp(kernel_dir):
+    """The stamp (`notebook_stamp`) of the kernel built in `kernel_dir`, or None when it is not
+    built there."""
+    metadata = Path(kernel_dir) / "kernel-metadata.json"
+    if not metadata.exists():
+        return None
+    code = Path(kernel_dir) / json.loads(metadata.read_text()).get("code_file", "")
+    return notebook_stamp(code.read_text()) if code.is_file() else None
+
+
+def version_stamp(kernel_id, version, api):
+    """The stamp of a version's source on Kaggle (GetKernel of that version, what `kaggle
+    kernels pull owner/slug/N` reads), or None."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+
+    owner, slug = kernel_id.split("/")
+
+    def look_up():
+        request = ApiGetKernelRequest()
+        request.user_name, request.kernel_slug = owner, slug
+        request.version_label = f"v{version}"
+        with api.build_kaggle_client() as client:
+            return client.kernels.kernels_api_client.get_kernel(request)
+
+    response = call(look_up, f"read {kernel_id} v{version}")
+    return notebook_stamp(getattr(response.blob, "source", None) or "")
+
+
+def own_version(kernel_id, api, after, stamp, foreign, description):
+    """The newest version of the kernel after `after` that carries `stamp` (this build's), or
+    None. Each newer one without it is named once (and added to `foreign`), never adopted."""
+    latest = latest_version(kernel_id, api) or 0
+    for version in range(latest, after, -1):
+        if version in foreign:
+            continue
+        if stamp is not None and version_stamp(kernel_id, version, api) == stamp:
+            return version
+        foreign.add(version)
+        why = (
+            "no kernel is built here to compare it with (run `build.py kernels`)"
+            if stamp is None
+            else "it is not this build's (another source: saved in Kaggle's editor, or "
+            "pushed from another build)"
+        )
+        print(f"  {description}: Kaggle has v{version}, but {why}: not adopted", flush=True)
+    return None
+
+
+def wait_for_own_version(kernel_id, api, after, stamp, foreign, sleep):
+    """After a lost push answer: look for this build's version (`own_version`) after each wait
+    of LOST_ANSWER_WAITS; the version, or None when none appeared."""
+    for wait in LOST_ANSWER_WAITS:
+        sleep(wait)  # give Kaggle time to show what it did with the push
+        version = own_version(kernel_id, api, after, stamp, foreign, f"push {kernel_id}")
+        if version is not None:
+            return version
+    return None
+
+
+def current_version(run_dir, kernel_id, api, stamp=None):
     """(state, current push) of a variant: its pushes.json reconciled with Kaggle.
 
     The one way `run`, `status`, `collect` and `submit` find a variant's current version: a
     version Kaggle has that this folder does not know (pushed from another machine, or by a push
-    whose answer was lost) is added to pushes.json and saved. The current push is the state's last
-    entry ({"version", "url", "pushed_at", ...}), or None when Kaggle and this folder know of no
-    version.
+    whose answer was lost) is added to pushes.json and saved, when it carries `stamp`, the
+    stamp of the kernel built here (`kernel_stamp`); a version that does not (saved in Kaggle's
+    editor, say), or any when nothing is built here, is named and left alone. The current push
+    is the state's last entry ({"version", "url", "pushed_at", ...}), or None when Kaggle and
+    this folder know of no version of this build.
     """
     state = read_state(run_dir)
     if state.get("kernel", kernel_id) != kernel_id:
@@ -279,22 +371,30 @@ def current_version(run_dir, kernel_id, api):
             f"is {kernel_id}; use another --runs-dir for this owner"
         )
     known = max((entry["version"] for entry in state["pushes"]), default=0)
-    latest = latest_version(kernel_id, api)
-    if latest is not None and latest > known:
+    found = own_version(kernel_id, api, known, stamp, set(), f"{kernel_id}")
+    if found is not None:
         state["kernel"] = kernel_id
         state["pushes"].append(
-            {"version": latest, "url": None, "pushed_at": None, "found_on_kaggle": now_text()}
+            {"version": found, "url": None, "pushed_at": None, "found_on_kaggle": now_text()}
         )
         write_state(run_dir, state)
     return state, (state["pushes"][-1] if state["pushes"] else None)
 
 
 def status(kernel_id, version=None, api=None):
-    """(status name, failure message) of a kernel version."""
+    """(status name, failure message) of a kernel version.
+
+    A final status is matched to the version: right after a push Kaggle may answer with the
+    previous version's, so it counts only once Kaggle shows this version (GetKernel's current
+    version is it or a later one); until then the status is NOT_SHOWN.
+    """
     api = api or connect()
     kernel = f"{kernel_id}/{version}" if version else kernel_id
     response = call(lambda: api.kernels_status(kernel), f"status {kernel}")
-    return response.status.name, response.failure_message or ""
+    name = response.status.name
+    if version and name in FINISHED and (latest_version(kernel_id, api) or 0) < version:
+        return NOT_SHOWN, ""
+    return name, response.failure_message or ""
 
 
 def wait(kernel_id, version, api, poll=10.0, timeout=None, clock=time.monotonic, sleep=time.sleep):
@@ -339,15 +439,15 @@ def collected(run_dir, version):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, **wait_options):
-    """Wait for the variant's current version (`current_version`), download its outputs to
-    `v<N>/`, validate them.
+def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, stamp=None, **wait_options):
+    """Wait for the variant's current version (`current_version`, with the built kernel's
+    `stamp`), download its outputs to `v<N>/`, validate them.
 
     Returns (version, folder, problem or None). A version already collected is not fetched
     again; an earlier version's folder is never touched.
     """
     api = api or connect()
-    _, current = current_version(run_dir, kernel_id, api)
+    _, current = current_version(run_dir, kernel_id, api, stamp)
     if current is None:
         raise KaggleError("never pushed; push it first (`build.py push` or `build.py run`)")
     version = current["version"]
@@ -367,11 +467,14 @@ def collect(run_dir, slug, kernel_id, expected_rows=None, api=None, **wait_optio
 def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
     """Download a finished version's outputs into `v<N>/` (atomically) and validate them.
 
-    Returns the problem (None: a valid submission); a problem is printed with the log's tail.
-    """
-    from petals import probabilities
-    from petals.submission import SubmissionError, read_submission, validate
+    A version that ended in ERROR or CANCEL_ACKNOWLEDGED with a valid submission.csv (the
+    notebook rewrites it after each model) is kept as partial: collected.json records the
+    models it finished and those it was asked for. An output that is an HTTP error body is
+    refused (KaggleError) and nothing is kept, so that collecting again fetches it anew.
 
+    Returns the problem (None: a valid submission, complete or partial); a problem or a partial
+    result is printed with the log's tail.
+    """
     destination = Path(run_dir) / f"v{version}"
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=run_dir))
@@ -383,29 +486,11 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
             ),
             f"download {kernel_id} v{version}",
         )
+        refuse_error_bodies(staging, f"download {kernel_id} v{version}")
         log = staging / f"{slug}.log"
         if log.exists():  # A kernel may have printed a credential; keep it out of the copy here.
             log.write_text(scrub(log.read_text(errors="replace"), secrets(api)))
-        problem = None
-        if name != "COMPLETE":
-            problem = f"{name}" + (f": {failure}" if failure else "")
-        elif not (staging / "submission.csv").exists():
-            problem = "COMPLETE but no submission.csv among its outputs"
-        else:
-            try:
-                ids, labels = read_submission(staging / "submission.csv")
-                validate(ids, labels)
-                if expected_rows is not None and len(ids) != expected_rows:
-                    raise SubmissionError(f"{len(ids)} rows, the test split has {expected_rows}")
-            except (SubmissionError, ValueError, IndexError) as error:
-                problem = f"invalid submission.csv: {error}"
-            else:  # each model's saved probabilities: the submission's ids, finite values
-                for path in probabilities.paths(staging):
-                    try:
-                        probabilities.read(path, ids)
-                    except probabilities.ProbabilitiesError as error:
-                        problem = f"invalid {str(error).removeprefix(str(staging) + os.sep)}"
-                        break
+        problem, partial = check_outputs(staging, name, failure, expected_rows)
         write_json(
             staging / COLLECTED_FILE,
             {
@@ -413,20 +498,92 @@ def fetch(run_dir, slug, kernel_id, version, name, failure, expected_rows, api):
                 "version": version,
                 "status": name,
                 "problem": problem,
+                "partial": partial,
                 "collected_at": now_text(),
             },
         )
         os.replace(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if problem:
+    if problem or partial:
+        said = problem or partial_text({"partial": partial})
         print(
-            f"  {slug} v{version}: {problem}\n  last lines of its log:\n"
+            f"  {slug} v{version}: {said}\n  last lines of its log:\n"
             + "\n".join(
                 "    " + line for line in log_tail(destination, slug, secrets(api)).splitlines()
             )
         )
     return problem
+
+
+def refuse_error_bodies(folder, description):
+    """KaggleError (one line) when a downloaded file is an HTTP error body (`error_body`)."""
+    for path in sorted(Path(folder).rglob("*")):
+        found = error_body(path)
+        if found:
+            raise KaggleError(
+                f"{description}: {path.relative_to(folder)} {found}; nothing was kept: "
+                "collect again later (`build.py collect` or `run` resumes)"
+            )
+
+
+def check_outputs(folder, name, failure, expected_rows):
+    """(problem or None, partial or None) of a finished version's downloaded outputs: a valid
+    submission.csv (`expected_rows` rows) and valid saved probabilities; `partial` (the
+    collected.json entry) when the version ended other than COMPLETE or its record says it is
+    incomplete."""
+    from petals import probabilities
+    from petals.submission import SubmissionError, read_submission, validate
+
+    folder = Path(folder)
+    ended = f"{name}" + (f": {failure}" if failure else "")
+    if not (folder / "submission.csv").exists():
+        return (
+            "COMPLETE but no submission.csv among its outputs" if name == "COMPLETE" else ended
+        ), None
+    problem = None
+    try:
+        ids, labels = read_submission(folder / "submission.csv")
+        validate(ids, labels)
+        if expected_rows is not None and len(ids) != expected_rows:
+            raise SubmissionError(f"{len(ids)} rows, the test split has {expected_rows}")
+    except (SubmissionError, ValueError, IndexError) as error:
+        problem = f"invalid submission.csv: {error}"
+    else:  # each model's saved probabilities: the submission's ids, finite values
+        for path in probabilities.paths(folder):
+            try:
+                probabilities.read(path, ids)
+            except probabilities.ProbabilitiesError as error:
+                problem = f"invalid {str(error).removeprefix(str(folder) + os.sep)}"
+                break
+    if problem:
+        return (problem if name == "COMPLETE" else f"{ended}; {problem}"), None
+    metrics = read_metrics(folder)
+    if name == "COMPLETE" and not results.is_partial(folder, metrics):
+        return None, None
+    finished, planned = results.models(metrics)
+    return None, {"ended": ended, "finished": finished, "planned": planned}
+
+
+def read_metrics(folder):
+    """A run folder's metrics.json ({} when it has none, or an unreadable one)."""
+    path = Path(folder) / "metrics.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def partial_text(record):
+    """`partial: 1 of 2 models, efficientnet_b7 missing (the session ended ERROR: …)` for a
+    collected.json record of a partial version; "" for any other."""
+    partial = (record or {}).get("partial")
+    if not partial:
+        return ""
+    return (
+        f"partial: {results.models_text(partial['finished'], partial['planned'])} "
+        f"(the session ended {partial['ended']})"
+    )
 
 
 def submit(submission_path, message, api=None, competition=COMPETITION):
@@ -489,7 +646,9 @@ class SweepRun:
     def start(self):
         """Sort the variants into finished, running and to push, from disk and from Kaggle."""
         for job in self.jobs:
-            _, latest = current_version(job.run_dir, job.kernel_id, self.api)
+            _, latest = current_version(
+                job.run_dir, job.kernel_id, self.api, kernel_stamp(job.kernel_dir)
+            )
             if latest is None or self.rerun:
                 # --rerun: one new version each; the earlier ones are neither counted nor watched.
                 self.pending.append(job)
@@ -552,10 +711,10 @@ class SweepRun:
                     self.expected_rows,
                     self.api,
                 )
+                said = problem or partial_text(collected(job.run_dir, session.version))
                 print(
                     f"  {job.slug} v{session.version}: collected → "
-                    f"{Path(job.run_dir) / f'v{session.version}'}"
-                    + (f" ({problem})" if problem else ""),
+                    f"{Path(job.run_dir) / f'v{session.version}'}" + (f" ({said})" if said else ""),
                     flush=True,
                 )
                 self.active.remove(session)

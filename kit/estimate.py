@@ -2,13 +2,17 @@
 
 A variant's estimate is, per backbone: setup + compile + EPOCHS × seconds per epoch + prediction.
 Figures come from earlier collected runs (`metrics.json` anywhere under the runs folder) of the
-same accelerator, backbone and image size; else from the table below, derived from the few
-figures this project has measured. The sweep's total is checked against the hours left of the
-week's quota, as Kaggle reports it (`Quota`), capped by `--budget-hours`, and each variant
-against Kaggle's per-session limit.
+same accelerator, backbone and image size; else from the table below: measured for the few
+backbones this project has timed, derived from their speed and each backbone's FLOPs for the
+others (an upper bound of the time, labelled "derived"). A backbone with neither has no estimate,
+and the check refuses it rather than count it as zero. The sweep's total, plus what the sweep's
+running sessions still need, is checked against the hours left of the week's quota, as Kaggle
+reports it (`Quota`), capped by `--budget-hours`, and each variant against Kaggle's per-session
+limit.
 """
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,33 @@ DEFAULT_BUDGET_HOURS = 20.0
 # Measured for this project on one H200 (README, Performance): bare train step, Keras 3 on JAX,
 # bf16, batch 64, 512 px: images/s and seconds of the first step's compilation.
 H200_512 = {"densenet201": (281.7, 191.0), "efficientnet_b7": (173.2, 146.0)}
+# Billions of multiply-adds of one forward pass at 224 × 224 px, per backbone: how the figures of
+# a backbone this project has not timed are derived from those above. Each published figure is
+# at the model's own resolution, so it is scaled to 224 px by (224 / resolution)². Sources:
+# - DenseNet201: torchvision's model table (4.29 GFLOPS at 224 px).
+# - EfficientNetB0–B7: Tan & Le, "EfficientNet" (ICML 2019), Table 2.
+# - EfficientNetV2-B0–B3: the official repository's table (google/automl, efficientnetv2);
+#   V2-S, M, L: Tan & Le, "EfficientNetV2" (ICML 2021), Table 7.
+# Adding a backbone is adding its row. A backbone without one (the smoke models `tiny` and
+# `tiny_wide` among them) has no estimate, and `run` and `push` refuse it unless --yes.
+GFLOPS_224 = {
+    "densenet201": 4.29,
+    "efficientnet_b0": 0.39,
+    "efficientnet_b1": 0.70 * (224 / 240) ** 2,
+    "efficientnet_b2": 1.0 * (224 / 260) ** 2,
+    "efficientnet_b3": 1.8 * (224 / 300) ** 2,
+    "efficientnet_b4": 4.2 * (224 / 380) ** 2,
+    "efficientnet_b5": 9.9 * (224 / 456) ** 2,
+    "efficientnet_b6": 19.0 * (224 / 528) ** 2,
+    "efficientnet_b7": 37.0 * (224 / 600) ** 2,
+    "efficientnetv2_b0": 0.72,
+    "efficientnetv2_b1": 1.2 * (224 / 240) ** 2,
+    "efficientnetv2_b2": 1.7 * (224 / 260) ** 2,
+    "efficientnetv2_b3": 3.0 * (224 / 300) ** 2,
+    "efficientnetv2_s": 8.8 * (224 / 384) ** 2,
+    "efficientnetv2_m": 24.0 * (224 / 480) ** 2,
+    "efficientnetv2_l": 53.0 * (224 / 480) ** 2,
+}
 # Throughput of each Kaggle accelerator relative to that H200. Not measured (no TPU or T4 was
 # available); derived from memory bandwidth, because these CNNs are memory bound on the H200
 # (EfficientNetB7 at 173 images/s does about 14 TFLOP/s, under 2 % of the H200's bf16 peak):
@@ -74,7 +105,7 @@ class Figures:
 @dataclass(frozen=True)
 class Estimate:
     slug: str
-    seconds: float | None  # None: a backbone has neither a measurement nor a table figure
+    seconds: float | None  # None: a backbone has neither a measurement nor a table row
     sources: tuple
     missing: tuple  # backbones without figures
 
@@ -217,12 +248,47 @@ def compile_for(found, cached, table):
     return table.compile if table is not None else found.compile_cached
 
 
-def tabled(accelerator, backbone, size, parameters):
-    """Figures derived from the H200 table, or None when it has nothing for them."""
-    if backbone not in H200_512 or accelerator not in ACCELERATOR_SPEED:
+def derived_speed(reference, backbone):
+    """H200 images/s at 512 px of `backbone`, derived from the measured `reference` by FLOPs.
+
+    Rounded toward more time: a heavier backbone is as much slower as its FLOPs say; a lighter
+    one is assumed only the square root of its FLOPs advantage faster, because its depthwise
+    convolutions and activations are memory bound and its per-layer costs stay (EfficientNetB7
+    already does fewer images/s per FLOP than DenseNet201 above).
+    """
+    ratio = GFLOPS_224[reference] / GFLOPS_224[backbone]
+    return H200_512[reference][0] * (math.sqrt(ratio) if ratio > 1 else ratio)
+
+
+def reference_speed(backbone):
+    """(H200 images/s at 512 px, compile seconds, source) of a backbone: measured (H200_512),
+    else derived by FLOPs (`derived_speed`) from the measured backbone that gives it the most
+    time, rounded down to whole images/s, with the longest measured compile; None without a
+    GFLOPS_224 row."""
+    if backbone in H200_512:
+        return (*H200_512[backbone], "table")
+    if backbone not in GFLOPS_224:
         return None
-    reference_speed, compile_seconds = H200_512[backbone]
-    speed = reference_speed * ACCELERATOR_SPEED[accelerator] * (REFERENCE_SIZE / size) ** 2
+    reference = min(
+        (name for name in H200_512 if name in GFLOPS_224),
+        key=lambda name: derived_speed(name, backbone),
+    )
+    compile_seconds = max(seconds for _, seconds in H200_512.values())
+    return (
+        math.floor(derived_speed(reference, backbone)),
+        compile_seconds,
+        f"derived from {reference} by FLOPs",
+    )
+
+
+def tabled(accelerator, backbone, size, parameters):
+    """Figures from the table (measured or derived: reference_speed), or None when it has
+    nothing for them."""
+    reference = reference_speed(backbone)
+    if reference is None or accelerator not in ACCELERATOR_SPEED:
+        return None
+    reference_speed_512, compile_seconds, source = reference
+    speed = reference_speed_512 * ACCELERATOR_SPEED[accelerator] * (REFERENCE_SIZE / size) ** 2
     validation = 0 if parameters.get("TRAIN_ON_VALIDATION") else VALIDATION_IMAGES
     training = training_images(parameters)
     epoch = (training + validation / PREDICTION_SPEEDUP) / speed
@@ -232,7 +298,7 @@ def tabled(accelerator, backbone, size, parameters):
         compile_seconds + PREDICTION_COMPILE_SECONDS,
         epoch,
         prediction_view,
-        "table",
+        source,
         training,
     )
 
@@ -247,7 +313,9 @@ def estimate(variant, accelerator, figures, cached=False):
         table = tabled(accelerator, backbone, parameters.get("IMAGE_SIZE"), parameters)
         found = figures.get((accelerator, backbone, parameters.get("IMAGE_SIZE"))) or table
         if found is None:
-            missing.append(backbone)
+            missing.append(
+                backbone if accelerator in ACCELERATOR_SPEED else f"{backbone} on {accelerator}"
+            )
             continue
         sources.append(found.source)
         if cached and found.compile_cached is not None:
@@ -274,19 +342,44 @@ def summary(estimates):
     unknown = sum(item.seconds is None for item in estimates)
     return (
         f"estimated total {total_hours(estimates)} of accelerator time for {len(estimates)} "
-        "variant(s)" + (f" ({unknown} without an estimate, not counted)" if unknown else "")
+        "variant(s)" + (f" ({unknown} without an estimate)" if unknown else "")
     )
 
 
-def check_budget(estimates, budget_hours=None, session_limit_hours=SESSION_LIMIT_HOURS, quota=None):
-    """Raise BudgetError (one line) when a variant would pass Kaggle's session limit, or the
-    sweep the hours left of `quota` (Kaggle's) or `budget_hours` (--budget-hours), whichever is
-    less; with neither, DEFAULT_BUDGET_HOURS."""
-    too_long = [
-        item
-        for item in estimates
-        if item.seconds is not None and item.seconds > session_limit_hours * 3600
+def still_needed(item, elapsed):
+    """Seconds a session queued or running on Kaggle still needs: its estimate less the seconds
+    since its push (`elapsed`; None when pushed elsewhere: the whole estimate)."""
+    return max(0.0, item.seconds - (elapsed or 0.0))
+
+
+def check_budget(
+    estimates,
+    budget_hours=None,
+    session_limit_hours=SESSION_LIMIT_HOURS,
+    quota=None,
+    running=(),
+):
+    """Raise BudgetError (one line) when a variant to push has no estimate, would pass Kaggle's
+    session limit, or the sweep would pass the hours left of `quota` (Kaggle's) or
+    `budget_hours` (--budget-hours), whichever is less; with neither, DEFAULT_BUDGET_HOURS.
+
+    `running`: (Estimate, seconds since its push or None) of the sweep's sessions queued or
+    running on Kaggle; what they still need (`still_needed`) counts against the hours left too.
+    Nothing to push: nothing to check.
+    """
+    if not estimates:
+        return
+    unknown = [
+        item for item in [*estimates, *(item for item, _ in running)] if item.seconds is None
     ]
+    if unknown:
+        names = ", ".join(f"{item.slug} ({', '.join(item.missing)})" for item in unknown)
+        raise BudgetError(
+            f"no estimate for {names}: nothing measured, tabled or derivable, so the time it "
+            "needs is unknown; add the backbone's row to GFLOPS_224 in kit/estimate.py, or "
+            "pass --yes to push anyway"
+        )
+    too_long = [item for item in estimates if item.seconds > session_limit_hours * 3600]
     if too_long:
         names = ", ".join(f"{item.slug} ({hours(item.seconds)})" for item in too_long)
         raise BudgetError(
@@ -294,8 +387,13 @@ def check_budget(estimates, budget_hours=None, session_limit_hours=SESSION_LIMIT
             "and be stopped; lower EPOCHS or IMAGE_SIZE, or pass --yes to push "
             "anyway"
         )
-    total = sum(item.seconds for item in estimates if item.seconds is not None)
-    need = f"the {len(estimates)} variant(s) to push need about {total_hours(estimates)}"
+    left_to_run = [rounded_hours(still_needed(item, elapsed)) for item, elapsed in running]
+    total = (sum(rounded_hours(item.seconds) for item in estimates) + sum(left_to_run)) * 3600
+    need = f"the {len(estimates)} variant(s) to push need about {total_hours(estimates)}" + (
+        f" and the {len(running)} session(s) running on Kaggle about {sum(left_to_run):.1f} h more"
+        if running
+        else ""
+    )
     if (
         quota is not None
         and total > quota.left

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 # HTTP statuses worth another try: rate limiting and server-side failures.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -25,6 +26,12 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 MINIMUM_CLIENT = "2.2.5"
 # The longest Retry-After honoured; a longer one is waited in this many seconds at a time.
 MAXIMUM_RETRY_AFTER = 600.0
+
+
+# Kinds of output whose file never starts with "<", "{" or "[" (a CSV starts with its header, an
+# NPZ with "PK", a PNG with its signature), so that an HTTP error body (an HTML page, a JSON
+# error) saved under such a name is recognised.
+BINARY_OR_TABLE = {".csv": "a CSV", ".npz": "an NPZ archive", ".png": "a PNG image"}
 
 
 class KaggleError(RuntimeError):
@@ -182,6 +189,29 @@ def _http_retry_wait(error, description, delay, last_attempt, repeatable):
     if status == 429 and retry_after(error) is not None:
         return min(retry_after(error), MAXIMUM_RETRY_AFTER)
     return delay
+
+
+def error_body(path):
+    """`is an HTTP error body (HTML: 403 Forbidden), not a CSV` when the downloaded file at `path`
+    is an HTML page or a JSON document where a CSV, NPZ or PNG belongs (older clients saved
+    such bodies as the output); else None."""
+    kind = BINARY_OR_TABLE.get(Path(path).suffix.lower())
+    if kind is None or not Path(path).is_file():
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    start = head.lstrip()[:1]
+    if start not in (b"<", b"{", b"["):
+        return None
+    text = head.decode("utf-8", errors="replace")
+    if start == b"<":
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        what = "HTML", title.group(1) if title else text
+    else:
+        message = re.search(r'"(?:message|error)"\s*:\s*"([^"]*)"', text)
+        what = "JSON", message.group(1) if message else text
+    excerpt = " ".join(what[1].split())[:80]
+    return f"is an HTTP error body ({what[0]}: {excerpt}), not {kind}"
 
 
 def _first_line(error):

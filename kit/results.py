@@ -1,5 +1,13 @@
 """One table over every run with a metrics.json: Kaggle versions, local sweeps, `make demo`
-and the runner, at any depth under the runs folder: parameters, F1, blend weights, speed."""
+and the runner, at any depth under the runs folder: parameters, models finished, F1, blend
+weights, speed.
+
+A run is **partial** when it stopped before its last model (Kaggle's time limit, an error, a
+cancel) but after writing a valid submission of the models it finished: its metrics.json says
+`"complete": false`, or `build.py` collected it from a version that did not end COMPLETE
+(`collected.json` records `partial`). Its submission and models are usable; what is missing is
+named.
+"""
 
 import csv
 import io
@@ -12,6 +20,7 @@ COLUMNS = (
     "IMAGE_SIZE",
     "BACKBONES",
     "EPOCHS",
+    "models",
     "validation F1",
     "in-sample F1",
     "blend weights",
@@ -44,6 +53,42 @@ def image_fingerprint(metrics):
     return (metrics.get("image") or {}).get("fingerprint")
 
 
+# What `build.py collect` writes beside a collected version's outputs (kit.cycle).
+COLLECTED_FILE = "collected.json"
+
+
+def models(metrics):
+    """(finished, planned): the models a run's submission blends (`members`; older records:
+    those it timed) and the BACKBONES it was asked to train."""
+    finished = list(metrics.get("members", metrics.get("seconds_per_epoch", {})))
+    return finished, list(metrics.get("parameters", {}).get("BACKBONES", []))
+
+
+def models_text(finished, planned):
+    """`1 of 2 models, efficientnet_b7 missing` (`2 of 2 models`)."""
+    missing = [name for name in planned if name not in finished]
+    return f"{len(finished)} of {len(planned)} models" + (
+        f", {', '.join(missing)} missing" if missing else ""
+    )
+
+
+def is_partial(folder, metrics):
+    """Whether the run in `folder` stopped before its last model (see the module's docstring)."""
+    collected = Path(folder) / COLLECTED_FILE
+    record = json.loads(collected.read_text()) if collected.exists() else {}
+    return metrics.get("complete") is False or bool(record.get("partial"))
+
+
+def models_cell(folder, metrics):
+    """The table's `2 of 2` or `1 of 2 partial`; empty for records without `complete` (older
+    runs, blends) unless collected as partial."""
+    partial = is_partial(folder, metrics)
+    if "complete" not in metrics and not partial:
+        return ""
+    finished, planned = models(metrics)
+    return f"{len(finished)} of {len(planned)}" + (" partial" if partial else "")
+
+
 def f1_text(value):
     return "" if value is None else f"{value:.4f}"
 
@@ -73,6 +118,7 @@ def rows(runs_dir):
                 "IMAGE_SIZE": parameters.get("IMAGE_SIZE", ""),
                 "BACKBONES": "+".join(parameters.get("BACKBONES", [])),
                 "EPOCHS": parameters.get("EPOCHS", ""),
+                "models": models_cell(folder, metrics),
                 "validation F1": f1_text(validation_f1(metrics)),
                 "in-sample F1": f1_text(in_sample_f1(metrics)),
                 "blend weights": " ".join(

@@ -41,6 +41,13 @@ What Kaggle does and the fake imitates:
   would leave it.
 * The week's accelerator quota (``set_quota``): hours used and allowed per TPU and GPU, and when
   they refresh, as ``GetAcceleratorQuotaStatistics`` serves them (durations as ``"<s>s"``).
+* ``GetKernel`` with a version label serves that version's source, as ``kaggle kernels pull
+  owner/slug/N`` reads it.
+* A version saved in Kaggle's editor (``save_in_editor``) is a version like any other, with its
+  own source and session, that no push of the client made.
+* Right after a push Kaggle may not show the new version yet (``stale_reads``): status reads of
+  the new version answer the previous version's status, and ``GetKernel`` names the previous
+  version as current.
 
 Scripting (all thread-safe, callable while the client runs):
 
@@ -56,6 +63,10 @@ Scripting (all thread-safe, callable while the client runs):
 * ``invalid_sources("owner/dataset", ...)``: slugs Kaggle lists as invalid in a push answer
 * ``omit_version_numbers(count=1)``: accepted pushes answered without ``versionNumber``
 * ``set_quota(tpu_used=0, tpu_allowed=30, gpu_used=0, gpu_allowed=30, refresh=None)`` in hours
+* ``save_in_editor(ref, text, during_next_push=False)``: a version with that notebook source, now
+  or when the next push of ``ref`` arrives (before it is carried out or refused)
+* ``stale_reads(ref, count)``: the next ``count`` reads of ``ref`` (status of its latest version,
+  or GetKernel) see the version before it
 * ``fail_next(method, count=1, status=500, message=None, retry_after=None)`` where method is an
   RPC name (``"SaveKernel"``, ``"GetKernelSessionStatus"``, ...) or ``"download"`` / ``"upload"``.
 * ``require_auth(username, key)`` makes every RPC demand that HTTP Basic credential.
@@ -307,6 +318,8 @@ class FakeKaggle(DatasetsFake):
         self._losses: dict[str, dict] = {}
         self._invalid_sources: set[str] = set()
         self._omitted_versions = 0
+        self._editor_saves: dict[str, str] = {}  # ref → source saved when its next push arrives
+        self._stale: dict[str, int] = {}  # ref → reads left that see the previous version
         self.quota = {"TPU": (0.0, 30.0), "GPU": (0.0, 30.0)}  # (used, allowed) hours
         self.quota_refresh = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
         self._init_datasets()
@@ -470,6 +483,50 @@ class FakeKaggle(DatasetsFake):
         with self._lock:
             self._losses[method] = {"every": every, "count": count, "seen": 0}
 
+    def save_in_editor(self, ref: str, text: str, during_next_push: bool = False) -> int | None:
+        """A version of ``ref`` saved in Kaggle's editor with notebook source ``text`` (a session
+        starts, as "Save & Run All" does); with ``during_next_push`` when the next push of
+        ``ref`` arrives, before it is handled. Returns the version (None: not saved yet)."""
+        with self._lock:
+            if during_next_push:
+                self._editor_saves[ref] = text
+                return None
+            return self._save_version(ref, text)
+
+    def stale_reads(self, ref: str, count: int = 1) -> None:
+        """The next ``count`` reads of ``ref`` see the version before its latest: a status read
+        of the latest version answers the previous version's, GetKernel names the previous one
+        as current (Kaggle right after a push)."""
+        with self._lock:
+            self._stale[ref] = count
+
+    def _save_version(self, ref: str, text: str) -> int:
+        version = self._versions.get(ref, 0) + 1
+        self._versions[ref] = version
+        self._kernel_ids.setdefault(ref, 1000 + len(self._kernel_ids) + 1)
+        body = {"slug": ref, "text": text, "kernelType": "notebook", "language": "python"}
+        self.pushes.append(Push(ref, body, version))
+        self._sessions.append(
+            _Session(ref, version, "CPU", time.monotonic(), 0.0, None, ("COMPLETE", None), None)
+        )
+        return version
+
+    def _editor_save_before(self, rec: RecordedRequest) -> None:
+        """A version saved in the editor as this push arrives (save_in_editor)."""
+        slug = str(rec.body.get("slug") or "") if isinstance(rec.body, dict) else ""
+        ref = slug if "/" in slug else f"{rec.user or DEFAULT_USERNAME}/{slug}"
+        with self._lock:
+            if ref in self._editor_saves:
+                self._save_version(ref, self._editor_saves.pop(ref))
+
+    def _stale_read(self, ref: str) -> bool:
+        """Whether this read of ``ref`` sees the previous version (see stale_reads); counts it."""
+        with self._lock:
+            if self._stale.get(ref, 0) <= 0:
+                return False
+            self._stale[ref] -= 1
+            return True
+
     def omit_version_numbers(self, count: int = 1) -> None:
         """The next ``count`` accepted pushes answer without ``versionNumber`` (it is optional
         in Kaggle's answer)."""
@@ -622,15 +679,14 @@ class FakeKaggle(DatasetsFake):
         key = _key_of(rec)
         if key is None:
             return self._unknown(rec, 404, f"No fake endpoint for {rec.method} {rec.path}")
+        if key == "SaveKernel":
+            self._editor_save_before(rec)
         injected = self._injected(key)
         if injected is not None:
             return injected
-        if key == "download":
-            return self._download(rec)
-        if key == "upload":
-            return self._upload(rec)
-        if key == "blob upload":
-            return self._blob_upload(rec)
+        raw = {"download": self._download, "upload": self._upload, "blob upload": self._blob_upload}
+        if key in raw:  # file transfers, served before the RPC checks
+            return raw[key](rec)
         if self._auth is not None and not self._authorized(handler):
             return 401, _error(401, "Unauthenticated"), {}
         match = _RPC_PATH.match(rec.path)
@@ -801,6 +857,9 @@ class FakeKaggle(DatasetsFake):
     def _kernel_status(self, rec: RecordedRequest):
         ref, version = self._kernel_key(rec.body)
         with self._lock:
+            latest = self._versions.get(ref)
+            if latest and version in (None, latest) and latest > 1 and self._stale_read(ref):
+                version = latest - 1  # Kaggle does not show the new version yet
             session = self._session(ref, version)
             script = self._scripted(self._statuses, ref, version)
             if script is None and session is not None and session.run_seconds is not None:
@@ -855,12 +914,18 @@ class FakeKaggle(DatasetsFake):
 
     def _get_kernel(self, rec: RecordedRequest):
         """The kernel's metadata; ``currentVersionNumber`` is its latest accepted version."""
-        ref, _ = self._kernel_key(rec.body)
+        ref, asked = self._kernel_key(rec.body)
         with self._lock:
             accepted = [p for p in self.pushes if p.ref == ref and p.error is None]
             if not accepted:
                 return 404, _error(404, f"Notebook {ref} not found"), {}
-            body, version = accepted[-1].body, self._versions[ref]
+            version = self._versions[ref]
+            if version > 1 and self._stale_read(ref):
+                version -= 1  # Kaggle does not show the new version yet
+            shown = [p for p in accepted if p.version_number == (asked or version)]
+            if not shown:
+                return 404, _error(404, f"Notebook {ref} has no version {asked}"), {}
+            body = shown[-1].body
             kernel_id = self._kernel_ids[ref]
         owner, name = ref.split("/", 1)
         metadata = {

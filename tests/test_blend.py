@@ -234,3 +234,41 @@ def test_members_of_different_images_are_named(runs, capsys):
         "the members come from different images: aaaaaaaaaaaa: petals-pair-32/v1; "
         "bbbbbbbbbbbb: petals-pair-64/v1"
     ]
+
+
+def test_the_newest_run_is_the_highest_version_and_a_partial_one_names_what_is_missing(
+    runs, capsys
+):
+    """v10 is newer than v9 whatever the files' times say; a version collected with a problem
+    is passed over; a partial run's finished models join and the missing one is named."""
+    import os
+
+    variant = runs / "petals-pair-64"
+    (variant / "v1").rename(variant / "v10")
+    member = probabilities.read(probabilities.paths(variant / "v10")[0])
+    for name in ("v9", "v11"):
+        (variant / name).mkdir()
+        probabilities.save(variant / name, member)
+    old = os.path.getmtime(variant / "v9" / "probabilities-tiny.npz") - 3600
+    for path in (variant / "v10").iterdir():
+        os.utime(path, (old, old))  # older files than v9's: a copy or a restore does that
+    (variant / "v11" / "collected.json").write_text(
+        json.dumps({"status": "COMPLETE", "problem": "invalid submission.csv: 3 rows"})
+    )
+    assert blend.newest_run(variant) == variant / "v10"
+    # Stopped after its first model: tiny finished, tiny_wide did not.
+    (variant / "v10" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "parameters": {"IMAGE_SIZE": 64, "BACKBONES": ["tiny", "tiny_wide"]},
+                "complete": False,
+                "members": ["tiny"],
+            }
+        )
+    )
+    entries = blend.gather(runs, ["petals-pair-32", "petals-pair-64"])
+    assert [entry.run for entry in entries] == ["petals-pair-32/v1", "petals-pair-64/v10"]
+    assert (
+        "petals-pair-64/v10: partial, 1 of 2 models, tiny_wide missing; its finished models join"
+        in capsys.readouterr().out
+    )

@@ -210,8 +210,9 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
 
 
 def test_cap_of_two_with_failures(kit, fake_kaggle):
-    """An ERROR with a log, a COMPLETE without submission.csv and a run past the time limit are
-    reported; the others are collected; never more than two sessions at once."""
+    """An ERROR with a log and a COMPLETE without submission.csv are reported, a run stopped
+    past the time limit is kept as partial; the others are collected; never more than two
+    sessions at once."""
     fake_kaggle.configure(session_cap=2, run_seconds=1, queue_seconds=0.3, session_time_limit=1.5)
     fake_kaggle.set_run(ref(224), outcome=("ERROR", "Your notebook hit an error"))
     fake_kaggle.set_output(ref(224), {}, log=["epoch 1\n", "ValueError: out of memory\n"])
@@ -232,8 +233,13 @@ def test_cap_of_two_with_failures(kit, fake_kaggle):
         collected(runs, "petals-cap-331")["problem"]
         == "COMPLETE but no submission.csv among its outputs"
     )
-    assert "time limit of 1.5 s" in collected(runs, "petals-cap-512")["problem"]
-    assert "1 variant(s) collected with a valid submission, 3 with a problem" in result.stdout
+    # Stopped at the time limit, after writing its valid submission: kept, as partial.
+    stopped = collected(runs, "petals-cap-512")
+    assert stopped["problem"] is None and "time limit of 1.5 s" in stopped["partial"]["ended"]
+    assert (
+        "2 variant(s) collected with a valid submission (1 of them partial), 2 with a problem"
+        in result.stdout
+    )
     assert "| petals-cap-192 | v1 |" in result.stdout  # the results table
     assert fake_kaggle.peak_sessions == 2
     assert pushes_per_kernel(fake_kaggle) == {ref(size): 1 for size in SIZES}
@@ -397,6 +403,124 @@ def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggl
     )
     assert "more than --budget-hours 0.01" in result.stderr
     assert fake_kaggle.calls("SaveKernel") == []
+
+
+def test_backbones_never_timed_are_estimated_and_refused_past_the_quota_left(kit, fake_kaggle):
+    """Issue 22's check: with 29.5 of 30 TPU hours used, EfficientNetB3 and EfficientNetV2-S at
+    512 px (never timed: derived estimates) are refused before any push, naming the 0.5 h left."""
+    fake_kaggle.set_quota(tpu_used=29.5, tpu_allowed=30)
+    sweep = kit.folder / "untimed.toml"
+    sweep.write_text(
+        'name = "untimed"\naccelerator = "tpu"\n[parameters]\nIMAGE_SIZE = 512\nEPOCHS = 20\n'
+        '[grid]\nBACKBONES = [["efficientnet_b3"], ["efficientnetv2_s"]]\n'
+    )
+    selection = built(kit, sweep)
+    result = kit("run", *selection, "--poll", "0.2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    for slug in ("petals-untimed-efficientnet-b3", "petals-untimed-efficientnetv2-s"):
+        assert re.search(
+            rf"^  {slug}: \d+\.\d h \(derived from efficientnet_b7 by FLOPs\)$",
+            result.stdout,
+            re.M,
+        ), result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the 2 variant(s) to push need about ")
+    assert "but 0.5 h of this week's quota is left (29.5 h of 30.0 h used" in line
+    assert fake_kaggle.calls("SaveKernel") == []
+    # A smoke backbone has no FLOPs row: refused by name, never counted as free.
+    tiny = kit.folder / "tiny.toml"
+    tiny.write_text(
+        'name = "tiny"\naccelerator = "tpu"\n[parameters]\nIMAGE_SIZE = 512\nEPOCHS = 1\n'
+        'BACKBONES = ["tiny"]\nWEIGHTS = "None"\n'
+    )
+    fake_kaggle.set_quota(tpu_used=0, tpu_allowed=30)
+    result = kit("run", *built(kit, tiny), "--poll", "0.2")
+    assert result.returncode == 1 and "no estimate for petals-tiny (tiny)" in result.stderr
+    assert fake_kaggle.calls("SaveKernel") == []
+
+
+def test_what_the_running_sessions_still_need_counts_against_the_quota(kit, fake_kaggle):
+    """A session pushed elsewhere still runs: its whole estimate counts, so the quota left
+    does not also cover the variant still to push."""
+    fake_kaggle.configure(run_seconds=60)
+    selection = built(kit, small_sweep(kit.folder))
+    running, waiting = "petals-cap-512", "petals-cap-192"
+    subprocess.run(
+        [sys.executable, "-m", "kaggle", "kernels", "push", "-p", f"kernels/{running}"],
+        cwd=kit.folder,
+        env=fake_kaggle.environment(kit.folder / "home", username=OWNER),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    estimates = kit("status", *selection, "--only", running, waiting).stdout
+    hours = {
+        slug: float(re.search(rf"^{slug}: .* — estimate (\d+\.\d) h", estimates, re.M).group(1))
+        for slug in (running, waiting)
+    }
+    # Room for the variant to push, not for both.
+    used = 30 - (hours[waiting] + hours[running] / 2)
+    fake_kaggle.set_quota(tpu_used=used, tpu_allowed=30)
+    result = kit("run", *selection, "--only", running, waiting, "--poll", "0.2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"the 1 variant(s) to push need about {hours[waiting]:.1f} h and the 1 session(s) "
+        f"running on Kaggle about {hours[running]:.1f} h more of TPU time" in result.stderr
+    )
+    assert len(fake_kaggle.accepted()) == 1
+
+
+def test_a_version_stopped_by_an_error_after_its_first_model_is_kept_as_partial(kit, fake_kaggle):
+    """Issue 22's check: a version that ended in ERROR after writing a valid submission.csv is
+    collected, reported as partial, and then submitted by `build.py submit <variant>`."""
+    fake_kaggle.configure(run_seconds=0.5)
+    sweep = kit.folder / "pair.toml"
+    sweep.write_text(
+        'name = "pair"\naccelerator = "tpu"\n[parameters]\nIMAGE_SIZE = 512\nEPOCHS = 2\n'
+        'BACKBONES = ["densenet201", "efficientnet_b7"]\n'
+    )
+    slug = "petals-pair"
+    stopped = json.loads(metrics_text()) | {"complete": False, "members": ["densenet201"]}
+    stopped["parameters"]["BACKBONES"] = ["densenet201", "efficientnet_b7"]
+    fake_kaggle.set_run(f"{OWNER}/{slug}", outcome=("ERROR", "Your notebook hit an error"))
+    fake_kaggle.set_output(
+        f"{OWNER}/{slug}",
+        {
+            "submission.csv": submission_text(),
+            "metrics.json": json.dumps(stopped),
+            "probabilities-densenet201.npz": probabilities_bytes(),
+        },
+        log=["densenet201 done\n", "ResourceExhaustedError: out of memory\n"],
+    )
+    selection = built(kit, sweep)
+    result = kit("run", *selection, "--poll", "0.2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    partial = (
+        "partial: 1 of 2 models, efficientnet_b7 missing (the session ended ERROR: Your "
+        "notebook hit an error)"
+    )
+    assert f"{slug} v1: collected → runs/{slug}/v1 ({partial})" in result.stdout
+    assert "ResourceExhaustedError: out of memory" in result.stdout  # why it stopped
+    assert f"{slug}: v1 {partial}; submittable with `" in result.stdout
+    assert (
+        "1 variant(s) collected with a valid submission (1 of them partial), 0 with a problem"
+        in result.stdout
+    )
+    assert "| petals-pair | v1 | 512 | densenet201+efficientnet_b7 | 2 | 1 of 2 partial |" in (
+        result.stdout
+    )
+    record = collected(kit.folder / "runs", slug)
+    assert record["problem"] is None and record["status"] == "ERROR"
+    assert record["partial"]["finished"] == ["densenet201"]
+    status = kit("status", *selection)
+    assert f"{slug}: v1 error (Your notebook hit an error), collected" in status.stdout
+    assert f", {partial}, submittable — estimate" in status.stdout
+    result = kit("submit", slug, "--sweep", str(sweep))
+    assert result.returncode == 0, result.stderr
+    assert f"{slug} v1 is {partial}" in result.stdout
+    (submitted,) = fake_kaggle.submissions
+    assert submitted.content.decode() == submission_text()
+    assert submitted.description == f"petals {slug} v1 partial (1 of 2 models) validation F1 0.9100"
 
 
 def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle):

@@ -128,7 +128,7 @@ def test_push_status_collect_results_submit(kit, fake_kaggle):
     assert result.returncode == 0
     table = (kit.folder / "runs" / "results.md").read_text()
     assert (
-        f"| {SLUG} | v1 | 512 | densenet201 | 12 | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 "
+        f"| {SLUG} | v1 | 512 | densenet201 | 12 |  | 0.9512 | 0.9512 | densenet201:1.00 | 51.0 "
         "| 250 |" in table
     )
     assert (kit.folder / "runs" / "results.csv").read_text().count("\n") == 3
@@ -162,25 +162,66 @@ def test_missing_or_wrong_credentials_give_one_line(kit, fake_kaggle, tmp_path):
     assert "refused the credentials (HTTP 401)" in result.stderr
 
 
-@pytest.mark.parametrize("status", [429, 500])
-def test_server_errors_are_retried(kit, fake_kaggle, status):
-    """A 429 is retried after its Retry-After; a push answered 500 may have been carried out, so
-    it is sent again only once Kaggle shows no new version."""
-    fake_kaggle.fail_next("SaveKernel", status=status, retry_after=3 if status == 429 else None)
-    fake_kaggle.fail_next("GetKernelSessionStatus", status=status)
+PUSH_HERE = """
+import json, sys
+from kit import cycle
+from kit.kaggle_client import KaggleError, connect
+
+waits = []
+try:
+    outcome = cycle.push(sys.argv[1], sys.argv[2], sys.argv[3], connect(), sleep=waits.append)
+except KaggleError as error:
+    outcome = str(error)
+print(json.dumps({"waits": waits, "outcome": outcome}))
+"""
+
+
+def push_here(kit):
+    """`cycle.push` of the variant in a child process with the real client, its waits recorded
+    rather than slept: (what it printed, the waits, the version or the error's line)."""
+    result = subprocess.run(
+        [sys.executable, "-c", PUSH_HERE, f"kernels/{SLUG}", f"runs/{SLUG}", REF],
+        cwd=kit.folder,
+        env={**kit.environment, "PYTHONPATH": str(REPOSITORY)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    *printed, last = result.stdout.strip().splitlines()
+    answer = json.loads(last)
+    return "\n".join(printed), answer["waits"], answer["outcome"]
+
+
+def test_a_429_is_retried_after_its_retry_after(kit, fake_kaggle):
+    fake_kaggle.fail_next("SaveKernel", status=429, retry_after=3)
+    fake_kaggle.fail_next("GetKernelSessionStatus", status=429)
     result = kit("push", *selection())
     assert result.returncode == 0, result.stderr
     assert len(fake_kaggle.calls("SaveKernel")) == 2 and len(fake_kaggle.accepted()) == 1
-    if status == 429:
-        assert f"push {REF}: retrying in 3 s (attempt 1 of 5)" in result.stdout
-    else:
-        assert (
-            f"push {REF}: the answer was lost (push {REF}: HTTP 500: Fake Kaggle fault: "
-            "HTTP 500) and Kaggle shows no new version: pushing again" in result.stdout
-        )
+    assert f"push {REF}: retrying in 3 s (attempt 1 of 5)" in result.stdout
     result = kit("status", *selection())
     assert result.returncode == 0 and f"{SLUG}: v1 complete" in result.stdout
     assert "retrying in 1 s" in result.stdout
+
+
+def test_a_push_answered_500_is_sent_again_only_after_kaggle_had_minutes_to_show_it(
+    kit, fake_kaggle
+):
+    """A push answered 500 may have been carried out by a slow Kaggle: it is looked for, with
+    backoff, for about two minutes before it is sent again."""
+    from kit.cycle import LOST_ANSWER_WAITS
+
+    fake_kaggle.fail_next("SaveKernel", status=500)
+    printed, waits, outcome = push_here(kit)
+    assert outcome == 1, printed
+    assert waits == list(LOST_ANSWER_WAITS) and sum(waits) >= 120
+    assert waits == sorted(waits) and waits[-1] >= 4 * waits[0]  # backing off
+    assert len(fake_kaggle.calls("SaveKernel")) == 2 and len(fake_kaggle.accepted()) == 1
+    assert (
+        f"push {REF}: Kaggle shows no version of this build after 126 s: pushing again "
+        "(attempt 2 of 4)" in printed
+    )
 
 
 def test_state_file_of_the_first_name_is_read_then_replaced(kit, fake_kaggle):
@@ -431,18 +472,116 @@ def test_a_push_whose_answer_is_lost_is_adopted_not_sent_again(kit, fake_kaggle)
     result = kit("push", *selection())
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(fake_kaggle.lost_answers) == 1 and len(fake_kaggle.calls("SaveKernel")) == 1
-    assert "Kaggle has v1 since the push began: adopted, not pushed again" in result.stdout
+    assert (
+        "Kaggle has v1, made by this build since the push began: adopted, not pushed again"
+        in result.stdout
+    )
     state = json.loads((kit.folder / "runs" / SLUG / "pushes.json").read_text())
     assert [(push["version"], push.get("adopted")) for push in state["pushes"]] == [(1, True)]
-    # Lost every time, and nothing done: a few tries, then one line.
+    # Lost every time, and nothing done: a few tries, each after minutes of looking, then one
+    # line.
     fake_kaggle.fail_next("SaveKernel", status=502, count=4)
-    result = kit("push", *selection())
-    assert result.returncode == 1 and len(fake_kaggle.accepted()) == 1
-    assert result.stderr.strip() == (
-        f"error: push {REF}: no answer from Kaggle 4 times and no "
-        f"new version after v1 (push {REF}: HTTP 502: Fake Kaggle "
-        "fault: HTTP 502); try again later"
+    _, waits, outcome = push_here(kit)
+    assert len(fake_kaggle.accepted()) == 1 and len(fake_kaggle.calls("SaveKernel")) == 5
+    assert len(waits) == 4 * 6 and sum(waits) > 4 * 120
+    assert outcome == (
+        f"push {REF}: no answer from Kaggle 4 times and no version of this build after v1 "
+        f"(push {REF}: HTTP 502: Fake Kaggle fault: HTTP 502); try again later"
     )
+
+
+def other_notebook(kit):
+    """The built kernel as someone changed it in Kaggle's editor (a parameter edited)."""
+    notebook = json.loads((kit.folder / "kernels" / SLUG / f"{SLUG}.ipynb").read_text())
+    injected = next(
+        cell
+        for cell in notebook["cells"]
+        if "injected-parameters" in cell["metadata"].get("tags", [])
+    )
+    source = "".join(injected["source"])
+    injected["source"] = source.replace("EPOCHS = ", "EPOCHS = 1 + ")
+    assert injected["source"] != source
+    return json.dumps(notebook)
+
+
+def test_a_lost_push_adopts_only_a_version_of_this_build(kit, fake_kaggle):
+    """While a push's answer is lost, someone saves the kernel in Kaggle's editor: that version
+    is named and not adopted; the push, which Kaggle never carried out, is sent again."""
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.save_in_editor(REF, other_notebook(kit), during_next_push=True)
+    fake_kaggle.fail_next("SaveKernel", status=502)
+    printed, waits, outcome = push_here(kit)
+    assert f"push {REF}: Kaggle has v2, but it is not this build's" in printed
+    assert printed.count("Kaggle has v2") == 1  # named once, not at every look
+    assert outcome == 3 and len(waits) == 6
+    state = json.loads((kit.folder / "runs" / SLUG / "pushes.json").read_text())
+    assert [push["version"] for push in state["pushes"]] == [1, 3]
+    assert [push.version_number for push in fake_kaggle.accepted(REF)] == [1, 2, 3]
+
+
+def test_a_version_saved_in_the_editor_is_not_taken_as_the_current_one(kit, fake_kaggle):
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
+    version = fake_kaggle.save_in_editor(REF, other_notebook(kit))
+    assert version == 2
+    result = kit("status", *selection())
+    assert result.returncode == 0, result.stderr
+    assert f"{REF}: Kaggle has v2, but it is not this build's" in result.stdout
+    assert f"{SLUG}: v1 complete" in result.stdout
+    result = kit("collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS))
+    assert result.returncode == 0 and f"{SLUG}: v1 → " in result.stdout, result.stdout
+    state = json.loads((kit.folder / "runs" / SLUG / "pushes.json").read_text())
+    assert [push["version"] for push in state["pushes"]] == [1]
+
+
+def test_a_status_read_right_after_a_push_is_the_pushed_versions(kit, fake_kaggle):
+    """Kaggle does not show v2 yet and answers v1's COMPLETE: that is not taken as v2's, which
+    ends in ERROR."""
+    assert kit("push", *selection()).returncode == 0
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
+    collect = ["collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS)]
+    assert kit(*collect).returncode == 0
+    fake_kaggle.set_statuses(REF, ["RUNNING", ("ERROR", "Your notebook hit an error")], version=2)
+    assert kit("push", *selection(), "--yes").returncode == 0
+    fake_kaggle.set_output(REF, {}, log=["Traceback\n"], version=2)
+    fake_kaggle.stale_reads(REF, count=3)  # collect's look-up, a status read, a look-up
+    result = kit(*collect)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{REF} v2: PUSHED" in result.stdout
+    record = json.loads((kit.folder / "runs" / SLUG / "v2" / "collected.json").read_text())
+    assert (record["status"], record["problem"]) == ("ERROR", "ERROR: Your notebook hit an error")
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "said"),
+    [
+        (
+            "submission.csv",
+            "<!DOCTYPE html><html><head><title>403 Forbidden</title></head></html>",
+            "submission.csv is an HTTP error body (HTML: 403 Forbidden), not a CSV",
+        ),
+        (
+            "probabilities-densenet201.npz",
+            '{"code": 404, "message": "Not found: the signed URL expired"}',
+            "probabilities-densenet201.npz is an HTTP error body (JSON: Not found: the signed "
+            "URL expired), not an NPZ archive",
+        ),
+    ],
+)
+def test_an_output_that_is_an_http_error_body_is_refused(kit, fake_kaggle, name, body, said):
+    assert kit("push", *selection()).returncode == 0
+    files = {"submission.csv": submission_bytes(), "metrics.json": METRICS, name: body}
+    fake_kaggle.set_output(REF, files)
+    collect = ["collect", *selection(), "--poll", "0.01", "--expected-rows", str(ROWS)]
+    result = kit(*collect)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"{SLUG}: ")]
+    assert line.startswith(f"{SLUG}: download {REF} v1: {said}; nothing was kept: collect again")
+    assert not (kit.folder / "runs" / SLUG / "v1").exists()
+    # Served properly later: collected then.
+    fake_kaggle.set_output(REF, {"submission.csv": submission_bytes(), "metrics.json": METRICS})
+    assert kit(*collect).returncode == 0
+    assert (kit.folder / "runs" / SLUG / "v1" / "collected.json").exists()
 
 
 def test_a_push_answer_without_a_version_number(kit, fake_kaggle):

@@ -43,17 +43,76 @@ def test_table_scales_with_epochs_image_size_and_accelerator():
     assert merged_epoch > epoch
 
 
-def test_unknown_backbones_have_no_estimate_and_are_not_counted():
+def test_unknown_backbones_have_no_estimate_and_are_refused_by_name():
     known = estimate.estimate(variant("petals-known"), "tpu", {})
     unknown = estimate.estimate(
         variant("petals-tiny", BACKBONES=["densenet201", "tiny"]), "tpu", {}
     )
     assert unknown.seconds is None and unknown.missing == ("tiny",)
     assert "no estimate" in unknown.text() and "tiny" in unknown.text()
-    assert estimate.estimate(variant(), "cpu", {}).seconds is None  # no CPU figures
+    on_cpu = estimate.estimate(variant(), "cpu", {})  # no CPU figures
+    assert on_cpu.seconds is None and on_cpu.missing == ("densenet201 on cpu",)
     line = estimate.summary([known, unknown])
     assert f"total {estimate.hours(known.seconds)}" in line
-    assert "(1 without an estimate, not counted)" in line
+    assert "(1 without an estimate)" in line
+    # Fails closed: never counted as zero, whatever the budget.
+    for unknowns in ([known, unknown], [on_cpu]):
+        with pytest.raises(estimate.BudgetError, match=r"^no estimate for petals-") as refusal:
+            estimate.check_budget(unknowns, budget_hours=1000)
+        assert "GFLOPS_224" in str(refusal.value) and "--yes" in str(refusal.value)
+    with pytest.raises(estimate.BudgetError, match=r"petals-tiny \(tiny\)"):
+        estimate.check_budget([unknown], budget_hours=1000)
+
+
+# The keras.applications backbones of petals.backbones when the FLOPs table was added.
+APPLICATIONS = ["densenet201", *(f"efficientnet_b{index}" for index in range(8))] + [
+    f"efficientnetv2_{name}" for name in ("b0", "b1", "b2", "b3", "s", "m", "l")
+]
+
+
+@pytest.mark.parametrize("backbone", APPLICATIONS)
+def test_every_imagenet_backbone_has_an_estimate_derived_ones_say_so(backbone):
+    found = estimate.estimate(variant(BACKBONES=[backbone]), "tpu", {})
+    assert found.seconds is not None and found.missing == ()
+    if backbone in estimate.H200_512:
+        assert found.sources == ("table",)
+    else:
+        assert found.sources == ("derived from efficientnet_b7 by FLOPs",)
+        assert "derived" in found.text()
+
+
+def test_every_backbone_has_an_estimate_or_is_refused_by_name():
+    """A backbone added to petals.backbones without a GFLOPS_224 row is refused, never free."""
+    from petals.backbones import BACKBONES
+
+    for backbone in BACKBONES:
+        found = estimate.estimate(variant(BACKBONES=[backbone]), "tpu", {})
+        if found.seconds is None:
+            with pytest.raises(estimate.BudgetError, match=backbone):
+                estimate.check_budget([found], budget_hours=1000)
+        else:
+            assert found.seconds > 0
+
+
+def test_derived_figures_are_upper_bounds_of_the_flops_scaling():
+    """A heavier backbone is as much slower as its FLOPs say; a lighter one gains only the
+    square root of its FLOPs advantage; the reference giving the most time is used."""
+    reference_images = estimate.H200_512["efficientnet_b7"][0]
+    heavy = estimate.reference_speed("efficientnetv2_l")[0]
+    assert heavy <= reference_images * (
+        estimate.GFLOPS_224["efficientnet_b7"] / estimate.GFLOPS_224["efficientnetv2_l"]
+    )
+    light = estimate.reference_speed("efficientnet_b0")[0]
+    ratio = estimate.GFLOPS_224["efficientnet_b7"] / estimate.GFLOPS_224["efficientnet_b0"]
+    assert light <= reference_images * ratio**0.5 < reference_images * ratio
+    # Slower, so more time than the heavier measured one per FLOP: B3 takes longer than B7 / 5.
+    b3 = seconds(BACKBONES=["efficientnet_b3"], EPOCHS=13) - seconds(
+        BACKBONES=["efficientnet_b3"], EPOCHS=12
+    )
+    b7 = seconds(BACKBONES=["efficientnet_b7"], EPOCHS=13) - seconds(
+        BACKBONES=["efficientnet_b7"], EPOCHS=12
+    )
+    assert b3 > b7 * estimate.GFLOPS_224["efficientnet_b3"] / estimate.GFLOPS_224["efficientnet_b7"]
 
 
 def write_metrics(folder, accelerator="tpu", size=512, per_epoch=None, epochs=2, views=()):
@@ -125,8 +184,7 @@ def test_staging_folders_and_unreadable_records_are_ignored(tmp_path):
 def test_budget_and_session_limit():
     short = estimate.Estimate("petals-short", 3600.0, ("table",), ())
     long = estimate.Estimate("petals-long", 10 * 3600.0, ("table",), ())
-    unknown = estimate.Estimate("petals-unknown", None, (), ("tiny",))
-    estimate.check_budget([short, unknown], budget_hours=2)
+    estimate.check_budget([short], budget_hours=2)
     with pytest.raises(estimate.BudgetError, match=r"more than --budget-hours 0\.5"):
         estimate.check_budget([short], budget_hours=0.5)
     with pytest.raises(
@@ -215,3 +273,36 @@ def test_compile_seconds_with_and_without_a_cache_each_from_their_runs(tmp_path)
     assert estimate.estimate(variant(EPOCHS=4), "tpu", only_warm).seconds == pytest.approx(
         with_cache.seconds - 10.0 + table.compile
     )
+
+
+def test_what_running_sessions_still_need_counts_against_the_quota():
+    from datetime import UTC, datetime
+
+    quota = estimate.Quota("tpu", 28 * 3600.0, 30 * 3600.0, datetime(2026, 12, 5, tzinfo=UTC))
+    to_push = [estimate.Estimate("petals-next", 3600.0, ("table",), ())]
+    estimate.check_budget(to_push, quota=quota)  # 1 h of the 2 h left
+    running = estimate.Estimate("petals-running", 3 * 3600.0, ("table",), ())
+    # Pushed 2.5 h ago: 0.5 h to go, which still fits; pushed elsewhere (time unknown): 3 h.
+    estimate.check_budget(to_push, quota=quota, running=[(running, 2.5 * 3600)])
+    with pytest.raises(
+        estimate.BudgetError,
+        match=r"^the 1 variant\(s\) to push need about 1\.0 h and the 1 session\(s\) running "
+        r"on Kaggle about 3\.0 h more of TPU time, but 2\.0 h of this week's quota is left",
+    ):
+        estimate.check_budget(to_push, quota=quota, running=[(running, None)])
+    with pytest.raises(estimate.BudgetError, match=r"about 2\.0 h more"):
+        estimate.check_budget(to_push, quota=quota, running=[(running, 3600.0)])
+    # Nothing to push spends nothing: no refusal for what already runs.
+    estimate.check_budget([], quota=quota, running=[(running, None)])
+
+
+def test_the_session_limit_is_checked_with_derived_estimates_too():
+    """EfficientNetV2-L was never timed: its derived estimate still meets the 9 h limit."""
+    long = estimate.estimate(
+        variant("petals-long", BACKBONES=["efficientnetv2_l"], EPOCHS=200), "tpu", {}
+    )
+    assert long.seconds > estimate.SESSION_LIMIT_HOURS * 3600
+    with pytest.raises(
+        estimate.BudgetError, match=r"^petals-long \(\d+\.\d h\) would pass Kaggle's 9 h"
+    ):
+        estimate.check_budget([long], budget_hours=1000)

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -515,6 +516,56 @@ def test_get_kernel_tells_the_latest_version(fake_kaggle, cli, tmp_path):
         assert cli("kernels", "push", "-p", folder).returncode == 0
     metadata = session.post(rpc, json=body).json()["metadata"]
     assert metadata["currentVersionNumber"] == 2 and metadata["ref"] == REF
+
+
+def pulled_source(cli, tmp_path, kernel):
+    """The notebook source `kaggle kernels pull` writes for `kernel` (owner/slug[/N])."""
+    target = tmp_path / "pulled" / kernel.replace("/", "-")
+    result = cli("kernels", "pull", kernel, "-p", str(target))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (path,) = [path for path in target.iterdir() if path.suffix == ".ipynb"]
+    return json.loads(path.read_text())["cells"][0]["source"]
+
+
+def test_each_version_keeps_its_source_and_an_editor_save_is_one_more(fake_kaggle, cli, tmp_path):
+    """`kernels pull owner/slug/N` reads version N's source (GetKernel with a version label); a
+    version saved in the editor has its own source and counts like any other."""
+    folder = write_kernel(tmp_path / "kernel")
+    assert cli("kernels", "push", "-p", folder).returncode == 0
+    notebook_path = Path(folder) / "petals.ipynb"
+    notebook = json.loads(notebook_path.read_text())
+    notebook["cells"][0]["source"] = ["print('second')\n"]
+    notebook_path.write_text(json.dumps(notebook))
+    assert cli("kernels", "push", "-p", folder).returncode == 0
+    edited = dict(notebook, cells=[dict(notebook["cells"][0], source="print('edited')\n")])
+    assert fake_kaggle.save_in_editor(REF, json.dumps(edited)) == 3
+    assert pulled_source(cli, tmp_path, f"{REF}/1") == "print('petals')\n"
+    assert pulled_source(cli, tmp_path, f"{REF}/2") == "print('second')\n"
+    assert pulled_source(cli, tmp_path, REF) == "print('edited')\n"
+    assert fake_kaggle.version_of(REF) == 3
+    # An editor save as the next push arrives: that push makes version 5.
+    fake_kaggle.save_in_editor(REF, json.dumps(edited), during_next_push=True)
+    assert "Kernel version 5 successfully" in cli("kernels", "push", "-p", folder).stdout
+    assert_only_fake_traffic(fake_kaggle)
+
+
+def test_stale_reads_show_the_version_before_the_latest(fake_kaggle, cli, tmp_path):
+    """Right after a push Kaggle may not show the new version: a status read of it answers the
+    previous version's, GetKernel names the previous one as current, for `count` reads."""
+    folder = write_kernel(tmp_path / "kernel")
+    fake_kaggle.set_statuses(REF, [("ERROR", "first failed")], version=1)
+    fake_kaggle.set_statuses(REF, ["RUNNING"], version=2)
+    for _ in range(2):
+        assert cli("kernels", "push", "-p", folder).returncode == 0
+    fake_kaggle.stale_reads(REF, count=2)
+    stale = cli("kernels", "status", f"{REF}/2")
+    assert "ERROR" in stale.stdout and "first failed" in stale.stdout
+    session = direct()
+    rpc = f"{fake_kaggle.url}/api/v1/kernels.KernelsApiService/GetKernel"
+    body = {"userName": OWNER, "kernelSlug": SLUG}
+    assert session.post(rpc, json=body).json()["metadata"]["currentVersionNumber"] == 1
+    assert session.post(rpc, json=body).json()["metadata"]["currentVersionNumber"] == 2
+    assert "RUNNING" in cli("kernels", "status", f"{REF}/2").stdout
 
 
 # --------------------------------------------------------------------- what Kaggle does besides

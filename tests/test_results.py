@@ -65,7 +65,7 @@ def test_markdown_and_csv_have_the_same_columns(tmp_path):
     markdown = results.markdown(table).splitlines()
     assert markdown[0] == "| " + " | ".join(results.COLUMNS) + " |"
     assert markdown[2].startswith(
-        "| a | v1 | 32 | tiny+tiny_wide | 4 | 0.5000 | 0.5000 | "
+        "| a | v1 | 32 | tiny+tiny_wide | 4 |  | 0.5000 | 0.5000 | "
         "tiny:0.70 tiny_wide:0.30 | 1.5 | 75 |"
     )
     lines = results.csv_text(table).splitlines()
@@ -78,3 +78,22 @@ def test_each_run_shows_the_image_it_ran_on(tmp_path):
     write(runs / "petals-b" / "v1", parameters={})  # from before the image was on record
     assert [row["image"] for row in results.rows(runs)] == ["3f2a9c1b0d4e", ""]
     assert "| 3f2a9c1b0d4e |" in results.markdown(results.rows(runs))
+
+
+def test_a_partial_run_shows_the_models_it_finished(tmp_path):
+    """A run stopped before its last model (`complete` false, or collected from a version that
+    ended in ERROR) is shown as partial, N of M models."""
+    runs = tmp_path / "runs"
+    planned = {"BACKBONES": ["densenet201", "efficientnet_b7"]}
+    write(runs / "whole" / "v1", parameters=planned, complete=True, members=planned["BACKBONES"])
+    write(runs / "stopped" / "local-1", parameters=planned, complete=False, members=["densenet201"])
+    # Collected from Kaggle after an ERROR in its last cells: all models, still partial.
+    write(runs / "errored" / "v2", parameters=planned, complete=True, members=planned["BACKBONES"])
+    (runs / "errored" / "v2" / "collected.json").write_text(
+        json.dumps({"status": "ERROR", "problem": None, "partial": {"ended": "ERROR"}})
+    )
+    table = {row["variant"]: row["models"] for row in results.rows(runs)}
+    assert table == {"whole": "2 of 2", "stopped": "1 of 2 partial", "errored": "2 of 2 partial"}
+    assert results.models_text(["densenet201"], planned["BACKBONES"]) == (
+        "1 of 2 models, efficientnet_b7 missing"
+    )
