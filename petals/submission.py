@@ -42,10 +42,20 @@ def prepare_output_dir(output_dir, replace=None):
     Jupyter replaces the previous run's results (saying so), while a batch or papermill run, whose
     folder should be fresh, refuses them. The runner passes `replace=False`.
     """
+    from petals import hosts
     from petals.probabilities import paths
 
     if replace is None:
         replace = interactive_session()
+    # Several processes: process 0's folder holds the results; if it refuses, all of them stop.
+    hosts.on_writer(
+        lambda: _clear_output_dir(output_dir, replace, paths), f"to prepare {output_dir}"
+    )
+    return output_dir
+
+
+def _clear_output_dir(output_dir, replace, paths):
+    """prepare_output_dir's work, on the one process that writes."""
     os.makedirs(output_dir, exist_ok=True)
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
     existing += [os.path.basename(path) for path in paths(output_dir)]
@@ -61,7 +71,6 @@ def prepare_output_dir(output_dir, replace=None):
             f"replacing the previous run's {', '.join(existing)} in {output_dir} (run again "
             "in this session)"
         )
-    return output_dir
 
 
 def check_ids(test_ids):

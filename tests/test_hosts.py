@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -15,11 +16,32 @@ from tests.conftest import TINY_SIZE
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_file_shares_are_contiguous_blocks_covering_every_file():
-    files = [f"{index:02d}.tfrec" for index in range(7)]
-    shares = [hosts.file_share(files, hosts.Process(index, 3)) for index in range(3)]
-    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
-    assert hosts.file_share(files[:2], hosts.Process(0, 3)) is None
+class Device(NamedTuple):
+    """What the mesh order reads of a JAX device."""
+
+    process_index: int
+    id: int
+
+
+def test_the_mesh_is_built_from_each_process_devices_together():
+    """A TPU slice numbers its chips by place, not host: sorted ids interleave the hosts. The
+    mesh is built from devices sorted by (process, id), and an interleaved mesh is refused
+    before anything is gathered."""
+    interleaved = [Device(index % 2, index) for index in range(8)]
+    with pytest.raises(RuntimeError, match=r"interleaves the 2 processes.*\[0, 1, 0, 1"):
+        hosts.check_device_order(interleaved, 2)
+    ordered = hosts.ordered_devices(reversed(interleaved))
+    assert ordered == [Device(0, 0), Device(0, 2), Device(0, 4), Device(0, 6)] + [
+        Device(1, 1),
+        Device(1, 3),
+        Device(1, 5),
+        Device(1, 7),
+    ]
+    hosts.check_device_order(ordered, 2)
+    with pytest.raises(RuntimeError, match="interleaves"):  # process 1's devices first
+        hosts.check_device_order(ordered[4:] + ordered[:4], 2)
+    with pytest.raises(RuntimeError, match="interleaves"):  # unequal shares of the batch
+        hosts.check_device_order(ordered[:3] + ordered[4:], 2)
 
 
 def test_the_global_batch_must_split_over_the_processes():
