@@ -215,37 +215,46 @@ print(json.dumps({"weights": hosts.weights_checksum(model), "replicas": device.r
 """
 
 
+def start_processes(script, count, devices, arguments):
+    """Start `script` as `count` coordinated processes (one: alone) of `devices` virtual CPU
+    devices each, as the hosts of a slice start them: no launcher watches them. Process I gets
+    `arguments(I)`."""
+    address = f"127.0.0.1:{runner.free_port()}"
+    children = []
+    for index in range(count):
+        environment = {
+            **os.environ,
+            "KERAS_BACKEND": "jax",
+            "PYTHONPATH": REPOSITORY,
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        }
+        if count > 1:
+            environment.update(
+                {
+                    hosts.ADDRESS_VARIABLE: address,
+                    hosts.COUNT_VARIABLE: str(count),
+                    hosts.INDEX_VARIABLE: str(index),
+                }
+            )
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script, *arguments(index)],
+                env=environment,
+                cwd=REPOSITORY,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return children
+
+
 def run_processes(runs, timeout=900):
     """Run SCRIPT for each (processes, devices, arguments) of `runs` at once: `processes`
     coordinated processes of `devices` virtual CPU devices each. Their JSON lines, per run."""
     children = []
     for count, devices, arguments in runs:
-        address = f"127.0.0.1:{runner.free_port()}"
-        for index in range(count):
-            environment = {
-                **os.environ,
-                "KERAS_BACKEND": "jax",
-                "PYTHONPATH": REPOSITORY,
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-            }
-            if count > 1:
-                environment.update(
-                    {
-                        hosts.ADDRESS_VARIABLE: address,
-                        hosts.COUNT_VARIABLE: str(count),
-                        hosts.INDEX_VARIABLE: str(index),
-                    }
-                )
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", SCRIPT, *arguments],
-                    env=environment,
-                    cwd=REPOSITORY,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+        children += start_processes(SCRIPT, count, devices, lambda index, given=arguments: given)
     results = []
     try:
         for child in children:
@@ -323,3 +332,54 @@ except RuntimeError as error:
         "the processes must join before anything queries the devices: call "
         "accelerator.detect() before accelerator.versions() or jax.devices()"
     )
+
+
+WRITE_FAILURE = """
+import errno, sys
+from petals import accelerator, files, hosts, submission
+
+failing, output_dir = sys.argv[1:]
+accelerator.detect()
+if failing == "prepare":  # the run's first write: results already there (process 0's disk)
+    submission.prepare_output_dir(output_dir, replace=False)
+else:  # a write that fails half-way: the disk is full
+
+    def write(handle):
+        handle.write("{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    files.write_atomically(f"{output_dir}/metrics.json", write, overwrite=True)
+hosts.gather_strings("the next collective")
+print("went on")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", ["prepare", "write"])
+def test_a_failed_write_on_process_0_stops_every_process(tmp_path, failing):
+    """As on a slice, each host's process started alone, each with its own disk: process 0's
+    write fails, and every process exits non-zero, naming it, within a minute of process 0
+    (before, process 1 went on into the next collective and waited for process 0 there)."""
+    output_dirs = [tmp_path / f"host-{index}" / "run" for index in range(2)]
+    for output_dir in output_dirs:
+        output_dir.mkdir(parents=True)
+    if failing == "prepare":
+        (output_dirs[0] / "submission.csv").write_text("id,label\n")
+    children = start_processes(
+        WRITE_FAILURE, 2, 1, lambda index: [failing, str(output_dirs[index])]
+    )
+    try:
+        _, first = children[0].communicate(timeout=600)
+        try:
+            _, second = children[1].communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("process 1 still runs a minute after process 0 failed: hung")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    reason = "FileExistsError" if failing == "prepare" else "No space left on device"
+    assert children[0].returncode != 0 and reason in first, first[-3000:]
+    assert children[1].returncode != 0, second[-3000:]
+    assert "WriterError: process 0 of 2 failed to" in second and reason in second, second[-3000:]
+    assert not list(output_dirs[0].glob(".partial-*"))
