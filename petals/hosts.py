@@ -58,11 +58,6 @@ def current():
     return Process(jax.process_index(), jax.process_count())
 
 
-def is_writer():
-    """Whether this process writes the run's files: process 0 only."""
-    return current().index == 0
-
-
 def launched_process():
     """The Process the launcher's environment assigns, or None outside a local launch."""
     if COUNT_VARIABLE not in os.environ:

@@ -185,6 +185,7 @@ def test_each_process_reads_its_share_of_every_split(tiny_dataset):
 
 SCRIPT = """
 import json, sys
+import jax
 import numpy as np
 import keras
 from petals import accelerator, backbones, data, hosts, predict, train
@@ -210,8 +211,18 @@ probabilities = predict.predict(
     model, data.evaluation_dataset(files, 32, global_batch, excluded, count=count), count,
     ["flip_lr"])
 np.save(f"{out}-{process.index}.npy", probabilities)
+refused = None
+if process.count > 1:  # A mesh that interleaves the processes is refused before any gather.
+    ordered = hosts.ordered_devices(jax.devices())
+    interleaved = [device for pair in zip(*np.split(np.array(ordered), 2)) for device in pair]
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=interleaved, auto_shard_dataset=False))
+    try:
+        predict.predict(model, data.evaluation_dataset(files, 32, global_batch, count=count), count)
+    except RuntimeError as error:
+        refused = str(error)
 print(json.dumps({"weights": hosts.weights_checksum(model), "replicas": device.replicas,
-                  "describe": device.describe()}))
+                  "describe": device.describe(), "refused": refused}))
 """
 
 
@@ -289,6 +300,7 @@ def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_da
     assert [result["replicas"] for result in two + one] == [8, 8, 8]
     assert "on 2 hosts" in two[0]["describe"] and "hosts" not in one[0]["describe"]
     assert two[0]["weights"] == two[1]["weights"]
+    assert all("interleaves the 2 processes" in result["refused"] for result in two)
     single = np.load(tmp_path / "one-0.npy")
     assert single.shape == (
         len(data.labels(data.find_split(tiny_dataset, TINY_SIZE, "val").files, [excluded])),
