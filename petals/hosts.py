@@ -206,31 +206,34 @@ class WriterError(RuntimeError):
 
 
 def on_writer(action, what):
-    """Run `action()` on process 0 alone and tell every process how it went; the result of
-    `action` on process 0, None on the others.
+    """Run `action()` on process 0 alone and tell every process whether it failed.
 
-    Every process calls this at the same point (it is a collective: a shared flag, which is also
-    a barrier). If `action` raised, every process raises: process 0 its own error, the others a
-    WriterError naming `what` and process 0's error. One process: `action()`.
+    Every process calls this at the same point: process 0's outcome is one flag broadcast to
+    all (a collective, so also a barrier). If `action` raised, every process raises: process 0
+    its own error, the others a WriterError naming `what` and process 0's error (one more
+    collective, on that path only). One process: `action()`.
     """
     process = current()
     if process.count == 1:
-        return action()
-    result = failure = None
+        action()
+        return
+    from jax.experimental import multihost_utils
+
+    failure = None
     if process.index == 0:
         try:
-            result = action()
+            action()
         except Exception as error:  # whatever stops process 0, the others must hear of it
             failure = error
-    reasons = gather_strings("" if failure is None else f"{type(failure).__name__}: {failure}")
+    if not multihost_utils.broadcast_one_to_all(np.int32(failure is not None)):
+        return
+    reason = gather_strings("" if failure is None else f"{type(failure).__name__}: {failure}")[0]
     if failure is not None:
         raise failure
-    if reasons[0]:
-        raise WriterError(
-            f"process 0 of {process.count} failed {what} ({reasons[0]}); process "
-            f"{process.index} stops with it (process 0's output says more)"
-        )
-    return result
+    raise WriterError(
+        f"process 0 of {process.count} failed {what} ({reason}); process {process.index} "
+        "stops with it (process 0's output says more)"
+    )
 
 
 def weights_checksum(model):
