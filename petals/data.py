@@ -370,7 +370,7 @@ class TrainingData:
         return Share(tuple(reads), records)
 
     def records_per_process(self, process_count=1):
-        """Per process, the records it reads of each source in one pass: [{source: records}]."""
+        """Per process, the records of each source in its share (one pass): [{source: records}]."""
         return [
             self.share(hosts.Process(index, process_count)).records
             for index in range(process_count)
