@@ -281,6 +281,10 @@ def test_shares_split_every_source_by_shard_then_by_record():
     assert training.share(hosts.Process(1, 3)).reads == ((2, 0, 1), (3, 0, 1), (6, 2, 3), (7, 2, 3))
     assert training.records_per_process() == [{"train": 70, "val": 8}]
     assert training.summary(3)["records_per_process"] == training.records_per_process(3)
+    # A process with nothing to read would end its stream while the others wait for it.
+    single = data.TrainingData(("only",), (data.Source("extra", ("only",), (1,)),))
+    with pytest.raises(data.DataError, match="process 1 of 2 has no training records .1 in all"):
+        data.training_records(single, process=hosts.Process(1, 2))
 
 
 def test_every_process_reads_an_equal_share_of_every_source(tiny_dataset):
