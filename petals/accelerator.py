@@ -157,7 +157,8 @@ def _detect_jax():
     from petals import hosts
 
     process = hosts.start()  # Before the first device query: JAX refuses it afterwards.
-    devices = jax.devices()  # Every process's devices; the default platform: TPU, GPU, CPU.
+    # Every process's devices (the default platform: TPU, GPU, CPU), each process's together.
+    devices = hosts.ordered_devices(jax.devices())
     kind = devices[0].platform
     distribution = None
     if len(devices) > 1:

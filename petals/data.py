@@ -3,11 +3,13 @@
 TensorFlow is used here for `tf.data` only; training runs on whichever Keras backend is active.
 The datasets take the global batch size. When several processes share a run (petals.hosts),
 each process reads its share of the records and yields its share of every batch: training
-shards by file (each process reads its own block of shards), validation and test by record
-(process p keeps records p, p + P, ...: every process then runs the same number of steps, and
-`hosts.in_record_order` restores the record order of the gathered predictions).
+takes an equal share of every source (`TrainingData.share`: whole shards where there are enough
+of them, records of the rest), validation and test every P-th record (process p keeps records
+p, p + P, ...: every process then runs the same number of steps, and `hosts.in_record_order`
+restores the record order of the gathered predictions).
 """
 
+import collections
 import hashlib
 import math
 import os
@@ -228,36 +230,13 @@ def decode_image(jpeg, image_size):
     return tf.reshape(image, [image_size, image_size, 3])
 
 
-def read_records(files, ordered, seed=None, positions=False, file_indices=None):
-    """Serialized records of many shards, read in parallel.
-
-    Unordered (training): shards are shuffled and interleaved non-deterministically, so a slow
-    read never stalls the others. Ordered (evaluation, test): file order is kept. With
-    `positions`, each record comes as (position, record), where position is
-    file index << 32 | record index in its file: what the training stream's filter looks up.
-    `file_indices` reads only those of `files` (positions keep their index in `files`).
-    """
-    if file_indices is None:
-        file_indices = range(len(files))
-    dataset = tf.data.Dataset.from_tensor_slices(
-        ([files[index] for index in file_indices], tf.constant(list(file_indices), tf.int64))
-    )
-    if not ordered:
-        dataset = dataset.shuffle(len(files), seed=seed)
-
-    def read(path, file_index):
-        records = tf.data.TFRecordDataset(path)
-        if not positions:
-            return records
-        return records.enumerate().map(
-            lambda index, record: (tf.bitwise.left_shift(file_index, POSITION_BITS) + index, record)
-        )
-
-    return dataset.interleave(
-        read,
-        cycle_length=tf.data.AUTOTUNE if not ordered else 1,
+def read_records(files):
+    """Serialized records of many shards, in file order (evaluation, test)."""
+    return tf.data.Dataset.from_tensor_slices(list(files)).interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=ordered,
+        deterministic=True,
     )
 
 
@@ -309,20 +288,39 @@ def labeled_images(records, image_size, excluded_ids=(), deterministic=True, pro
 class Source:
     """One source of training records and what was left out of it.
 
-    `excluded`: records whose id is in EXCLUDED_IDS. `duplicates`: extra records whose id or
-    JPEG bytes equal a validation or test record's (the leakage guard).
+    `file_records`: the records of each of `files`. `excluded`: records whose id is in
+    EXCLUDED_IDS. `duplicates`: extra records whose id or JPEG bytes equal a validation or test
+    record's (the leakage guard).
     """
 
     name: str
     files: tuple
-    records: int
+    file_records: tuple
     excluded: int = 0
     duplicates: int = 0
+
+    @property
+    def records(self):
+        """Records in the source's files."""
+        return sum(self.file_records)
 
     @property
     def images(self):
         """Records trained on."""
         return self.records - self.excluded - self.duplicates
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one process of several reads of a TrainingData, one pass.
+
+    `reads`: (file index, offset, stride) per file read; of the file's records that are not
+    left out, it keeps the k-th when (k + offset) % stride == 0 (stride 1: all of them).
+    `records`: source name → the records kept.
+    """
+
+    reads: tuple
+    records: dict
 
 
 @dataclass(frozen=True)
@@ -341,8 +339,46 @@ class TrainingData:
         """The number of training images, after every exclusion: what steps per epoch need."""
         return sum(source.images for source in self.sources)
 
-    def summary(self):
-        """`training_images` and `training_sources` for metrics.json."""
+    def share(self, process=hosts.SINGLE):
+        """What `process` reads: an equal share of every source, deterministically.
+
+        Of a source's n shards, the first P × (n // P) go whole, n // P to each process (a
+        contiguous block); each process reads the other n % P (fewer than P) too, and keeps
+        every P-th of their records, counted across them in file order. So each process's share
+        of a source is within one shard of records of every other's (one record where the
+        source has fewer shards than processes), and no record is read twice.
+        """
+        left_out = collections.Counter(position >> POSITION_BITS for position in self.dropped)
+        reads, records = [], {}
+        first = 0
+        for source in self.sources:
+            kept = [
+                count - left_out[first + index] for index, count in enumerate(source.file_records)
+            ]
+            whole = len(kept) // process.count
+            mine = range(process.index * whole, (process.index + 1) * whole)
+            reads += [(first + index, 0, 1) for index in mine]
+            shared = 0  # records kept in the source's shared shards so far
+            for index in range(whole * process.count, len(kept)):
+                offset = (shared - process.index) % process.count
+                reads.append((first + index, offset, process.count))
+                shared += kept[index]
+            records[source.name] = sum(kept[index] for index in mine) + len(
+                range(process.index, shared, process.count)
+            )
+            first += len(source.files)
+        return Share(tuple(reads), records)
+
+    def records_per_process(self, process_count=1):
+        """Per process, the records of each source in its share (one pass): [{source: records}]."""
+        return [
+            self.share(hosts.Process(index, process_count)).records
+            for index in range(process_count)
+        ]
+
+    def summary(self, process_count=1):
+        """`training_images`, `training_sources` and `records_per_process` (for
+        `process_count` processes) for metrics.json."""
         return {
             "training_images": self.count,
             "training_sources": [
@@ -356,6 +392,7 @@ class TrainingData:
                 }
                 for source in self.sources
             ],
+            "records_per_process": self.records_per_process(process_count),
         }
 
     def lines(self):
@@ -413,13 +450,15 @@ def training_data(
         first_index = len(files)
         files.extend(source_files)
         if not extra and not excluded_ids:
-            sources.append(Source(name, tuple(source_files), count_records(source_files)))
+            counts = tuple(count_records([path]) for path in source_files)
+            sources.append(Source(name, tuple(source_files), counts))
             continue
-        records = excluded = duplicates = 0
+        file_records = collections.Counter()
+        excluded = duplicates = 0
         for record in scan_records(
             source_files, labeled=True, digests=extra, image_size=image_size if extra else None
         ):
-            records += 1
+            file_records[record.file_index] += 1
             if record.id in excluded_ids:
                 excluded += 1
             elif extra and (record.id in held_out_ids or record.digest in held_out_digests):
@@ -427,7 +466,8 @@ def training_data(
             else:
                 continue
             dropped.add((first_index + record.file_index) << POSITION_BITS | record.index)
-        sources.append(Source(name, tuple(source_files), records, excluded, duplicates))
+        counts = tuple(file_records[index] for index in range(len(source_files)))
+        sources.append(Source(name, tuple(source_files), counts, excluded, duplicates))
     return TrainingData(tuple(files), tuple(sources), frozenset(dropped))
 
 
@@ -436,33 +476,61 @@ def training_records(training, seed=None, process=hosts.SINGLE):
 
     The records left out are dropped by a static hash-table lookup of their position, before
     parsing: no Python runs per record, and nothing left out is ever decoded. One `process` of
-    several reads its block of the shards (or, with fewer shards than processes, every count-th
-    record).
+    several reads its share of every source (`TrainingData.share`); a shard that the processes
+    share is read in its own order, so the records each keeps do not depend on the interleaving.
     """
-    file_indices = hosts.file_share(training.files, process)
-    if not training.dropped:
-        records = read_records(training.files, ordered=False, seed=seed, file_indices=file_indices)
-    else:
+    share = training.share(process)
+    if process.count > 1 and not sum(share.records.values()):
+        raise DataError(
+            f"process {process.index} of {process.count} has no training records to read "
+            f"({training.count} in all); train on more data or on fewer processes"
+        )
+    indices, offsets, strides = (list(column) for column in zip(*share.reads, strict=True))
+    left_out = None
+    if training.dropped:
         positions = tf.constant(sorted(training.dropped), dtype=tf.int64)
         left_out = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(positions, tf.ones_like(positions)),
             default_value=tf.constant(0, tf.int64),
         )
-        records = read_records(
-            training.files, ordered=False, seed=seed, positions=True, file_indices=file_indices
+
+    def read(path, file_index, offset, stride):
+        records = tf.data.TFRecordDataset(path)
+        if left_out is not None:
+            first = tf.bitwise.left_shift(file_index, POSITION_BITS)
+            records = (
+                records.enumerate()
+                .filter(lambda index, record: tf.equal(left_out.lookup(first + index), 0))
+                .map(lambda index, record: record)
+            )
+        if process.count > 1:
+            records = (
+                records.enumerate()
+                .filter(lambda index, record: tf.equal((index + offset) % stride, 0))
+                .map(lambda index, record: record)
+            )
+        return records
+
+    files = [training.files[index] for index in indices]
+    return (
+        tf.data.Dataset.from_tensor_slices(
+            (files, *(tf.constant(column, tf.int64) for column in (indices, offsets, strides)))
         )
-        records = records.filter(lambda position, record: tf.equal(left_out.lookup(position), 0))
-        records = records.map(lambda position, record: record)
-    if file_indices is None:
-        records = records.shard(process.count, process.index)
-    return records
+        .shuffle(len(files), seed=seed)
+        .interleave(
+            read,
+            cycle_length=tf.data.AUTOTUNE,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
+    )
 
 
 def training_dataset(training, image_size, batch_size, seed=None, process=None):
     """Endless, shuffled batches of (uint8 image, class) from a TrainingData, static batch size.
 
     `batch_size` is the global batch; one `process` of several (default: this one, see
-    petals.hosts) yields its share of it, from its share of the shards.
+    petals.hosts) yields its share of it, from its share of every source.
     """
     process = process or hosts.current()
     records = training_records(training, seed, process).repeat().shuffle(SHUFFLE_RECORDS, seed=seed)
@@ -499,9 +567,7 @@ def evaluation_dataset(files, image_size, batch_size, excluded_ids=(), count=Non
     show images.
     """
     process = process or hosts.current()
-    dataset = labeled_images(
-        read_records(files, ordered=True), image_size, excluded_ids, process=process
-    )
+    dataset = labeled_images(read_records(files), image_size, excluded_ids, process=process)
     if count is None:
         return dataset.batch(
             hosts.process_batch(batch_size, process), drop_remainder=True
@@ -518,7 +584,7 @@ def test_dataset(files, image_size, batch_size, count, process=None):
     """
     process = process or hosts.current()
     dataset = (
-        read_records(files, ordered=True)
+        read_records(files)
         .shard(process.count, process.index)
         .map(
             lambda serialized: decode_image(parse_unlabeled(serialized)[0], image_size),
@@ -533,7 +599,7 @@ def test_dataset(files, image_size, batch_size, count, process=None):
 def _fields(files, parse, field_indices, excluded_ids=()):
     """Some fields of every record, in file order, without decoding any image: one array per
     index in `field_indices`, from one pass over the files."""
-    dataset = read_records(files, ordered=True).map(parse)
+    dataset = read_records(files).map(parse)
     keep = exclusion_filter(excluded_ids)
     if keep is not None:
         dataset = dataset.filter(keep)

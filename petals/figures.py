@@ -19,7 +19,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from petals import CLASSES, hosts
+from petals import CLASSES
 from petals.files import write_atomically
 
 # Figures are built with the object API (no pyplot state), so nothing depends on a display.
@@ -81,10 +81,9 @@ def save(figure, output_dir, name):
     SavedFigure, which `display` shows inline.
 
     Written atomically (petals.files), so a failure leaves no truncated PNG. When several
-    processes share a run (petals.hosts), only process 0 writes.
+    processes share a run (petals.hosts), every one calls this (it learns whether process 0's
+    write failed) and process 0 alone writes.
     """
-    if not hosts.is_writer():
-        return figure
     path = os.path.join(output_dir, f"{name}.png")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")

@@ -8,8 +8,11 @@ A Cloud TPU slice bigger than one host (v5e-16, v5e-32, ...) runs one process pe
 What changes across processes, and is handled here so the notebook stays the same:
 - start-up must run before anything queries the devices (JAX refuses it afterwards);
 - each process reads its share of the data and feeds its share of every global batch;
-- predictions come back interleaved by process and are put back in record order;
-- only process 0 writes files (the others compute the same results and discard them).
+- the mesh lists each process's devices together, in process order (`ordered_devices`), so each
+  process's rows of a global batch sit together, and predictions come back interleaved by
+  process and are put back in record order;
+- only process 0 writes files (the others compute the same results and discard them), and every
+  process learns whether process 0's write failed, so that all of them stop (`on_writer`).
 """
 
 import hashlib
@@ -53,11 +56,6 @@ def current():
     if not jax.distributed.is_initialized():
         return SINGLE
     return Process(jax.process_index(), jax.process_count())
-
-
-def is_writer():
-    """Whether this process writes the run's files: process 0 only."""
-    return current().index == 0
 
 
 def launched_process():
@@ -160,18 +158,32 @@ def process_batch(global_batch, process):
     return global_batch // process.count
 
 
-def file_share(files, process):
-    """The contiguous block of `files` that `process` reads, or None when there are fewer files
-    than processes (then each reads every file and keeps every count-th record)."""
-    if len(files) < process.count:
-        return None
-    blocks = np.array_split(np.arange(len(files)), process.count)
-    return [int(index) for index in blocks[process.index]]
-
-
 def record_share_size(count, process):
     """How many of `count` records `process` keeps when each keeps every count-th one."""
     return len(range(process.index, count, process.count))
+
+
+def ordered_devices(devices):
+    """`devices` sorted by (process, id): the order the mesh is built in, so that each process's
+    devices are adjacent and in process order (what `in_record_order` relies on). A TPU slice
+    numbers its chips by their place in the slice, not by host, so sorted ids alone may
+    interleave the hosts."""
+    return sorted(devices, key=lambda device: (device.process_index, device.id))
+
+
+def check_device_order(devices, process_count):
+    """Raise RuntimeError unless the mesh's `devices` (flattened, in mesh order) hold each
+    process's devices together, process 0's first, as many for every process: then each
+    process's share of a global batch is one block of rows, in process order."""
+    owners = [device.process_index for device in devices]
+    per_process, remainder = divmod(len(owners), process_count)
+    expected = [index // per_process for index in range(len(owners))] if per_process else []
+    if remainder or owners != expected:
+        raise RuntimeError(
+            f"the device mesh interleaves the {process_count} processes (processes by mesh "
+            f"position: {owners}); build it from hosts.ordered_devices(jax.devices()), as "
+            "accelerator.detect() does, or predictions come back in the wrong order"
+        )
 
 
 def in_record_order(outputs, count, process_count, process_batch):
@@ -186,6 +198,42 @@ def in_record_order(outputs, count, process_count, process_batch):
     # [step, process, row] → [step, row, process]: consecutive records alternate processes.
     by_step = outputs.reshape(-1, process_count, process_batch, *rest)
     return by_step.swapaxes(1, 2).reshape(-1, *rest)[:count]
+
+
+class WriterError(RuntimeError):
+    """Process 0 failed to write (disk full, results already there): told to every other
+    process, which stops too instead of waiting for process 0 in the next collective."""
+
+
+def on_writer(action, what):
+    """Run `action()` on process 0 alone and tell every process whether it failed.
+
+    Every process calls this at the same point: process 0's outcome is one flag broadcast to
+    all (a collective, so also a barrier). If `action` raised, every process raises: process 0
+    its own error, the others a WriterError naming `what` and process 0's error (one more
+    collective, on that path only). One process: `action()`.
+    """
+    process = current()
+    if process.count == 1:
+        action()
+        return
+    from jax.experimental import multihost_utils
+
+    failure = None
+    if process.index == 0:
+        try:
+            action()
+        except Exception as error:  # whatever stops process 0, the others must hear of it
+            failure = error
+    if not multihost_utils.broadcast_one_to_all(np.int32(failure is not None)):
+        return
+    reason = gather_strings("" if failure is None else f"{type(failure).__name__}: {failure}")[0]
+    if failure is not None:
+        raise failure
+    raise WriterError(
+        f"process 0 of {process.count} failed {what} ({reason}); process {process.index} "
+        "stops with it (process 0's output says more)"
+    )
 
 
 def weights_checksum(model):

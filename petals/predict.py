@@ -162,6 +162,9 @@ def predict(model, dataset, count, views=()):
     # Keras cannot know a TFRecord dataset's length; without the step count it reads the
     # dataset dry and warns that the input ran out of data.
     process = hosts.current()
+    if process.count > 1:  # Before anything is gathered: the record order depends on it.
+        mesh = keras.distribution.distribution().device_mesh
+        hosts.check_device_order(np.ravel(mesh.devices), process.count)
     steps = math.ceil(count / (batch * process.count))
     with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
         if not views and process.count == 1:

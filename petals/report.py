@@ -130,7 +130,7 @@ class RunRecord:
                 name: train.images_per_second(fit.seconds, self.steps, self.global_batch)
                 for name, fit in fits.items()
             },
-            **self.training.summary(),
+            **self.training.summary(self.device.process_count),
             "validation": self.scores,
             "blend_weights": dict(zip(members, blend.weights, strict=True)),
             "blend_f1": blend.f1,

@@ -75,10 +75,26 @@ def prepare_output_dir(output_dir, replace=None):
     another session's results, or a batch run's, are refused there too. A batch or papermill run,
     whose folder should be fresh, refuses any results. The runner passes `replace=False`.
     """
+    from petals import hosts
     from petals.probabilities import paths
 
     if replace is None:
         replace = interactive_session()
+    # Several processes: process 0's folder holds the results; if it refuses, all of them stop.
+    hosts.on_writer(
+        lambda: _clear_output_dir(output_dir, replace, paths), f"to prepare {output_dir}"
+    )
+    if replace:  # the session's mark on the folder, for its next "Run all" (every process)
+        write_atomically(
+            os.path.join(output_dir, SESSION_FILE),
+            lambda handle: handle.write(session_identity() + "\n"),
+            overwrite=True,
+        )
+    return output_dir
+
+
+def _clear_output_dir(output_dir, replace, paths):
+    """prepare_output_dir's work, on the one process that writes."""
     os.makedirs(output_dir, exist_ok=True)
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output_dir, name))]
     existing += [os.path.basename(path) for path in paths(output_dir)]
@@ -95,13 +111,6 @@ def prepare_output_dir(output_dir, replace=None):
             f"replacing the previous run's {', '.join(existing)} in {output_dir} (run again "
             "in this session)"
         )
-    if replace:
-        write_atomically(
-            os.path.join(output_dir, SESSION_FILE),
-            lambda handle: handle.write(session_identity() + "\n"),
-            overwrite=True,
-        )
-    return output_dir
 
 
 def check_ids(test_ids):

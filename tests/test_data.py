@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from petals import data
+from petals import data, hosts
 from tests.conftest import TINY_SIZE
 
 
@@ -184,11 +184,11 @@ def write_records(folder, examples, name=f"extra-{TINY_SIZE}x{TINY_SIZE}.tfrec")
             writer.write(serialize(jpeg, record_id, label))
 
 
-def one_pass_ids(training):
+def one_pass_ids(training, seed=3, process=hosts.SINGLE):
     """The ids of one pass of the training stream (records left out must be absent)."""
     return sorted(
         data.parse_labeled(record)[2].numpy().decode()
-        for record in data.training_records(training, seed=3)
+        for record in data.training_records(training, seed=seed, process=process)
     )
 
 
@@ -261,6 +261,55 @@ def test_excluded_ids_apply_to_extras_and_val_when_trained_on(extra_data):
     assert training.count == (splits["train"].count + splits["val"].count + 8 - 3)
     expected = set(extra_data["train"] + val_ids + extra_data["fresh"]) - set(excluded)
     assert one_pass_ids(training) == sorted(expected)
+
+
+def test_shares_split_every_source_by_shard_then_by_record():
+    """Of 7 shards and 3 processes, 2 whole shards each and every third record of the last;
+    a source of one shard (one record left out) by record: each process's share of each
+    source within one shard of records (one record) of every other's."""
+    train = data.Source("train", tuple(f"train-{index}" for index in range(7)), (10,) * 7)
+    val = data.Source("val", ("val-0",), (9,))
+    training = data.TrainingData(
+        train.files + val.files, (train, val), frozenset({7 << data.POSITION_BITS | 4})
+    )
+    assert training.records_per_process(3) == [
+        {"train": 24, "val": 3},
+        {"train": 23, "val": 3},
+        {"train": 23, "val": 2},
+    ]
+    # Process 1: shards 2 and 3 whole; of shard 6's records and val's kept ones, k = 1, 4, 7.
+    assert training.share(hosts.Process(1, 3)).reads == ((2, 0, 1), (3, 0, 1), (6, 2, 3), (7, 2, 3))
+    assert training.records_per_process() == [{"train": 70, "val": 8}]
+    assert training.summary(3)["records_per_process"] == training.records_per_process(3)
+    # A process with nothing to read would end its stream while the others wait for it.
+    single = data.TrainingData(("only",), (data.Source("extra", ("only",), (1,)),))
+    with pytest.raises(data.DataError, match=r"process 1 of 2 has no training.*\(1 in all"):
+        data.training_records(single, process=hosts.Process(1, 2))
+
+
+def test_every_process_reads_an_equal_share_of_every_source(tiny_dataset):
+    """TRAIN_ON_VALIDATION (train, then val) on 2 and 3 processes: each process's pass holds
+    its share of each source, as records_per_process says, whatever the shuffle; together
+    they hold every record kept, each once."""
+    splits = splits_of(tiny_dataset)
+    val_ids = data.record_ids(splits["val"].files, labeled=True)
+    training = data.training_data(splits, TINY_SIZE, True, excluded_ids=val_ids[-2:])
+    for count in (2, 3):
+        expected = training.records_per_process(count)
+        seen = []
+        for index in range(count):
+            ids = [one_pass_ids(training, seed, hosts.Process(index, count)) for seed in (3, 4)]
+            assert ids[0] == ids[1]
+            in_val = sum(record_id in val_ids for record_id in ids[0])
+            assert {"train": len(ids[0]) - in_val, "val": in_val} == expected[index]
+            seen += ids[0]
+        assert sorted(seen) == one_pass_ids(training)
+        # Within one shard of records by shard (2 processes, 2 shards a source), within one
+        # record by record (3 processes).
+        for source in training.sources:
+            shares = [records[source.name] for records in expected]
+            limit = max(source.file_records) if count == 2 else 1
+            assert max(shares) - min(shares) <= limit, (count, source.name, shares)
 
 
 def test_extra_data_is_found_by_slug_and_refused_with_one_line(extra_data, tmp_path):

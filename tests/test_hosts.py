@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -15,11 +16,32 @@ from tests.conftest import TINY_SIZE
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_file_shares_are_contiguous_blocks_covering_every_file():
-    files = [f"{index:02d}.tfrec" for index in range(7)]
-    shares = [hosts.file_share(files, hosts.Process(index, 3)) for index in range(3)]
-    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
-    assert hosts.file_share(files[:2], hosts.Process(0, 3)) is None
+class Device(NamedTuple):
+    """What the mesh order reads of a JAX device."""
+
+    process_index: int
+    id: int
+
+
+def test_the_mesh_is_built_from_each_process_devices_together():
+    """A TPU slice numbers its chips by place, not host: sorted ids interleave the hosts. The
+    mesh is built from devices sorted by (process, id), and an interleaved mesh is refused
+    before anything is gathered."""
+    interleaved = [Device(index % 2, index) for index in range(8)]
+    with pytest.raises(RuntimeError, match=r"interleaves the 2 processes.*\[0, 1, 0, 1"):
+        hosts.check_device_order(interleaved, 2)
+    ordered = hosts.ordered_devices(reversed(interleaved))
+    assert ordered == [Device(0, 0), Device(0, 2), Device(0, 4), Device(0, 6)] + [
+        Device(1, 1),
+        Device(1, 3),
+        Device(1, 5),
+        Device(1, 7),
+    ]
+    hosts.check_device_order(ordered, 2)
+    with pytest.raises(RuntimeError, match="interleaves"):  # process 1's devices first
+        hosts.check_device_order(ordered[4:] + ordered[:4], 2)
+    with pytest.raises(RuntimeError, match="interleaves"):  # unequal shares of the batch
+        hosts.check_device_order(ordered[:3] + ordered[4:], 2)
 
 
 def test_the_global_batch_must_split_over_the_processes():
@@ -163,6 +185,7 @@ def test_each_process_reads_its_share_of_every_split(tiny_dataset):
 
 SCRIPT = """
 import json, sys
+import jax
 import numpy as np
 import keras
 from petals import accelerator, backbones, data, hosts, predict, train
@@ -188,9 +211,53 @@ probabilities = predict.predict(
     model, data.evaluation_dataset(files, 32, global_batch, excluded, count=count), count,
     ["flip_lr"])
 np.save(f"{out}-{process.index}.npy", probabilities)
+refused = None
+if process.count > 1:  # A mesh that interleaves the processes is refused before any gather.
+    ordered = hosts.ordered_devices(jax.devices())
+    interleaved = [device for pair in zip(*np.split(np.array(ordered), 2)) for device in pair]
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=interleaved, auto_shard_dataset=False))
+    try:
+        predict.predict(model, data.evaluation_dataset(files, 32, global_batch, count=count), count)
+    except RuntimeError as error:
+        refused = str(error)
 print(json.dumps({"weights": hosts.weights_checksum(model), "replicas": device.replicas,
-                  "describe": device.describe()}))
+                  "describe": device.describe(), "refused": refused}))
 """
+
+
+def start_processes(script, count, devices, arguments):
+    """Start `script` as `count` coordinated processes (one: alone) of `devices` virtual CPU
+    devices each, as the hosts of a slice start them: no launcher watches them. Process I gets
+    `arguments(I)`."""
+    address = f"127.0.0.1:{runner.free_port()}"
+    children = []
+    for index in range(count):
+        environment = {
+            **os.environ,
+            "KERAS_BACKEND": "jax",
+            "PYTHONPATH": REPOSITORY,
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        }
+        if count > 1:
+            environment.update(
+                {
+                    hosts.ADDRESS_VARIABLE: address,
+                    hosts.COUNT_VARIABLE: str(count),
+                    hosts.INDEX_VARIABLE: str(index),
+                }
+            )
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script, *arguments(index)],
+                env=environment,
+                cwd=REPOSITORY,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return children
 
 
 def run_processes(runs, timeout=900):
@@ -198,32 +265,7 @@ def run_processes(runs, timeout=900):
     coordinated processes of `devices` virtual CPU devices each. Their JSON lines, per run."""
     children = []
     for count, devices, arguments in runs:
-        address = f"127.0.0.1:{runner.free_port()}"
-        for index in range(count):
-            environment = {
-                **os.environ,
-                "KERAS_BACKEND": "jax",
-                "PYTHONPATH": REPOSITORY,
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-            }
-            if count > 1:
-                environment.update(
-                    {
-                        hosts.ADDRESS_VARIABLE: address,
-                        hosts.COUNT_VARIABLE: str(count),
-                        hosts.INDEX_VARIABLE: str(index),
-                    }
-                )
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", SCRIPT, *arguments],
-                    env=environment,
-                    cwd=REPOSITORY,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+        children += start_processes(SCRIPT, count, devices, lambda index, given=arguments: given)
     results = []
     try:
         for child in children:
@@ -258,6 +300,7 @@ def test_two_processes_of_four_devices_train_and_predict_as_one_of_eight(tiny_da
     assert [result["replicas"] for result in two + one] == [8, 8, 8]
     assert "on 2 hosts" in two[0]["describe"] and "hosts" not in one[0]["describe"]
     assert two[0]["weights"] == two[1]["weights"]
+    assert all("interleaves the 2 processes" in result["refused"] for result in two)
     single = np.load(tmp_path / "one-0.npy")
     assert single.shape == (
         len(data.labels(data.find_split(tiny_dataset, TINY_SIZE, "val").files, [excluded])),
@@ -301,3 +344,96 @@ except RuntimeError as error:
         "the processes must join before anything queries the devices: call "
         "accelerator.detect() before accelerator.versions() or jax.devices()"
     )
+
+
+WRITE_FAILURE = """
+import errno, sys
+from petals import accelerator, files, hosts, submission
+
+failing, output_dir = sys.argv[1:]
+accelerator.detect()
+if failing == "prepare":  # the run's first write: results already there (process 0's disk)
+    submission.prepare_output_dir(output_dir, replace=False)
+else:  # a write that fails half-way: the disk is full
+
+    def write(handle):
+        handle.write("{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    files.write_atomically(f"{output_dir}/metrics.json", write, overwrite=True)
+hosts.gather_strings("the next collective")
+print("went on")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", ["prepare", "write"])
+def test_a_failed_write_on_process_0_stops_every_process(tmp_path, failing):
+    """As on a slice, each host's process started alone, each with its own disk: process 0's
+    write fails, and every process exits non-zero, naming it, within a minute of process 0
+    (before, process 1 went on into the next collective and waited for process 0 there)."""
+    output_dirs = [tmp_path / f"host-{index}" / "run" for index in range(2)]
+    for output_dir in output_dirs:
+        output_dir.mkdir(parents=True)
+    if failing == "prepare":
+        (output_dirs[0] / "submission.csv").write_text("id,label\n")
+    children = start_processes(
+        WRITE_FAILURE, 2, 1, lambda index: [failing, str(output_dirs[index])]
+    )
+    try:
+        _, first = children[0].communicate(timeout=600)
+        try:
+            _, second = children[1].communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("process 1 still runs a minute after process 0 failed: hung")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    reason = "FileExistsError" if failing == "prepare" else "No space left on device"
+    assert children[0].returncode != 0 and reason in first, first[-3000:]
+    assert children[1].returncode != 0, second[-3000:]
+    assert "WriterError: process 0 of 2 failed to" in second and reason in second, second[-3000:]
+    assert not list(output_dirs[0].glob(".partial-*"))
+
+
+@pytest.mark.slow
+def test_the_notebook_on_two_processes_reads_equal_shares_of_train_and_val(tiny_dataset, tmp_path):
+    """The notebook as 2 processes × 4 devices with TRAIN_ON_VALIDATION: metrics.json's
+    records_per_process gives each process half of train and half of val, within 10 %."""
+    from tests.test_notebook import NOTEBOOK, smoke_parameters
+
+    parameters = tmp_path / "parameters.yaml"
+    parameters.write_text(
+        json.dumps(
+            smoke_parameters(
+                tiny_dataset,
+                KERAS_BACKEND="jax",
+                BATCH_SIZE_PER_REPLICA=2,
+                TRAIN_ON_VALIDATION=True,
+                EPOCHS=1,
+                MAX_STEPS_PER_EPOCH=1,
+                TTA_VIEWS=[],
+            )
+        )
+    )
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), "-f", str(parameters)]
+        + ["--processes", "2"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["accelerator"]["processes"] == 2
+    shares = metrics["records_per_process"]
+    assert [source["name"] for source in metrics["training_sources"]] == ["train", "val"]
+    assert len(shares) == 2 and all(set(share) == {"train", "val"} for share in shares)
+    for source in metrics["training_sources"]:
+        counts = [share[source["name"]] for share in shares]
+        assert sum(counts) == source["images"]
+        assert max(counts) <= 1.1 * min(counts), (source["name"], counts)
