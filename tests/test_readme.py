@@ -121,9 +121,10 @@ def test_readme_jupyterlab_command_starts_a_kernel_that_imports_petals(tmp_path)
     )
     environment = {
         **ENVIRONMENT,
-        # The test's own Jupyter folders (connection files, settings, workspaces), and no browser.
+        # The test's own Jupyter folders (connection files, settings, kernels), and no browser.
         "JUPYTER_RUNTIME_DIR": str(runtime),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
         "BROWSER": "true",
     }
     log_path = tmp_path / "jupyter.log"
