@@ -16,7 +16,6 @@ import requests
 from jupyter_client import BlockingKernelClient
 
 from petals import demo_data, submission
-from petals.demo_data import write_demo_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +56,7 @@ def repository_layout(folder):
     )
     notebook = jupytext.read(os.path.join(REPOSITORY, "notebooks", "flowers.py"))
     jupytext.write(notebook, str(folder / "notebooks" / "flowers.ipynb"))
-    return write_demo_dataset(str(folder / "data" / "demo"), image_size=32, shards=2, limit=240)
+    demo_data.write_demo_dataset(str(folder / "data" / "demo"), image_size=32, shards=2, limit=240)
 
 
 def test_readme_runner_example_runs_as_written(tmp_path):
@@ -66,7 +65,9 @@ def test_readme_runner_example_runs_as_written(tmp_path):
     # The example runs from the repository root: give the scratch folder the same layout, with
     # the demo data (smaller than `make demo-data`'s, so the test stays short) in data/demo.
     os.symlink(os.path.join(REPOSITORY, "notebooks"), tmp_path / "notebooks")
-    write_demo_dataset(str(tmp_path / "data" / "demo"), image_size=32, shards=2, limit=400)
+    demo_data.write_demo_dataset(
+        str(tmp_path / "data" / "demo"), image_size=32, shards=2, limit=400
+    )
     result = subprocess.run(
         [sys.executable, *arguments[1:]],
         cwd=tmp_path,
