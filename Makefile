@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_DATA := data/demo
+PAIRED_NOTEBOOKS := $(patsubst %.py,%.ipynb,$(wildcard notebooks/*.py))
 # Expanded once (:=), so the run and the message name the same folder.
 ifndef DEMO_OUT
 DEMO_OUT := runs/demo-$(shell date +%Y%m%d-%H%M%S)
@@ -12,13 +13,20 @@ endif
 
 .PHONY: install demo demo-data test test-fast notebooks lint
 
-install: $(INSTALLED)
+# The pinned packages, this project installed in editable mode (petals and kit import from this
+# checkout wherever a kernel starts: papermill --cwd, Jupyter in any folder), and the paired
+# notebooks that papermill and Jupyter open.
+install: $(INSTALLED) $(PAIRED_NOTEBOOKS)
 
-$(INSTALLED): requirements.txt
+$(INSTALLED): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt --editable .
 	touch $@
+
+# Written again only when the .py is newer (saving in Jupyter updates both).
+notebooks/%.ipynb: notebooks/%.py | $(INSTALLED)
+	$(BIN)/jupytext --to ipynb $<
 
 # The held-out labels are the last file the generator writes: a dataset from before they
 # existed is refused by the generator with a line saying to delete it.
@@ -43,8 +51,7 @@ test: $(INSTALLED)
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -q -m "not slow and not contract" --durations=5
 
-notebooks: $(INSTALLED)
-	$(BIN)/jupytext --to ipynb notebooks/*.py
+notebooks: $(PAIRED_NOTEBOOKS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -55,6 +62,9 @@ lint: $(INSTALLED)
 # environment: with the newest Keras by default, or with KAGGLE_KERAS=3.13.2 (the oldest the kit
 # supports, petals.accelerator.MINIMUM_KERAS) in an environment of its own. The kernel test needs
 # a writable /kaggle (Kaggle's paths): sudo mkdir /kaggle && sudo chown $$USER /kaggle.
+# Kaggle's image has no petals installed (a built kernel carries its own copy), so neither has
+# this environment: the notebook's kernels find the checkout on PYTHONPATH, which the built
+# kernel's test removes (a module the kernel failed to carry must not be found here instead).
 PYTHON312 ?= python3.12
 KAGGLE_KERAS ?=
 KAGGLE_VENV := .venv-kaggle$(if $(KAGGLE_KERAS),-keras$(KAGGLE_KERAS))
@@ -68,6 +78,6 @@ $(KAGGLE_VENV)/.installed: requirements-kaggle.txt
 
 .PHONY: test-kaggle-image
 test-kaggle-image: $(KAGGLE_VENV)/.installed
-	PETALS_KAGGLE_IMAGE=1 $(KAGGLE_VENV)/bin/python -m pytest -q tests/test_notebook.py \
-		tests/test_augment.py tests/test_feed.py tests/test_accelerator.py tests/test_mixing.py \
+	PYTHONPATH=$(CURDIR) PETALS_KAGGLE_IMAGE=1 $(KAGGLE_VENV)/bin/python -m pytest -q \
+		tests/test_notebook.py tests/test_augment.py tests/test_feed.py tests/test_accelerator.py tests/test_mixing.py \
 		tests/test_train.py "tests/test_kernels.py::test_the_built_kernel_runs_as_kaggle_runs_it"

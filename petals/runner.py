@@ -16,9 +16,6 @@ import sys
 import tempfile
 import time
 
-# The folder holding the petals package: the kernel finds it through PYTHONPATH, so the notebook
-# needs no sys.path code (a built Kaggle kernel writes the package in its Setup cells).
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_NAME = "notebook.ipynb"
 HTML_NAME = "notebook.html"
 PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
@@ -174,8 +171,6 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
     # The kernel inherits this environment: TensorFlow's C++ start-up banner (CPU features,
     # missing CUDA) goes to the terminal, not the notebook, and says nothing to act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
     with tempfile.TemporaryDirectory(prefix="petals-kernel-") as socket_folder:
         try:
             papermill.execute_notebook(
@@ -483,9 +478,6 @@ def launch_processes(arguments):
         return 1
     address = f"127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "petals.runner", *worker_arguments(arguments)]
-    # Each process finds this package wherever it is started from.
-    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-    python_path = os.pathsep.join(dict.fromkeys([PACKAGE_ROOT, *paths]))
     workers = []
 
     def terminated(number, frame):
@@ -496,7 +488,6 @@ def launch_processes(arguments):
         for index in range(arguments.processes):
             environment = {
                 **os.environ,
-                "PYTHONPATH": python_path,
                 hosts.ADDRESS_VARIABLE: address,
                 hosts.COUNT_VARIABLE: str(arguments.processes),
                 hosts.INDEX_VARIABLE: str(index),

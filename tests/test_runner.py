@@ -106,6 +106,32 @@ def test_a_failing_cell_ends_with_one_line_and_still_writes_the_notebook(noteboo
     assert "VALUE must be at least 0" in (tmp_path / "run" / runner.HTML_NAME).read_text()
 
 
+@pytest.mark.slow
+def test_the_kernel_imports_the_installed_package_with_no_path_added(tmp_path):
+    """Started in another folder, the runner leaves the environment as it is: its kernel
+    imports petals as papermill's and Jupyter's do, from the installed package."""
+    source = tmp_path / "where.py"
+    source.write_text(
+        NOTEBOOK.replace(
+            'print("done")',
+            'import os\nimport petals\nprint("PYTHONPATH", os.environ.get("PYTHONPATH"))\n'
+            'print("petals", petals.__file__)',
+        )
+    )
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "petals.runner", str(source), str(tmp_path / "run")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PYTHONPATH None\n" in result.stdout
+    assert f"petals {os.path.join(REPOSITORY, 'petals', '__init__.py')}\n" in result.stdout
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
