@@ -199,7 +199,6 @@ def test_augmentation_layer_sits_before_the_backbone():
                 "efficientnetv2_b0",
                 "densenet201",
                 "convnext_tiny",
-                SMALLEST_PRESET,
             )
         ),
     ],
