@@ -397,7 +397,7 @@ def test_the_default_sweep_trains_each_model_once(tmp_path, capsys):
             nbformat.read(tmp_path / variant.slug / f"{variant.slug}.ipynb", as_version=4)
         )
     ]
-    assert len(models) == 8  # 2 backbones × 3 sizes, and the recipe's two
+    assert len(models) == 11  # 2 backbones × 3 sizes, the 3 of 2026, and the recipe's two
     assert len(set(models)) == len(models), sorted(models)
 
 
