@@ -19,6 +19,9 @@ EFFICIENTNET_REQUIREMENT = "efficientnet==1.1.1"
 # The keras-hub the kit is tested with (requirements.txt), and the oldest it accepts.
 MINIMUM_KERAS_HUB = "0.29.1"
 KERAS_HUB_REQUIREMENT = f"keras-hub=={MINIMUM_KERAS_HUB}"
+# What `import keras_hub` 0.29.1 imports that keras-hub before 0.28 did not require (module name:
+# requirement); installed with keras-hub where the image lacks them.
+KERAS_HUB_IMPORTS = {"sentencepiece": "sentencepiece", "tokenizers": "tokenizers"}
 
 
 def on_kaggle():
@@ -114,12 +117,16 @@ def ensure_keras_hub():
     """In a Kaggle notebook, install KERAS_HUB_REQUIREMENT when the image's keras-hub is missing
     or older; returns the requirement installed, or None when nothing was.
 
-    Without its dependencies: the image has them, and keras-hub's tensorflow-text would bring a
-    second, newer TensorFlow beside the image's. Needs the notebook's Internet setting on.
+    Without its dependencies (keras-hub's tensorflow-text would bring a second, newer TensorFlow
+    beside the image's), but with those it imports that an older keras-hub's image may lack.
+    Needs the notebook's Internet setting on.
     """
     if not on_kaggle() or not _keras_hub_too_old(keras_hub_version()):
         return None
     failure = pip_install(KERAS_HUB_REQUIREMENT, "--no-deps")
+    for module, requirement in KERAS_HUB_IMPORTS.items():
+        if failure is None and importlib.util.find_spec(module) is None:
+            failure = pip_install(requirement)
     if failure is not None:
         raise ValueError(
             f"this image's keras-hub is missing or older than {MINIMUM_KERAS_HUB} and `pip "

@@ -116,3 +116,22 @@ def test_an_older_keras_hub_on_kaggle_is_replaced_without_its_dependencies(
     (command,) = commands
     assert command[-2:] == ["--no-deps", install.KERAS_HUB_REQUIREMENT]
     assert install.KERAS_HUB_REQUIREMENT in capsys.readouterr().out
+
+
+def test_keras_hub_brings_what_it_imports_where_the_image_lacks_it(old_keras_hub, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *rest: None if name == "tokenizers" else real_find_spec(name, *rest),
+    )
+    commands = []
+
+    def pip(command, **options):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    install.ensure_keras_hub()
+    assert [command[-1] for command in commands] == [install.KERAS_HUB_REQUIREMENT, "tokenizers"]
