@@ -65,6 +65,18 @@ KERAS_SETUP = """\
 from petals import accelerator
 
 accelerator.install_tested_keras()"""
+# Added to KERAS_SETUP for a variant with a KerasHub preset among its backbones.
+KERAS_HUB_SETUP = """
+# Generated: a KerasHub backbone needs keras-hub; on Kaggle, install the tested one when the
+# image's is missing or older (needs Internet on).
+from petals import install
+
+install.ensure_keras_hub()"""
+# A Kaggle Model as kernel-metadata.json's model_sources and the kaggle client take it:
+# owner/model/framework/variation/version (the client refuses one without the version number).
+MODEL_SOURCE = re.compile(
+    r"[a-z0-9][a-z0-9_-]*/[a-z0-9][a-z0-9-]*/[A-Za-z0-9]+/[A-Za-z0-9][A-Za-z0-9_.-]*/[1-9][0-9]*"
+)
 
 
 def source_revision():
@@ -164,7 +176,9 @@ def setup_cells(variant, modules, revision):
                 )
             )
         )
-    cells.append(nbformat.v4.new_code_cell(KERAS_SETUP))
+    cells.append(
+        nbformat.v4.new_code_cell(KERAS_SETUP + (KERAS_HUB_SETUP if model_sources(variant) else ""))
+    )
     return cells
 
 
@@ -312,6 +326,24 @@ def extra_datasets(variant):
     return slugs
 
 
+def variant_backbones(variant):
+    """The backbones a variant trains: its BACKBONES, else the notebook's default."""
+    backbones = variant.parameters.get("BACKBONES")
+    if backbones is None:
+        backbones = parameters.notebook_parameters(REPOSITORY / variant.notebook)["BACKBONES"]
+    return [backbones] if isinstance(backbones, str) else list(backbones)
+
+
+def model_sources(variant):
+    """The Kaggle Models holding the weights of the variant's KerasHub presets, to attach as
+    `model_sources`: the kernel then reads them from /kaggle/input, with no download."""
+    return [
+        parameters.KERAS_HUB_PRESETS[name]
+        for name in variant_backbones(variant)
+        if name in parameters.KERAS_HUB_PRESETS
+    ]
+
+
 def metadata(variant, owner, accelerator, public=False, dataset_sources=()):
     """The kernel-metadata.json of a variant (see validate_metadata for the rules)."""
     shape = MACHINE_SHAPES[accelerator]
@@ -329,7 +361,7 @@ def metadata(variant, owner, accelerator, public=False, dataset_sources=()):
         "dataset_sources": list(dataset_sources),
         "competition_sources": [COMPETITION],
         "kernel_sources": [],
-        "model_sources": [],
+        "model_sources": model_sources(variant),
     }
     if shape:
         document["machine_shape"] = shape
@@ -350,6 +382,12 @@ def validate_metadata(document, folder):
     for slug in document.get("dataset_sources", []):
         if not parameters.DATASET_SLUG.fullmatch(slug):
             fail(f"dataset source {slug!r} is not a Kaggle dataset 'owner/dataset-name'")
+    for source in document.get("model_sources", []):
+        if not isinstance(source, str) or not MODEL_SOURCE.fullmatch(source):
+            fail(
+                f"model source {source!r} is not a Kaggle Model "
+                "'owner/model/framework/variation/version' (the version a number)"
+            )
     _check_identity(document, fail)
     _check_settings(document, fail)
     _check_code_file(document, folder, fail)

@@ -316,7 +316,9 @@ display(figures.save(figures.schedule(learning_rate.values(EPOCHS)), OUTPUT_DIR,
 # ### The classifier around each backbone
 #
 # `backbones.build_model` puts the augmentation first, feeds the backbone the pixel scaling its
-# weights were trained with (EfficientNets take 0–255, DenseNet201 ImageNet-normalised values),
+# weights were trained with (EfficientNets and ConvNeXt take 0–255, DenseNet201 and KerasHub's
+# HGNetV2 ImageNet-normalised values; a KerasHub preset's weights are read from its Kaggle Model
+# when the kernel has it attached),
 # pools the features, applies `HEAD_DROPOUT`, and ends with a softmax that computes in float32:
 # under bfloat16 the probabilities and the loss would otherwise lose precision. It is built in
 # the accelerator's scope, so its variables are placed on every chip. Each member's Keras summary

@@ -6,13 +6,19 @@ uint8 images and feeds each backbone exactly the input its weights were trained 
 * keras.applications' EfficientNet and EfficientNetV2 rescale inside the model (they take 0-255);
 * DenseNet201 expects torch-style ``(x / 255 - mean) / std``, added here as Keras layers (not
   TensorFlow ops) so the model runs on every Keras backend;
+* keras.applications' ConvNeXt (Tiny to XLarge) normalises inside too (it takes 0-255);
+* KerasHub's HGNetV2 presets (`parameters.KERAS_HUB_PRESETS`, by their preset names) were
+  converted from timm with ImageNet's torch-style statistics, added here as for DenseNet201.
+  Their configurations are kept here, so that they build without a download;
 * "tiny" (and the twice as wide "tiny_wide") is a small CNN for CPU smoke runs and the digits
   demo; it rescales inside.
 
 Weights (`WEIGHT_CHOICES`, or a path):
 
 * ``None``: random initialisation, no network.
-* ``"imagenet"``: keras.applications downloads its own ImageNet weights.
+* ``"imagenet"``: keras.applications downloads its own ImageNet weights; a KerasHub preset's
+  weights come from its Kaggle Model, read from /kaggle/input when the kernel has it attached
+  (build.py kernels attaches it), else downloaded (Internet on).
 * a path: a weights file for the backbone alone (include_top=False), such as keras.applications'
   ``*_notop.h5`` files or ``backbone.save_weights("x.weights.h5")``; loaded without network.
 * ``"noisy-student"`` (EfficientNet B0-B7): the Noisy Student weights of the top 2020 entries,
@@ -22,6 +28,7 @@ Weights (`WEIGHT_CHOICES`, or a path):
 
 import dataclasses
 import functools
+import glob
 import os
 from collections.abc import Callable
 
@@ -81,6 +88,109 @@ def _application(name):
     return functools.partial(getattr(keras.applications, name), include_top=False)
 
 
+# keras.applications' spelling of a ConvNeXt size where .title() misses it.
+CONVNEXT_CASE = {"xlarge": "XLarge"}
+# Where Kaggle mounts the Kaggle Models attached to a kernel.
+KAGGLE_INPUT = "/kaggle/input"
+# timm's hgnetv2_b4 ... b6 (timm/models/hgnet.py, model_cfgs), which KerasHub's presets were
+# converted from: the stem's two widths, then per stage (input, middle and output channels,
+# blocks, layers per block, kernel size). Every one downsamples but the first; the last two use
+# the light blocks. tests/test_backbones.py holds the parameter counts to KerasHub's presets.
+HGNETV2_STAGES = {
+    "b4": (
+        (32, 48),
+        (
+            (48, 48, 128, 1, 6, 3),
+            (128, 96, 512, 1, 6, 3),
+            (512, 192, 1024, 3, 6, 5),
+            (1024, 384, 2048, 1, 6, 5),
+        ),
+    ),
+    "b5": (
+        (32, 64),
+        (
+            (64, 64, 128, 1, 6, 3),
+            (128, 128, 512, 2, 6, 3),
+            (512, 256, 1024, 5, 6, 5),
+            (1024, 512, 2048, 2, 6, 5),
+        ),
+    ),
+    "b6": (
+        (48, 96),
+        (
+            (96, 96, 192, 2, 6, 3),
+            (192, 192, 512, 3, 6, 3),
+            (512, 384, 1024, 6, 6, 5),
+            (1024, 768, 2048, 3, 6, 5),
+        ),
+    ),
+}
+
+
+def hgnetv2_config(variant):
+    """keras_hub.models.HGNetV2Backbone's arguments for HGNetV2 `variant` ("b4", "b5", "b6")."""
+    stem, stages = HGNETV2_STAGES[variant]
+    return {
+        "depths": [stage[3] for stage in stages],
+        "embedding_size": stem[-1],
+        "hidden_sizes": [stage[2] for stage in stages],
+        "stem_channels": [3, *stem],
+        "hidden_act": "relu",
+        "use_learnable_affine_block": False,
+        "stackwise_stage_filters": [list(stage) for stage in stages],
+        "apply_downsample": [False, True, True, True],
+        "use_lightweight_conv_block": [False, False, True, True],
+    }
+
+
+def preset_source(name, root=None):
+    """Where KerasHub preset `name` is read from: its Kaggle Model's folder when attached to the
+    kernel (under `root`, default KAGGLE_INPUT), else its kaggle:// handle, which KerasHub
+    downloads (Internet on)."""
+    root = root or KAGGLE_INPUT
+    owner, model, framework, variation, version = parameters.KERAS_HUB_PRESETS[name].split("/")
+    # Kaggle mounts a model at <model>/<framework>/<variation>/<version>; newer mounts add a
+    # folder and the owner in front.
+    for pattern in (
+        os.path.join(root, model, framework, variation, version, "config.json"),
+        os.path.join(root, "*", owner, model, framework, variation, version, "config.json"),
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return os.path.dirname(found[0])
+    return f"kaggle://{parameters.KERAS_HUB_PRESETS[name]}"
+
+
+def _keras_hub_backbone(name, input_shape, weights=None):
+    """KerasHub preset `name` as a model whose output is its last stage's features.
+
+    weights None or a file: built from the configuration kept here (no download); "imagenet":
+    the preset's weights, from the attached Kaggle Model or downloaded.
+    """
+    install.check_keras_hub()
+    import keras_hub
+
+    if weights == "imagenet":
+        source = preset_source(name)
+        try:
+            backbone = keras_hub.models.Backbone.from_preset(source, image_shape=input_shape)
+        except OSError as error:  # requests' errors are OSErrors: no Internet, or refused
+            raise ValueError(
+                f"backbone {name!r}: its Kaggle Model {parameters.KERAS_HUB_PRESETS[name]} is "
+                f"not attached (nothing under {KAGGLE_INPUT}) and downloading {source} failed "
+                f"({type(error).__name__}); turn on Internet in the notebook's settings, or "
+                "attach the model (build.py kernels does)"
+            ) from None
+    else:
+        variant = name.split("_")[1]
+        backbone = keras_hub.models.HGNetV2Backbone(
+            **hgnetv2_config(variant), image_shape=input_shape
+        )
+        if weights is not None:
+            backbone.load_weights(weights)
+    return keras.Model(backbone.input, backbone.output[backbone.stage_names[-1]], name=name)
+
+
 BACKBONES = {
     "densenet201": BackboneSpec(_application("DenseNet201"), torch_normalization=True),
     **{
@@ -92,6 +202,16 @@ BACKBONES = {
     **{
         f"efficientnetv2_{variant}": BackboneSpec(_application(f"EfficientNetV2{variant.upper()}"))
         for variant in ("b0", "b1", "b2", "b3", "s", "m", "l")
+    },
+    **{
+        f"convnext_{size}": BackboneSpec(
+            _application(f"ConvNeXt{CONVNEXT_CASE.get(size, size.title())}")
+        )
+        for size in parameters.CONVNEXT_SIZES
+    },
+    **{
+        name: BackboneSpec(functools.partial(_keras_hub_backbone, name), torch_normalization=True)
+        for name in parameters.KERAS_HUB_PRESETS
     },
     "tiny": BackboneSpec(_tiny_cnn, has_imagenet_weights=False),
     # A second, different small model, so that ensembling can be smoke-tested on a CPU.

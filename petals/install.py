@@ -1,5 +1,6 @@
 """What the kit may install at run time, inside a Kaggle notebook: `efficientnet`, for
-noisy-student weights (and, through `pip_install`, the tested Keras: petals.accelerator).
+noisy-student weights, keras-hub for the KerasHub presets (and, through `pip_install`, the
+tested Keras: petals.accelerator).
 
 Kaggle's TPU image has TensorFlow but not the `efficientnet` package whose Noisy Student weights
 the top 2020 entries used. Checking (`check_noisy_student_packages`) installs nothing, so the
@@ -7,6 +8,7 @@ parameter checks stay free of side effects; installing (`ensure_noisy_student_pa
 only inside a Kaggle notebook, when the weights are about to be converted.
 """
 
+import importlib.metadata
 import importlib.util
 import os
 import subprocess
@@ -14,6 +16,12 @@ import sys
 
 # The efficientnet package release whose noisy-student weights the 2020 entries used.
 EFFICIENTNET_REQUIREMENT = "efficientnet==1.1.1"
+# The keras-hub the kit is tested with (requirements.txt), and the oldest it accepts.
+MINIMUM_KERAS_HUB = "0.29.1"
+KERAS_HUB_REQUIREMENT = f"keras-hub=={MINIMUM_KERAS_HUB}"
+# What `import keras_hub` 0.29.1 imports that keras-hub before 0.28 did not require (module name:
+# requirement); installed with keras-hub where the image lacks them.
+KERAS_HUB_IMPORTS = {"sentencepiece": "sentencepiece", "tokenizers": "tokenizers"}
 
 
 def on_kaggle():
@@ -21,11 +29,11 @@ def on_kaggle():
     return "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 
 
-def pip_install(requirement):
-    """pip-install `requirement` into the running environment; None when it worked, else pip's
-    last line of output (what went wrong, e.g. no Internet)."""
+def pip_install(requirement, *options):
+    """pip-install `requirement` (with pip `options`) into the running environment; None when it
+    worked, else pip's last line of output (what went wrong, e.g. no Internet)."""
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", requirement],
+        [sys.executable, "-m", "pip", "install", "--quiet", *options, requirement],
         capture_output=True,
         text=True,
         check=False,
@@ -78,3 +86,52 @@ def ensure_noisy_student_packages():
         f"({failure or 'it is still missing'}); turn on Internet in the notebook's "
         f"settings, or use WEIGHTS='imagenet'"
     )
+
+
+def keras_hub_version():
+    """The installed keras-hub's version as a tuple of numbers, or None when it is missing."""
+    try:
+        version = importlib.metadata.version("keras-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def _keras_hub_too_old(version):
+    minimum = tuple(int(part) for part in MINIMUM_KERAS_HUB.split("."))
+    return version is None or version < minimum
+
+
+def check_keras_hub():
+    """Raise ValueError unless keras-hub is installed at MINIMUM_KERAS_HUB or newer."""
+    version = keras_hub_version()
+    if _keras_hub_too_old(version):
+        found = "is not installed" if version is None else f"{'.'.join(map(str, version))} is"
+        raise ValueError(
+            f"the KerasHub backbones need keras-hub >= {MINIMUM_KERAS_HUB}; keras-hub {found} "
+            f"here; run: pip install {KERAS_HUB_REQUIREMENT}"
+        )
+
+
+def ensure_keras_hub():
+    """In a Kaggle notebook, install KERAS_HUB_REQUIREMENT when the image's keras-hub is missing
+    or older; returns the requirement installed, or None when nothing was.
+
+    Without its dependencies (keras-hub's tensorflow-text would bring a second, newer TensorFlow
+    beside the image's), but with those it imports that an older keras-hub's image may lack.
+    Needs the notebook's Internet setting on.
+    """
+    if not on_kaggle() or not _keras_hub_too_old(keras_hub_version()):
+        return None
+    failure = pip_install(KERAS_HUB_REQUIREMENT, "--no-deps")
+    for module, requirement in KERAS_HUB_IMPORTS.items():
+        if failure is None and importlib.util.find_spec(module) is None:
+            failure = pip_install(requirement)
+    if failure is not None:
+        raise ValueError(
+            f"this image's keras-hub is missing or older than {MINIMUM_KERAS_HUB} and `pip "
+            f"install {KERAS_HUB_REQUIREMENT}` failed ({failure}); turn on Internet in the "
+            "notebook's settings"
+        )
+    print(f"installed {KERAS_HUB_REQUIREMENT}: the image's keras-hub is missing or older")
+    return KERAS_HUB_REQUIREMENT

@@ -27,10 +27,26 @@ PARAMETER_TYPES = (type(None), bool, int, float, str, list, tuple, dict)
 # tests/test_parameters.py holds them equal to petals.backbones.BACKBONES and petals.predict.VIEWS.
 NOISY_STUDENT_BACKBONES = tuple(f"efficientnet_b{index}" for index in range(8))
 WITHOUT_IMAGENET_WEIGHTS = ("tiny", "tiny_wide")
+CONVNEXT_SIZES = ("tiny", "small", "base", "large", "xlarge")
+# KerasHub image-classifier presets, by their preset names, and the Kaggle Model that holds each
+# one's weights (owner/model/framework/variation/version, the form of kernel-metadata.json's
+# model_sources). WEIGHTS "imagenet" means the preset's own weights for them.
+KERAS_HUB_PRESETS = {
+    name: f"keras/hgnetv2/keras/{name}/1"
+    for name in (
+        "hgnetv2_b4_ssld_stage2_ft_in1k",
+        "hgnetv2_b5_ssld_stage1_in22k_in1k",
+        "hgnetv2_b5_ssld_stage2_ft_in1k",
+        "hgnetv2_b6_ssld_stage1_in22k_in1k",
+        "hgnetv2_b6_ssld_stage2_ft_in1k",
+    )
+}
 BACKBONE_NAMES = (
     "densenet201",
     *NOISY_STUDENT_BACKBONES,
     *(f"efficientnetv2_{size}" for size in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+    *(f"convnext_{size}" for size in CONVNEXT_SIZES),
+    *KERAS_HUB_PRESETS,
     *WITHOUT_IMAGENET_WEIGHTS,
 )
 TTA_VIEWS = ("flip_lr", "flip_ud", "rot90", "rot270")
@@ -166,9 +182,17 @@ def _fail(name, value, expected):
 
 
 def did_you_mean(word, choices):
-    """` (did you mean 'rot90'?)` for the choice nearest to a misspelt `word`, else ''."""
-    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """` (did you mean 'rot90'?)` for the choice nearest to a misspelt `word`, else ''.
+
+    A word that begins longer choices gets them (two at most): 'hgnetv2_b6' is the start of two
+    KerasHub preset names, too short a part of either for a close match.
+    """
+    names = [str(choice) for choice in choices]
+    close = (
+        difflib.get_close_matches(str(word), names, n=1)
+        or [name for name in names if str(word) and name.startswith(str(word))][:2]
+    )
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def unknown_names(given, names):

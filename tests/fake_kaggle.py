@@ -32,7 +32,8 @@ What Kaggle does and the fake imitates:
 * A push is checked the way Kaggle would (``KAGGLE_RULES``): a notebook must be notebook JSON
   with a kernelspec and no ``metadata.kaggle``; the machine shape must be one Kaggle knows; the
   owner must be the caller and the title must slugify to the slug; competition sources must
-  exist. A refused push answers HTTP 200 ``{"error": ...}`` like Kaggle's.
+  exist; model sources must name a model's version (from 1). A refused push answers HTTP 200
+  ``{"error": ...}`` like Kaggle's.
 * A source Kaggle cannot attach (``invalid_sources(...)``) is listed in the push answer's
   ``invalidDatasetSources`` / ``invalidCompetitionSources`` / ``invalidKernelSources``; the push
   is accepted all the same and its session runs without that data.
@@ -133,6 +134,7 @@ KAGGLE_RULES = (
     "a known machine shape",
     "owner = caller, title slugifies to the slug",
     "existing competition sources",
+    "model sources 'owner/model/framework/variation/version', the version from 1",
 )
 
 
@@ -1035,6 +1037,23 @@ class FakeKaggle(DatasetsFake):
         )
 
 
+def _model(source) -> bool:
+    """Whether a model source names a model's version: owner/model/framework/variation/N≥1."""
+    parts = str(source).split("/")
+    return len(parts) == 5 and all(parts) and parts[4].isdigit() and int(parts[4]) >= 1
+
+
+def _source_refusal(body: dict) -> str | None:
+    """Why Kaggle would refuse this push's sources: a competition it lacks, a malformed model."""
+    unknown = [c for c in body.get("competitionDataSources") or [] if c not in COMPETITIONS]
+    if unknown:
+        return f"Competition not found: {', '.join(unknown)}"
+    malformed = [source for source in body.get("modelDataSources") or [] if not _model(source)]
+    if malformed:
+        return f"Invalid model source {malformed[0]!r}: expected owner/model/framework/variation/N"
+    return None
+
+
 def _refusal(body: dict, ref: str, user: str | None) -> str | None:
     """Why Kaggle would refuse this push (see KAGGLE_RULES), or None."""
     owner, name = ref.split("/", 1)
@@ -1046,9 +1065,9 @@ def _refusal(body: dict, ref: str, user: str | None) -> str | None:
     shape = body.get("machineShape")
     if shape and shape not in MACHINE_SHAPES:
         return f"Unknown machine shape {shape!r}"
-    unknown = [c for c in body.get("competitionDataSources") or [] if c not in COMPETITIONS]
-    if unknown:
-        return f"Competition not found: {', '.join(unknown)}"
+    refusal = _source_refusal(body)
+    if refusal:
+        return refusal
     if body.get("kernelType") == "notebook":
         try:
             notebook = json.loads(body.get("text") or "")

@@ -15,7 +15,7 @@ import pytest
 # keras.applications' downloadable weight files use.
 from keras.src.legacy.saving import legacy_h5_format
 
-from petals import NUM_CLASSES
+from petals import NUM_CLASSES, backbones, parameters
 from petals.backbones import (
     BACKBONES,
     IMAGENET_MEAN,
@@ -27,13 +27,25 @@ from petals.backbones import (
 )
 from petals.demo_data import digit_images
 
+# The parameter counts KerasHub 0.29.1 publishes for its HGNetV2 presets (hgnetv2_presets.py):
+# the configurations kept in petals.backbones must build exactly these backbones.
+HGNETV2_PARAMETERS = {
+    "hgnetv2_b4_ssld_stage2_ft_in1k": 13_599_072,
+    "hgnetv2_b5_ssld_stage1_in22k_in1k": 33_419_680,
+    "hgnetv2_b5_ssld_stage2_ft_in1k": 33_419_680,
+    "hgnetv2_b6_ssld_stage1_in22k_in1k": 69_179_888,
+    "hgnetv2_b6_ssld_stage2_ft_in1k": 69_179_888,
+}
 EXPECTED_NAMES = [
     "densenet201",
     *(f"efficientnet_b{index}" for index in range(8)),
     *(f"efficientnetv2_{variant}" for variant in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+    *(f"convnext_{size}" for size in ("tiny", "small", "base", "large", "xlarge")),
+    *HGNETV2_PARAMETERS,
     "tiny",
     "tiny_wide",
 ]
+SMALLEST_PRESET = "hgnetv2_b4_ssld_stage2_ft_in1k"
 # keras.applications' smallest allowed input: the cheapest build that still runs every layer.
 SMALLEST_SIZE = 32
 
@@ -119,8 +131,10 @@ results = {{}}
 for name in {names}:
     model = build_model(name, size)
     output = model.compute_output_spec(keras.KerasTensor((1, size, size, 3), dtype="uint8"))
+    (backbone,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     results[name] = [model.name, model.input.name, str(model.input.dtype),
-                     list(model.input.shape), list(output.shape), str(output.dtype)]
+                     list(model.input.shape), list(output.shape), str(output.dtype),
+                     backbone.count_params()]
 print(json.dumps(results))
 """
 
@@ -131,7 +145,8 @@ def test_every_backbone_builds():
 
     Built on the TensorFlow backend in a child process: on JAX, Keras compiles one program per
     distinct weight shape while initialising, which makes building all of them take minutes on
-    two cores. Real forward passes of each family on the current backend run below.
+    two cores. Real forward passes of each family on the current backend run below. Offline:
+    nothing is downloaded with weights None (this machine could not).
     """
     script = BUILD_EVERY_BACKBONE.format(size=SMALLEST_SIZE, names=EXPECTED_NAMES)
     result = subprocess.run(
@@ -151,10 +166,13 @@ def test_every_backbone_builds():
         input_shape,
         output_shape,
         output_dtype,
+        backbone_parameters,
     ) in built.items():
         assert (model_name, input_name, input_dtype) == (name, "image", "uint8")
         assert input_shape == [None, SMALLEST_SIZE, SMALLEST_SIZE, 3]
         assert (output_shape, output_dtype) == ([1, NUM_CLASSES], "float32")
+        if name in HGNETV2_PARAMETERS:
+            assert backbone_parameters == HGNETV2_PARAMETERS[name], name
 
 
 def test_tiny_is_small():
@@ -176,7 +194,12 @@ def test_augmentation_layer_sits_before_the_backbone():
         "tiny",
         *(
             pytest.param(name, marks=pytest.mark.slow)
-            for name in ("efficientnet_b0", "efficientnetv2_b0", "densenet201")
+            for name in (
+                "efficientnet_b0",
+                "efficientnetv2_b0",
+                "densenet201",
+                "convnext_tiny",
+            )
         ),
     ],
 )
@@ -275,3 +298,45 @@ def test_head_dropout_sits_before_the_head_and_trains_only():
     # The bound the parameters cell is checked by (0.95), not merely < 1.
     with pytest.raises(ValueError, match=r"HEAD_DROPOUT = 0.97 is not valid: .* in \[0.0, 0.95\]"):
         build_model("tiny", SMALLEST_SIZE, head_dropout=0.97)
+
+
+def test_a_preset_is_read_from_its_attached_kaggle_model(tmp_path):
+    handle = parameters.KERAS_HUB_PRESETS[SMALLEST_PRESET]
+    assert backbones.preset_source(SMALLEST_PRESET, tmp_path) == f"kaggle://{handle}"
+    # Kaggle's mount (<model>/<framework>/<variation>/<version>), and the newer one in front.
+    for folder in (
+        tmp_path / "old" / "hgnetv2" / "keras" / SMALLEST_PRESET / "1",
+        tmp_path / "new" / "models" / "keras" / "hgnetv2" / "keras" / SMALLEST_PRESET / "1",
+    ):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        root = tmp_path / folder.relative_to(tmp_path).parts[0]
+        assert backbones.preset_source(SMALLEST_PRESET, root) == str(folder)
+
+
+@pytest.mark.slow
+def test_preset_weights_load_from_the_attached_folder(tmp_path, monkeypatch):
+    """WEIGHTS "imagenet" of a KerasHub preset: the preset saved by KerasHub, found where Kaggle
+    mounts an attached model, is what the classifier's backbone holds."""
+    import keras_hub
+
+    saved = keras_hub.models.HGNetV2Backbone(
+        **backbones.hgnetv2_config("b4"), image_shape=(SMALLEST_SIZE, SMALLEST_SIZE, 3)
+    )
+    randomize(saved)
+    saved.save_to_preset(str(tmp_path / "hgnetv2" / "keras" / SMALLEST_PRESET / "1"))
+    monkeypatch.setattr(backbones, "KAGGLE_INPUT", str(tmp_path))
+    loaded = backbone_of(build_model(SMALLEST_PRESET, SMALLEST_SIZE, weights="imagenet"))
+    assert_same_values(saved.weights, loaded.weights)
+
+
+@pytest.mark.slow
+def test_preset_weights_neither_attached_nor_downloadable_is_one_line(tmp_path, monkeypatch):
+    # No Internet: every request goes to a closed port.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backbones, "KAGGLE_INPUT", str(tmp_path))
+    with pytest.raises(ValueError, match="turn on Internet") as error:
+        build_model(SMALLEST_PRESET, SMALLEST_SIZE, weights="imagenet")
+    assert parameters.KERAS_HUB_PRESETS[SMALLEST_PRESET] in str(error.value)
+    assert "\n" not in str(error.value)

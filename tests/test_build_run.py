@@ -27,7 +27,12 @@ SWEEP_SLUGS = [
     f"petals-flowers-{size}-{backbone}"
     for size in (512, 331, 192)
     for backbone in ("efficientnet-b7", "densenet201")
-] + ["petals-flowers-recipe"]
+] + [
+    "petals-flowers-convnext-base-512",
+    "petals-flowers-convnext-base-331",
+    "petals-flowers-hgnetv2-b6-512",
+    "petals-flowers-recipe",
+]
 CAP_REFUSAL = "Maximum batch TPU session count of {} reached."
 
 
@@ -185,10 +190,10 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     result = kit("run", *selection, "--max-concurrent", "2", "--poll", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(fake_kaggle.lost_answers) == 2  # of the 7 accepted pushes
-    assert result.stdout.count("since the push began: adopted, not pushed again") == 2
+    assert len(fake_kaggle.lost_answers) == 3  # of the 10 accepted pushes
+    assert result.stdout.count("since the push began: adopted, not pushed again") == 3
     slugs = [path.name for path in (kit.folder / "kernels").iterdir()]
-    assert len(slugs) == 7  # the 3 × 2 grid (one model each) and the recipe
+    assert len(slugs) == 10  # the 3 × 2 grid (one model each), the 3 of 2026 and the recipe
     for slug in slugs:
         assert collected(kit.folder / "runs", slug)["problem"] is None, slug
         assert (
@@ -201,12 +206,12 @@ def test_default_sweep_through_a_cap_of_one(kit, fake_kaggle):
     assert "waiting for a free session" in result.stdout
     # Once every variant is collected, the blend of all their models: one row per model.
     table = result.stdout[re.search(r"^run +backbone", result.stdout, re.M).start() :]
-    assert [line.split()[0] for line in table.splitlines()[1:8]] == [
+    assert [line.split()[0] for line in table.splitlines()[1:11]] == [
         f"{slug}/v1" for slug in SWEEP_SLUGS
     ]
     assert "blend: honest validation F1 " in table
     assert "python build.py blend --sweep" in table
-    assert "7 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
+    assert "10 variant(s) collected with a valid submission, 0 with a problem" in result.stdout
 
 
 def test_cap_of_two_with_failures(kit, fake_kaggle):
@@ -380,7 +385,7 @@ def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggl
     assert result.returncode == 1, result.stdout + result.stderr
     assert "TPU quota: 29.0 h of 30.0 h used this week, 1.0 h left (refreshes " in result.stdout
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: the 7 variant(s) to push need about ")
+    assert line.startswith("error: the 10 variant(s) to push need about ")
     assert (
         "of TPU time, but 1.0 h of this week's quota is left (29.0 h of 30.0 h used; it refreshes "
         in line

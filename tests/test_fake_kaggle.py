@@ -416,6 +416,7 @@ def test_chunked_upload_and_paged_output(fake_kaggle):
             "Competition not found: no-such-competition",
         ),
         ({"kernelspec": None}, "The notebook has no kernelspec"),
+        ({"model_sources": ["keras/hgnetv2/keras/hgnetv2_b4/0"]}, "Invalid model source"),
         ({"kaggle_metadata": True}, "carries metadata.kaggle"),
     ],
 )

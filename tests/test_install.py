@@ -70,3 +70,68 @@ def test_install_failure_on_kaggle_is_one_line(without_efficientnet, monkeypatch
     ) as error:
         install.ensure_noisy_student_packages()
     assert "\n" not in str(error.value)
+
+
+@pytest.fixture
+def old_keras_hub(monkeypatch):
+    """As on a Kaggle image built with an older keras-hub (0.21.1)."""
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "0.21.1" if name == "keras-hub" else real_version(name),
+    )
+
+
+def test_the_installed_keras_hub_passes_its_check(pip_calls, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    install.check_keras_hub()
+    assert install.ensure_keras_hub() is None
+    assert pip_calls == []
+
+
+def test_an_older_keras_hub_is_named_off_kaggle(old_keras_hub, pip_calls, monkeypatch):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    with pytest.raises(ValueError, match=r"keras-hub 0\.21\.1 is here; run: pip install") as error:
+        install.check_keras_hub()
+    assert install.KERAS_HUB_REQUIREMENT in str(error.value)
+    assert install.ensure_keras_hub() is None  # nothing installed outside Kaggle
+    assert pip_calls == []
+
+
+def test_an_older_keras_hub_on_kaggle_is_replaced_without_its_dependencies(
+    old_keras_hub, monkeypatch, capsys
+):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    commands = []
+
+    def pip(command, **options):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    assert install.ensure_keras_hub() == install.KERAS_HUB_REQUIREMENT
+    (command,) = commands
+    assert command[-2:] == ["--no-deps", install.KERAS_HUB_REQUIREMENT]
+    assert install.KERAS_HUB_REQUIREMENT in capsys.readouterr().out
+
+
+def test_keras_hub_brings_what_it_imports_where_the_image_lacks_it(old_keras_hub, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *rest: None if name == "tokenizers" else real_find_spec(name, *rest),
+    )
+    commands = []
+
+    def pip(command, **options):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    install.ensure_keras_hub()
+    assert [command[-1] for command in commands] == [install.KERAS_HUB_REQUIREMENT, "tokenizers"]

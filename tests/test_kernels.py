@@ -174,6 +174,8 @@ def test_metadata_for_each_accelerator(tmp_path, built):
         ({"docker_image": "gcr.io/kaggle-images/python"}, "docker_image is set"),
         ({"code_file": "missing.ipynb"}, "is not a notebook"),
         ({"kernel_type": "script"}, "kernel_type 'notebook'"),
+        ({"model_sources": ["keras/hgnetv2/keras/x"]}, "model source .* is not a Kaggle Model"),
+        ({"model_sources": ["keras/hgnetv2/keras/x/latest"]}, "'keras/hgnetv2/keras/x/latest'"),
     ],
 )
 def test_metadata_validation(built, change, message):
@@ -395,7 +397,7 @@ def test_the_default_sweep_trains_each_model_once(tmp_path, capsys):
             nbformat.read(tmp_path / variant.slug / f"{variant.slug}.ipynb", as_version=4)
         )
     ]
-    assert len(models) == 8  # 2 backbones × 3 sizes, and the recipe's two
+    assert len(models) == 11  # 2 backbones × 3 sizes, the 3 of 2026, and the recipe's two
     assert len(set(models)) == len(models), sorted(models)
 
 
@@ -471,6 +473,27 @@ def test_extra_data_must_be_a_list_and_datasets_slugs(tmp_path):
             VARIANT, tmp_path / "kernel", "alice", "tpu", dataset_sources=["weights"]
         )
     assert not (tmp_path / "kernel").exists()
+
+
+def test_a_keras_hub_preset_attaches_its_kaggle_model_and_installs_keras_hub(tmp_path, built):
+    preset = "hgnetv2_b6_ssld_stage2_ft_in1k"
+    variant = sweeps.Variant(
+        VARIANT.slug,
+        VARIANT.title,
+        VARIANT.notebook,
+        {**VARIANT.parameters, "BACKBONES": ["convnext_tiny", preset]},
+    )
+    folder = kernels.write_kernel(variant, tmp_path / "preset", "alice", "tpu")
+    document = json.loads((folder / kernels.METADATA_FILE).read_text())
+    assert document["model_sources"] == [f"keras/hgnetv2/keras/{preset}/1"]
+    sources = [cell.source for cell in nbformat.read(folder / f"{VARIANT.slug}.ipynb", 4).cells]
+    assert kernels.KERAS_SETUP + kernels.KERAS_HUB_SETUP in sources
+    # Without a preset: nothing attached, no keras-hub line.
+    document = json.loads((built / kernels.METADATA_FILE).read_text())
+    assert document["model_sources"] == []
+    sources = [cell.source for cell in nbformat.read(built / f"{VARIANT.slug}.ipynb", 4).cells]
+    assert kernels.KERAS_SETUP in sources
+    assert not any(kernels.KERAS_HUB_SETUP in source for source in sources)
 
 
 def test_a_hand_edited_dataset_source_is_refused_before_any_request(built):

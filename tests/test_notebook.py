@@ -334,6 +334,20 @@ def test_the_winning_recipe_with_extra_data(tiny_dataset, tmp_path):
     assert os.path.getsize(os.path.join(output_dir, "mixed_batch.png")) > 1000
 
 
+def test_a_convnext_and_a_keras_hub_preset_train_together_offline(tiny_dataset, tmp_path):
+    """The backbones of 2026 on the demo data, without a download: keras.applications' ConvNeXt
+    and KerasHub's HGNetV2-B6 built from the configuration the kit keeps, blended."""
+    members = ["convnext_tiny", "hgnetv2_b6_ssld_stage2_ft_in1k"]
+    output_dir = str(tmp_path / "run")
+    runner.execute(
+        NOTEBOOK,
+        output_dir,
+        smoke_parameters(tiny_dataset, BACKBONES=members, EPOCHS=1, MAX_STEPS_PER_EPOCH=2),
+    )
+    metrics = check_outputs(output_dir, tiny_dataset, members, epochs=1)
+    assert metrics["parameters"]["WEIGHTS"] is None
+
+
 def test_training_on_validation_skips_evaluation(tiny_dataset, tmp_path):
     output_dir = str(tmp_path / "run")
     runner.execute(

@@ -79,6 +79,12 @@ def test_the_notebook_names_the_parameters_and_each_has_a_check():
         ("BACKBONES", [], "at least one"),
         ("BACKBONES", ["resnet9000"], "'resnet9000' is not a backbone"),
         ("BACKBONES", ["tiny", "tinny"], "'tinny' is not a backbone (did you mean 'tiny'"),
+        ("BACKBONES", ["convnext_tny"], "(did you mean 'convnext_tiny'"),
+        (
+            "BACKBONES",
+            ["hgnetv2_b6"],
+            "(did you mean 'hgnetv2_b6_ssld_stage1_in22k_in1k' or 'hgnetv2_b6_ssld_stage2_ft_in1k'",
+        ),
         ("WEIGHTS", "/no/such/file.h5", "does not exist"),
         ("LR_DECAY", 1.5, "LR_DECAY"),
         ("TTA_VIEWS", ["spin"], "expected each of flip_lr, flip_ud, rot90, rot270 at most once"),

@@ -13,7 +13,7 @@ def write(tmp_path, text):
 def test_competition_sweep_trains_each_model_once_then_the_recipe():
     """One kernel per backbone and size (blends come from `build.py blend`), then the recipe."""
     sweep = sweeps.load("sweeps/competition.toml")
-    assert sweep.accelerator == "tpu" and len(sweep.variants) == 7
+    assert sweep.accelerator == "tpu" and len(sweep.variants) == 10
     slugs = [variant.slug for variant in sweep.variants]
     assert slugs[0] == "petals-flowers-512-efficientnet-b7"
     for variant in sweep.variants:
