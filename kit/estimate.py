@@ -36,6 +36,11 @@ H200_512 = {"densenet201": (281.7, 191.0), "efficientnet_b7": (173.2, 146.0)}
 # - EfficientNetB0–B7: Tan & Le, "EfficientNet" (ICML 2019), Table 2.
 # - EfficientNetV2-B0–B3: the official repository's table (google/automl, efficientnetv2);
 #   V2-S, M, L: Tan & Le, "EfficientNetV2" (ICML 2021), Table 7.
+# - ConvNeXt Tiny–XLarge: Liu et al., "A ConvNet for the 2020s" (CVPR 2022), Table 1 and the
+#   ImageNet-22k table, at 224 px.
+# - HGNetV2-B4, B5, B6 (KerasHub presets; their stage-1 and stage-2 weights share the network):
+#   XLA's cost analysis of the kit's own build at 224 px, halved to multiply-adds (it counts a
+#   multiply-add as two); it gives ConvNeXt-Tiny 4.75 against the paper's 4.5.
 # Adding a backbone is adding its row. A backbone without one (the smoke models `tiny` and
 # `tiny_wide` among them) has no estimate, and `run` and `push` refuse it unless --yes.
 GFLOPS_224 = {
@@ -55,6 +60,16 @@ GFLOPS_224 = {
     "efficientnetv2_s": 8.8 * (224 / 384) ** 2,
     "efficientnetv2_m": 24.0 * (224 / 480) ** 2,
     "efficientnetv2_l": 53.0 * (224 / 480) ** 2,
+    "convnext_tiny": 4.5,
+    "convnext_small": 8.7,
+    "convnext_base": 15.4,
+    "convnext_large": 34.4,
+    "convnext_xlarge": 60.9,
+    "hgnetv2_b4_ssld_stage2_ft_in1k": 2.74,
+    "hgnetv2_b5_ssld_stage1_in22k_in1k": 6.55,
+    "hgnetv2_b5_ssld_stage2_ft_in1k": 6.55,
+    "hgnetv2_b6_ssld_stage1_in22k_in1k": 16.87,
+    "hgnetv2_b6_ssld_stage2_ft_in1k": 16.87,
 }
 # Throughput of each Kaggle accelerator relative to that H200. Not measured (no TPU or T4 was
 # available); derived from memory bandwidth, because these CNNs are memory bound on the H200

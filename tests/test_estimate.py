@@ -94,6 +94,14 @@ def test_every_backbone_has_an_estimate_or_is_refused_by_name():
             assert found.seconds > 0
 
 
+def test_every_backbone_with_imagenet_weights_has_a_flops_row():
+    """Only the smoke models, which never run on Kaggle, go without an estimate."""
+    from petals.backbones import BACKBONES
+
+    without = [name for name in BACKBONES if name not in estimate.GFLOPS_224]
+    assert without == [name for name, spec in BACKBONES.items() if not spec.has_imagenet_weights]
+
+
 def test_derived_figures_are_upper_bounds_of_the_flops_scaling():
     """A heavier backbone is as much slower as its FLOPs say; a lighter one gains only the
     square root of its FLOPs advantage; the reference giving the most time is used."""
