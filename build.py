@@ -598,8 +598,8 @@ def command_sweep(arguments, sweep):
     )
     failures = 0
     for done, (variant, folder, _) in enumerate(pending):
-        print(f"  {variant.slug} → {folder}", flush=True)
-        try:
+        try:  # from the first line about a variant on, Ctrl-C is this variant's interruption
+            print(f"  {variant.slug} → {folder}", flush=True)
             runner.execute(
                 str(kernels.REPOSITORY / sweep.notebook),
                 str(folder),
