@@ -1,5 +1,5 @@
-"""The README and docs/: the README stays a front page, and every relative link in them resolves,
-to a file and to a heading."""
+"""The README and docs/: the README stays a front page, and every relative link in them (and in
+benchmarks/README.md) resolves, to a file and to a heading."""
 
 import os
 import re
@@ -19,8 +19,8 @@ HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 
 
 def pages():
-    """README.md and every Markdown page under docs/, as paths."""
-    found = [README]
+    """README.md, benchmarks/README.md and every Markdown page under docs/, as paths."""
+    found = [README, os.path.join(REPOSITORY, "benchmarks", "README.md")]
     for folder, _, names in os.walk(DOCS):
         found += [os.path.join(folder, name) for name in sorted(names) if name.endswith(".md")]
     return found
