@@ -1,5 +1,6 @@
-"""The README's runner, papermill and JupyterLab commands, run as written (on a small demo
-dataset in a scratch folder laid out as the repository, with no PYTHONPATH)."""
+"""The runner, papermill and JupyterLab commands of docs/notebook.md (the README links there),
+run as written (on a small demo dataset in a scratch folder laid out as the repository, with no
+PYTHONPATH)."""
 
 import json
 import os
@@ -20,13 +21,15 @@ from petals import demo_data, submission
 pytestmark = pytest.mark.slow
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The page that shows how to run the notebook.
+NOTEBOOK_PAGE = os.path.join(REPOSITORY, "docs", "notebook.md")
 # What a user's shell has: no path variable (the project is installed by `make install`).
 ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 
 def readme_block(marker):
-    """The README's shell block holding `marker`: its commands, each as arguments."""
-    text = open(os.path.join(REPOSITORY, "README.md")).read()
+    """The notebook page's shell block holding `marker`: its commands, each as arguments."""
+    text = open(NOTEBOOK_PAGE).read()
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         commands = [
             shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()
@@ -34,11 +37,11 @@ def readme_block(marker):
         commands = [command for command in commands if command]
         if any(marker in command for command in commands):
             return commands
-    raise AssertionError(f"the README has no {marker} example")
+    raise AssertionError(f"{NOTEBOOK_PAGE} has no {marker} example")
 
 
 def runner_example():
-    """The README's shell command that runs the notebook through petals.runner, as arguments."""
+    """The notebook page's command that runs the notebook through petals.runner, as arguments."""
     (command,) = [
         command for command in readme_block("petals.runner") if "petals.runner" in command
     ]
@@ -46,9 +49,10 @@ def runner_example():
 
 
 def repository_layout(folder):
-    """`folder` laid out as the repository for the README's commands: .venv (this environment),
-    notebooks/ with the paired flowers.ipynb as `make install` writes it, and small demo data
-    in data/demo. The notebook's kernel starts in folder/notebooks, away from the checkout."""
+    """`folder` laid out as the repository for the notebook page's commands: .venv (this
+    environment), notebooks/ with the paired flowers.ipynb as `make install` writes it, and small
+    demo data in data/demo. The notebook's kernel starts in folder/notebooks, away from the
+    checkout."""
     os.symlink(sys.prefix, folder / ".venv")
     (folder / "notebooks").mkdir()
     os.symlink(
