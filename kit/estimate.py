@@ -26,7 +26,7 @@ SESSION_LIMIT_HOURS = 9.0
 # weekly TPU quota has been published as 20 to 30 hours.
 DEFAULT_BUDGET_HOURS = 20.0
 
-# Measured for this project on one H200 (README, Performance): bare train step, Keras 3 on JAX,
+# Measured for this project on one H200 (docs/performance.md): bare train step, Keras 3 on JAX,
 # bf16, batch 64, 512 px: images/s and seconds of the first step's compilation.
 H200_512 = {"densenet201": (281.7, 191.0), "efficientnet_b7": (173.2, 146.0)}
 # Billions of multiply-adds of one forward pass at 224 × 224 px, per backbone: how the figures of

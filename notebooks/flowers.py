@@ -84,7 +84,7 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 #
 # On a Cloud TPU slice of several hosts (one process per host) the same cell first joins the
 # other hosts' processes, and the chips of every host then share each batch; only process 0
-# prints and writes files (README, "Beyond one TPU host").
+# prints and writes files (docs/hosts.md in the kit's repository).
 #
 # Compiling the train step of a large backbone takes minutes. The image this run is on (Kaggle
 # rebuilds its image now and then, with new versions) is recorded with a short fingerprint, and
@@ -497,7 +497,7 @@ if validation_labels is not None:
 # To submit on Kaggle, save a version of the notebook ("Save & Run All"), open that version's
 # *Output* tab and press *Submit*. From a terminal, `build.py submit` sends a run that `build.py`
 # collected, and `build.py blend --submit` a blend of the probabilities of several runs (other
-# sizes, other backbones; see the README).
+# sizes, other backbones; see docs/kaggle.md in the kit's repository).
 
 # %%
 report.write_record(OUTPUT_DIR, list(finished), blend, record)  # submission.csv is up to date
