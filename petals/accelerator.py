@@ -13,7 +13,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-BACKENDS = ("jax", "tensorflow")
+from petals.parameters import BACKENDS
+
 # The oldest Keras the kit is tested with: `make test-kaggle-image KAGGLE_KERAS=3.13.2` runs the
 # notebook's tests, and the built kernel as Kaggle runs it, on it (JAX 0.7.2, tensorflow-cpu
 # 2.20), as the plain `make test-kaggle-image` does on the newest Keras. Kaggle's TPU image
