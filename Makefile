@@ -33,13 +33,13 @@ notebooks/%.ipynb: notebooks/%.py | $(INSTALLED)
 DEMO_FILES := $(DEMO_DATA)/tfrecords-jpeg-32x32/test_labels.csv
 
 $(DEMO_FILES): | $(INSTALLED)
-	$(BIN)/python -m petals.demo_data $(DEMO_DATA) --image-size 32
+	$(BIN)/python -m kit.demo_data $(DEMO_DATA) --image-size 32
 
 demo-data: $(DEMO_FILES)
 
 # notebooks/demo.yaml holds every demo parameter, DATA_DIR (data/demo) included.
 demo: $(INSTALLED) $(DEMO_FILES)
-	$(BIN)/python -m petals.runner notebooks/flowers.py $(DEMO_OUT) -f notebooks/demo.yaml
+	$(BIN)/python -m kit.runner notebooks/flowers.py $(DEMO_OUT) -f notebooks/demo.yaml
 	@echo "demo outputs in $(DEMO_OUT) (open notebook.html in a browser)"
 
 # Two workers (one per core); one line per test as it ends, and the slowest ones at the end.

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from kit import blend, cache_dataset, cycle, estimate, kernels, results, sweeps
 from kit.kaggle_client import KaggleError, check_client, connect, read_config
+from kit.runner import command_name
 from petals.parameters import DATASET_SLUG
-from petals.runner import command_name
 
 DEFAULT_SWEEP = "sweeps/competition.toml"
 OWNER_PLACEHOLDER = "your-kaggle-username"
@@ -571,7 +571,7 @@ def command_sweep(arguments, sweep):
     interrupted."""
     from papermill import PapermillExecutionError
 
-    from petals import runner
+    from kit import runner
 
     variants = selected(sweep, arguments.only)
     if sweep.accelerator != "cpu" and not arguments.on_cpu:

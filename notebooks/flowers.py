@@ -137,7 +137,7 @@ compile_counter = (compile_cache.start(COMPILE_CACHE_DIR, IMAGE, COMPILE_CACHE_F
 # ## Configuration
 #
 # Every parameter is checked here, so a typo fails with one line naming the parameter, the bad
-# value and the values it accepts, rather than after an hour of training (`petals.runner` and
+# value and the values it accepts, rather than after an hour of training (`kit.runner` and
 # `build.py` run the same checks before they start the notebook at all). Two values are
 # derived from the hardware. The global batch is the per-chip batch times the number of chips,
 # so each chip keeps the batch it handles well. The peak learning rate grows with it: averaged

@@ -128,7 +128,7 @@ def detect(require=None):
 
     Call it before anything else queries the devices: with JAX it first joins the run's other
     processes where there are any (petals.hosts.start: a Cloud TPU slice of several hosts, or
-    `petals.runner --processes N`), and then sees the devices of every process.
+    `kit.runner --processes N`), and then sees the devices of every process.
     `require` ("tpu", "gpu") makes a missing accelerator an error instead of a silent CPU run.
     """
     import keras

@@ -380,7 +380,7 @@ def is_local_path(entry):
 
     The one rule for a folder versus a Kaggle dataset: an entry that is neither a local path nor
     a URL (`is_url`) is a dataset slug (DATASET_SLUG), in the checks, papermill runs
-    (petals.runner), the data (petals.data) and the kernels' dataset sources (kit.kernels).
+    (kit.runner), the data (petals.data) and the kernels' dataset sources (kit.kernels).
     """
     first = entry.split("/")[0]
     return (

@@ -34,7 +34,7 @@ def interactive_session():
     """True where a person runs the notebook cell by cell and may run it again: Kaggle's editor
     (KAGGLE_KERNEL_RUN_TYPE=Interactive) or a notebook opened in Jupyter (its server names the
     kernel's session in JPY_SESSION_NAME). False in Kaggle's batch runs (Batch), papermill runs
-    (petals.runner, `build.py sweep`, tests) and scripts."""
+    (kit.runner, `build.py sweep`, tests) and scripts."""
     run_type = os.environ.get("KAGGLE_KERNEL_RUN_TYPE")
     if run_type is not None:
         return run_type == "Interactive"

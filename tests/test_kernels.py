@@ -526,7 +526,7 @@ def kaggle_folders(tmp_path):
     """Kaggle's layout at its real paths: the competition data (a small demo dataset at 192 px)
     at /kaggle/input/competitions/tpu-getting-started and an empty /kaggle/working; what the
     fixture created is removed afterwards."""
-    from petals.demo_data import write_demo_dataset
+    from kit.demo_data import write_demo_dataset
 
     if KAGGLE_DATA.exists() or (KAGGLE_WORKING.exists() and any(KAGGLE_WORKING.iterdir())):
         pytest.fail(

@@ -268,8 +268,7 @@ def test_validate_notebook_sets_the_checked_values_back(valid):
 def test_one_rule_for_a_folder_versus_a_dataset_slug(valid, tmp_path, monkeypatch):
     """The checks, papermill runs and kernels' dataset sources tell EXTRA_DATA's folders from
     Kaggle dataset slugs alike: `data/extra` is a folder when data/ exists here."""
-    from kit import kernels
-    from petals import runner
+    from kit import kernels, runner
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "extra").mkdir(parents=True)
