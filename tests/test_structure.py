@@ -106,3 +106,16 @@ def test_the_local_side_uses_only_the_surface_petals_states():
         if name.startswith("petals.") and name.removeprefix("petals.").split(".")[0] not in surface
     )
     assert outside == []
+
+
+def test_the_kernel_package_holds_only_what_the_notebook_runs():
+    """Every module of petals/ is one a built kernel carries: the notebook imports it, directly
+    or through others. Local code (runner, launcher, demo data) has no place there."""
+    import jupytext
+
+    from kit import kernels
+
+    notebook = jupytext.read(os.path.join(REPOSITORY, "notebooks", "flowers.py"))
+    code_cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    carried = {path.stem for path in kernels.package_modules(code_cells)}
+    assert sorted(set(petals_modules()) - carried) == []
