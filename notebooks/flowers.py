@@ -415,7 +415,7 @@ for name, model in train.members(BACKBONES, build):
     finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
         name, test_ids, test, validation_ids, validation_labels, validation))
     # The provisional result: the models so far, blended (see Evaluation).
-    blend = probabilities.blend(list(finished.values()), BLEND_STEP, SEED)
+    blend = probabilities.search_weights(list(finished.values()), BLEND_STEP, SEED)
     test_labels = report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
     print(f"saved {name}'s probabilities; submission.csv and metrics.json now blend "
           + " + ".join(finished))
@@ -459,8 +459,8 @@ if blend.f1 is not None:
 
 # %%
 if validation_labels is not None:
-    validation_predictions = probabilities.blended(list(finished.values()), blend.weights,
-                                                   "validation").argmax(axis=-1)
+    validation_predictions = probabilities.weighted_sum(list(finished.values()), blend.weights,
+                                                        "validation").argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
     print(report.scores_line("blend in-sample (optimistic)", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)

@@ -158,7 +158,7 @@ def write_results(output_dir, members, blend, record):
     """
     from petals import probabilities, submission
 
-    labels = probabilities.blended(members, blend.weights).argmax(axis=-1)
+    labels = probabilities.weighted_sum(members, blend.weights).argmax(axis=-1)
     submission.write_submission(
         os.path.join(output_dir, "submission.csv"),
         members[0].test_ids.tolist(),
