@@ -60,7 +60,7 @@ lint: $(INSTALLED)
 # The notebook's smoke tests, and the built kernel run as Kaggle runs it, on the versions Kaggle's
 # TPU image installs (Python 3.12, tensorflow-cpu 2.20.0, JAX 0.7, no efficientnet), in their own
 # environment: with the newest Keras by default, or with KAGGLE_KERAS=3.13.2 (the oldest the kit
-# supports, petals.accelerator.MINIMUM_KERAS) in an environment of its own. The kernel test needs
+# supports, petals.install.MINIMUM_KERAS) in an environment of its own. The kernel test needs
 # a writable /kaggle (Kaggle's paths): sudo mkdir /kaggle && sudo chown $$USER /kaggle.
 # Kaggle's image has no petals installed (a built kernel carries its own copy), so neither has
 # this environment: the notebook's kernels find the checkout on PYTHONPATH, which the built

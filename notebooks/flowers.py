@@ -95,7 +95,7 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 # %%
 import os
 
-from petals import accelerator, compile_cache, image, report
+from petals import accelerator, compile_cache, image, install, report, versions
 
 timer = report.StageTimer()
 with timer.stage("import"):
@@ -121,10 +121,10 @@ with timer.stage("import"):
         train,
     )
 
-accelerator.check_keras_version()
+install.check_keras_version()
 # First to touch the devices: on a TPU slice of several hosts it joins the other hosts' processes.
 device = accelerator.detect(require=ACCELERATOR)
-VERSIONS = accelerator.versions()
+VERSIONS = versions.installed()
 IMAGE = image.of_device(device)
 print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 print(device.describe())

@@ -143,7 +143,7 @@ def start():
             raise
         raise RuntimeError(
             "the processes must join before anything queries the devices: call "
-            "accelerator.detect() before accelerator.versions() or jax.devices()"
+            "accelerator.detect() before versions.installed() or jax.devices()"
         ) from error
     return current()
 

@@ -343,7 +343,7 @@ except RuntimeError as error:
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == (
         "the processes must join before anything queries the devices: call "
-        "accelerator.detect() before accelerator.versions() or jax.devices()"
+        "accelerator.detect() before versions.installed() or jax.devices()"
     )
 
 
