@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kit import results
-from petals import ensemble, probabilities, submission
+from petals import ensemble, metrics, probabilities, submission
 from petals.evaluate import macro_f1
 
 RUN_FOLDER = re.compile(r"(v|local-)(\d+)")
@@ -288,7 +288,7 @@ def test_predictions(blended):
     return entries[0].member.test_ids.tolist(), labels
 
 
-def metrics(blended, sweep_name):
+def blend_record(blended, sweep_name):
     """The blend's metrics.json (what `build.py results` and `submit` read)."""
     entries = blended.entries
     return {
@@ -336,7 +336,7 @@ def write(blended, runs_dir, sweep_name):
     try:
         ids, labels = test_predictions(blended)
         submission.write_submission(str(staging / "submission.csv"), ids, labels)
-        submission.write_metrics(str(staging / "metrics.json"), metrics(blended, sweep_name))
+        metrics.write(str(staging / "metrics.json"), blend_record(blended, sweep_name))
         os.rename(staging, destination)
     finally:
         if staging.exists():

@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 
-from petals import hosts
-from petals.submission import prepare_output_dir
+from petals import hosts, output_folder
 
 # Once one process has finished, the others have this long to finish too before they count as
 # hung; a process asked to stop has this long before it is killed.
@@ -192,7 +191,7 @@ def launch_processes(arguments):
         print(f"error: --processes must be at least 1, got {arguments.processes}", file=sys.stderr)
         return 2
     try:
-        prepare_output_dir(arguments.output_dir, replace=False)
+        output_folder.prepare(arguments.output_dir, replace=False)
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

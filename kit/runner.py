@@ -145,9 +145,9 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
     import jupytext
     import papermill
 
-    from petals.submission import prepare_output_dir
+    from petals import output_folder
 
-    output_dir = os.path.abspath(prepare_output_dir(output_dir, replace=False))
+    output_dir = os.path.abspath(output_folder.prepare(output_dir, replace=False))
     notebook = jupytext.read(source)
     notebook_dir = os.path.abspath(notebook_dir or output_dir)
     os.makedirs(notebook_dir, exist_ok=True)

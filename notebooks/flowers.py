@@ -113,6 +113,7 @@ with timer.stage("import"):
         figures,
         hosts,
         mixing,
+        output_folder,
         parameters,
         predict,
         probabilities,
@@ -145,7 +146,7 @@ compile_counter = (compile_cache.start(COMPILE_CACHE_DIR, IMAGE, COMPILE_CACHE_F
 
 # %%
 PARAMETERS = parameters.validate_notebook(globals())  # also sets the checked values back
-OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
+OUTPUT_DIR = output_folder.prepare(OUTPUT_DIR)
 keras.utils.set_random_seed(SEED)
 GLOBAL_BATCH = BATCH_SIZE_PER_REPLICA * device.replicas
 PEAK_LEARNING_RATE = LR_MAX * device.replicas

@@ -130,7 +130,9 @@ SURFACE = (
     "files",  # results written atomically
     "hosts",  # the variables that make processes one run (the launcher)
     "data",  # the competition's folder layout (the demo data)
-    "submission",  # submission.csv read and checked, and the output-folder policy
+    "submission",  # submission.csv written, read and checked
+    "metrics",  # metrics.json written (blending runs)
+    "output_folder",  # an earlier run's results never overwritten (runner, launcher)
     "probabilities",  # each model's saved probabilities (blending runs)
     "ensemble",  # blend weights searched and applied (blending runs)
     "evaluate",  # macro F1 (blending runs)

@@ -349,12 +349,12 @@ except RuntimeError as error:
 
 WRITE_FAILURE = """
 import errno, sys
-from petals import accelerator, files, hosts, submission
+from petals import accelerator, files, hosts, output_folder
 
 failing, output_dir = sys.argv[1:]
 accelerator.detect()
 if failing == "prepare":  # the run's first write: results already there (process 0's disk)
-    submission.prepare_output_dir(output_dir, replace=False)
+    output_folder.prepare(output_dir, replace=False)
 else:  # a write that fails half-way: the disk is full
 
     def write(handle):
