@@ -293,3 +293,23 @@ def test_one_rule_for_none():
         None,
         0,
     ]
+
+
+def test_validate_refuses_to_run_without_the_stages_notebook_checks(valid):
+    """The stages register what only the notebook can check (parameters imports none of them):
+    validate before they are imported is refused, naming the parameters left unchecked."""
+    script = (
+        "import json\nfrom petals import parameters\n"
+        f"parameters.validate(json.loads({json.dumps(json.dumps(valid))}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        check=False,
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("RuntimeError")
+    assert all(name in last_line for name in ("DATA_DIR", "WEIGHTS", "EXTRA_DATA"))
