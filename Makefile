@@ -33,13 +33,13 @@ notebooks/%.ipynb: notebooks/%.py | $(INSTALLED)
 DEMO_FILES := $(DEMO_DATA)/tfrecords-jpeg-32x32/test_labels.csv
 
 $(DEMO_FILES): | $(INSTALLED)
-	$(BIN)/python -m petals.demo_data $(DEMO_DATA) --image-size 32
+	$(BIN)/python -m kit.demo_data $(DEMO_DATA) --image-size 32
 
 demo-data: $(DEMO_FILES)
 
 # notebooks/demo.yaml holds every demo parameter, DATA_DIR (data/demo) included.
 demo: $(INSTALLED) $(DEMO_FILES)
-	$(BIN)/python -m petals.runner notebooks/flowers.py $(DEMO_OUT) -f notebooks/demo.yaml
+	$(BIN)/python -m kit.runner notebooks/flowers.py $(DEMO_OUT) -f notebooks/demo.yaml
 	@echo "demo outputs in $(DEMO_OUT) (open notebook.html in a browser)"
 
 # Two workers (one per core); one line per test as it ends, and the slowest ones at the end.
@@ -60,7 +60,7 @@ lint: $(INSTALLED)
 # The notebook's smoke tests, and the built kernel run as Kaggle runs it, on the versions Kaggle's
 # TPU image installs (Python 3.12, tensorflow-cpu 2.20.0, JAX 0.7, no efficientnet), in their own
 # environment: with the newest Keras by default, or with KAGGLE_KERAS=3.13.2 (the oldest the kit
-# supports, petals.accelerator.MINIMUM_KERAS) in an environment of its own. The kernel test needs
+# supports, petals.install.MINIMUM_KERAS) in an environment of its own. The kernel test needs
 # a writable /kaggle (Kaggle's paths): sudo mkdir /kaggle && sudo chown $$USER /kaggle.
 # Kaggle's image has no petals installed (a built kernel carries its own copy), so neither has
 # this environment: the notebook's kernels find the checkout on PYTHONPATH, which the built

@@ -21,10 +21,21 @@ import shlex
 import sys
 from pathlib import Path
 
-from kit import blend, cache_dataset, cycle, estimate, kernels, results, sweeps
+from kit import (
+    blend,
+    cache_dataset,
+    collect,
+    cycle,
+    estimate,
+    kernels,
+    pushes,
+    results,
+    submit,
+    sweeps,
+)
 from kit.kaggle_client import KaggleError, check_client, connect, read_config
+from kit.runner import command_name
 from petals.parameters import DATASET_SLUG
-from petals.runner import command_name
 
 DEFAULT_SWEEP = "sweeps/competition.toml"
 OWNER_PLACEHOLDER = "your-kaggle-username"
@@ -81,7 +92,7 @@ def built_kernel_id(arguments, variant):
 def variant_kernel_id(arguments, variant):
     """The Kaggle id of a variant: the one its pushes.json records, else the built kernel's;
     None when neither exists."""
-    state = cycle.read_state(Path(arguments.runs_dir) / variant.slug)
+    state = pushes.read_state(Path(arguments.runs_dir) / variant.slug)
     if state.get("kernel"):
         return state["kernel"]
     path = Path(arguments.kernels_dir) / variant.slug / kernels.METADATA_FILE
@@ -89,9 +100,9 @@ def variant_kernel_id(arguments, variant):
 
 
 def variant_stamp(arguments, variant):
-    """The stamp of the variant's built kernel (`cycle.kernel_stamp`; None when not built): the
+    """The stamp of the variant's built kernel (`pushes.kernel_stamp`; None when not built): the
     versions on Kaggle that carry it are this build's."""
-    return cycle.kernel_stamp(Path(arguments.kernels_dir) / variant.slug)
+    return pushes.kernel_stamp(Path(arguments.kernels_dir) / variant.slug)
 
 
 def check_variants(sweep, variants, fixed=None, output_dirs=None):
@@ -216,7 +227,7 @@ def check_hours(arguments, estimates, quota, pending, active):
     sessions (`cycle.Session`s queued or running on Kaggle) still need; --yes pushes anyway."""
     if not arguments.yes:
         running = [
-            (estimates[session.job.slug], cycle.seconds_since(session.pushed_at))
+            (estimates[session.job.slug], pushes.seconds_since(session.pushed_at))
             for session in active
         ]
         estimate.check_budget(
@@ -267,8 +278,8 @@ def command_push(arguments, sweep):
     for variant, (kernel_id, _) in zip(variants, built, strict=True):
         folder = Path(arguments.kernels_dir) / variant.slug
         try:
-            version = cycle.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
-        except cycle.SessionCapReached as refusal:
+            version = pushes.push(folder, Path(arguments.runs_dir) / variant.slug, kernel_id, api)
+        except pushes.SessionCapReached as refusal:
             raise KaggleError(
                 f"{refusal} `{this_command('run')}` pushes each variant when a session is free"
             ) from None
@@ -280,12 +291,12 @@ STATES = {
     "RUNNING": "running",
     "COMPLETE": "complete",
     "ERROR": "error",
-    cycle.NOT_SHOWN: "pushed, not shown by Kaggle yet",
+    collect.NOT_SHOWN: "pushed, not shown by Kaggle yet",
 }
 
 
 def command_status(arguments, sweep):
-    """`status`: per variant, its current version (`cycle.current_version`), Kaggle's status,
+    """`status`: per variant, its current version (`pushes.current_version`), Kaggle's status,
     time since its push or collection, and the estimate."""
     variants = selected(sweep, arguments.only)
     kernels_built = all(
@@ -304,7 +315,7 @@ def command_status(arguments, sweep):
         run_dir = Path(arguments.runs_dir) / variant.slug
         kernel_id = variant_kernel_id(arguments, variant)
         _, current = (
-            cycle.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
+            pushes.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
             if kernel_id
             else (None, None)
         )
@@ -313,12 +324,12 @@ def command_status(arguments, sweep):
             print(f"{variant.slug}: not pushed — {guess}")
             continue
         version = current["version"]
-        name, failure = cycle.status(kernel_id, version, api)
-        record = cycle.collected(run_dir, version)
-        since = cycle.seconds_since(current["pushed_at"])
+        name, failure = collect.status(kernel_id, version, api)
+        record = collect.collected(run_dir, version)
+        since = pushes.seconds_since(current["pushed_at"])
         if record is not None:  # pushed → collected: an upper bound of the session's time
             took = (
-                since - cycle.seconds_since(record["collected_at"])
+                since - pushes.seconds_since(record["collected_at"])
                 if since is not None and record.get("collected_at")
                 else None
             )
@@ -332,7 +343,7 @@ def command_status(arguments, sweep):
                 else f"{estimate.duration(since)} since its push"
             )
         detail = failure or (record or {}).get("problem")
-        partial = cycle.partial_text(record)
+        partial = collect.partial_text(record)
         print(
             f"{variant.slug}: v{version} {STATES.get(name, name.lower())}"
             + (f" ({detail})" if detail else "")
@@ -357,7 +368,7 @@ def command_collect(arguments, sweep):
             problems += 1
             continue
         try:
-            version, folder, problem = cycle.collect(
+            version, folder, problem = collect.collect(
                 Path(arguments.runs_dir) / variant.slug,
                 variant.slug,
                 kernel_id,
@@ -371,7 +382,7 @@ def command_collect(arguments, sweep):
             print(f"{variant.slug}: {error}")
             problems += 1
             continue
-        said = problem or cycle.partial_text(cycle.collected(folder.parent, version))
+        said = problem or collect.partial_text(collect.collected(folder.parent, version))
         print(f"{variant.slug}: v{version} → {folder}" + (f" ({said})" if said else ""))
         problems += problem is not None
         versions[variant.slug] = (version, kernel_id.split("/")[0])
@@ -452,7 +463,9 @@ def command_run(arguments, sweep):
     for slug, problem in problems.items():
         print("\n".join(f"{slug}: {line}" for line in problem.splitlines()))
     partials = {
-        job.slug: cycle.partial_text(cycle.collected(job.run_dir, sweep_run.outcomes[job.slug][0]))
+        job.slug: collect.partial_text(
+            collect.collected(job.run_dir, sweep_run.outcomes[job.slug][0])
+        )
         for job in jobs
         if job.slug in sweep_run.outcomes and job.slug not in problems
     }
@@ -522,7 +535,7 @@ def command_submit(arguments, sweep):
     kernel_id = variant_kernel_id(arguments, variant)
     api = connect()
     _, current = (
-        cycle.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
+        pushes.current_version(run_dir, kernel_id, api, variant_stamp(arguments, variant))
         if kernel_id
         else (None, None)
     )
@@ -530,13 +543,13 @@ def command_submit(arguments, sweep):
         raise ValueError(f"{variant.slug} was never pushed")
     version = arguments.version or current["version"]
     folder = run_dir / f"v{version}"
-    collected = folder / cycle.COLLECTED_FILE
+    collected = folder / results.COLLECTED_FILE
     if not collected.exists():
         raise ValueError(f"{variant.slug} v{version} is not collected; run collect first")
     record = json.loads(collected.read_text())
     if record["problem"]:
         raise ValueError(f"{variant.slug} v{version} has no valid submission: {record['problem']}")
-    partial = cycle.partial_text(record)
+    partial = collect.partial_text(record)
     if partial:  # what the session finished before it stopped: valid, and said to be partial
         print(f"{variant.slug} v{version} is {partial}")
     metrics_path = folder / "metrics.json"
@@ -561,7 +574,7 @@ def command_submit(arguments, sweep):
         models = record["partial"]
         kind = f" partial ({len(models['finished'])} of {len(models['planned'])} models)"
     message = f"petals {variant.slug} v{version}{kind}{score}"
-    print(cycle.submit(folder / "submission.csv", message, api))
+    print(submit.submit(folder / "submission.csv", message, api))
     print(f"submitted: {message}")
 
 
@@ -571,7 +584,7 @@ def command_sweep(arguments, sweep):
     interrupted."""
     from papermill import PapermillExecutionError
 
-    from petals import runner
+    from kit import runner
 
     variants = selected(sweep, arguments.only)
     if sweep.accelerator != "cpu" and not arguments.on_cpu:
@@ -642,8 +655,8 @@ def write_results(runs_dir, table=None):
     if not table:
         raise ValueError(f"no runs with metrics.json under {runs_dir}")
     markdown = results.markdown(table)
-    cycle.write_text(Path(runs_dir, "results.md"), markdown)
-    cycle.write_text(Path(runs_dir, "results.csv"), results.csv_text(table))
+    results.write_text(Path(runs_dir, "results.md"), markdown)
+    results.write_text(Path(runs_dir, "results.csv"), results.csv_text(table))
     return markdown + f"\n(also {runs_dir}/results.md and results.csv)"
 
 
@@ -667,7 +680,7 @@ def command_blend(arguments, sweep):
     print(f"wrote {folder}/submission.csv and metrics.json")
     if arguments.submit:
         message = blend.message(blended, sweep.name)
-        print(cycle.submit(folder / "submission.csv", message, connect()))
+        print(submit.submit(folder / "submission.csv", message, connect()))
         print(f"submitted: {message}")
 
 

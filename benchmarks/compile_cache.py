@@ -41,7 +41,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="steps per epoch")
     arguments = parser.parse_args()
     sys.path.insert(0, str(REPOSITORY))
-    from petals.demo_data import write_demo_dataset
+    from kit.demo_data import write_demo_dataset
 
     with tempfile.TemporaryDirectory(prefix="petals-cache-benchmark-") as folder:
         folder = Path(folder)

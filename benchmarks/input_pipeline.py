@@ -128,7 +128,7 @@ def _write_shard(job):
     """Write one shard (run in a worker process): `job` is (path, image_size, labels, ids, seed)."""
     import tensorflow as tf
 
-    from petals.demo_data import serialize
+    from kit.demo_data import serialize
 
     path, image_size, labels, ids, seed = job
     random = np.random.default_rng(seed)
@@ -146,7 +146,7 @@ def ensure_dataset(data_dir, image_size, image_count, seed=0):
     The folder is built beside its destination and renamed into place, so an interrupted run
     never leaves a half-written dataset that a later run would take as complete.
     """
-    from petals.demo_data import unique_ids
+    from kit.demo_data import unique_ids
 
     size_name = f"tfrecords-jpeg-{image_size}x{image_size}"
     train_folder = os.path.join(data_dir, f"{image_count}-images", size_name, "train")

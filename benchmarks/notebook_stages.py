@@ -35,8 +35,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     arguments = parser.parse_args()
 
-    from petals import runner
-    from petals.demo_data import write_demo_dataset
+    from kit import runner
+    from kit.demo_data import write_demo_dataset
 
     with tempfile.TemporaryDirectory(prefix="petals-stages-") as scratch:
         write_demo_dataset(scratch, image_size=32, shards=2, limit=240)

@@ -288,7 +288,7 @@ def run_model_job(job, settings):
     compare_feeds(model, feeds, settings)
     if not settings["tfdata"]:
         return
-    from petals import demo_data
+    from kit import demo_data
 
     with tempfile.TemporaryDirectory(prefix="petals-feed-") as folder:
         demo_data.write_demo_dataset(folder, image_size=settings["size"], shards=4)

@@ -7,7 +7,7 @@ each of its models; of a partial run (stopped before its last model), the models
 join, and the missing ones are named. The
 models are aligned by id: all of them must have seen the same test ids and the same validation
 ids, or one line names the mismatch. The weights are searched on validation with the notebook's
-honest split score (`petals.ensemble.honest_blend`).
+honest split score (`petals.ensemble.search_weights`).
 
 A run trained on validation (TRAIN_ON_VALIDATION) has no validation probabilities: nothing can
 score it or tune its weight. It joins only when asked, with a fixed share of the blend
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kit import results
-from petals import ensemble, probabilities, submission
+from petals import ensemble, metrics, probabilities, submission
 from petals.evaluate import macro_f1
 
 RUN_FOLDER = re.compile(r"(v|local-)(\d+)")
@@ -200,7 +200,7 @@ def search(entries, step=0.1, seed=42, share=None):
         labels = validated[0].member.validation_labels
         for entry in validated:
             entry.f1 = macro_f1(labels, entry.member.validation)
-        blend = ensemble.honest_blend(_validation(validated), labels, step, seed)
+        blend = ensemble.search_weights(_validation(validated), labels, step, seed)
         f1, f1_in_sample = blend.f1, blend.f1_in_sample
         rest = 1 - share if share is not None and unvalidated else 1
         weights = {
@@ -210,7 +210,7 @@ def search(entries, step=0.1, seed=42, share=None):
         for entry in validated:
             runs.setdefault(entry.run, []).append(entry)
         scores = {
-            run: ensemble.honest_blend(_validation(members), labels, step, seed).f1
+            run: ensemble.search_weights(_validation(members), labels, step, seed).f1
             for run, members in runs.items()
         }
         best_run = max(scores.items(), key=lambda item: item[1])
@@ -282,13 +282,13 @@ def images_line(entries):
 def test_predictions(blended):
     """(test ids, predicted labels) of the blend."""
     entries = blended.entries
-    labels = probabilities.blended(
+    labels = probabilities.weighted_sum(
         [entry.member for entry in entries], [entry.weight for entry in entries]
     ).argmax(axis=-1)
     return entries[0].member.test_ids.tolist(), labels
 
 
-def metrics(blended, sweep_name):
+def blend_record(blended, sweep_name):
     """The blend's metrics.json (what `build.py results` and `submit` read)."""
     entries = blended.entries
     return {
@@ -336,7 +336,7 @@ def write(blended, runs_dir, sweep_name):
     try:
         ids, labels = test_predictions(blended)
         submission.write_submission(str(staging / "submission.csv"), ids, labels)
-        submission.write_metrics(str(staging / "metrics.json"), metrics(blended, sweep_name))
+        metrics.write(str(staging / "metrics.json"), blend_record(blended, sweep_name))
         os.rename(staging, destination)
     finally:
         if staging.exists():

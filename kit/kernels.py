@@ -62,9 +62,9 @@ sys.path.insert(0, os.path.dirname(petals_folder))"""
 KERAS_SETUP = """\
 # Generated: on Kaggle, when the image's Keras is older than the oldest one this kit is tested
 # with, install that one (needs Internet on). Before anything imports Keras.
-from petals import accelerator
+from petals import install
 
-accelerator.install_tested_keras()"""
+install.ensure_keras()"""
 # Added to KERAS_SETUP for a variant with a KerasHub preset among its backbones.
 KERAS_HUB_SETUP = """
 # Generated: a KerasHub backbone needs keras-hub; on Kaggle, install the tested one when the

@@ -1,4 +1,4 @@
-"""The one poll loop of the kit: watching a Kaggle version (`cycle.wait`) and a sweep
+"""The one poll loop of the kit: watching a Kaggle version (`collect.wait`) and a sweep
 (`cycle.SweepRun.run`) both go through `poll`."""
 
 import time

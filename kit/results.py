@@ -14,6 +14,8 @@ import io
 import json
 from pathlib import Path
 
+from petals.files import write_atomically
+
 COLUMNS = (
     "variant",
     "run",
@@ -53,7 +55,7 @@ def image_fingerprint(metrics):
     return (metrics.get("image") or {}).get("fingerprint")
 
 
-# What `build.py collect` writes beside a collected version's outputs (kit.cycle).
+# What `build.py collect` writes beside a collected version's outputs (kit.collect).
 COLLECTED_FILE = "collected.json"
 
 
@@ -146,3 +148,8 @@ def csv_text(table):
     writer.writeheader()
     writer.writerows(table)
     return buffer.getvalue()
+
+
+def write_text(path, text):
+    """Write (or rewrite) a text file atomically (the results table)."""
+    write_atomically(path, lambda handle: handle.write(text), overwrite=True)

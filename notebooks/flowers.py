@@ -95,7 +95,7 @@ CLASS_NAMES = None  # None: the dataset's names (the competition's 104 flowers)
 # %%
 import os
 
-from petals import accelerator, compile_cache, image, report
+from petals import accelerator, compile_cache, image, install, report, versions
 
 timer = report.StageTimer()
 with timer.stage("import"):
@@ -113,6 +113,7 @@ with timer.stage("import"):
         figures,
         hosts,
         mixing,
+        output_folder,
         parameters,
         predict,
         probabilities,
@@ -121,10 +122,10 @@ with timer.stage("import"):
         train,
     )
 
-accelerator.check_keras_version()
+install.check_keras_version()
 # First to touch the devices: on a TPU slice of several hosts it joins the other hosts' processes.
 device = accelerator.detect(require=ACCELERATOR)
-VERSIONS = accelerator.versions()
+VERSIONS = versions.installed()
 IMAGE = image.of_device(device)
 print(", ".join(f"{name} {version}" for name, version in VERSIONS.items() if version))
 print(device.describe())
@@ -137,7 +138,7 @@ compile_counter = (compile_cache.start(COMPILE_CACHE_DIR, IMAGE, COMPILE_CACHE_F
 # ## Configuration
 #
 # Every parameter is checked here, so a typo fails with one line naming the parameter, the bad
-# value and the values it accepts, rather than after an hour of training (`petals.runner` and
+# value and the values it accepts, rather than after an hour of training (`kit.runner` and
 # `build.py` run the same checks before they start the notebook at all). Two values are
 # derived from the hardware. The global batch is the per-chip batch times the number of chips,
 # so each chip keeps the batch it handles well. The peak learning rate grows with it: averaged
@@ -145,7 +146,7 @@ compile_counter = (compile_cache.start(COMPILE_CACHE_DIR, IMAGE, COMPILE_CACHE_F
 
 # %%
 PARAMETERS = parameters.validate_notebook(globals())  # also sets the checked values back
-OUTPUT_DIR = submission.prepare_output_dir(OUTPUT_DIR)
+OUTPUT_DIR = output_folder.prepare(OUTPUT_DIR)
 keras.utils.set_random_seed(SEED)
 GLOBAL_BATCH = BATCH_SIZE_PER_REPLICA * device.replicas
 PEAK_LEARNING_RATE = LR_MAX * device.replicas
@@ -415,7 +416,7 @@ for name, model in train.members(BACKBONES, build):
     finished[name] = probabilities.save(OUTPUT_DIR, probabilities.Member(
         name, test_ids, test, validation_ids, validation_labels, validation))
     # The provisional result: the models so far, blended (see Evaluation).
-    blend = probabilities.blend(list(finished.values()), BLEND_STEP, SEED)
+    blend = probabilities.search_weights(list(finished.values()), BLEND_STEP, SEED)
     test_labels = report.write_results(OUTPUT_DIR, list(finished.values()), blend, record)
     print(f"saved {name}'s probabilities; submission.csv and metrics.json now blend "
           + " + ".join(finished))
@@ -459,8 +460,8 @@ if blend.f1 is not None:
 
 # %%
 if validation_labels is not None:
-    validation_predictions = probabilities.blended(list(finished.values()), blend.weights,
-                                                   "validation").argmax(axis=-1)
+    validation_predictions = probabilities.weighted_sum(list(finished.values()), blend.weights,
+                                                        "validation").argmax(axis=-1)
     blend_scores = evaluate.scores(validation_labels, validation_predictions)
     print(report.scores_line("blend in-sample (optimistic)", blend_scores))
     matrix, present = evaluate.confusion(validation_labels, validation_predictions)

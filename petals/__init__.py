@@ -1,4 +1,9 @@
-"""Petals: the package the flowers notebook narrates, one module per stage of the data flow."""
+"""Petals: the package the flowers notebook narrates, one module per stage of the data flow.
+
+Everything here runs inside a kernel (a built kernel carries the modules its notebook imports);
+nothing here imports the local side (`kit/`, `build.py`). The local side uses this package only
+through SURFACE; tests/test_structure.py holds both rules.
+"""
 
 # The competition's facts, used by the notebook's package and by the build kit alike.
 COMPETITION = "tpu-getting-started"  # the slug: data mount, GCS path, kernel source, submission
@@ -113,3 +118,23 @@ CLASSES = (
     "wild rose",
 )
 NUM_CLASSES = len(CLASSES)
+
+# What the local side (kit/, build.py) may import from this package, and what for.
+SURFACE = (
+    # The competition's facts.
+    "COMPETITION",
+    "TRAIN_IMAGES",
+    "VALIDATION_IMAGES",
+    "TEST_IMAGES",
+    "parameters",  # a run's parameters, checked before anything starts (runner, sweeps, kernels)
+    "files",  # results written atomically
+    "hosts",  # the variables that make processes one run (the launcher)
+    "data",  # the competition's folder layout (the demo data)
+    "submission",  # submission.csv written, read and checked
+    "metrics",  # metrics.json written (blending runs)
+    "output_folder",  # an earlier run's results never overwritten (runner, launcher)
+    "probabilities",  # each model's saved probabilities (blending runs)
+    "ensemble",  # blend weights searched and applied (blending runs)
+    "evaluate",  # macro F1 (blending runs)
+    "compile_cache",  # the compiled programs' dataset (build.py cache-dataset)
+)

@@ -7,28 +7,10 @@ MirroredStrategy across several GPUs, the default strategy otherwise.
 """
 
 import contextlib
-import importlib.metadata
 import os
-import re
-import sys
 from dataclasses import dataclass, field
 
-BACKENDS = ("jax", "tensorflow")
-# The oldest Keras the kit is tested with: `make test-kaggle-image KAGGLE_KERAS=3.13.2` runs the
-# notebook's tests, and the built kernel as Kaggle runs it, on it (JAX 0.7.2, tensorflow-cpu
-# 2.20), as the plain `make test-kaggle-image` does on the newest Keras. Kaggle's TPU image
-# installs an unpinned Keras when it is built, so a kernel may meet an older one: the kernel's
-# Setup then installs this one (`install_tested_keras`).
-MINIMUM_KERAS = "3.13.2"
-KERAS_REQUIREMENT = f"keras=={MINIMUM_KERAS}"
-# Where each reported package may come from: the first installed distribution name counts.
-PACKAGES = {
-    "keras": ("keras",),
-    "jax": ("jax",),
-    "jaxlib": ("jaxlib",),
-    "libtpu": ("libtpu", "libtpu-nightly"),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly"),
-}
+from petals.parameters import BACKENDS
 
 
 def choose_backend(requested=None):
@@ -127,7 +109,7 @@ def detect(require=None):
 
     Call it before anything else queries the devices: with JAX it first joins the run's other
     processes where there are any (petals.hosts.start: a Cloud TPU slice of several hosts, or
-    `petals.runner --processes N`), and then sees the devices of every process.
+    `kit.runner --processes N`), and then sees the devices of every process.
     `require` ("tpu", "gpu") makes a missing accelerator an error instead of a silent CPU run.
     """
     import keras
@@ -231,68 +213,6 @@ def _tensorflow_tpu(tf):
     return None
 
 
-def _installed_version(distributions):
-    """Version of the first installed distribution among `distributions`, else None."""
-    for name in distributions:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def _version_tuple(version):
-    """(3, 15, 1) from "3.15.1" or "3.16.0.dev2026..."; the leading numbers only."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
-
-
-def check_keras_version(version=None):
-    """Raise ValueError unless Keras (installed, or `version`) is at least MINIMUM_KERAS.
-
-    Reads the installed distribution's metadata, so it can run before Keras is imported.
-    """
-    version = version or _installed_version(PACKAGES["keras"])
-    if version is None:
-        raise ValueError(f"Keras is not installed; run: pip install 'keras>={MINIMUM_KERAS}'")
-    if _version_tuple(version) < _version_tuple(MINIMUM_KERAS):
-        raise ValueError(
-            f"Keras {version} is older than {MINIMUM_KERAS}, the oldest version this "
-            f"kit is tested with; run: pip install 'keras>={MINIMUM_KERAS}'"
-        )
-    return version
-
-
-def install_tested_keras(version=None):
-    """On Kaggle, pip-install KERAS_REQUIREMENT when the image's Keras is older than
-    MINIMUM_KERAS (or missing); returns the requirement installed, or None when nothing was.
-
-    The built kernel's Setup calls it before anything imports Keras. It acts only inside a
-    Kaggle notebook (KAGGLE_KERNEL_RUN_TYPE set); elsewhere `check_keras_version` names the
-    command instead. Installing needs the notebook's Internet setting on: without it, one line
-    says so (ValueError).
-    """
-    from petals.install import on_kaggle, pip_install
-
-    version = version or _installed_version(PACKAGES["keras"])
-    if not on_kaggle() or (
-        version is not None and _version_tuple(version) >= _version_tuple(MINIMUM_KERAS)
-    ):
-        return None
-    image = f"Keras {version}" if version else "no Keras"
-    failure = pip_install(KERAS_REQUIREMENT)
-    if failure is not None:
-        raise ValueError(
-            f"this image has {image}, older than {MINIMUM_KERAS}, and `pip install "
-            f"{KERAS_REQUIREMENT}` failed ({failure})"
-            "; turn on Internet in the notebook's settings and run again"
-        )
-    print(
-        f"installed {KERAS_REQUIREMENT}: this image has {image}, older than the oldest Keras "
-        "this kit is tested with"
-    )
-    return KERAS_REQUIREMENT
-
-
 def device_kind():
     """What the active Keras backend computes on, e.g. "TPU v5 lite", "NVIDIA H200", "cpu"."""
     import keras
@@ -309,55 +229,3 @@ def device_kind():
     if gpus:
         return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
     return "cpu"
-
-
-def versions():
-    """The versions a run depends on, for metrics.json and the notebook's first output.
-
-    Keras, JAX, jaxlib and TensorFlow (None where not installed), libtpu only where installed,
-    and the device kind of the active backend.
-    """
-    found = {name: _installed_version(distributions) for name, distributions in PACKAGES.items()}
-    if found["libtpu"] is None:
-        del found["libtpu"]
-    return {**found, "python": sys.version.split()[0], "device_kind": device_kind()}
-
-
-class OutOfMemoryError(ValueError):
-    """The accelerator ran out of memory: told in one line with the parameters to lower."""
-
-
-def _backend_errors():
-    """The runtime error classes of the loaded backends (evaluated when an error is raised)."""
-    types = []
-    if "jax" in sys.modules:
-        import jax
-
-        types.append(jax.errors.JaxRuntimeError)
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        types.append(tf.errors.ResourceExhaustedError)
-    return tuple(types)
-
-
-@contextlib.contextmanager
-def out_of_memory_hint(stage):
-    """Turn the compiler's or runtime's out-of-memory error during `stage` into one line.
-
-    XLA reports it as a RESOURCE_EXHAUSTED runtime error (on JAX at compile or run time; on
-    TensorFlow as ResourceExhaustedError), followed by pages of allocation details; what to do
-    is always the same: a smaller batch or smaller images. Other errors pass through unchanged.
-    """
-    try:
-        yield
-    except _backend_errors() as error:
-        exhausted = type(error).__name__ == "ResourceExhaustedError" or (
-            "RESOURCE_EXHAUSTED" in str(error)
-        )
-        if not exhausted:
-            raise
-        raise OutOfMemoryError(
-            f"the accelerator ran out of memory while {stage}; lower BATCH_SIZE_PER_REPLICA or "
-            f"IMAGE_SIZE (or train a smaller backbone)"
-        ) from error

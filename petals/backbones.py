@@ -35,13 +35,14 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from petals import NUM_CLASSES, install, parameters
-
-# Torch-style ImageNet statistics of RGB images scaled to 0-1: what DenseNet201 and the
-# EfficientNet weights (keras.applications' and the efficientnet package's) were trained on.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_VARIANCE = tuple(std**2 for std in IMAGENET_STD)
+from petals import NUM_CLASSES, convert_weights, install, parameters
+from petals.normalization import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    IMAGENET_VARIANCE,
+    normalization_layer,
+    set_normalization,
+)
 
 # The named weight choices; any other string or os.PathLike is a path to a weights file.
 WEIGHT_CHOICES = ("imagenet", "noisy-student", None)
@@ -262,6 +263,16 @@ def validate_weights(weights, backbones):
         )
 
 
+def _check_weights_in_notebook(checked):
+    """WEIGHTS for every backbone of the run, as the notebook will build them (noisy-student:
+    whether its converter can run here)."""
+    for backbone in checked["BACKBONES"]:
+        validate_weights(parameters.weights_for(checked["WEIGHTS"], backbone), backbone)
+
+
+parameters.register_notebook_check("WEIGHTS", _check_weights_in_notebook)
+
+
 def build_model(
     backbone,
     image_size,
@@ -286,8 +297,6 @@ def build_model(
     parameters.check_value("HEAD_DROPOUT", head_dropout)
     spec = BACKBONES[backbone]
     if weights == "noisy-student":
-        from petals import convert_weights  # which imports this module
-
         cache_dir = cache_dir or convert_weights.default_cache_dir()
         weights = convert_weights.convert_noisy_student(backbone, cache_dir).weights
     if isinstance(weights, os.PathLike):
@@ -311,27 +320,6 @@ def build_model(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
     )(x)
     return keras.Model(inputs, outputs, name=backbone)
-
-
-def normalization_layer(efficientnet):
-    """The input Normalization layer of a keras.applications EfficientNet (B0-B7)."""
-    found = [
-        layer for layer in efficientnet.layers if isinstance(layer, keras.layers.Normalization)
-    ]
-    if len(found) != 1:
-        raise RuntimeError(
-            f"expected one Normalization layer in {efficientnet.name}, found {len(found)}: "
-            f"keras.applications changed; petals.backbones needs updating"
-        )
-    return found[0]
-
-
-def set_normalization(normalization, mean, variance):
-    """Give an adapted Normalization layer new statistics."""
-    normalization.adapt_mean.assign(np.asarray(mean, "float32"))
-    normalization.adapt_variance.assign(np.asarray(variance, "float32"))
-    # The layer computes with constants derived from its variables when it was built or loaded.
-    normalization.finalize_state()
 
 
 def _repair_normalization(efficientnet):

@@ -20,14 +20,13 @@ import keras
 import numpy as np
 
 from petals import install
-from petals.backbones import (
-    BACKBONES,
+from petals.normalization import (
     IMAGENET_MEAN,
     IMAGENET_VARIANCE,
     normalization_layer,
     set_normalization,
-    validate_backbone,
 )
+from petals.parameters import NOISY_STUDENT_BACKBONES
 
 # Relative tolerance (to the largest feature) within which two models count as giving the same
 # features: float32 rounding through ~80 layers stays around 1e-6, a wrong weight mapping or
@@ -67,8 +66,7 @@ def convert_noisy_student(backbone, destination, source_weights="noisy-student",
     package builds on), whatever backend this process uses. Files already in `destination` are
     reused. `source_weights=None` converts seeded random weights instead: an offline check.
     """
-    validate_backbone(backbone)
-    if BACKBONES[backbone].efficientnet_variant is None:
+    if backbone not in NOISY_STUDENT_BACKBONES:
         raise ValueError(
             f"noisy-student weights exist only for efficientnet_b0 ... b7, not {backbone!r}"
         )
@@ -137,17 +135,19 @@ def _convert_here(backbone, destination, source_weights, probe_size, seed=0):
     # Imported here: the package imports TensorFlow and builds only on its backend.
     import efficientnet.tfkeras as efficientnet_package
 
-    spec = BACKBONES[backbone]
+    # keras.applications' EfficientNetB0 … B7, the models the package's variants match.
+    variant = backbone.removeprefix("efficientnet_").upper()
+    application = getattr(keras.applications, f"EfficientNet{variant}")
     paths = converted_paths(backbone, destination, source_weights)
     paths.weights.parent.mkdir(parents=True, exist_ok=True)
     input_shape = (probe_size, probe_size, 3)
     keras.utils.set_random_seed(seed)
-    source = getattr(efficientnet_package, f"EfficientNet{spec.efficientnet_variant}")(
+    source = getattr(efficientnet_package, f"EfficientNet{variant}")(
         weights=source_weights, include_top=False, input_shape=input_shape, pooling="avg"
     )
     if source_weights is None:
         _randomize_statistics(source, seed)
-    target = spec.builder(input_shape=input_shape, weights=None)
+    target = application(include_top=False, input_shape=input_shape, weights=None)
 
     # The two models hold the same tensors in the same order once keras.applications' input
     # Normalization (mean, variance, count) is set aside; check that rather than trust it.
@@ -178,7 +178,7 @@ def _convert_here(backbone, destination, source_weights, probe_size, seed=0):
     # Written under another name first, so an interrupted run leaves no file the cache trusts.
     partial = paths.weights.with_name("partial_" + paths.weights.name)
     target.save_weights(partial)
-    reloaded = spec.builder(input_shape=input_shape, weights=str(partial))
+    reloaded = application(include_top=False, input_shape=input_shape, weights=str(partial))
     features = reloaded.predict(image.astype("float32"), verbose=0).mean(axis=(1, 2))
     difference = float(np.abs(features - reference).max())
     scale = float(np.abs(reference).max())
@@ -198,8 +198,7 @@ def _convert_here(backbone, destination, source_weights, probe_size, seed=0):
 def main(argv=None):
     """Command line for the conversion subprocess (see `convert_noisy_student`)."""
     parser = argparse.ArgumentParser(description=convert_noisy_student.__doc__.splitlines()[0])
-    convertible = [name for name, spec in BACKBONES.items() if spec.efficientnet_variant]
-    parser.add_argument("backbone", choices=convertible)
+    parser.add_argument("backbone", choices=NOISY_STUDENT_BACKBONES)
     parser.add_argument("destination")
     parser.add_argument(
         "--source-weights", choices=("noisy-student", "random"), default="noisy-student"

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from petals import COMPETITION, hosts
-from petals.parameters import DATASET_SLUG, SIZE_FOLDER, is_url
+from petals.parameters import DATASET_SLUG, SIZE_FOLDER, is_url, register_notebook_check
 
 # Where Kaggle mounts the competition data, newest first (older kernels used the two later ones).
 KAGGLE_DATA_ROOTS = (
@@ -791,3 +791,25 @@ def class_names(root, image_size):
     if not names:
         raise DataError(f"{path} lists no class names; one name per line, in label order")
     return names
+
+
+def _check_data_dir(parameters):
+    """The sizes TensorFlow finds in DATA_DIR (gs:// too), checked against IMAGE_SIZE."""
+    if parameters["DATA_DIR"] is None:
+        return
+    sizes = dataset_sizes(parameters["DATA_DIR"])
+    if parameters["IMAGE_SIZE"] not in sizes:
+        raise ValueError(
+            f"IMAGE_SIZE = {parameters['IMAGE_SIZE']!r} is not valid: expected one of "
+            f"{', '.join(map(str, sizes))} (the sizes in {parameters['DATA_DIR']})"
+        )
+
+
+def _check_extra_data(parameters):
+    """Each EXTRA_DATA entry found: a folder, or a Kaggle dataset attached to the kernel."""
+    for entry in parameters["EXTRA_DATA"]:  # their records are read in the data step
+        extra_sources(entry, parameters["IMAGE_SIZE"])
+
+
+register_notebook_check("DATA_DIR", _check_data_dir)
+register_notebook_check("EXTRA_DATA", _check_extra_data)

@@ -22,7 +22,7 @@ def simplex_grid(models, step):
         yield np.array([bounds[i + 1] - bounds[i] - 1 for i in range(models)]) / parts
 
 
-def blend(probabilities, weights):
+def weighted_sum(probabilities, weights):
     """Weighted sum of per-model probabilities: [models, N, classes] · [models] → [N, classes]."""
     return np.tensordot(np.asarray(weights, np.float64), np.asarray(probabilities), axes=1)
 
@@ -43,7 +43,7 @@ def best_weights(probabilities, true_labels, step=0.05):
     probabilities, true_labels = np.asarray(probabilities), np.asarray(true_labels)
     tied, best_score = [], -1.0
     for weights in simplex_grid(len(probabilities), step):
-        score = macro_f1(true_labels, blend(probabilities, weights))
+        score = macro_f1(true_labels, weighted_sum(probabilities, weights))
         # The same arg-maxes counted again give the same float; 1e-12 absorbs summation order.
         if score > best_score + 1e-12:
             tied, best_score = [weights], score
@@ -89,7 +89,7 @@ def halves(true_labels, seed=0):
     return first
 
 
-def honest_blend(probabilities, true_labels, step=0.05, seed=0):
+def search_weights(probabilities, true_labels, step=0.05, seed=0):
     """Search blend weights and report them with an in-sample and an honest F1 (see Blend).
 
     One model has nothing to tune: its honest F1 is its in-sample F1.
@@ -104,7 +104,7 @@ def honest_blend(probabilities, true_labels, step=0.05, seed=0):
         for tune, score in ((first, ~first), (~first, first)):
             half_weights, _ = best_weights(probabilities[:, tune], true_labels[tune], step)
             scores.append(
-                macro_f1(true_labels[score], blend(probabilities[:, score], half_weights))
+                macro_f1(true_labels[score], weighted_sum(probabilities[:, score], half_weights))
             )
         honest = float(np.mean(scores))
     return Blend(tuple(float(weight) for weight in weights), float(in_sample), honest)

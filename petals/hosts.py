@@ -2,7 +2,7 @@
 
 A Cloud TPU slice bigger than one host (v5e-16, v5e-32, ...) runs one process per host;
 `keras.distribution.initialize()` joins them and `DataParallel` then spans every chip. Locally,
-`python -m petals.runner ... --processes N` starts N processes on one machine the same way
+`python -m kit.runner ... --processes N` starts N processes on one machine the same way
 (gloo collectives on CPU, coordinator on 127.0.0.1) through the environment Keras reads.
 
 What changes across processes, and is handled here so the notebook stays the same:
@@ -68,7 +68,7 @@ def launched_process():
     except (KeyError, ValueError):
         raise ValueError(
             f"{' and '.join(names)} must both be whole numbers (set by "
-            "`python -m petals.runner ... --processes N`)"
+            "`python -m kit.runner ... --processes N`)"
         ) from None
     if not 0 <= index < count or not os.environ.get(ADDRESS_VARIABLE):
         raise ValueError(
@@ -143,7 +143,7 @@ def start():
             raise
         raise RuntimeError(
             "the processes must join before anything queries the devices: call "
-            "accelerator.detect() before accelerator.versions() or jax.devices()"
+            "accelerator.detect() before versions.installed() or jax.devices()"
         ) from error
     return current()
 

@@ -8,21 +8,13 @@ petals.compile_cache). metrics.json keeps the record under `image`.
 """
 
 import hashlib
-import importlib.metadata
 import json
 import sys
 
+from petals.versions import PACKAGES, installed_version
+
 # Files Kaggle's image writes when it is built; absent elsewhere.
 IMAGE_FILES = {"git_commit": "/etc/git_commit", "build_date": "/etc/build_date"}
-# The packages whose versions the record names: the first installed distribution counts.
-PACKAGES = {
-    "jax": ("jax",),
-    "jaxlib": ("jaxlib",),
-    "libtpu": ("libtpu", "libtpu-nightly"),
-    "keras": ("keras",),
-    "keras_hub": ("keras-hub", "keras-hub-nightly"),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly"),
-}
 FINGERPRINT_LENGTH = 12  # hex digits: short enough for a dataset slug, long enough to differ
 
 
@@ -33,16 +25,6 @@ def _read_first_line(path):
             return handle.readline().strip() or None
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
-
-
-def installed_version(distributions):
-    """The version of the first installed distribution among `distributions`, else None."""
-    for name in distributions:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def record(device_kind, device_count, process_count, image_files=None):

@@ -1,6 +1,5 @@
-"""What the kit may install at run time, inside a Kaggle notebook: `efficientnet`, for
-noisy-student weights, keras-hub for the KerasHub presets (and, through `pip_install`, the
-tested Keras: petals.accelerator).
+"""What the kit needs installed, checked, and installed at run time inside a Kaggle notebook:
+the tested Keras, `efficientnet` for noisy-student weights, keras-hub for the KerasHub presets.
 
 Kaggle's TPU image has TensorFlow but not the `efficientnet` package whose Noisy Student weights
 the top 2020 entries used. Checking (`check_noisy_student_packages`) installs nothing, so the
@@ -8,12 +7,21 @@ parameter checks stay free of side effects; installing (`ensure_noisy_student_pa
 only inside a Kaggle notebook, when the weights are about to be converted.
 """
 
-import importlib.metadata
+import importlib
 import importlib.util
 import os
 import subprocess
 import sys
 
+from petals.versions import installed_version, version_tuple
+
+# The oldest Keras the kit is tested with: `make test-kaggle-image KAGGLE_KERAS=3.13.2` runs the
+# notebook's tests, and the built kernel as Kaggle runs it, on it (JAX 0.7.2, tensorflow-cpu
+# 2.20), as the plain `make test-kaggle-image` does on the newest Keras. Kaggle's TPU image
+# installs an unpinned Keras when it is built, so a kernel may meet an older one: the kernel's
+# Setup then installs this one (`ensure_keras`).
+MINIMUM_KERAS = "3.13.2"
+KERAS_REQUIREMENT = f"keras=={MINIMUM_KERAS}"
 # The efficientnet package release whose noisy-student weights the 2020 entries used.
 EFFICIENTNET_REQUIREMENT = "efficientnet==1.1.1"
 # The keras-hub the kit is tested with (requirements.txt), and the oldest it accepts.
@@ -43,6 +51,51 @@ def pip_install(requirement, *options):
         return None
     output = (result.stderr or result.stdout).strip().splitlines()
     return output[-1] if output else "no output"
+
+
+def check_keras_version(version=None):
+    """Raise ValueError unless Keras (installed, or `version`) is at least MINIMUM_KERAS.
+
+    Reads the installed distribution's metadata, so it can run before Keras is imported.
+    """
+    version = version or installed_version(("keras",))
+    if version is None:
+        raise ValueError(f"Keras is not installed; run: pip install 'keras>={MINIMUM_KERAS}'")
+    if version_tuple(version) < version_tuple(MINIMUM_KERAS):
+        raise ValueError(
+            f"Keras {version} is older than {MINIMUM_KERAS}, the oldest version this "
+            f"kit is tested with; run: pip install 'keras>={MINIMUM_KERAS}'"
+        )
+    return version
+
+
+def ensure_keras(version=None):
+    """On Kaggle, pip-install KERAS_REQUIREMENT when the image's Keras is older than
+    MINIMUM_KERAS (or missing); returns the requirement installed, or None when nothing was.
+
+    The built kernel's Setup calls it before anything imports Keras. It acts only inside a
+    Kaggle notebook (KAGGLE_KERNEL_RUN_TYPE set); elsewhere `check_keras_version` names the
+    command instead. Installing needs the notebook's Internet setting on: without it, one line
+    says so (ValueError).
+    """
+    version = version or installed_version(("keras",))
+    if not on_kaggle() or (
+        version is not None and version_tuple(version) >= version_tuple(MINIMUM_KERAS)
+    ):
+        return None
+    image = f"Keras {version}" if version else "no Keras"
+    failure = pip_install(KERAS_REQUIREMENT)
+    if failure is not None:
+        raise ValueError(
+            f"this image has {image}, older than {MINIMUM_KERAS}, and `pip install "
+            f"{KERAS_REQUIREMENT}` failed ({failure})"
+            "; turn on Internet in the notebook's settings and run again"
+        )
+    print(
+        f"installed {KERAS_REQUIREMENT}: this image has {image}, older than the oldest Keras "
+        "this kit is tested with"
+    )
+    return KERAS_REQUIREMENT
 
 
 def missing_noisy_student_packages():
@@ -90,16 +143,12 @@ def ensure_noisy_student_packages():
 
 def keras_hub_version():
     """The installed keras-hub's version as a tuple of numbers, or None when it is missing."""
-    try:
-        version = importlib.metadata.version("keras-hub")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+    version = installed_version(("keras-hub",))
+    return None if version is None else version_tuple(version)
 
 
 def _keras_hub_too_old(version):
-    minimum = tuple(int(part) for part in MINIMUM_KERAS_HUB.split("."))
-    return version is None or version < minimum
+    return version is None or version < version_tuple(MINIMUM_KERAS_HUB)
 
 
 def check_keras_hub():

@@ -15,10 +15,10 @@ import numbers
 import os
 import re
 
-from petals.accelerator import BACKENDS
-
 COMPETITION_SIZES = (192, 224, 331, 512)
 ACCELERATORS = ("tpu", "gpu", "cpu")
+# The Keras backends the kit trains on (petals.accelerator chooses among them).
+BACKENDS = ("jax", "tensorflow")
 # YAML reads `null` as None but `None` as a string, and TOML has no null: both strings mean None.
 NONE_STRINGS = ("None", "null")
 PARAMETER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -380,7 +380,7 @@ def is_local_path(entry):
 
     The one rule for a folder versus a Kaggle dataset: an entry that is neither a local path nor
     a URL (`is_url`) is a dataset slug (DATASET_SLUG), in the checks, papermill runs
-    (petals.runner), the data (petals.data) and the kernels' dataset sources (kit.kernels).
+    (kit.runner), the data (petals.data) and the kernels' dataset sources (kit.kernels).
     """
     first = entry.split("/")[0]
     return (
@@ -452,37 +452,19 @@ def check_value(name, value):
 
 
 # --- What only the running notebook can check (it imports Keras and TensorFlow) -----------------
+# The stages that read the data or build the models register these checks when they are imported
+# (petals.data: DATA_DIR, EXTRA_DATA; petals.backbones: WEIGHTS), so this module imports none
+# of them. `validate` runs them after CHECKS, in CHECKS's order, and refuses to run without one.
+NOTEBOOK_CHECKED = ("DATA_DIR", "WEIGHTS", "EXTRA_DATA")
+NOTEBOOK_CHECKS = {}
 
 
-def _read_data_dir(parameters):
-    """The sizes TensorFlow finds in DATA_DIR (gs:// too), checked against IMAGE_SIZE."""
-    if parameters["DATA_DIR"] is None:
-        return
-    from petals import data
-
-    sizes = data.dataset_sizes(parameters["DATA_DIR"])
-    if parameters["IMAGE_SIZE"] not in sizes:
-        _fail(
-            "IMAGE_SIZE",
-            parameters["IMAGE_SIZE"],
-            f"one of {', '.join(map(str, sizes))} (the sizes in {parameters['DATA_DIR']})",
-        )
-
-
-def _prepare_weights(parameters):
-    """The backbones' own check (for noisy-student: whether its converter can run here)."""
-    from petals import backbones
-
-    for backbone in parameters["BACKBONES"]:
-        backbones.validate_weights(weights_for(parameters["WEIGHTS"], backbone), backbone)
-
-
-def _find_extra_data(parameters):
-    """Each EXTRA_DATA entry found: a folder, or a Kaggle dataset attached to the kernel."""
-    from petals import data
-
-    for entry in parameters["EXTRA_DATA"]:  # their records are read in the data step
-        data.extra_sources(entry, parameters["IMAGE_SIZE"])
+def register_notebook_check(name, check_in_notebook):
+    """Register the check of parameter `name` that only the running notebook can make; it is
+    called with the checked parameters and raises ValueError as CHECKS do."""
+    if name not in NOTEBOOK_CHECKED:
+        _fail("notebook check", name, "one of " + ", ".join(NOTEBOOK_CHECKED))
+    NOTEBOOK_CHECKS[name] = check_in_notebook
 
 
 # One check per parameter, run in this order: a check may read the parameters checked before it.
@@ -526,10 +508,6 @@ CHECKS = {
 }
 
 
-# Run by `validate` after CHECKS, in the notebook: these read the data and import Keras.
-NOTEBOOK_CHECKS = (_read_data_dir, _prepare_weights, _find_extra_data)
-
-
 def check(parameters):
     """Check every parameter's value without importing Keras, JAX or TensorFlow (a second at
     most); return them with 'None'/'null' strings made None and one BACKBONES name made a list.
@@ -561,9 +539,16 @@ def check(parameters):
 def validate(parameters):
     """`check`, then what only the notebook can check: the data TensorFlow reads (gs:// too),
     the EXTRA_DATA datasets attached to a kernel, and weights that need the converter."""
+    unregistered = [name for name in NOTEBOOK_CHECKED if name not in NOTEBOOK_CHECKS]
+    if unregistered:
+        raise RuntimeError(
+            f"no notebook check registered for {', '.join(unregistered)}: import petals.data and "
+            "petals.backbones before petals.parameters.validate"
+        )
     parameters = check(parameters)
-    for check_in_notebook in NOTEBOOK_CHECKS:
-        check_in_notebook(parameters)
+    for name in CHECKS:
+        if name in NOTEBOOK_CHECKS:
+            NOTEBOOK_CHECKS[name](parameters)
     return parameters
 
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from petals import accelerator, hosts
+from petals import hosts, out_of_memory
 
 
 def _transpose(images):
@@ -166,7 +166,7 @@ def predict(model, dataset, count, views=()):
         mesh = keras.distribution.distribution().device_mesh
         hosts.check_device_order(np.ravel(mesh.devices), process.count)
     steps = math.ceil(count / (batch * process.count))
-    with accelerator.out_of_memory_hint(f"predicting with {model.name}"):
+    with out_of_memory.hint(f"predicting with {model.name}"):
         if not views and process.count == 1:
             return _finite(model.predict(dataset, steps=steps, verbose=0)[:count])
         tta = views_model(model, spec.shape[1:], spec.dtype.name, views)

@@ -157,12 +157,12 @@ def paths(folder):
     return sorted(glob.glob(os.path.join(glob.escape(str(folder)), FILE_PATTERN)))
 
 
-def blend(members, step=0.05, seed=0):
+def search_weights(members, step=0.05, seed=0):
     """An ensemble.Blend of the members (in order): weights searched on validation with an
     honest score, or equal weights when they have no validation probabilities."""
     if members[0].validation is None:
         return ensemble.Blend(tuple(ensemble.equal_weights(len(members))), None, None)
-    return ensemble.honest_blend(
+    return ensemble.search_weights(
         [np.asarray(member.validation, np.float32) for member in members],
         members[0].validation_labels,
         step,
@@ -170,8 +170,8 @@ def blend(members, step=0.05, seed=0):
     )
 
 
-def blended(members, weights, split="test"):
+def weighted_sum(members, weights, split="test"):
     """The weighted sum of the members' `split` ("test" or "validation") probabilities."""
-    return ensemble.blend(
+    return ensemble.weighted_sum(
         [np.asarray(getattr(member, split), np.float32) for member in members], weights
     )

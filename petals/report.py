@@ -1,5 +1,5 @@
 """What a run reports: seconds per stage, the metrics.json record of the models so far (numpy
-values and all: `submission.write_metrics` makes it JSON), its provisional results written after
+values and all: `metrics.write` makes it JSON), its provisional results written after
 each model, and its one summary line."""
 
 import contextlib
@@ -153,12 +153,12 @@ def write_results(output_dir, members, blend, record):
     the submitted labels.
 
     Called after every model, so a run stopped at any point after its first model leaves a
-    valid submission of the models finished so far (`prepare_output_dir` made sure no earlier
+    valid submission of the models finished so far (`output_folder.prepare` made sure no earlier
     run's results are in `output_dir`).
     """
     from petals import probabilities, submission
 
-    labels = probabilities.blended(members, blend.weights).argmax(axis=-1)
+    labels = probabilities.weighted_sum(members, blend.weights).argmax(axis=-1)
     submission.write_submission(
         os.path.join(output_dir, "submission.csv"),
         members[0].test_ids.tolist(),
@@ -171,9 +171,9 @@ def write_results(output_dir, members, blend, record):
 
 def write_record(output_dir, names, blend, record):
     """metrics.json: `record` of the blend of the models `names`, replacing the earlier one."""
-    from petals import submission
+    from petals import metrics
 
-    submission.write_metrics(
+    metrics.write(
         os.path.join(output_dir, "metrics.json"), record.metrics(blend, names), overwrite=True
     )
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from petals import accelerator, hosts, mixing, parameters
+from petals import hosts, mixing, out_of_memory, parameters
 
 
 def compile_model(model, learning_rate=1e-3, label_smoothing=0.0, mixup=0.0, cutmix=0.0, seed=None):
@@ -127,7 +127,7 @@ def fit(
     `training` is an endless dataset (it is shuffled when built, so Keras is told not to);
     validation needs its step count because a TFRecord dataset's length is unknown to Keras,
     which would otherwise run it dry and warn that the input ran out of data. verbose=2 prints
-    one line per epoch. An out-of-memory error becomes one line (`accelerator.OutOfMemoryError`).
+    one line per epoch. An out-of-memory error becomes one line (`out_of_memory.OutOfMemoryError`).
     A model whose loss (or a metric) becomes non-finite stops after that epoch, and `stopped`
     says why: its predictions must not be used.
     The trained weights' checksum in each process is gathered: every process holds a copy of
@@ -136,7 +136,7 @@ def fit(
     if validation is not None and validation_steps is None:
         raise ValueError("fit: give validation_steps (full validation batches) with validation")
     timer, guard = EpochTimer(), StopWhenNonFinite()
-    with accelerator.out_of_memory_hint(f"training {model.name}"):
+    with out_of_memory.hint(f"training {model.name}"):
         history = model.fit(
             training,
             epochs=epochs,

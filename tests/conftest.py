@@ -16,7 +16,7 @@ TINY_SIZE = 32
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A small real dataset (digits) in the competition layout; returns its root folder."""
-    from petals.demo_data import write_demo_dataset
+    from kit.demo_data import write_demo_dataset
 
     root = tmp_path_factory.mktemp("tiny-data")
     write_demo_dataset(str(root), image_size=TINY_SIZE, shards=2, limit=240)

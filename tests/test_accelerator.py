@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from petals import accelerator
+from petals import accelerator, install, out_of_memory, versions
 
 
 def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
@@ -51,7 +51,7 @@ def test_detect_on_this_cpu(backend):
 def test_versions_name_the_installed_packages_and_the_device():
     import importlib.metadata
 
-    found = accelerator.versions()
+    found = versions.installed()
     assert found["keras"] == importlib.metadata.version("keras")
     assert found["jax"] == importlib.metadata.version("jax")
     assert found["jaxlib"] == importlib.metadata.version("jaxlib")
@@ -63,34 +63,34 @@ def test_versions_name_the_installed_packages_and_the_device():
 
 
 def test_check_keras_version_refuses_older_keras():
-    assert accelerator.check_keras_version() == accelerator._installed_version(["keras"])
-    assert accelerator.check_keras_version(accelerator.MINIMUM_KERAS)
-    assert accelerator.check_keras_version("3.16.0.dev2026112901")
-    assert accelerator.check_keras_version("4.0.0")
+    assert install.check_keras_version() == versions.installed_version(["keras"])
+    assert install.check_keras_version(install.MINIMUM_KERAS)
+    assert install.check_keras_version("3.16.0.dev2026112901")
+    assert install.check_keras_version("4.0.0")
     with pytest.raises(
         ValueError,
         match=r"Keras 3\.12\.1 is older than 3\.13\.2, the oldest "
         r"version this kit is tested with; run: pip install",
     ):
-        accelerator.check_keras_version("3.12.1")
+        install.check_keras_version("3.12.1")
     with pytest.raises(ValueError, match="older than"):
-        accelerator.check_keras_version("3.13.1")
+        install.check_keras_version("3.13.1")
 
 
 @pytest.mark.slow
 def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypatch, capsys):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    assert accelerator.install_tested_keras("3.10.0") is None  # not on Kaggle: nothing done
+    assert install.ensure_keras("3.10.0") is None  # not on Kaggle: nothing done
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    assert accelerator.install_tested_keras(accelerator.MINIMUM_KERAS) is None
-    assert accelerator.install_tested_keras("3.15.1") is None
+    assert install.ensure_keras(install.MINIMUM_KERAS) is None
+    assert install.ensure_keras("3.15.1") is None
     assert capsys.readouterr().out == ""
     # An older Keras on Kaggle: pip installs the requirement. Pinned here to the Keras this
     # environment has, pip finds it satisfied offline and changes nothing.
-    installed = accelerator._installed_version(["keras"])
-    monkeypatch.setattr(accelerator, "KERAS_REQUIREMENT", f"keras=={installed}")
+    installed = versions.installed_version(["keras"])
+    monkeypatch.setattr(install, "KERAS_REQUIREMENT", f"keras=={installed}")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    assert accelerator.install_tested_keras("3.10.0") == f"keras=={installed}"
+    assert install.ensure_keras("3.10.0") == f"keras=={installed}"
     assert capsys.readouterr().out == (
         f"installed keras=={installed}: this image has Keras "
         "3.10.0, older than the oldest Keras this kit is tested "
@@ -103,14 +103,14 @@ def test_installing_keras_without_internet_is_one_line(monkeypatch):
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # as a Kaggle notebook with Internet off
     monkeypatch.setenv("PIP_FIND_LINKS", "")
-    monkeypatch.setattr(accelerator, "KERAS_REQUIREMENT", "keras==3.0.0.post999")
+    monkeypatch.setattr(install, "KERAS_REQUIREMENT", "keras==3.0.0.post999")
     with pytest.raises(
         ValueError,
         match=r"this image has Keras 3\.10\.0, older than 3\.13\.2, and "
         r"`pip install keras==3\.0\.0\.post999` failed .*; turn "
         r"on Internet in the notebook's settings",
     ) as error:
-        accelerator.install_tested_keras("3.10.0")
+        install.ensure_keras("3.10.0")
     assert "\n" not in str(error.value)
 
 
@@ -118,10 +118,10 @@ def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
     import jax
 
     with pytest.raises(
-        accelerator.OutOfMemoryError,
+        out_of_memory.OutOfMemoryError,
         match="ran out of memory while predicting; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE",
     ) as error:
-        with accelerator.out_of_memory_hint("predicting"):
+        with out_of_memory.hint("predicting"):
             raise jax.errors.JaxRuntimeError(
                 "RESOURCE_EXHAUSTED: XLA:TPU compile permanent "
                 "error. Ran out of memory in memory space hbm."
@@ -129,7 +129,7 @@ def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
     assert isinstance(error.value, ValueError) and "\n" not in str(error.value)
     other = jax.errors.JaxRuntimeError("INTERNAL: something else")
     with pytest.raises(jax.errors.JaxRuntimeError) as passed:
-        with accelerator.out_of_memory_hint("predicting"):
+        with out_of_memory.hint("predicting"):
             raise other
     assert passed.value is other
 
@@ -138,10 +138,10 @@ def test_out_of_memory_on_tensorflow_becomes_the_same_line():
     import tensorflow as tf
 
     with pytest.raises(
-        accelerator.OutOfMemoryError,
+        out_of_memory.OutOfMemoryError,
         match="ran out of memory while training big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE",
     ) as error:
-        with accelerator.out_of_memory_hint("training big"):
+        with out_of_memory.hint("training big"):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
     assert "\n" not in str(error.value)
 

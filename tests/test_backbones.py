@@ -15,17 +15,10 @@ import pytest
 # keras.applications' downloadable weight files use.
 from keras.src.legacy.saving import legacy_h5_format
 
+from kit.demo_data import digit_images
 from petals import NUM_CLASSES, backbones, parameters
-from petals.backbones import (
-    BACKBONES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    IMAGENET_VARIANCE,
-    build_model,
-    validate_backbone,
-    validate_weights,
-)
-from petals.demo_data import digit_images
+from petals.backbones import BACKBONES, build_model, validate_backbone, validate_weights
+from petals.normalization import IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VARIANCE
 
 # The parameter counts KerasHub 0.29.1 publishes for its HGNetV2 presets (hgnetv2_presets.py):
 # the configurations kept in petals.backbones must build exactly these backbones.

@@ -11,8 +11,8 @@ import pytest
 
 import build
 from kit import blend
+from kit.demo_data import write_demo_dataset
 from petals import data, probabilities, submission
-from petals.demo_data import write_demo_dataset
 from petals.probabilities import Member
 
 REPOSITORY = Path(__file__).resolve().parent.parent

@@ -164,12 +164,12 @@ def test_missing_or_wrong_credentials_give_one_line(kit, fake_kaggle, tmp_path):
 
 PUSH_HERE = """
 import json, sys
-from kit import cycle
+from kit import pushes
 from kit.kaggle_client import KaggleError, connect
 
 waits = []
 try:
-    outcome = cycle.push(sys.argv[1], sys.argv[2], sys.argv[3], connect(), sleep=waits.append)
+    outcome = pushes.push(sys.argv[1], sys.argv[2], sys.argv[3], connect(), sleep=waits.append)
 except KaggleError as error:
     outcome = str(error)
 print(json.dumps({"waits": waits, "outcome": outcome}))
@@ -177,7 +177,7 @@ print(json.dumps({"waits": waits, "outcome": outcome}))
 
 
 def push_here(kit):
-    """`cycle.push` of the variant in a child process with the real client, its waits recorded
+    """`pushes.push` of the variant in a child process with the real client, its waits recorded
     rather than slept: (what it printed, the waits, the version or the error's line)."""
     result = subprocess.run(
         [sys.executable, "-c", PUSH_HERE, f"kernels/{SLUG}", f"runs/{SLUG}", REF],
@@ -210,7 +210,7 @@ def test_a_push_answered_500_is_sent_again_only_after_kaggle_had_minutes_to_show
 ):
     """A push answered 500 may have been carried out by a slow Kaggle: it is looked for, with
     backoff, for about two minutes before it is sent again."""
-    from kit.cycle import LOST_ANSWER_WAITS
+    from kit.pushes import LOST_ANSWER_WAITS
 
     fake_kaggle.fail_next("SaveKernel", status=500)
     printed, waits, outcome = push_here(kit)

@@ -176,7 +176,7 @@ def read_examples(files):
 def write_records(folder, examples, name=f"extra-{TINY_SIZE}x{TINY_SIZE}.tfrec"):
     import tensorflow as tf
 
-    from petals.demo_data import serialize
+    from kit.demo_data import serialize
 
     os.makedirs(folder, exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:

@@ -3,8 +3,9 @@ import shutil
 
 import pytest
 
-from petals import data, demo_data
-from petals.demo_data import submission_scores, write_demo_dataset
+from kit import demo_data
+from kit.demo_data import submission_scores, write_demo_dataset
+from petals import data
 from tests.conftest import TINY_SIZE
 
 
@@ -37,7 +38,7 @@ def test_test_labels_are_held_out_beside_the_records(tmp_path):
     for those ids are the digits' images (checked against a classifier fitted on train)."""
     import numpy as np
 
-    from petals.demo_data import CLASS_NAMES
+    from kit.demo_data import CLASS_NAMES
 
     write_demo_dataset(str(tmp_path), image_size=32, shards=2, limit=300)
     held_out = demo_data.held_out_labels(str(tmp_path), 32)
@@ -66,7 +67,7 @@ def test_test_labels_are_held_out_beside_the_records(tmp_path):
 
 
 def test_the_command_keeps_a_current_folder_and_refuses_an_outdated_one(tmp_path, capsys):
-    from petals.demo_data import main
+    from kit.demo_data import main
 
     main([str(tmp_path), "--image-size", "32", "--shards", "1", "--limit", "30"])
     main([str(tmp_path), "--image-size", "32"])

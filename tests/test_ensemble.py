@@ -21,7 +21,7 @@ def test_best_weights_finds_the_complementary_blend():
     assert ensemble.macro_f1(truth, model_a) < 1 and ensemble.macro_f1(truth, model_b) < 1
     weights, score = ensemble.best_weights([model_a, model_b], truth, step=0.1)
     assert score == 1.0
-    np.testing.assert_allclose(ensemble.blend([model_a, model_b], weights).argmax(1), truth)
+    np.testing.assert_allclose(ensemble.weighted_sum([model_a, model_b], weights).argmax(1), truth)
     assert 0 < weights[0] < 1
 
 
@@ -60,7 +60,7 @@ def test_honest_score_falls_below_the_in_sample_score_on_noise():
     random = np.random.default_rng(0)
     truth = random.integers(0, 10, size=80)
     noise = random.dirichlet(np.ones(10), size=(8, 80))
-    result = ensemble.honest_blend(noise, truth, step=0.25)
+    result = ensemble.search_weights(noise, truth, step=0.25)
     weights, in_sample = ensemble.best_weights(noise, truth, step=0.25)
     assert result.weights == tuple(weights.tolist()) and result.f1_in_sample == in_sample
     assert result.f1 < result.f1_in_sample - 0.05
@@ -75,14 +75,14 @@ def test_honest_score_of_a_real_blend_stays_high():
     model_a, model_b = (
         model + random.uniform(0, 0.01, model.shape) for model in (model_a, model_b)
     )
-    weights, in_sample, honest = ensemble.honest_blend([model_a, model_b], truth, step=0.1)
+    weights, in_sample, honest = ensemble.search_weights([model_a, model_b], truth, step=0.1)
     assert in_sample == 1.0 and honest == 1.0 and 0 < weights[0] < 1
 
 
 def test_one_model_has_nothing_to_tune():
     truth = np.array([0, 1, 1, 0])
     probabilities = np.eye(2)[[0, 1, 0, 0]]
-    blend = ensemble.honest_blend([probabilities], truth)
+    blend = ensemble.search_weights([probabilities], truth)
     assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample == ensemble.macro_f1(
         truth, probabilities
     )

@@ -10,7 +10,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from petals import data, hosts, runner
+from kit import launcher
+from petals import data, hosts
 from tests.conftest import TINY_SIZE
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,7 +231,7 @@ def start_processes(script, count, devices, arguments):
     """Start `script` as `count` coordinated processes (one: alone) of `devices` virtual CPU
     devices each, as the hosts of a slice start them: no launcher watches them. Process I gets
     `arguments(I)`."""
-    address = f"127.0.0.1:{runner.free_port()}"
+    address = f"127.0.0.1:{launcher.free_port()}"
     children = []
     for index in range(count):
         environment = {
@@ -342,18 +343,18 @@ except RuntimeError as error:
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == (
         "the processes must join before anything queries the devices: call "
-        "accelerator.detect() before accelerator.versions() or jax.devices()"
+        "accelerator.detect() before versions.installed() or jax.devices()"
     )
 
 
 WRITE_FAILURE = """
 import errno, sys
-from petals import accelerator, files, hosts, submission
+from petals import accelerator, files, hosts, output_folder
 
 failing, output_dir = sys.argv[1:]
 accelerator.detect()
 if failing == "prepare":  # the run's first write: results already there (process 0's disk)
-    submission.prepare_output_dir(output_dir, replace=False)
+    output_folder.prepare(output_dir, replace=False)
 else:  # a write that fails half-way: the disk is full
 
     def write(handle):
@@ -419,7 +420,7 @@ def test_the_notebook_on_two_processes_reads_equal_shares_of_train_and_val(tiny_
     )
     output_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), "-f", str(parameters)]
+        [sys.executable, "-m", "kit.runner", NOTEBOOK, str(output_dir), "-f", str(parameters)]
         + ["--processes", "2"],
         cwd=REPOSITORY,
         capture_output=True,

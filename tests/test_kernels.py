@@ -47,7 +47,7 @@ def test_notebook_opens_with_its_title_then_setup_then_the_parameters(built):
     assert setup < min(writes) and max(writes) < index
     # Then the Keras check, before the first cell that imports Keras (the source's first).
     assert notebook.cells[max(writes) + 1].source == kernels.KERAS_SETUP
-    assert "accelerator.install_tested_keras()" in kernels.KERAS_SETUP
+    assert "install.ensure_keras()" in kernels.KERAS_SETUP
     first_code = next(cell.source for cell in source.cells if cell.cell_type == "code")
     assert max(writes) + 1 < [cell.source for cell in notebook.cells].index(first_code)
     assert tags[index + 1] == ["injected-parameters"]
@@ -526,7 +526,7 @@ def kaggle_folders(tmp_path):
     """Kaggle's layout at its real paths: the competition data (a small demo dataset at 192 px)
     at /kaggle/input/competitions/tpu-getting-started and an empty /kaggle/working; what the
     fixture created is removed afterwards."""
-    from petals.demo_data import write_demo_dataset
+    from kit.demo_data import write_demo_dataset
 
     if KAGGLE_DATA.exists() or (KAGGLE_WORKING.exists() and any(KAGGLE_WORKING.iterdir())):
         pytest.fail(

@@ -17,16 +17,8 @@ import numpy as np
 import pytest
 from papermill import PapermillExecutionError
 
-from petals import (
-    backbones,
-    compile_cache,
-    data,
-    demo_data,
-    image,
-    probabilities,
-    runner,
-    submission,
-)
+from kit import demo_data, runner
+from petals import backbones, compile_cache, data, image, probabilities, submission
 from tests.conftest import TINY_SIZE
 
 pytestmark = pytest.mark.slow
@@ -261,7 +253,7 @@ def test_two_processes_of_four_devices(tiny_dataset, tmp_path):
         [
             sys.executable,
             "-m",
-            "petals.runner",
+            "kit.runner",
             NOTEBOOK,
             str(output_dir),
             "-f",
@@ -455,7 +447,7 @@ def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_pa
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "petals.runner", NOTEBOOK, str(output_dir), *arguments],
+            [sys.executable, "-m", "kit.runner", NOTEBOOK, str(output_dir), *arguments],
             cwd=REPOSITORY,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -555,7 +547,7 @@ def test_pairing_keeps_tags_and_kernelspec(tmp_path):
 
 
 def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
-    """`python -m petals.runner` ends a failed run with the one line that says why."""
+    """`python -m kit.runner` ends a failed run with the one line that says why."""
 
     def run(*parameters):
         arguments = [item for pair in parameters for item in ("-p", *pair)]
@@ -563,7 +555,7 @@ def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "petals.runner",
+                "kit.runner",
                 NOTEBOOK,
                 str(tmp_path / f"run-{len(list(tmp_path.iterdir()))}"),
                 "-p",

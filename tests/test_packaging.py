@@ -12,7 +12,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from petals import accelerator
+from petals import install
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +50,7 @@ def test_the_package_declares_what_requirements_txt_pins():
     ]
     assert refused == []
     keras = next(item for item in declared if item.name == "keras")
-    assert str(keras.specifier) == f">={accelerator.MINIMUM_KERAS}"
+    assert str(keras.specifier) == f">={install.MINIMUM_KERAS}"
     assert project["requires-python"] == ">=3.11"
 
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from petals import parameters
+# backbones and data register the checks only the running notebook can make.
+from petals import backbones, data, parameters  # noqa: F401
 from tests.conftest import TINY_SIZE
 
 NOTEBOOK = os.path.join(
@@ -227,7 +228,7 @@ def test_a_local_path_is_never_searched_as_a_dataset(valid, tmp_path, monkeypatc
 
 
 def test_names_checked_without_keras_are_the_ones_the_package_builds():
-    from petals import backbones, predict
+    from petals import predict
 
     assert set(parameters.BACKBONE_NAMES) == set(backbones.BACKBONES)
     assert set(parameters.NOISY_STUDENT_BACKBONES) == {
@@ -267,8 +268,7 @@ def test_validate_notebook_sets_the_checked_values_back(valid):
 def test_one_rule_for_a_folder_versus_a_dataset_slug(valid, tmp_path, monkeypatch):
     """The checks, papermill runs and kernels' dataset sources tell EXTRA_DATA's folders from
     Kaggle dataset slugs alike: `data/extra` is a folder when data/ exists here."""
-    from kit import kernels
-    from petals import runner
+    from kit import kernels, runner
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "extra").mkdir(parents=True)
@@ -293,3 +293,23 @@ def test_one_rule_for_none():
         None,
         0,
     ]
+
+
+def test_validate_refuses_to_run_without_the_stages_notebook_checks(valid):
+    """The stages register what only the notebook can check (parameters imports none of them):
+    validate before they are imported is refused, naming the parameters left unchecked."""
+    script = (
+        "import json\nfrom petals import parameters\n"
+        f"parameters.validate(json.loads({json.dumps(json.dumps(valid))}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        check=False,
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("RuntimeError")
+    assert all(name in last_line for name in ("DATA_DIR", "WEIGHTS", "EXTRA_DATA"))

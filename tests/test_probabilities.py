@@ -114,10 +114,10 @@ def test_blend_of_validated_and_of_unvalidated_members():
     right = member("a", validation=40, seed=1)
     right = right._replace(validation=np.eye(3)[right.validation_labels])
     wrong = right._replace(name="b", validation=np.eye(3)[(right.validation_labels + 1) % 3])
-    blend = probabilities.blend([right, wrong], step=0.5)
+    blend = probabilities.search_weights([right, wrong], step=0.5)
     assert blend.weights == (1.0, 0.0) and blend.f1 == pytest.approx(1.0)
     unvalidated = [member("a", validation=0), member("b", validation=0, seed=3)]
-    blend = probabilities.blend(unvalidated)
+    blend = probabilities.search_weights(unvalidated)
     assert blend.weights == (0.5, 0.5) and blend.f1 is None
-    mixed = probabilities.blended(unvalidated, blend.weights)
+    mixed = probabilities.weighted_sum(unvalidated, blend.weights)
     assert np.allclose(mixed, (unvalidated[0].test + unvalidated[1].test) / 2)

@@ -16,7 +16,8 @@ import pytest
 import requests
 from jupyter_client import BlockingKernelClient
 
-from petals import demo_data, submission
+from kit import demo_data
+from petals import submission
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,8 @@ def readme_block(marker):
 
 
 def runner_example():
-    """The notebook page's command that runs the notebook through petals.runner, as arguments."""
-    (command,) = [
-        command for command in readme_block("petals.runner") if "petals.runner" in command
-    ]
+    """The notebook page's command that runs the notebook through kit.runner, as arguments."""
+    (command,) = [command for command in readme_block("kit.runner") if "kit.runner" in command]
     return command
 
 
@@ -65,7 +64,7 @@ def repository_layout(folder):
 
 def test_readme_runner_example_runs_as_written(tmp_path):
     arguments = runner_example()
-    assert arguments[:3] == [".venv/bin/python", "-m", "petals.runner"]
+    assert arguments[:3] == [".venv/bin/python", "-m", "kit.runner"]
     # The example runs from the repository root: give the scratch folder the same layout, with
     # the demo data (smaller than `make demo-data`'s, so the test stays short) in data/demo.
     os.symlink(os.path.join(REPOSITORY, "notebooks"), tmp_path / "notebooks")
@@ -81,7 +80,7 @@ def test_readme_runner_example_runs_as_written(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    output_dir = tmp_path / arguments[arguments.index("petals.runner") + 2]
+    output_dir = tmp_path / arguments[arguments.index("kit.runner") + 2]
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert list(metrics["history"]) == ["tiny", "tiny_wide"]
     assert all(len(history["loss"]) == 4 for history in metrics["history"].values())

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from petals import runner
+from kit import launcher, runner
 from tests.conftest import TINY_SIZE
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def notebook(tmp_path):
 
 def run(notebook, output_dir, *arguments):
     return subprocess.run(
-        [sys.executable, "-m", "petals.runner", notebook, str(output_dir), *arguments],
+        [sys.executable, "-m", "kit.runner", notebook, str(output_dir), *arguments],
         cwd=REPOSITORY,
         capture_output=True,
         text=True,
@@ -120,7 +120,7 @@ def test_the_kernel_imports_the_installed_package_with_no_path_added(tmp_path):
     )
     environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, "-m", "petals.runner", str(source), str(tmp_path / "run")],
+        [sys.executable, "-m", "kit.runner", str(source), str(tmp_path / "run")],
         cwd=tmp_path,
         env=environment,
         capture_output=True,
@@ -230,7 +230,7 @@ def test_ctrl_c_ends_with_one_line_and_the_command_to_start_again(tmp_path):
         )
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "petals.runner", str(path), str(tmp_path / "run")],
+        [sys.executable, "-m", "kit.runner", str(path), str(tmp_path / "run")],
         cwd=REPOSITORY,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -244,7 +244,7 @@ def test_ctrl_c_ends_with_one_line_and_the_command_to_start_again(tmp_path):
     assert process.returncode == 1
     assert error.strip() == (
         f"interrupted: the run in {tmp_path / 'run'} stopped unfinished; "
-        f"start it again with `{runner.command_name()} -m petals.runner "
+        f"start it again with `{runner.command_name()} -m kit.runner "
         f"{path} {tmp_path / 'run'}`"
     )
 
@@ -290,10 +290,10 @@ def process(*command):
 @pytest.mark.slow
 def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
     workers = [
-        runner.Worker(0, process("sleep", "60"), None),
-        runner.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log"),
+        launcher.Worker(0, process("sleep", "60"), None),
+        launcher.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log"),
     ]
-    assert runner.supervise(workers, stop_grace=5) == 3
+    assert launcher.supervise(workers, stop_grace=5) == 3
     assert workers[0].popen.returncode == -15  # stopped by SIGTERM
     assert capsys.readouterr().err == (
         "error: process 1 (its output: process-1/output.log) of 2 "
@@ -305,11 +305,11 @@ def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
 def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
     """One process finished, the other ignores SIGTERM: named as hung, then SIGKILLed."""
     workers = [
-        runner.Worker(0, process("true"), None),
-        runner.Worker(1, process("bash", "-c", 'trap "" TERM; sleep 60 & wait'), None),
+        launcher.Worker(0, process("true"), None),
+        launcher.Worker(1, process("bash", "-c", 'trap "" TERM; sleep 60 & wait'), None),
     ]
     workers[1].remember_descendants()
-    assert runner.supervise(workers, exit_grace=1, stop_grace=1) == 1
+    assert launcher.supervise(workers, exit_grace=1, stop_grace=1) == 1
     assert workers[1].popen.returncode == -9
     assert len(workers[1].known) == 2  # bash and its sleep
     assert not [
@@ -324,8 +324,8 @@ def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
 
 @pytest.mark.slow
 def test_a_timeout_stops_every_process(capsys):
-    workers = [runner.Worker(index, process("sleep", "60"), None) for index in range(2)]
-    assert runner.supervise(workers, timeout=0.5) == 124
+    workers = [launcher.Worker(index, process("sleep", "60"), None) for index in range(2)]
+    assert launcher.supervise(workers, timeout=0.5) == 124
     assert [worker.popen.returncode for worker in workers] == [-15, -15]
     assert "error: timed out after 0.5 s; stopped process 0, process 1 of 2" in (
         capsys.readouterr().err
@@ -349,7 +349,7 @@ def test_processes_stream_process_0_and_stop_together_on_interrupt(tmp_path):
         [
             sys.executable,
             "-m",
-            "petals.runner",
+            "kit.runner",
             str(notebook),
             str(tmp_path / "hang"),
             "--processes",

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from petals import submission
+from petals import metrics, output_folder, submission
 
 
 def test_written_file_round_trips(tmp_path):
@@ -42,8 +42,8 @@ def test_results_are_never_overwritten(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="exists; results are never overwritten"):
         submission.write_submission(str(tmp_path / "submission.csv"), ["a"], np.array([2]))
     with pytest.raises(FileExistsError, match="already holds submission.csv"):
-        submission.prepare_output_dir(str(tmp_path))
-    assert submission.prepare_output_dir(str(tmp_path / "new")) == str(tmp_path / "new")
+        output_folder.prepare(str(tmp_path))
+    assert output_folder.prepare(str(tmp_path / "new")) == str(tmp_path / "new")
 
 
 def interactive(monkeypatch, environment):
@@ -55,7 +55,7 @@ def interactive(monkeypatch, environment):
 
 def write_results(folder):
     submission.write_submission(str(folder / "submission.csv"), ["a"], np.array([1]))
-    submission.write_metrics(str(folder / "metrics.json"), {"f1": 0.5})
+    metrics.write(str(folder / "metrics.json"), {"f1": 0.5})
 
 
 @pytest.mark.parametrize(
@@ -71,28 +71,28 @@ def test_a_second_run_all_replaces_results_only_in_an_interactive_session(
     tmp_path, monkeypatch, capsys, environment, replaced
 ):
     interactive(monkeypatch, environment)
-    assert submission.prepare_output_dir(str(tmp_path)) == str(tmp_path)  # the first "Run all"
+    assert output_folder.prepare(str(tmp_path)) == str(tmp_path)  # the first "Run all"
     write_results(tmp_path)
     (tmp_path / "schedule.png").write_bytes(b"png")
     if not replaced:
         with pytest.raises(FileExistsError, match="already holds submission.csv, metrics.json"):
-            submission.prepare_output_dir(str(tmp_path))
+            output_folder.prepare(str(tmp_path))
         assert (tmp_path / "submission.csv").exists()
         assert sorted(os.listdir(tmp_path)) == ["metrics.json", "schedule.png", "submission.csv"]
         return
     capsys.readouterr()
-    assert submission.prepare_output_dir(str(tmp_path)) == str(tmp_path)
+    assert output_folder.prepare(str(tmp_path)) == str(tmp_path)
     assert capsys.readouterr().out == (
         f"replacing the previous run's submission.csv, "
         f"metrics.json in {tmp_path} (run again in this "
         "session)\n"
     )
     # Figures are simply redrawn; the session file says whose results come next.
-    assert sorted(os.listdir(tmp_path)) == [submission.SESSION_FILE, "schedule.png"]
+    assert sorted(os.listdir(tmp_path)) == [output_folder.SESSION_FILE, "schedule.png"]
     # The runner's fresh folders refuse even there.
     write_results(tmp_path)
     with pytest.raises(FileExistsError):
-        submission.prepare_output_dir(str(tmp_path), replace=False)
+        output_folder.prepare(str(tmp_path), replace=False)
 
 
 @pytest.mark.parametrize("other_session", [None, "kaggle-4f2a kernel /root/kernel-1.json"])
@@ -105,18 +105,18 @@ def test_an_interactive_session_refuses_another_sessions_results(
     interactive(monkeypatch, {"KAGGLE_KERNEL_RUN_TYPE": "Interactive"})
     write_results(tmp_path)
     if other_session:
-        (tmp_path / submission.SESSION_FILE).write_text(other_session + "\n")
+        (tmp_path / output_folder.SESSION_FILE).write_text(other_session + "\n")
     with pytest.raises(
         FileExistsError,
         match="already holds submission.csv, metrics.json from an earlier run that this "
         "session did not write",
     ):
-        submission.prepare_output_dir(str(tmp_path))
+        output_folder.prepare(str(tmp_path))
     assert (tmp_path / "submission.csv").exists() and (tmp_path / "metrics.json").exists()
 
 
 def test_metrics_are_plain_json_and_finite(tmp_path):
-    path = submission.write_metrics(
+    path = metrics.write(
         str(tmp_path / "metrics.json"),
         {"f1": np.float32(0.5), "weights": np.array([0.25, 0.75]), "history": {"loss": [1.0, 0.5]}},
     )
@@ -126,15 +126,15 @@ def test_metrics_are_plain_json_and_finite(tmp_path):
         "history": {"loss": [1.0, 0.5]},
     }
     with pytest.raises(ValueError, match="not finite"):
-        submission.write_metrics(str(tmp_path / "other.json"), {"loss": float("nan")})
+        metrics.write(str(tmp_path / "other.json"), {"loss": float("nan")})
     assert not os.path.exists(tmp_path / "other.json")
 
 
 # What a "Run all" of the notebook does to its folder, run in a real Jupyter kernel.
 RUN_ALL = """
 import numpy as np
-from petals import submission
-submission.prepare_output_dir({folder!r})
+from petals import output_folder, submission
+output_folder.prepare({folder!r})
 submission.write_submission({folder!r} + "/submission.csv", ["a"], np.array([1]), overwrite=True)
 """
 

@@ -167,7 +167,7 @@ def test_fit_turns_out_of_memory_into_one_line():
     import jax
     import keras
 
-    from petals.accelerator import OutOfMemoryError
+    from petals.out_of_memory import OutOfMemoryError
     from petals.schedule import Schedule
 
     class Exhausting(keras.layers.Layer):

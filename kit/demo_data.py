@@ -145,7 +145,7 @@ def held_out_labels(root, image_size):
     if not os.path.exists(path):
         raise ValueError(
             f"{path} does not exist: this dataset has no held-out test labels "
-            "(petals.demo_data writes them)"
+            "(kit.demo_data writes them)"
         )
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))

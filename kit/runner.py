@@ -3,27 +3,20 @@
 papermill injects the values as a cell tagged `injected-parameters` after the `parameters` cell
 and saves the executed notebook, outputs included, in the run's output folder, with an HTML copy
 beside it. On the terminal: each section's heading as it starts, and what the notebook prints.
-With `--processes N` it starts N processes of the notebook as one run (petals.hosts).
+With `--processes N` it starts N processes of the notebook as one run (kit.launcher).
 """
 
 import argparse
 import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
+
+from kit.launcher import add_process_arguments, launch_processes, process_folder
 
 NOTEBOOK_NAME = "notebook.ipynb"
 HTML_NAME = "notebook.html"
 PATH_PARAMETERS = ("DATA_DIR", "WEIGHTS", "COMPILE_CACHE_DIR")
-# Several processes (--processes): once one has finished, the others have this long to finish
-# too before they count as hung; a process asked to stop has this long before it is killed.
-EXIT_GRACE_SECONDS = 120
-STOP_GRACE_SECONDS = 10
-POLL_SECONDS = 1.0
 # A kernel that is one of several processes waits this long at its exit for the others (JAX's
 # shutdown barrier), instead of jupyter_client's 5 s before it is killed.
 PROCESS_SHUTDOWN_WAIT_SECONDS = 60.0
@@ -152,9 +145,9 @@ def execute(source, output_dir, parameters=None, log_output=False, cwd=None, not
     import jupytext
     import papermill
 
-    from petals.submission import prepare_output_dir
+    from petals import output_folder
 
-    output_dir = os.path.abspath(prepare_output_dir(output_dir, replace=False))
+    output_dir = os.path.abspath(output_folder.prepare(output_dir, replace=False))
     notebook = jupytext.read(source)
     notebook_dir = os.path.abspath(notebook_dir or output_dir)
     os.makedirs(notebook_dir, exist_ok=True)
@@ -245,7 +238,7 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         # The kernel is gone with this process; its notebook so far stays as the record.
-        command = [command_name(), "-m", "petals.runner", *(sys.argv[1:] if argv is None else argv)]
+        command = [command_name(), "-m", "kit.runner", *(sys.argv[1:] if argv is None else argv)]
         sys.exit(
             f"\ninterrupted: the run in {arguments.output_dir} stopped unfinished; start it "
             f"again with `{shlex.join(command)}`"
@@ -281,27 +274,6 @@ def read_parameters_file(path):
     return document
 
 
-# --- Several processes as one run (--processes N) ---------------------------------------------
-
-
-def add_process_arguments(parser):
-    """--processes and --timeout, the launcher's options."""
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        metavar="N",
-        help="start N processes of the notebook as one run, coordinated on "
-        "127.0.0.1 (petals.hosts); only process 0 prints and writes results",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="stop every process and fail after this many seconds",
-    )
-
-
 def process_notebook_dir(output_dir):
     """Where this process writes its executed notebook: OUTPUT_DIR for process 0 (or a run of
     one process), OUTPUT_DIR/process-I for process I > 0 of a launch."""
@@ -311,208 +283,6 @@ def process_notebook_dir(output_dir):
     if process is None or process.index == 0:
         return None
     return process_folder(output_dir, process.index)
-
-
-def process_folder(output_dir, index):
-    return os.path.join(output_dir, f"process-{index}")
-
-
-def free_port():
-    """A TCP port free on 127.0.0.1 now, for the processes' coordinator."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def worker_arguments(arguments):
-    """The command line of one process: the same notebook, folder and parameters."""
-    command = [arguments.source, arguments.output_dir]
-    if arguments.parameters_file:
-        command += ["-f", arguments.parameters_file]
-    for name, value in arguments.parameter:
-        command += ["-p", name, value]
-    return command
-
-
-class Worker:
-    """One started process of the run, and every process it has started (its kernel)."""
-
-    def __init__(self, index, popen, log_path):
-        import psutil
-
-        self.index, self.popen, self.log_path = index, popen, log_path
-        self.known = {popen.pid: psutil.Process(popen.pid)}
-
-    def remember_descendants(self):
-        """Note the processes below this one while it lives: a kernel runs in its own session,
-        so stopping the process group alone would miss it."""
-        import psutil
-
-        try:
-            for child in self.known[self.popen.pid].children(recursive=True):
-                self.known.setdefault(child.pid, child)
-        except psutil.NoSuchProcess:
-            pass
-
-    def signal_all(self, number):
-        """Send `number` to every known process's group that still runs; False if none runs."""
-        import psutil
-
-        running = False
-        for process in self.known.values():
-            try:
-                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                    os.killpg(os.getpgid(process.pid), number)
-                    running = True
-            except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-                continue
-        return running
-
-    def describe(self):
-        where = f" (its output: {self.log_path})" if self.log_path else ""
-        return f"process {self.index}{where}"
-
-
-def stop(workers, grace=STOP_GRACE_SECONDS):
-    """Stop every worker and what it started: SIGTERM to their process groups, SIGKILL to
-    those still running `grace` seconds later (a process hung in a collective ignores
-    SIGTERM)."""
-    for worker in workers:
-        worker.remember_descendants()
-    if not any([worker.signal_all(signal.SIGTERM) for worker in workers]):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        for worker in workers:
-            worker.popen.poll()
-        if not any(worker.signal_all(0) for worker in workers):
-            return
-        time.sleep(POLL_SECONDS)
-    for worker in workers:
-        worker.signal_all(signal.SIGKILL)
-        worker.popen.wait()
-
-
-def exit_status(returncode):
-    """A shell's exit status for a child's return code (-N, killed by signal N, is 128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def supervise(
-    workers, timeout=None, exit_grace=EXIT_GRACE_SECONDS, stop_grace=STOP_GRACE_SECONDS, stream=None
-):
-    """Wait for the workers; the run's exit status, with one line naming what went wrong.
-
-    The first process to fail stops the run (its status is the run's); a process still running
-    `exit_grace` seconds after another finished is hung; past `timeout` every process is
-    stopped (`stop`, with `stop_grace`). The line goes to `stream` (default: stderr).
-    """
-    stream = stream or sys.stderr
-    count = len(workers)
-    started = time.monotonic()
-    first_finished = None
-    while True:
-        for worker in workers:
-            worker.remember_descendants()
-        codes = [worker.popen.poll() for worker in workers]
-        failed = [
-            (worker, code)
-            for worker, code in zip(workers, codes, strict=True)
-            if code not in (None, 0)
-        ]
-        now = time.monotonic()
-        if failed:
-            worker, code = failed[0]
-            print(
-                f"error: {worker.describe()} of {count} failed with exit status "
-                f"{exit_status(code)}; stopped the others",
-                file=stream,
-                flush=True,
-            )
-            stop(workers, stop_grace)
-            return max(exit_status(code) for _, code in failed)
-        if all(code == 0 for code in codes):
-            return 0
-        if first_finished is None and 0 in codes:
-            first_finished = now
-        running = [worker for worker, code in zip(workers, codes, strict=True) if code is None]
-        if first_finished is not None and now - first_finished > exit_grace:
-            print(
-                f"error: {', '.join(worker.describe() for worker in running)} of {count} still "
-                f"running {exit_grace:g} s after another finished: hung; stopped it",
-                file=stream,
-                flush=True,
-            )
-            stop(workers, stop_grace)
-            return 1
-        if timeout is not None and now - started > timeout:
-            print(
-                f"error: timed out after {timeout:g} s; stopped "
-                f"{', '.join(worker.describe() for worker in running)} of {count}",
-                file=stream,
-                flush=True,
-            )
-            stop(workers, stop_grace)
-            return 124
-        time.sleep(POLL_SECONDS)
-
-
-def launch_processes(arguments):
-    """Run the notebook as `arguments.processes` processes coordinated on 127.0.0.1.
-
-    Process 0 streams its output here and writes the results; process I > 0 writes its output
-    and executed notebook in OUTPUT_DIR/process-I. Each process runs in its own session, so a
-    failure, Ctrl-C, SIGTERM or the timeout stops them all by process id. Returns the exit
-    status.
-    """
-    from petals import hosts
-    from petals.submission import prepare_output_dir
-
-    if arguments.processes < 1:
-        print(f"error: --processes must be at least 1, got {arguments.processes}", file=sys.stderr)
-        return 2
-    try:
-        prepare_output_dir(arguments.output_dir, replace=False)
-    except FileExistsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    address = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "petals.runner", *worker_arguments(arguments)]
-    workers = []
-
-    def terminated(number, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        for index in range(arguments.processes):
-            environment = {
-                **os.environ,
-                hosts.ADDRESS_VARIABLE: address,
-                hosts.COUNT_VARIABLE: str(arguments.processes),
-                hosts.INDEX_VARIABLE: str(index),
-            }
-            log_path = None
-            if index:
-                folder = process_folder(arguments.output_dir, index)
-                os.makedirs(folder, exist_ok=True)
-                log_path = os.path.join(folder, "output.log")
-            with open(log_path or os.devnull, "w") as log:
-                popen = subprocess.Popen(
-                    command,
-                    env=environment,
-                    start_new_session=True,
-                    stdout=log if index else None,
-                    stderr=subprocess.STDOUT if index else None,
-                )
-            workers.append(Worker(index, popen, log_path))
-        return supervise(workers, arguments.timeout)
-    except KeyboardInterrupt:
-        print(f"interrupted: stopping {len(workers)} processes", file=sys.stderr, flush=True)
-        stop(workers)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
