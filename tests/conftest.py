@@ -49,3 +49,12 @@ def run_in_child(source, backend="jax", devices=8, timeout=300):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_names(text, *facts):
+    """Check that `text` (an error's message, a printed line) names every fact: a parameter, a
+    value, a number, an option. The wording around them is free to change; the test of the
+    module that owns a message pins its sentence once, where the message is the feature."""
+    text = str(text)
+    missing = [fact for fact in facts if str(fact) not in text]
+    assert not missing, f"{text!r} does not name {missing}"

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from petals import accelerator
+from tests.conftest import assert_names
 
 
 def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
@@ -135,13 +136,11 @@ def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
 def test_out_of_memory_on_tensorflow_becomes_the_same_line():
     import tensorflow as tf
 
-    with pytest.raises(
-        accelerator.OutOfMemoryError,
-        match="ran out of memory while training big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE",
-    ) as error:
+    with pytest.raises(accelerator.OutOfMemoryError) as error:
         with accelerator.out_of_memory_hint("training big"):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
     assert "\n" not in str(error.value)
+    assert_names(error.value, "training big", "BATCH_SIZE_PER_REPLICA", "IMAGE_SIZE")
 
 
 def test_an_accelerator_of_several_processes_says_so():

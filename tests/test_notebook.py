@@ -27,7 +27,7 @@ from petals import (
     runner,
     submission,
 )
-from tests.conftest import TINY_SIZE
+from tests.conftest import TINY_SIZE, assert_names
 
 pytestmark = pytest.mark.slow
 
@@ -494,8 +494,9 @@ def test_bad_input_is_refused_before_the_notebook_starts(tiny_dataset, tmp_path)
     """The runner checks the values before it executes anything (each message is tested in
     tests/test_parameters.py): no output folder, no notebook."""
     output_dir = tmp_path / "run"
-    with pytest.raises(ValueError, match="IMAGE_SIZE = 999 is not valid: expected one of 32 "):
+    with pytest.raises(ValueError) as error:
         runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(tiny_dataset, IMAGE_SIZE=999))
+    assert_names(error.value, "IMAGE_SIZE", "999", TINY_SIZE)
     assert not output_dir.exists()
 
 
@@ -507,7 +508,7 @@ def test_the_notebook_checks_its_parameters_itself(tiny_dataset, tmp_path):
 
     notebook = jupytext.read(NOTEBOOK)
     output_dir = tmp_path / "run"
-    with pytest.raises(PapermillExecutionError, match="EPOCHS = 0 is not valid"):
+    with pytest.raises(PapermillExecutionError) as error:
         papermill.execute_notebook(
             notebook,
             str(tmp_path / "executed.ipynb"),
@@ -515,13 +516,16 @@ def test_the_notebook_checks_its_parameters_itself(tiny_dataset, tmp_path):
             cwd=REPOSITORY,
             progress_bar=False,
         )
+    assert error.value.ename == "ValueError"
+    assert_names(error.value.evalue, "EPOCHS", "0")
     assert not (output_dir / "submission.csv").exists()
 
 
 def test_earlier_results_are_not_overwritten(tmp_path):
     (tmp_path / "submission.csv").write_text("id,label\n")
-    with pytest.raises(FileExistsError, match="already holds submission.csv"):
+    with pytest.raises(FileExistsError) as error:
         runner.execute(NOTEBOOK, str(tmp_path), {})
+    assert_names(error.value, tmp_path, "submission.csv")
 
 
 def test_pairing_keeps_tags_and_kernelspec(tmp_path):
@@ -582,18 +586,14 @@ def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
 
     result = run(("EPOCHS", "0"))
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("error: EPOCHS = 0 is not valid: expected an integer ≥ 1")
-    )
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    assert_names(line, "EPOCHS", "0", "1")
     result = run(("EPOCH", "3"))
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("error: unknown parameters EPOCH (did you mean 'EPOCHS'?);")
-    )
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    assert_names(line, "EPOCH ", "'EPOCHS'")  # the unknown name, and the one it may mean
 
 
 def test_narrative_keeps_pace_with_the_code():

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from petals import runner
-from tests.conftest import TINY_SIZE
+from tests.conftest import TINY_SIZE, assert_names
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = """# ---
@@ -217,7 +217,9 @@ def test_a_bad_value_is_refused_at_once_and_nothing_is_written(tiny_dataset, tmp
         "-3",
     )
     assert result.returncode == 1
-    assert result.stderr == "error: EPOCHS = -3 is not valid: expected an integer ≥ 1\n"
+    (line,) = result.stderr.splitlines()  # one line
+    assert line.startswith("error: ")
+    assert_names(line, "EPOCHS", "-3", "1")
     assert not (tmp_path / "run").exists()
 
 
@@ -327,9 +329,7 @@ def test_a_timeout_stops_every_process(capsys):
     workers = [runner.Worker(index, process("sleep", "60"), None) for index in range(2)]
     assert runner.supervise(workers, timeout=0.5) == 124
     assert [worker.popen.returncode for worker in workers] == [-15, -15]
-    assert "error: timed out after 0.5 s; stopped process 0, process 1 of 2" in (
-        capsys.readouterr().err
-    )
+    assert_names(capsys.readouterr().err, "error: ", "0.5 s", "process 0", "process 1 of 2")
 
 
 @pytest.mark.slow
