@@ -11,6 +11,51 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY_SIZE = 32
+# Each test's seconds (setup, call and teardown) in the runs so far, in pytest's cache
+# (.pytest_cache), by node id; a test never timed counts as SLOW_GUESS seconds if marked slow.
+DURATIONS_KEY = "petals/durations"
+SLOW_GUESS = 20.0
+DURATIONS = {}  # this run's seconds per test
+
+
+def unit_of(item):
+    """What runs as one piece: the tests of one xdist group (they share a module-scoped run,
+    and `--dist loadgroup` gives them to one worker), else the test alone."""
+    group = item.get_closest_marker("xdist_group")
+    return f"group:{group.args[0]}" if group else item.nodeid.split("@")[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest first, so that the two workers of `make test` do not end on one long test
+    while the other waits: each unit ordered by its tests' seconds in the last run, the tests
+    of a group kept together (a group's shared run is executed once). Every worker reads the
+    same cache, so every worker collects the same order, as xdist requires."""
+    cache = getattr(config, "cache", None)
+    seconds = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
+    totals = {}
+    for item in items:
+        expected = seconds.get(item.nodeid.split("@")[0])
+        if expected is None:
+            expected = SLOW_GUESS if item.get_closest_marker("slow") else 0.0
+        totals[unit_of(item)] = totals.get(unit_of(item), 0.0) + expected
+    # Stable: a unit's tests keep their order, and equal units their collection order.
+    items.sort(key=lambda item: -totals[unit_of(item)])
+
+
+def pytest_runtest_logreport(report):
+    """Adds up each test's seconds, for the next run's order (on the controller: with xdist,
+    every worker's reports reach it)."""
+    nodeid = report.nodeid.split("@")[0]
+    DURATIONS[nodeid] = DURATIONS.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """Writes this run's seconds into the cache, over the earlier run's (tests not run keep
+    theirs). Only the controller writes: an xdist worker has `workerinput`."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not DURATIONS:
+        return
+    cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **DURATIONS})
 
 
 @pytest.fixture(scope="session")

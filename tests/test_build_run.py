@@ -271,6 +271,9 @@ def wait_for(condition, seconds=120):
 
 
 def test_interrupted_run_resumes_here_and_from_an_empty_runs_folder(kit, fake_kaggle):
+    """Ctrl-C during `run` exits 130 with the command that resumes; resuming pushes nothing
+    twice and keeps what was collected, here and on another machine with no runs folder (the
+    state comes back from Kaggle)."""
     # Runs long enough that the interrupt lands while the second one runs, even on a busy machine.
     fake_kaggle.configure(session_cap=1, run_seconds=4, queue_seconds=0.2)
     selection = built(kit, small_sweep(kit.folder))
@@ -342,6 +345,8 @@ def test_a_version_found_on_kaggle_is_not_pushed_again_unless_rerun(kit, fake_ka
 
 
 def test_estimate_refuses_past_the_budget_or_the_session_limit(kit, fake_kaggle, tmp_path):
+    """A sweep estimated past --budget-hours, or a variant past the 9 h session limit, is
+    refused in one line before any push; --yes pushes it anyway."""
     selection = built(kit, small_sweep(kit.folder))
     result = kit("run", *selection, "--budget-hours", "0.01")
     assert result.returncode == 1
@@ -365,6 +370,8 @@ def test_estimate_refuses_past_the_budget_or_the_session_limit(kit, fake_kaggle,
 
 
 def test_push_stops_at_the_session_cap(kit, fake_kaggle):
+    """`push` stops at Kaggle's session cap with Kaggle's refusal and the command that waits;
+    `run --timeout` then stops with the count of what is finished, running and not pushed."""
     fake_kaggle.configure(session_cap=1, run_seconds=60)
     selection = built(kit, small_sweep(kit.folder))
     result = kit("push", *selection)
@@ -387,6 +394,8 @@ def test_push_stops_at_the_session_cap(kit, fake_kaggle):
 
 
 def test_run_refuses_a_sweep_past_the_quota_left_before_any_push(kit, fake_kaggle):
+    """The week's TPU quota left, read from Kaggle, refuses a sweep that needs more before any
+    push; when Kaggle cannot say, --budget-hours alone counts."""
     fake_kaggle.set_quota(tpu_used=29, tpu_allowed=30)
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     result = kit("run", *selection)
@@ -537,6 +546,8 @@ def test_a_version_stopped_by_an_error_after_its_first_model_is_kept_as_partial(
 
 
 def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle):
+    """A dataset Kaggle lists as invalid fails its variant with one line naming the dataset
+    and --rerun; the other variant is collected, and nothing is pushed again."""
     fake_kaggle.configure(run_seconds=1)
     fake_kaggle.invalid_sources("kirillblinov/tf-flower-photo-tfrec")
     only = ["--only", "petals-flowers-recipe", "petals-flowers-192-densenet201"]
@@ -558,6 +569,8 @@ def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle)
 
 
 def test_interrupted_local_sweep_ends_with_one_line_and_the_command_that_resumes(kit, tiny_dataset):
+    """Ctrl-C while a local sweep's notebook starts: exit 130, no traceback, one line naming
+    the interrupted variant, the count finished and the command that resumes."""
     sweep = kit.folder / "local.toml"
     sweep.write_text(
         f'name = "local"\naccelerator = "cpu"\n[parameters]\nIMAGE_SIZE = 32\n'

@@ -323,6 +323,8 @@ def test_building_for_another_owner_changes_no_tracked_file(tmp_path):
 
 @pytest.mark.slow
 def test_committed_root_metadata_is_what_build_writes_for_the_placeholder_owner(tmp_path):
+    """The committed kernel-metadata.json is what `build.py kernels` writes for the
+    placeholder owner."""
     result = subprocess.run(
         [
             sys.executable,

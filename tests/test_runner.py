@@ -71,6 +71,8 @@ def run(notebook, output_dir, *arguments):
 
 @pytest.mark.slow
 def test_progress_and_output_reach_the_terminal_without_noise(notebook, tmp_path):
+    """Each section's heading and what the notebook prints reach the terminal as it runs,
+    its warnings reach stderr, and none of papermill's or Jupyter's noise does."""
     result = run(notebook, tmp_path / "run", "-p", "VALUE", "2", "-p", "DATA_DIR", "data/x")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -90,6 +92,7 @@ def test_progress_and_output_reach_the_terminal_without_noise(notebook, tmp_path
 
 @pytest.mark.slow
 def test_none_and_null_both_mean_none(notebook, tmp_path):
+    """`-p NAME None` and `-p NAME null` both give the notebook None."""
     for index, text in enumerate(("None", "null")):
         output = tmp_path / f"run-{index}"
         runner.execute(notebook, str(output), {"DATA_DIR": runner.parse_value("DATA_DIR", text)})
@@ -98,6 +101,8 @@ def test_none_and_null_both_mean_none(notebook, tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_cell_ends_with_one_line_and_still_writes_the_notebook(notebook, tmp_path):
+    """A failing cell ends the run with the one line that says why, and where the executed
+    notebook (written all the same) is."""
     result = run(notebook, tmp_path / "run", "-p", "VALUE", "-1")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
@@ -291,6 +296,8 @@ def process(*command):
 
 @pytest.mark.slow
 def test_the_first_failing_process_stops_the_others_and_is_named(capsys):
+    """The launcher stops every process when one fails, names it and its log, and exits with
+    its status."""
     workers = [
         runner.Worker(0, process("sleep", "60"), None),
         runner.Worker(1, process("bash", "-c", "exit 3"), "process-1/output.log"),
@@ -326,6 +333,7 @@ def test_a_hung_process_is_killed_after_the_grace_periods(capsys):
 
 @pytest.mark.slow
 def test_a_timeout_stops_every_process(capsys):
+    """--timeout stops every process, exits 124 and says so in one line."""
     workers = [runner.Worker(index, process("sleep", "60"), None) for index in range(2)]
     assert runner.supervise(workers, timeout=0.5) == 124
     assert [worker.popen.returncode for worker in workers] == [-15, -15]

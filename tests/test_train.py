@@ -52,6 +52,7 @@ def dense_classifier():
 
 @pytest.mark.slow
 def test_fit_records_history_and_epoch_times_without_warnings():
+    """A real fit records its history and per-epoch seconds, with no warning from Keras."""
     import warnings
 
     from petals.schedule import Schedule
@@ -229,6 +230,8 @@ print(json.dumps(report))
 
 @pytest.mark.slow
 def test_members_release_each_model_before_building_the_next():
+    """On eight devices, each member's arrays are freed before the next is built, and the
+    run's distribution and precision policy survive clear_session."""
     report = run_in_child(MEMBERS_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8
     first, second = report["before_build"]
