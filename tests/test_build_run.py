@@ -518,11 +518,11 @@ def test_a_version_stopped_by_an_error_after_its_first_model_is_kept_as_partial(
     # What the partial version is said to be, wherever it is named: the models it holds, the
     # one missing, and how the session ended.
     partial = ("partial", "1 of 2", "efficientnet_b7", "ERROR", "Your notebook hit an error")
-    lines = result.stdout.splitlines()
-    (line,) = [line for line in lines if line.startswith(f"{slug} v1: ")]
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    (line,) = [line for line in lines if line.startswith(f"{slug} v1: collected")]
     assert_names(line, f"runs/{slug}/v1", *partial)
     assert "ResourceExhaustedError: out of memory" in result.stdout  # why it stopped
-    (line,) = [line for line in lines if line.startswith(f"{slug}: v1 ")]
+    (line,) = [line for line in lines if line.startswith(f"{slug}: v1 partial")]
     assert_names(line, "submittable", *partial)
     assert (
         "1 variant(s) collected with a valid submission (1 of them partial), 0 with a problem"
@@ -557,9 +557,9 @@ def test_a_source_kaggle_cannot_attach_fails_that_variant_only(kit, fake_kaggle)
     result = kit("run", *selection)
     assert result.returncode == 1, result.stdout + result.stderr
     dataset = "kirillblinov/tf-flower-photo-tfrec"
-    (line,) = [line for line in result.stdout.splitlines() if dataset in line]
-    assert line.startswith(f"petals-flowers-recipe: {OWNER}/petals-flowers-recipe v1: ")
-    assert_names(line, "invalid", f"https://www.kaggle.com/datasets/{dataset}", "--rerun")
+    said = f"petals-flowers-recipe: {OWNER}/petals-flowers-recipe v1: "
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(said)]
+    assert_names(line, dataset, "invalid", f"https://www.kaggle.com/datasets/{dataset}", "--rerun")
     assert collected(kit.folder / "runs", "petals-flowers-192-densenet201")["problem"] is None
     assert "1 variant(s) collected with a valid submission, 1 with a problem" in result.stdout
     # Run again: reported again, not watched nor pushed again.
