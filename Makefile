@@ -43,8 +43,11 @@ demo: $(INSTALLED) $(DEMO_FILES)
 	@echo "demo outputs in $(DEMO_OUT) (open notebook.html in a browser)"
 
 # Two workers (one per core); one line per test as it ends, and the slowest ones at the end.
+# The slowest start first (tests/conftest.py orders them by the last run's seconds; xdist keeps
+# that order), and the tests that share one notebook execution (an xdist_group) run on one
+# worker, so that it runs once.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n 2 -v --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder -v --durations=15
 
 # The unit tests alone, in one process: no notebook runs, no training, no child processes,
 # no fake-Kaggle contract tests. The loop of writing code.

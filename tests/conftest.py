@@ -11,6 +11,73 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY_SIZE = 32
+# Each test's seconds (setup, call and teardown) in the runs so far, in pytest's cache
+# (.pytest_cache), by node id; a test never timed counts as SLOW_GUESS seconds if marked slow.
+DURATIONS_KEY = "petals/durations"
+SLOW_GUESS = 20.0
+DURATIONS = {}  # this run's seconds per test
+# Before any run has timed them (a fresh clone): the units (a test by its name, or a group)
+# that took longest in a full run on 2 cores (2026-12-04, seconds under load), so that they
+# start first all the same.
+MEASURED = {
+    "test_a_convnext_and_a_keras_hub_preset_train_together_offline": 230,
+    "test_every_backbone_builds": 167,
+    "group:jax_run": 150,
+    "group:two_process_run": 140,
+    "test_a_rerun_loads_the_programs_the_first_run_compiled": 138,
+    "group:random_conversion": 105,
+    "test_local_sweep_is_resumable_and_tabulated": 96,
+    "test_readme_runner_example_runs_as_written": 81,
+    "test_default_sweep_through_a_cap_of_one": 80,
+    "group:tensorflow_run": 80,
+    "test_processes_stream_process_0_and_stop_together_on_interrupt": 76,
+    "test_cpu_version_prints_one_row_of_figures_for_the_tiny_backbone": 71,
+    "test_a_local_sweep_at_two_sizes_blends_into_one_submission": 68,
+}
+
+
+def unit_of(item):
+    """What runs as one piece: the tests of one xdist group (they share a module-scoped run,
+    and `--dist loadgroup` gives them to one worker), else the test alone."""
+    group = item.get_closest_marker("xdist_group")
+    return f"group:{group.args[0]}" if group else item.nodeid.split("@")[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest first, so that the two workers of `make test` do not end on one long test
+    while the other waits: each unit ordered by its tests' seconds in the last run (before
+    any, MEASURED), the tests of a group kept together (a group's shared run is executed
+    once). Every worker reads the same cache, so every worker collects the same order, as xdist
+    requires."""
+    cache = getattr(config, "cache", None)
+    seconds = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
+    totals = {}
+    for item in items:
+        expected = seconds.get(item.nodeid.split("@")[0])
+        if expected is None:
+            expected = SLOW_GUESS if item.get_closest_marker("slow") else 0.0
+        totals[unit_of(item)] = totals.get(unit_of(item), 0.0) + expected
+    if not seconds:
+        for unit in totals:
+            totals[unit] = MEASURED.get(unit.split("::")[-1], totals[unit])
+    # Stable: a unit's tests keep their order, and equal units their collection order.
+    items.sort(key=lambda item: -totals[unit_of(item)])
+
+
+def pytest_runtest_logreport(report):
+    """Adds up each test's seconds, for the next run's order (on the controller: with xdist,
+    every worker's reports reach it)."""
+    nodeid = report.nodeid.split("@")[0]
+    DURATIONS[nodeid] = DURATIONS.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """Writes this run's seconds into the cache, over the earlier run's (tests not run keep
+    theirs). Only the controller writes: an xdist worker has `workerinput`."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not DURATIONS:
+        return
+    cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **DURATIONS})
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +116,12 @@ def run_in_child(source, backend="jax", devices=8, timeout=300):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_names(text, *facts):
+    """Check that `text` (an error's message, a printed line) names every fact: a parameter, a
+    value, a number, an option. The wording around them is free to change; the test of the
+    module that owns a message pins its sentence once, where the message is the feature."""
+    text = str(text)
+    missing = [fact for fact in facts if str(fact) not in text]
+    assert not missing, f"{text!r} does not name {missing}"

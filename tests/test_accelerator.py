@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from petals import accelerator, install, out_of_memory, versions
+from tests.conftest import assert_names
 
 
 def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
@@ -21,6 +22,8 @@ def test_choose_backend_validates_and_sets_the_environment(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_detect_on_this_cpu(backend):
+    """In a fresh process per backend: this CPU is detected with its policy in scope, and a
+    required TPU is refused in one line."""
     # A fresh process per backend: Keras reads KERAS_BACKEND once, at import.
     script = (
         "from petals import accelerator\n"
@@ -79,6 +82,8 @@ def test_check_keras_version_refuses_older_keras():
 
 @pytest.mark.slow
 def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypatch, capsys):
+    """pip runs only on Kaggle and only under the oldest tested Keras, and says what it
+    installed and why."""
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     assert install.ensure_keras("3.10.0") is None  # not on Kaggle: nothing done
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
@@ -100,6 +105,8 @@ def test_tested_keras_is_installed_only_on_kaggle_and_only_when_needed(monkeypat
 
 @pytest.mark.slow
 def test_installing_keras_without_internet_is_one_line(monkeypatch):
+    """With Internet off, the failed install is the one line saying to turn it on (the
+    message owned here)."""
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # as a Kaggle notebook with Internet off
     monkeypatch.setenv("PIP_FIND_LINKS", "")
@@ -137,13 +144,11 @@ def test_out_of_memory_hint_turns_only_exhaustion_into_one_line():
 def test_out_of_memory_on_tensorflow_becomes_the_same_line():
     import tensorflow as tf
 
-    with pytest.raises(
-        out_of_memory.OutOfMemoryError,
-        match="ran out of memory while training big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE",
-    ) as error:
+    with pytest.raises(out_of_memory.OutOfMemoryError) as error:
         with out_of_memory.hint("training big"):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
     assert "\n" not in str(error.value)
+    assert_names(error.value, "training big", "BATCH_SIZE_PER_REPLICA", "IMAGE_SIZE")
 
 
 def test_an_accelerator_of_several_processes_says_so():

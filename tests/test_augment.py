@@ -178,6 +178,7 @@ def test_no_flip_and_zero_magnitudes_leave_the_images_alone():
 
 @pytest.mark.slow
 def test_trains_inside_a_compiled_model():
+    """RandomAffine trains inside a compiled model, batch size varying, its seed advancing."""
     layer = RandomAffine(seed=0)
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(layer(inputs)))
@@ -248,6 +249,7 @@ def test_uint8_output_follows_a_mixed_bfloat16_policy_and_the_symbolic_dtype_mat
 
 @pytest.mark.slow
 def test_trains_on_uint8_input_inside_a_compiled_model():
+    """On uint8 input, the compiled step moves the pixels and the model learns."""
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     moved = keras.layers.Rescaling(1 / 255)(RandomAffine(shift_pixels=2.0, seed=0)(inputs))
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(moved))

@@ -44,6 +44,9 @@ def injected_cache(kernel_dir):
 
 @pytest.mark.slow
 def test_a_second_run_attaches_the_cache_the_first_uploaded(kit, fake_kaggle):  # noqa: F811
+    """Against the fake Kaggle: the first `run` uploads the compiled programs as a private
+    dataset; the second attaches it to every kernel, uploads nothing new, and reports the
+    compile time saved."""
     fake_kaggle.set_output(None, outputs(["aaa-cache", "bbb-cache"]), log=["DONE\n"])
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     kernels = len(list((kit.folder / "kernels").iterdir()))  # one per variant of the sweep
@@ -91,6 +94,8 @@ def test_a_second_run_attaches_the_cache_the_first_uploaded(kit, fake_kaggle):  
 
 @pytest.mark.slow
 def test_new_programs_make_a_new_version(kit, fake_kaggle):  # noqa: F811
+    """A run that compiled a program the cache lacks uploads a new dataset version, which the
+    next `push` attaches."""
     fake_kaggle.set_output(None, outputs(["aaa-cache"]), log=["DONE\n"])
     selection = built(kit, REPOSITORY / "sweeps" / "competition.toml")
     only = ["--only", "petals-flowers-512-densenet201"]

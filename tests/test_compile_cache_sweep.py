@@ -43,6 +43,8 @@ def test_a_sweep_names_its_one_cache_unless_told_not_to(tmp_path):
 
 @pytest.mark.slow
 def test_a_rerun_loads_the_programs_the_first_run_compiled(tmp_path, tiny_dataset):
+    """Three real notebook runs through `build.py sweep`: the first fills the sweep's cache, the
+    rerun compiles nothing (every program a hit), and --no-compile-cache runs without one."""
     sweep = sweep_file(tmp_path, tiny_dataset)
 
     def sweep_run(*options):

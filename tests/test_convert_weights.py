@@ -29,7 +29,10 @@ def random_conversion(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("random_conversion")
 def test_converted_weights_give_the_package_model_features(random_conversion):
+    """The converted file, loaded by the package's model, gives the reference features within
+    the tolerance, and a preprocessing slip (no ImageNet mean and std) fails that check."""
     probe = np.load(random_conversion.probe)
     image, reference = probe["image"], probe["features"]
     model = build_model("efficientnet_b0", image.shape[1], weights=random_conversion.weights)
@@ -49,7 +52,10 @@ def test_converted_weights_give_the_package_model_features(random_conversion):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("random_conversion")
 def test_noisy_student_weights_come_from_the_cache(random_conversion, tmp_path):
+    """Files already under the noisy-student names are reused without converting again, and
+    build_model loads them."""
     # Offline stand-in for the real download: files already under the noisy-student names are
     # reused, so build_model loads them without starting the conversion.
     cached = converted_paths("efficientnet_b0", tmp_path)

@@ -70,6 +70,8 @@ print("sharded as fit shards")
 
 @pytest.mark.slow
 def test_with_a_distribution_each_array_is_split_across_the_devices_as_fit_splits_it():
+    """In a child process of eight devices, the feed splits each array across the devices as
+    Keras's fit does."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
         [sys.executable, "-c", SHARDED_CHECK],

@@ -58,6 +58,7 @@ def test_nothing_is_installed_when_the_packages_are_there(pip_calls, monkeypatch
 
 @pytest.mark.slow
 def test_install_failure_on_kaggle_is_one_line(without_efficientnet, monkeypatch):
+    """pip runs for real and finds nothing: the one line saying to turn on Internet."""
     # pip runs for real, and finds nothing (as without Internet).
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
     monkeypatch.setenv("PIP_NO_INDEX", "1")

@@ -55,6 +55,8 @@ def test_mixing_model_loss_uses_the_partners_labels():
 
 @pytest.mark.slow
 def test_cutmix_targets_match_the_pixel_shares():
+    """CutMix: every pixel comes from the image or its partner, and the targets weigh each
+    label by its share of the pixels."""
     values = [10, 60, 110, 160, 210, 250, 30, 90]
     images = constant_images(values)
     labels = np.arange(len(values))
@@ -77,6 +79,7 @@ def test_cutmix_targets_match_the_pixel_shares():
 
 @pytest.mark.slow
 def test_mixup_targets_match_the_blend():
+    """MixUp: the blended pixels and the targets use the same share."""
     values = np.array([0, 250, 100, 200])
     images = constant_images(values)
     weights = mixing.pixel_weights(
@@ -97,6 +100,7 @@ def test_mixup_targets_match_the_blend():
 
 @pytest.mark.slow
 def test_probability_zero_leaves_images_and_labels_untouched():
+    """With both probabilities zero, images and labels pass through unchanged."""
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3)).astype("uint8")
     weights = mixing.pixel_weights(images, 0.0, 0.0, seed=keras.random.SeedGenerator(1))
     np.testing.assert_array_equal(
@@ -111,6 +115,8 @@ def test_probability_zero_leaves_images_and_labels_untouched():
 
 @pytest.mark.slow
 def test_inference_is_the_classifier_alone():
+    """The mixing model predicts as its classifier does, with no extra parameters; only a
+    training call returns the shares."""
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
         keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)
@@ -128,6 +134,7 @@ def test_inference_is_the_classifier_alone():
 
 @pytest.mark.slow
 def test_training_calls_mix_the_images_the_classifier_sees():
+    """In training, the classifier sees the mixed images (MixUp, then CutMix)."""
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     outputs = keras.layers.Dense(3, activation="softmax")(
         keras.layers.Flatten()(keras.ops.cast(inputs, "float32") / 255)

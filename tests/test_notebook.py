@@ -19,7 +19,7 @@ from papermill import PapermillExecutionError
 
 from kit import demo_data, runner
 from petals import backbones, compile_cache, data, image, probabilities, submission
-from tests.conftest import TINY_SIZE
+from tests.conftest import TINY_SIZE, assert_names
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +56,15 @@ def smoke_parameters(dataset, **overrides):
     }
 
 
-def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
-    """What every run must leave: a submission in test-id order, metrics, figures, notebook."""
+def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True, dropped=()):
+    """What every run must leave: a submission in test-id order, metrics, figures, notebook.
+    `backbones` are the members blended, `dropped` the ones trained and left out."""
     test_ids = data.record_ids(data.find_split(dataset, TINY_SIZE, "test").files)
     ids, labels = submission.read_submission(os.path.join(output_dir, "submission.csv"))
     assert ids == test_ids
     metrics = json.load(open(os.path.join(output_dir, "metrics.json")))
-    assert metrics["complete"] and metrics["members"] == backbones and not metrics["dropped"]
+    assert metrics["complete"] and metrics["members"] == backbones
+    assert list(metrics["dropped"]) == list(dropped)
     # Each model's probabilities, as `build.py blend` reads them: the test ids, and the
     # validation ids and labels unless it trained on validation.
     saved = probabilities.paths(output_dir)
@@ -79,8 +81,10 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
                     metrics["parameters"]["EXCLUDED_IDS"],
                 ).tolist()
             )
-    assert list(metrics["history"]) == backbones
-    assert all(len(history["loss"]) == epochs for history in metrics["history"].values())
+    trained = metrics["parameters"]["BACKBONES"]  # in training order
+    assert set(trained) == {*backbones, *dropped}
+    assert list(metrics["history"]) == trained
+    assert all(len(metrics["history"][name]["loss"]) == epochs for name in backbones)
     assert set(metrics["stage_seconds"]) == STAGES
     assert list(metrics["blend_weights"]) == backbones
     assert math.isclose(sum(metrics["blend_weights"].values()), 1.0)
@@ -88,7 +92,7 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True):
     assert metrics["versions"]["keras"] == keras.__version__
     assert metrics["versions"]["device_kind"] == "cpu"
     figures = [name for name in FIGURES if validation or name not in VALIDATION_FIGURES]
-    figures += [f"training_{backbone}" for backbone in backbones]
+    figures += [f"training_{backbone}" for backbone in trained]
     for name in figures:
         path = os.path.join(output_dir, f"{name}.png")
         assert os.path.getsize(path) > 1000, name
@@ -131,40 +135,327 @@ def printed_epoch_seconds(output_dir):
     return [float(seconds) for seconds in re.findall(r"^\d+/\d+ - (\d+)s - ", text, re.M)]
 
 
-@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
-def test_single_model_on_each_backend(tiny_dataset, tmp_path, backend):
-    output_dir = str(tmp_path / "run")
-    # The TensorFlow run starts its kernel in the repository root, the JAX one in notebooks/.
-    cwd = REPOSITORY if backend == "tensorflow" else None
-    cache = tmp_path / "compile-cache"
+def broken_tiny_wide(folder, breaking):
+    """A real weights file of tiny_wide, broken by `breaking(layers)`; returns its path."""
+    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
+    breaking(layers)
+    path = str(folder / "broken.weights.h5")
+    layers.save_weights(path)
+    return path
+
+
+# Each notebook execution below costs a kernel, its imports and a training run (tens of seconds
+# on two cores), so the tests that can read the same run share it: a module-scoped fixture
+# executes it once, and the tests that inspect it share an xdist group, so that `make test`
+# (`--dist loadgroup`) executes it on one worker only.
+
+
+@pytest.fixture(scope="module")
+def jax_run(tiny_dataset, tmp_path_factory):
+    """The JAX run, as a TPU v5e-8 runs the recipe: eight JAX devices, batches split across
+    them, a validation and a test split that full batches do not divide, one excluded
+    validation record; label smoothing, head dropout, MixUp and CutMix, four TTA views, and two
+    EXTRA_DATA folders (a copy of the training shards, trained on again, and a copy of the
+    validation shards, which the leakage guard must drop entirely); a fresh compile cache, and
+    the kernel started in notebooks/ (the runner's default)."""
+    folder = tmp_path_factory.mktemp("jax-run")
+    splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
+    for name, split in (("again", splits["train"]), ("leaky", splits["val"])):
+        (folder / name).mkdir()
+        for path in split.files:
+            shutil.copy(path, folder / name)
+    excluded = data.record_ids(splits["val"].files, labeled=True)[:1]
+    output_dir = folder / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+        runner.execute(
+            NOTEBOOK,
+            str(output_dir),
+            smoke_parameters(
+                tiny_dataset,
+                KERAS_BACKEND="jax",
+                BATCH_SIZE_PER_REPLICA=4,
+                EXCLUDED_IDS=excluded,
+                COMPILE_CACHE_DIR=str(folder / "compile-cache"),
+                LABEL_SMOOTHING=0.1,
+                HEAD_DROPOUT=0.2,
+                MIXUP=0.3,
+                CUTMIX=0.3,
+                TTA_VIEWS=["flip_lr", "flip_ud", "rot90", "rot270"],
+                EXTRA_DATA=[str(folder / "again"), str(folder / "leaky")],
+            ),
+        )
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def tensorflow_run(tiny_dataset, tmp_path_factory):
+    """The TensorFlow run, its kernel started in the repository root, validated: tiny_wide
+    starts from weights that hold NaN (a real weights file), so its loss is NaN from the first
+    step; tiny is trained beside it."""
+    folder = tmp_path_factory.mktemp("tensorflow-run")
+
+    def with_nan(layers):
+        layers.set_weights([np.full_like(weights, np.nan) for weights in layers.get_weights()])
+
+    output_dir = folder / "run"
     runner.execute(
         NOTEBOOK,
-        output_dir,
-        smoke_parameters(tiny_dataset, KERAS_BACKEND=backend, COMPILE_CACHE_DIR=str(cache)),
-        cwd=cwd,
+        str(output_dir),
+        smoke_parameters(
+            tiny_dataset,
+            KERAS_BACKEND="tensorflow",
+            BACKBONES=["tiny_wide", "tiny"],
+            WEIGHTS={"tiny_wide": broken_tiny_wide(folder, with_nan), "tiny": None},
+        ),
+        cwd=REPOSITORY,
     )
-    metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
-    # JAX keeps its compiled programs for the next run; TensorFlow has no such cache.
-    assert (cache.exists() and any(cache.iterdir())) == (backend == "jax")
-    # The image on record, with its fingerprint; on JAX the cache's count, as JAX reported it.
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def trained_on_validation_run(tiny_dataset, tmp_path_factory):
+    """The TensorFlow run that trains on validation: tiny_wide starts from weights whose last
+    batch normalisation's moving mean is -inf (training normalises with each batch's own
+    statistics, so its loss stays finite, but its predictions are NaN); tiny beside it."""
+    folder = tmp_path_factory.mktemp("trained-on-validation-run")
+
+    def with_infinite_mean(layers):
+        normalization = [
+            layer for layer in layers.layers if isinstance(layer, keras.layers.BatchNormalization)
+        ][-1]
+        normalization.moving_mean.assign(np.full(normalization.moving_mean.shape, -np.inf))
+
+    output_dir = folder / "run"
+    runner.execute(
+        NOTEBOOK,
+        str(output_dir),
+        smoke_parameters(
+            tiny_dataset,
+            KERAS_BACKEND="tensorflow",
+            TRAIN_ON_VALIDATION=True,
+            BACKBONES=["tiny_wide", "tiny"],
+            WEIGHTS={"tiny_wide": broken_tiny_wide(folder, with_infinite_mean), "tiny": None},
+        ),
+    )
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_dataset, tmp_path_factory):
+    """The notebook through the launcher, as on a TPU slice of two hosts: `--processes 2`, four
+    JAX devices each, one excluded validation record, EXTRA_DATA (a copy of the training
+    shards: a second source for each process to read its share of), a fresh compile cache."""
+    folder = tmp_path_factory.mktemp("two-process-run")
+    splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
+    (folder / "again").mkdir()
+    for path in splits["train"].files:
+        shutil.copy(path, folder / "again")
+    parameters = folder / "parameters.yaml"
+    parameters.write_text(
+        json.dumps(
+            smoke_parameters(
+                tiny_dataset,
+                KERAS_BACKEND="jax",
+                BATCH_SIZE_PER_REPLICA=4,
+                EXCLUDED_IDS=data.record_ids(splits["val"].files, labeled=True)[:1],
+                EXTRA_DATA=[str(folder / "again")],
+                COMPILE_CACHE_DIR=str(folder / "compile-cache"),
+            )
+        )
+    )
+    output_dir = folder / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kit.runner",
+            NOTEBOOK,
+            str(output_dir),
+            "-f",
+            str(parameters),
+            "--processes",
+            "2",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir, result.stdout
+
+
+@pytest.mark.xdist_group("jax_run")
+def test_a_jax_run_writes_every_result_and_fills_its_compile_cache(tiny_dataset, jax_run):
+    """Every output of a run (check_outputs); JAX keeps its compiled programs for the next
+    run, and the image is on record with its fingerprint."""
+    metrics = check_outputs(jax_run, tiny_dataset, ["tiny"])
+    cache = jax_run.parent / "compile-cache"
+    assert cache.exists() and any(cache.iterdir())
     assert metrics["image"]["jax"] and metrics["image"]["keras"] and metrics["image"]["jaxlib"]
     assert metrics["image"]["fingerprint"] == image.fingerprint(metrics["image"])
-    if backend == "jax":
-        assert metrics["compile_cache"]["folder"] == str(cache)
-        assert metrics["compile_cache"]["misses"] > 0  # a fresh cache compiles
-    else:
-        assert "compile_cache" not in metrics
+    assert metrics["compile_cache"]["folder"] == str(cache)
+    assert metrics["compile_cache"]["misses"] > 0  # a fresh cache compiles
+    # One epoch on record per epoch the log showed (whether the clock waits for the device is
+    # tested in tests/test_train.py, on a model heavy enough to tell).
+    printed = printed_epoch_seconds(jax_run)
+    assert len(printed) == len(metrics["epoch_seconds"]["tiny"]) == 2
+    assert all(seconds > 0 for seconds in metrics["epoch_seconds"]["tiny"])
+
+
+@pytest.mark.xdist_group("jax_run")
+def test_data_parallel_on_eight_devices(tiny_dataset, jax_run):
+    """Eight replicas, and every validation image but the excluded one evaluated, although
+    full batches divide neither split."""
+    metrics = json.loads((jax_run / "metrics.json").read_text())
     assert metrics["accelerator"] == {
         "kind": "cpu",
-        "backend": backend,
+        "backend": "jax",
+        "replicas": 8,
+        "processes": 1,
+    }
+    validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
+    assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
+
+
+@pytest.mark.xdist_group("jax_run")
+def test_the_winning_recipe_with_extra_data(tiny_dataset, jax_run):
+    """The copy of train is trained on again; the copy of val is dropped whole (by the
+    exclusion and the leakage guard); MixUp and CutMix show a mixed batch."""
+    metrics = json.loads((jax_run / "metrics.json").read_text())
+    train = data.find_split(tiny_dataset, TINY_SIZE, "train")
+    val = data.find_split(tiny_dataset, TINY_SIZE, "val")
+    assert metrics["training_images"] == 2 * train.count
+    sources = {Path(source["name"]).name: source for source in metrics["training_sources"]}
+    assert sources["again"]["images"] == train.count
+    # The excluded validation id is dropped from the copy too, before the guard sees it.
+    assert sources["leaky"]["excluded"] == 1
+    assert sources["leaky"]["duplicates"] == val.count - 1
+    assert sources["leaky"]["images"] == 0
+    assert os.path.getsize(jax_run / "mixed_batch.png") > 1000
+
+
+@pytest.mark.xdist_group("tensorflow_run")
+def test_a_tensorflow_run_writes_every_result(tiny_dataset, tensorflow_run):
+    """Every output of a run on TensorFlow, which has no compile cache; the epochs on record
+    are the epochs the log showed."""
+    metrics = check_outputs(tensorflow_run, tiny_dataset, ["tiny"], dropped=["tiny_wide"])
+    assert "compile_cache" not in metrics
+    assert metrics["image"]["fingerprint"] == image.fingerprint(metrics["image"])
+    assert metrics["accelerator"] == {
+        "kind": "cpu",
+        "backend": "tensorflow",
         "replicas": 1,
         "processes": 1,
     }
-    # One epoch on record per epoch the log showed (whether the clock waits for the device is
-    # tested in tests/test_train.py, on a model heavy enough to tell).
-    printed = printed_epoch_seconds(output_dir)
-    assert len(printed) == len(metrics["epoch_seconds"]["tiny"]) == 2
+    printed = printed_epoch_seconds(tensorflow_run)
+    assert len(printed) == sum(len(seconds) for seconds in metrics["epoch_seconds"].values())
+    assert len(metrics["epoch_seconds"]["tiny"]) == 2
     assert all(seconds > 0 for seconds in metrics["epoch_seconds"]["tiny"])
+
+
+@pytest.mark.xdist_group("tensorflow_run")
+def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tensorflow_run):
+    """tiny_wide's loss is NaN from the first step: it stops after that epoch and is dropped;
+    tiny makes the submission."""
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    assert submission.read_submission(tensorflow_run / "submission.csv")[0] == test_ids
+    metrics = json.loads((tensorflow_run / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["members"] == ["tiny"]
+    assert metrics["blend_weights"] == {"tiny": 1.0}
+    assert list(metrics["dropped"]) == ["tiny_wide"]
+    assert_names(metrics["dropped"]["tiny_wide"], "nan", "epoch 1")
+    assert metrics["history"]["tiny_wide"]["loss"] == [None]  # stopped after one epoch
+    assert len(metrics["history"]["tiny"]["loss"]) == 2
+    assert [Path(path).name for path in probabilities.paths(tensorflow_run)] == [
+        "probabilities-tiny.npz"
+    ]
+
+
+@pytest.mark.xdist_group("trained_on_validation_run")
+def test_training_on_validation_skips_evaluation(tiny_dataset, trained_on_validation_run):
+    """Trained on train and val: every output but the validation figures, no validation score
+    nor F1, and the training images of both splits."""
+    metrics = check_outputs(
+        trained_on_validation_run, tiny_dataset, ["tiny"], validation=False, dropped=["tiny_wide"]
+    )
+    assert metrics["blend_f1"] is None and metrics["validation"] == {}
+    splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
+    assert metrics["training_images"] == splits["train"].count + splits["val"].count
+
+
+@pytest.mark.xdist_group("trained_on_validation_run")
+def test_a_member_predicting_nan_is_dropped_and_the_others_kept(
+    tiny_dataset, trained_on_validation_run
+):
+    """tiny_wide's loss stays finite (trained on validation, no validation loss either), but
+    its predictions are NaN. It is dropped, as a diverged member is; tiny makes the
+    submission."""
+    output_dir = trained_on_validation_run
+    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
+    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["members"] == ["tiny"]
+    assert metrics["blend_weights"] == {"tiny": 1.0}
+    assert list(metrics["dropped"]) == ["tiny_wide"]
+    assert_names(
+        metrics["dropped"]["tiny_wide"], "non-finite", f"{len(test_ids)} of {len(test_ids)}"
+    )
+    assert all(math.isfinite(loss) for loss in metrics["history"]["tiny_wide"]["loss"])
+    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
+        "probabilities-tiny.npz"
+    ]
+
+
+@pytest.mark.xdist_group("two_process_run")
+def test_two_processes_of_four_devices(tiny_dataset, two_process_run):
+    """As on a TPU slice of two hosts: process 0 alone prints and writes the results; both hold
+    the same weights. (tests/test_hosts.py checks that two processes predict what one process
+    of eight devices predicts.)"""
+    output_dir, printed = two_process_run
+    assert printed.count("DONE tiny") == 1 and "on 2 hosts" in printed
+    metrics = check_outputs(str(output_dir), tiny_dataset, ["tiny"])
+    assert metrics["accelerator"] == {
+        "kind": "cpu",
+        "backend": "jax",
+        "replicas": 8,
+        "processes": 2,
+    }
+    validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
+    assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
+    first, second = metrics["weights_sha256"]["tiny"]
+    assert first == second
+    # One copy of the results; process 1 keeps only its own executed notebook and output.
+    written = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*"))
+    assert [path for path in written if path.startswith("process-1")] == [
+        "process-1",
+        "process-1/notebook.html",
+        "process-1/notebook.ipynb",
+        "process-1/output.log",
+    ]
+    assert "DONE tiny" in (output_dir / "process-1" / "output.log").read_text()
+    # The compile cache, enabled once the processes had joined: process 0 wrote its programs.
+    assert metrics["compile_cache"]["misses"] > 0 and metrics["compile_cache"]["written"] > 0
+    assert compile_cache.programs(output_dir.parent / "compile-cache")
+    assert metrics["image"]["process_count"] == 2 and metrics["image"]["device_count"] == 8
+
+
+@pytest.mark.xdist_group("two_process_run")
+def test_two_processes_read_equal_shares_of_every_source(two_process_run):
+    """metrics.json's records_per_process gives each process half of every training source
+    (train, and the EXTRA_DATA copy), within 10 %."""
+    output_dir, _ = two_process_run
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    shares = metrics["records_per_process"]
+    names = [source["name"] for source in metrics["training_sources"]]
+    assert len(names) == 2 and len(shares) == 2
+    assert all(set(share) == set(names) for share in shares)
+    for source in metrics["training_sources"]:
+        counts = [share[source["name"]] for share in shares]
+        assert sum(counts) == source["images"]
+        assert max(counts) <= 1.1 * min(counts), (source["name"], counts)
 
 
 def test_predictions_line_up_with_test_ids(tiny_dataset, tmp_path):
@@ -202,130 +493,6 @@ def test_predictions_line_up_with_test_ids(tiny_dataset, tmp_path):
     assert demo_data.submission_scores(shuffled, held_out)["accuracy"] < 0.6
 
 
-def test_data_parallel_on_eight_devices(tiny_dataset, tmp_path, monkeypatch):
-    """As on a TPU v5e-8: eight JAX devices, batches split across them, a validation and a test
-    split that full batches do not divide, and one excluded validation record."""
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
-    excluded = data.record_ids(validation_files, labeled=True)[:1]
-    output_dir = str(tmp_path / "run")
-    runner.execute(
-        NOTEBOOK,
-        output_dir,
-        smoke_parameters(
-            tiny_dataset,
-            KERAS_BACKEND="jax",
-            BATCH_SIZE_PER_REPLICA=4,
-            EXCLUDED_IDS=excluded,
-            TTA_VIEWS=["flip_lr", "rot90"],
-        ),
-    )
-    metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
-    assert metrics["accelerator"] == {
-        "kind": "cpu",
-        "backend": "jax",
-        "replicas": 8,
-        "processes": 1,
-    }
-    assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
-
-
-def test_two_processes_of_four_devices(tiny_dataset, tmp_path):
-    """As on a TPU slice of two hosts: `--processes 2`, four JAX devices each. Process 0 alone
-    prints and writes the results; both hold the same weights. (tests/test_hosts.py checks that
-    two processes predict what one process of eight devices predicts.)"""
-    validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
-    excluded = data.record_ids(validation_files, labeled=True)[:1]
-    parameters = tmp_path / "parameters.yaml"
-    parameters.write_text(
-        json.dumps(
-            smoke_parameters(
-                tiny_dataset,
-                KERAS_BACKEND="jax",
-                BATCH_SIZE_PER_REPLICA=4,
-                EXCLUDED_IDS=excluded,
-                COMPILE_CACHE_DIR=str(tmp_path / "compile-cache"),
-            )
-        )
-    )
-    output_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kit.runner",
-            NOTEBOOK,
-            str(output_dir),
-            "-f",
-            str(parameters),
-            "--processes",
-            "2",
-        ],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("DONE tiny") == 1 and "on 2 hosts" in result.stdout
-    metrics = check_outputs(str(output_dir), tiny_dataset, ["tiny"])
-    assert metrics["accelerator"] == {
-        "kind": "cpu",
-        "backend": "jax",
-        "replicas": 8,
-        "processes": 2,
-    }
-    assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
-    first, second = metrics["weights_sha256"]["tiny"]
-    assert first == second
-    # One copy of the results; process 1 keeps only its own executed notebook and output.
-    written = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*"))
-    assert [path for path in written if path.startswith("process-1")] == [
-        "process-1",
-        "process-1/notebook.html",
-        "process-1/notebook.ipynb",
-        "process-1/output.log",
-    ]
-    assert "DONE tiny" in (output_dir / "process-1" / "output.log").read_text()
-    # The compile cache, enabled once the processes had joined: process 0 wrote its programs.
-    assert metrics["compile_cache"]["misses"] > 0 and metrics["compile_cache"]["written"] > 0
-    assert compile_cache.programs(tmp_path / "compile-cache")
-    assert metrics["image"]["process_count"] == 2 and metrics["image"]["device_count"] == 8
-
-
-def test_the_winning_recipe_with_extra_data(tiny_dataset, tmp_path):
-    """Label smoothing, head dropout, MixUp and CutMix, four TTA views, and two EXTRA_DATA
-    folders: a copy of the training shards (trained on again) and a copy of the validation
-    shards, which the leakage guard must drop entirely."""
-    splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
-    for name, split in (("again", splits["train"]), ("leaky", splits["val"])):
-        (tmp_path / name).mkdir()
-        for path in split.files:
-            shutil.copy(path, tmp_path / name)
-    output_dir = str(tmp_path / "run")
-    runner.execute(
-        NOTEBOOK,
-        output_dir,
-        smoke_parameters(
-            tiny_dataset,
-            LABEL_SMOOTHING=0.1,
-            HEAD_DROPOUT=0.2,
-            MIXUP=0.3,
-            CUTMIX=0.3,
-            TTA_VIEWS=["flip_lr", "flip_ud", "rot90", "rot270"],
-            EXTRA_DATA=[str(tmp_path / "again"), str(tmp_path / "leaky")],
-        ),
-    )
-    metrics = check_outputs(output_dir, tiny_dataset, ["tiny"])
-    assert metrics["training_images"] == 2 * splits["train"].count
-    sources = {Path(source["name"]).name: source for source in metrics["training_sources"]}
-    assert sources["again"]["images"] == splits["train"].count
-    assert sources["leaky"]["duplicates"] == splits["val"].count
-    assert sources["leaky"]["images"] == 0
-    assert os.path.getsize(os.path.join(output_dir, "mixed_batch.png")) > 1000
-
-
 def test_a_convnext_and_a_keras_hub_preset_train_together_offline(tiny_dataset, tmp_path):
     """The backbones of 2026 on the demo data, without a download: keras.applications' ConvNeXt
     and KerasHub's HGNetV2-B6 built from the configuration the kit keeps, blended."""
@@ -334,97 +501,13 @@ def test_a_convnext_and_a_keras_hub_preset_train_together_offline(tiny_dataset, 
     runner.execute(
         NOTEBOOK,
         output_dir,
-        smoke_parameters(tiny_dataset, BACKBONES=members, EPOCHS=1, MAX_STEPS_PER_EPOCH=2),
+        # No TTA: one predict program per model to compile (TTA is tested in jax_run).
+        smoke_parameters(
+            tiny_dataset, BACKBONES=members, EPOCHS=1, MAX_STEPS_PER_EPOCH=2, TTA_VIEWS=[]
+        ),
     )
     metrics = check_outputs(output_dir, tiny_dataset, members, epochs=1)
     assert metrics["parameters"]["WEIGHTS"] is None
-
-
-def test_training_on_validation_skips_evaluation(tiny_dataset, tmp_path):
-    output_dir = str(tmp_path / "run")
-    runner.execute(
-        NOTEBOOK,
-        output_dir,
-        smoke_parameters(tiny_dataset, TRAIN_ON_VALIDATION=True, KERAS_BACKEND="tensorflow"),
-    )
-    metrics = check_outputs(output_dir, tiny_dataset, ["tiny"], validation=False)
-    assert metrics["blend_f1"] is None and metrics["validation"] == {}
-    splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
-    assert metrics["training_images"] == splits["train"].count + splits["val"].count
-
-
-def test_a_diverging_member_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
-    """tiny_wide starts from weights that hold NaN (a real weights file), so its loss is NaN from
-    the first step: it stops after that epoch and is dropped; tiny makes the submission."""
-    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
-    layers.set_weights([np.full_like(weights, np.nan) for weights in layers.get_weights()])
-    broken = str(tmp_path / "nan.weights.h5")
-    layers.save_weights(broken)
-    output_dir = tmp_path / "run"
-    runner.execute(
-        NOTEBOOK,
-        str(output_dir),
-        smoke_parameters(
-            tiny_dataset,
-            BACKBONES=["tiny_wide", "tiny"],
-            EPOCHS=3,
-            TTA_VIEWS=[],
-            WEIGHTS={"tiny_wide": broken, "tiny": None},
-            KERAS_BACKEND="tensorflow",
-        ),
-    )
-    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
-    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["complete"] and metrics["members"] == ["tiny"]
-    assert metrics["blend_weights"] == {"tiny": 1.0}
-    assert (
-        list(metrics["dropped"]) == ["tiny_wide"]
-        and "loss nan in epoch 1" in metrics["dropped"]["tiny_wide"]
-    )
-    assert metrics["history"]["tiny_wide"]["loss"] == [None]  # stopped after one epoch
-    assert len(metrics["history"]["tiny"]["loss"]) == 3
-    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
-        "probabilities-tiny.npz"
-    ]
-
-
-def test_a_member_predicting_nan_is_dropped_and_the_others_kept(tiny_dataset, tmp_path):
-    """tiny_wide starts from weights whose last batch normalisation's moving mean is -inf:
-    training normalises with each batch's own statistics, so its loss stays finite (trained
-    on validation, no validation loss either), but its predictions are NaN. It is dropped,
-    as a diverged member is; tiny makes the submission."""
-    layers = backbones.BACKBONES["tiny_wide"].builder(input_shape=(TINY_SIZE, TINY_SIZE, 3))
-    normalization = [
-        layer for layer in layers.layers if isinstance(layer, keras.layers.BatchNormalization)
-    ][-1]
-    normalization.moving_mean.assign(np.full(normalization.moving_mean.shape, -np.inf))
-    broken = str(tmp_path / "broken-statistics.weights.h5")
-    layers.save_weights(broken)
-    output_dir = tmp_path / "run"
-    runner.execute(
-        NOTEBOOK,
-        str(output_dir),
-        smoke_parameters(
-            tiny_dataset,
-            BACKBONES=["tiny_wide", "tiny"],
-            TRAIN_ON_VALIDATION=True,
-            WEIGHTS={"tiny_wide": broken, "tiny": None},
-            KERAS_BACKEND="tensorflow",
-        ),
-    )
-    test_ids = data.record_ids(data.find_split(tiny_dataset, TINY_SIZE, "test").files)
-    assert submission.read_submission(output_dir / "submission.csv")[0] == test_ids
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["complete"] and metrics["members"] == ["tiny"]
-    assert metrics["blend_weights"] == {"tiny": 1.0}
-    assert list(metrics["dropped"]) == ["tiny_wide"]
-    reason = metrics["dropped"]["tiny_wide"]
-    assert f"non-finite predictions for {len(test_ids)} of {len(test_ids)} images" in reason
-    assert all(math.isfinite(loss) for loss in metrics["history"]["tiny_wide"]["loss"])
-    assert [Path(path).name for path in probabilities.paths(output_dir)] == [
-        "probabilities-tiny.npz"
-    ]
 
 
 def test_a_killed_run_leaves_the_finished_models_submission(tiny_dataset, tmp_path):
@@ -486,8 +569,9 @@ def test_bad_input_is_refused_before_the_notebook_starts(tiny_dataset, tmp_path)
     """The runner checks the values before it executes anything (each message is tested in
     tests/test_parameters.py): no output folder, no notebook."""
     output_dir = tmp_path / "run"
-    with pytest.raises(ValueError, match="IMAGE_SIZE = 999 is not valid: expected one of 32 "):
+    with pytest.raises(ValueError) as error:
         runner.execute(NOTEBOOK, str(output_dir), smoke_parameters(tiny_dataset, IMAGE_SIZE=999))
+    assert_names(error.value, "IMAGE_SIZE", "999", TINY_SIZE)
     assert not output_dir.exists()
 
 
@@ -499,7 +583,7 @@ def test_the_notebook_checks_its_parameters_itself(tiny_dataset, tmp_path):
 
     notebook = jupytext.read(NOTEBOOK)
     output_dir = tmp_path / "run"
-    with pytest.raises(PapermillExecutionError, match="EPOCHS = 0 is not valid"):
+    with pytest.raises(PapermillExecutionError) as error:
         papermill.execute_notebook(
             notebook,
             str(tmp_path / "executed.ipynb"),
@@ -507,13 +591,17 @@ def test_the_notebook_checks_its_parameters_itself(tiny_dataset, tmp_path):
             cwd=REPOSITORY,
             progress_bar=False,
         )
+    assert error.value.ename == "ValueError"
+    assert_names(error.value.evalue, "EPOCHS", "0")
     assert not (output_dir / "submission.csv").exists()
 
 
 def test_earlier_results_are_not_overwritten(tmp_path):
+    """A folder holding an earlier submission is refused before anything runs."""
     (tmp_path / "submission.csv").write_text("id,label\n")
-    with pytest.raises(FileExistsError, match="already holds submission.csv"):
+    with pytest.raises(FileExistsError) as error:
         runner.execute(NOTEBOOK, str(tmp_path), {})
+    assert_names(error.value, tmp_path, "submission.csv")
 
 
 def test_pairing_keeps_tags_and_kernelspec(tmp_path):
@@ -574,18 +662,14 @@ def test_runner_command_reports_one_line(tiny_dataset, tmp_path):
 
     result = run(("EPOCHS", "0"))
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("error: EPOCHS = 0 is not valid: expected an integer ≥ 1")
-    )
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    assert_names(line, "EPOCHS", "0", "1")
     result = run(("EPOCH", "3"))
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("error: unknown parameters EPOCH (did you mean 'EPOCHS'?);")
-    )
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    assert_names(line, "EPOCH ", "'EPOCHS'")  # the unknown name, and the one it may mean
 
 
 def test_narrative_keeps_pace_with_the_code():

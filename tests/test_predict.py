@@ -173,6 +173,9 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_views_on_eight_virtual_devices_split_each_batch_and_compile_once():
+    """TTA on eight devices: each batch split across them, one program compiled for repeated
+    calls with the same views, and the average of the plain image's and the views'
+    predictions, as model.predict gives them, for a split the batches do not divide."""
     report = run_in_child(TTA_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8 and report["shape"] == [13, 4]
     # Every compiled step saw one eighth of the batch of 8 on each device, not the whole batch.
@@ -208,6 +211,8 @@ print(json.dumps({"backend": keras.backend.backend(),
 
 @pytest.mark.slow
 def test_views_on_the_tensorflow_backend():
+    """TTA on the TensorFlow backend gives the average of the plain and the flipped
+    predictions too."""
     report = run_in_child(TTA_ON_TENSORFLOW, backend="tensorflow", devices=1)
     assert report == {"backend": "tensorflow", "difference": report["difference"]}
     assert report["difference"] < 2e-3

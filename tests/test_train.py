@@ -3,7 +3,7 @@ import math
 import pytest
 
 from petals import train
-from tests.conftest import run_in_child
+from tests.conftest import assert_names, run_in_child
 
 
 def test_steps_per_epoch_from_counts():
@@ -52,6 +52,7 @@ def dense_classifier():
 
 @pytest.mark.slow
 def test_fit_records_history_and_epoch_times_without_warnings():
+    """A real fit records its history and per-epoch seconds, with no warning from Keras."""
     import warnings
 
     from petals.schedule import Schedule
@@ -110,8 +111,9 @@ def test_compile_model_chooses_the_loss():
     assert isinstance(mixed, mixing.MixingModel)
     assert isinstance(mixed.loss, keras.losses.CategoricalCrossentropy)
     # The bound the parameters cell is checked by (0.999), not merely < 1.
-    with pytest.raises(ValueError, match=r"LABEL_SMOOTHING = 0.9995 .* in \[0.0, 0.999\]"):
+    with pytest.raises(ValueError) as error:
         train.compile_model(dense_classifier(), label_smoothing=0.9995)
+    assert_names(error.value, "LABEL_SMOOTHING", "0.9995", "0.999]")
 
 
 @pytest.mark.slow
@@ -185,11 +187,10 @@ def test_fit_turns_out_of_memory_into_one_line():
     )
     train.compile_model(model)
     training, _ = small_problem()
-    with pytest.raises(
-        OutOfMemoryError, match="training big; lower BATCH_SIZE_PER_REPLICA or IMAGE_SIZE"
-    ) as error:
+    with pytest.raises(OutOfMemoryError) as error:
         train.fit(model, training, 1, 2, Schedule(0.1, 0.1, 0.1, 0, 1, 1.0), verbose=0)
     assert "\n" not in str(error.value)
+    assert_names(error.value, "training big", "BATCH_SIZE_PER_REPLICA", "IMAGE_SIZE")
     assert isinstance(error.value, ValueError)
 
 
@@ -229,6 +230,8 @@ print(json.dumps(report))
 
 @pytest.mark.slow
 def test_members_release_each_model_before_building_the_next():
+    """On eight devices, each member's arrays are freed before the next is built, and the
+    run's distribution and precision policy survive clear_session."""
     report = run_in_child(MEMBERS_ON_EIGHT_DEVICES)
     assert report["replicas"] == 8
     first, second = report["before_build"]
