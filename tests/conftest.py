@@ -49,6 +49,15 @@ def pytest_collection_modifyitems(config, items):
     any, MEASURED), the tests of a group kept together (a group's shared run is executed
     once). Every worker reads the same cache, so every worker collects the same order, as xdist
     requires."""
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        from _pytest.nodeid import NodeId
+
+        for item in items:
+            group = item.get_closest_marker("xdist_group")
+            if group and "@" not in item.nodeid:
+                # xdist 3.8 names the group in item._nodeid, which pytest 9.2 no longer reads
+                # (its node id is item._id): without the suffix, xdist splits the group.
+                item._id = NodeId.parse(f"{item.nodeid}@{group.args[0]}")
     cache = getattr(config, "cache", None)
     seconds = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
     totals = {}
