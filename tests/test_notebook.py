@@ -244,8 +244,9 @@ def trained_on_validation_run(tiny_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_process_run(tiny_dataset, tmp_path_factory):
     """The notebook through the launcher, as on a TPU slice of two hosts: `--processes 2`, four
-    JAX devices each, one excluded validation record, EXTRA_DATA (a copy of the training
-    shards: a second source for each process to read its share of), a fresh compile cache."""
+    JAX devices each, TRAIN_ON_VALIDATION with one excluded validation record, EXTRA_DATA (a
+    copy of the training shards): three sources for each process to read its share of; a fresh
+    compile cache."""
     folder = tmp_path_factory.mktemp("two-process-run")
     splits = {name: data.find_split(tiny_dataset, TINY_SIZE, name) for name in data.SPLITS}
     (folder / "again").mkdir()
@@ -259,6 +260,7 @@ def two_process_run(tiny_dataset, tmp_path_factory):
                 KERAS_BACKEND="jax",
                 BATCH_SIZE_PER_REPLICA=4,
                 EXCLUDED_IDS=data.record_ids(splits["val"].files, labeled=True)[:1],
+                TRAIN_ON_VALIDATION=True,
                 EXTRA_DATA=[str(folder / "again")],
                 COMPILE_CACHE_DIR=str(folder / "compile-cache"),
             )
@@ -416,7 +418,7 @@ def test_two_processes_of_four_devices(tiny_dataset, two_process_run):
     of eight devices predicts.)"""
     output_dir, printed = two_process_run
     assert printed.count("DONE tiny") == 1 and "on 2 hosts" in printed
-    metrics = check_outputs(str(output_dir), tiny_dataset, ["tiny"])
+    metrics = check_outputs(str(output_dir), tiny_dataset, ["tiny"], validation=False)
     assert metrics["accelerator"] == {
         "kind": "cpu",
         "backend": "jax",
@@ -424,7 +426,8 @@ def test_two_processes_of_four_devices(tiny_dataset, two_process_run):
         "processes": 2,
     }
     validation_files = data.find_split(tiny_dataset, TINY_SIZE, "val").files
-    assert metrics["validation_images"] == len(data.labels(validation_files)) - 1
+    trained_on = {source["name"]: source["images"] for source in metrics["training_sources"]}
+    assert trained_on["val"] == len(data.labels(validation_files)) - 1  # one record excluded
     first, second = metrics["weights_sha256"]["tiny"]
     assert first == second
     # One copy of the results; process 1 keeps only its own executed notebook and output.
@@ -445,12 +448,12 @@ def test_two_processes_of_four_devices(tiny_dataset, two_process_run):
 @pytest.mark.xdist_group("two_process_run")
 def test_two_processes_read_equal_shares_of_every_source(two_process_run):
     """metrics.json's records_per_process gives each process half of every training source
-    (train, and the EXTRA_DATA copy), within 10 %."""
+    (train, val with TRAIN_ON_VALIDATION, and the EXTRA_DATA copy), within 10 %."""
     output_dir, _ = two_process_run
     metrics = json.loads((output_dir / "metrics.json").read_text())
     shares = metrics["records_per_process"]
     names = [source["name"] for source in metrics["training_sources"]]
-    assert len(names) == 2 and len(shares) == 2
+    assert len(names) == 3 and names[:2] == ["train", "val"] and len(shares) == 2
     assert all(set(share) == set(names) for share in shares)
     for source in metrics["training_sources"]:
         counts = [share[source["name"]] for share in shares]
