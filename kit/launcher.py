@@ -133,6 +133,12 @@ def supervise(
     count = len(workers)
     started = time.monotonic()
     first_finished = None
+
+    def stop_all(line, status):
+        print(f"error: {line}", file=stream, flush=True)
+        stop(workers, stop_grace)
+        return status
+
     while True:
         for worker in workers:
             worker.remember_descendants()
@@ -145,37 +151,27 @@ def supervise(
         now = time.monotonic()
         if failed:
             worker, code = failed[0]
-            print(
-                f"error: {worker.describe()} of {count} failed with exit status "
-                f"{exit_status(code)}; stopped the others",
-                file=stream,
-                flush=True,
+            status = exit_status(code)
+            return stop_all(
+                f"{worker.describe()} of {count} failed with exit status {status}; stopped "
+                "the others",
+                max(exit_status(code) for _, code in failed),
             )
-            stop(workers, stop_grace)
-            return max(exit_status(code) for _, code in failed)
         if all(code == 0 for code in codes):
             return 0
         if first_finished is None and 0 in codes:
             first_finished = now
-        running = [worker for worker, code in zip(workers, codes, strict=True) if code is None]
+        running = ", ".join(
+            worker.describe() for worker, code in zip(workers, codes, strict=True) if code is None
+        )
         if first_finished is not None and now - first_finished > exit_grace:
-            print(
-                f"error: {', '.join(worker.describe() for worker in running)} of {count} still "
-                f"running {exit_grace:g} s after another finished: hung; stopped it",
-                file=stream,
-                flush=True,
+            return stop_all(
+                f"{running} of {count} still running {exit_grace:g} s after another finished: "
+                "hung; stopped it",
+                1,
             )
-            stop(workers, stop_grace)
-            return 1
         if timeout is not None and now - started > timeout:
-            print(
-                f"error: timed out after {timeout:g} s; stopped "
-                f"{', '.join(worker.describe() for worker in running)} of {count}",
-                file=stream,
-                flush=True,
-            )
-            stop(workers, stop_grace)
-            return 124
+            return stop_all(f"timed out after {timeout:g} s; stopped {running} of {count}", 124)
         time.sleep(POLL_SECONDS)
 
 
