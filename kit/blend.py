@@ -26,7 +26,6 @@ import numpy as np
 
 from kit import results
 from petals import ensemble, metrics, probabilities, submission
-from petals.evaluate import macro_f1
 
 RUN_FOLDER = re.compile(r"(v|local-)(\d+)")
 BLEND_FOLDER = "blend-{}"
@@ -183,6 +182,8 @@ def _validation(entries):
 
 def search(entries, step=0.1, seed=42, share=None):
     """Blend weights for the aligned entries (see the module's docstring); returns Blended."""
+    from petals.evaluate import macro_f1  # not above: see petals/ensemble.py
+
     if share is not None and not 0 < share < 1:
         raise ValueError(f"--trained-on-validation-share {share} must be between 0 and 1")
     validated = [entry for entry in entries if entry.member.validation is not None]

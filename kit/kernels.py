@@ -22,8 +22,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import nbformat
-
+# nbformat, jupytext and papermill are imported by the functions that make a notebook: nbformat
+# alone loads jsonschema's format checkers (about 1 s), which every `build.py` verb that only
+# reads kernel-metadata.json (status, collect, results, ...) would otherwise pay.
 from petals import COMPETITION, parameters
 from petals.files import write_atomically
 
@@ -156,6 +157,7 @@ def setup_cells(variant, modules, revision):
     `build_notebook`) makes the notebook's first section, `accelerator.detect`, refuse a machine
     without it before any data is read.
     """
+    import nbformat
     names = ", ".join(f"`{path.stem}`" for path in modules if path.stem != "__init__")
     heading = nbformat.v4.new_markdown_cell(
         "## Setup\n"
@@ -201,6 +203,7 @@ def build_notebook(variant, accelerator, overrides=None):
 
     `overrides` replace parameters after the Kaggle ones (tests point DATA_DIR at local data).
     """
+    import nbformat
     from papermill.parameterize import parameterize_notebook
 
     notebook = read_source(variant)
@@ -449,6 +452,7 @@ def write_kernel(variant, folder, owner, accelerator, public=False, dataset_sour
     a temporary folder and moved into place, so a failed build leaves the previous kernel (or
     nothing) rather than half of one.
     """
+    import nbformat
     folder = Path(folder)
     datasets = list(dict.fromkeys([*dataset_sources, *extra_datasets(variant)]))
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from petals.evaluate import macro_f1
+# The two functions that score import petals.evaluate themselves: scikit-learn takes about 1 s to
+# import, which the local verbs that only read or add probabilities need not pay.
 
 
 def simplex_grid(models, step):
@@ -40,6 +41,8 @@ def best_weights(probabilities, true_labels, step=0.05):
     first of the grid only when that ties too), rather than the grid's first corner, which would
     put all the weight on one model.
     """
+    from petals.evaluate import macro_f1
+
     probabilities, true_labels = np.asarray(probabilities), np.asarray(true_labels)
     tied, best_score = [], -1.0
     for weights in simplex_grid(len(probabilities), step):
@@ -94,6 +97,8 @@ def search_weights(probabilities, true_labels, step=0.05, seed=0):
 
     One model has nothing to tune: its honest F1 is its in-sample F1.
     """
+    from petals.evaluate import macro_f1
+
     probabilities = np.asarray(probabilities)
     true_labels = np.asarray(true_labels)
     weights, in_sample = best_weights(probabilities, true_labels, step)

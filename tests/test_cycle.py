@@ -5,6 +5,8 @@
 
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,10 +43,30 @@ METRICS = json.dumps(
 )
 
 
+@pytest.fixture(scope="module")
+def built_kernels(tmp_path_factory):
+    """The two variants' kernels, built once for every test here (building talks to no Kaggle:
+    the same files for each test, which gets a copy of its own)."""
+    folder = tmp_path_factory.mktemp("built")
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "build.py"), "kernels", "--sweep", str(SWEEP)]
+        + ["--owner", DEFAULT_USERNAME, "--only", DEFAULT_SLUG, SLUG],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder / "kernels"
+
+
 @pytest.fixture
-def kit(fake_kaggle, tmp_path):
-    """Run build.py verbs in a scratch folder; returns a function (verb, *args) → result."""
+def kit(fake_kaggle, tmp_path, built_kernels):
+    """Run build.py verbs in a scratch folder holding the built kernels; returns a function
+    (verb, *args) → result."""
     environment = fake_kaggle.environment(tmp_path / "home")
+    shutil.copytree(built_kernels, tmp_path / "kernels")
 
     def run(*arguments, env=None):
         return subprocess.run(
@@ -58,8 +80,6 @@ def kit(fake_kaggle, tmp_path):
 
     run.environment = environment
     run.folder = tmp_path
-    result = run("kernels", "--sweep", str(SWEEP), "--only", DEFAULT_SLUG, SLUG)
-    assert result.returncode == 0, result.stderr
     return run
 
 
