@@ -158,6 +158,7 @@ def setup_cells(variant, modules, revision):
     without it before any data is read.
     """
     import nbformat
+
     names = ", ".join(f"`{path.stem}`" for path in modules if path.stem != "__init__")
     heading = nbformat.v4.new_markdown_cell(
         "## Setup\n"
@@ -453,6 +454,7 @@ def write_kernel(variant, folder, owner, accelerator, public=False, dataset_sour
     nothing) rather than half of one.
     """
     import nbformat
+
     folder = Path(folder)
     datasets = list(dict.fromkeys([*dataset_sources, *extra_datasets(variant)]))
     folder.parent.mkdir(parents=True, exist_ok=True)
