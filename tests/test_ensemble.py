@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from petals import ensemble
+from petals.evaluate import macro_f1
 
 
 def test_simplex_grid_covers_the_simplex():
@@ -18,7 +19,7 @@ def test_best_weights_finds_the_complementary_blend():
     # Model A is right on 0 and 1 only; model B right on 2 and 3 only, each unsure where wrong.
     model_a = np.array([[0.9, 0.1, 0, 0], [0.1, 0.9, 0, 0], [0.6, 0, 0.4, 0], [0.6, 0, 0, 0.4]])
     model_b = np.array([[0.4, 0.6, 0, 0], [0.6, 0.4, 0, 0], [0, 0, 0.9, 0.1], [0, 0, 0.1, 0.9]])
-    assert ensemble.macro_f1(truth, model_a) < 1 and ensemble.macro_f1(truth, model_b) < 1
+    assert macro_f1(truth, model_a) < 1 and macro_f1(truth, model_b) < 1
     weights, score = ensemble.best_weights([model_a, model_b], truth, step=0.1)
     assert score == 1.0
     np.testing.assert_allclose(ensemble.weighted_sum([model_a, model_b], weights).argmax(1), truth)
@@ -40,7 +41,7 @@ def test_without_validation_weights_are_equal():
 def test_one_model_is_a_blend_of_one():
     truth = np.array([0, 1, 1])
     weights, score = ensemble.best_weights([np.eye(2)[[0, 1, 0]]], truth)
-    assert weights.tolist() == [1.0] and score == ensemble.macro_f1(truth, np.eye(2)[[0, 1, 0]])
+    assert weights.tolist() == [1.0] and score == macro_f1(truth, np.eye(2)[[0, 1, 0]])
 
 
 def test_halves_are_stratified_disjoint_and_seeded():
@@ -83,7 +84,7 @@ def test_one_model_has_nothing_to_tune():
     truth = np.array([0, 1, 1, 0])
     probabilities = np.eye(2)[[0, 1, 0, 0]]
     blend = ensemble.search_weights([probabilities], truth)
-    assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample == ensemble.macro_f1(
+    assert blend.weights == (1.0,) and blend.f1 == blend.f1_in_sample == macro_f1(
         truth, probabilities
     )
 
