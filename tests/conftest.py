@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny competition-format dataset generated once per session."""
 
 import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY_SIZE = 32
+REPOSITORY = Path(__file__).resolve().parent.parent
 # Each test's seconds (setup, call and teardown) in the runs so far, in pytest's cache
 # (.pytest_cache), by node id; a test never timed counts as SLOW_GUESS seconds if marked slow.
 DURATIONS_KEY = "petals/durations"
@@ -99,6 +103,70 @@ def tiny_dataset(tmp_path_factory):
     return str(root)
 
 
+PAIR_SIZES = (32, 64)
+
+
+def pair_sweep_file(folder, dataset=None):
+    """The local sweep `pair`: `tiny` at 32 and 64 px (petals-pair-32 and petals-pair-64), one
+    epoch of two steps on TensorFlow (the faster start on a CPU), no TTA."""
+    path = Path(folder) / "pair.toml"
+    path.write_text(f"""
+name = "pair"
+accelerator = "cpu"
+[parameters]
+BACKBONES = ["tiny"]
+WEIGHTS = "None"
+EPOCHS = 1
+MAX_STEPS_PER_EPOCH = 2
+BATCH_SIZE_PER_REPLICA = 16
+LR_MAX = 0.003
+TTA_VIEWS = []
+DATA_DIR = "{dataset}"
+KERAS_BACKEND = "tensorflow"
+[grid]
+IMAGE_SIZE = {list(PAIR_SIZES)}
+""")
+    return path
+
+
+def build_py(folder, *arguments, timeout=900):
+    """`build.py ARGUMENTS` run in `folder`, its output captured."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(REPOSITORY / "build.py"), *arguments],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def local_sweep(tmp_path_factory):
+    """The pair sweep run once by `build.py sweep` on the demo digits (the same ids at both
+    sizes), for the tests of the local verbs (sweep, results, blend; xdist group "local_sweep",
+    so that one worker runs it). Returns its folder (the sweep file and runs/), the dataset and
+    the sweep's first `build.py sweep`; each test works on a copy of the folder (`copy_of`)."""
+    from kit.demo_data import write_demo_dataset
+
+    folder = tmp_path_factory.mktemp("local-sweep")
+    dataset = tmp_path_factory.mktemp("pair-data")
+    for size in PAIR_SIZES:
+        write_demo_dataset(str(dataset), image_size=size, shards=2, limit=240)
+    sweep = pair_sweep_file(folder, dataset)
+    result = build_py(folder, "sweep", "--sweep", str(sweep))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return SimpleNamespace(folder=folder, dataset=str(dataset), first=result)
+
+
+def copy_of(folder, destination):
+    """A copy of `folder`'s files in `destination` (a test's own tmp_path)."""
+    shutil.copytree(folder, destination, dirs_exist_ok=True)
+    return Path(destination)
+
+
 def run_in_child(source, backend="jax", devices=8, timeout=300):
     """Run a Python script in a child process on `backend` with `devices` virtual CPU devices
     (8: a TPU v5e-8's count; XLA_FLAGS must reach JAX before it starts); return its last stdout
@@ -107,7 +175,7 @@ def run_in_child(source, backend="jax", devices=8, timeout=300):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPOSITORY)
     environment = {
         **os.environ,
         "KERAS_BACKEND": backend,

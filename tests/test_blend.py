@@ -2,69 +2,27 @@
 weights searched on validation; a local sweep of the real notebook, then synthetic runs."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import build
 from kit import blend
-from kit.demo_data import write_demo_dataset
 from petals import data, probabilities, submission
 from petals.probabilities import Member
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-SIZES = (32, 64)
-
-
-def sweep_file(folder, dataset=None):
-    """Two variants, `tiny` at 32 and 64 px: petals-pair-32 and petals-pair-64."""
-    path = Path(folder) / "pair.toml"
-    path.write_text(f"""
-name = "pair"
-accelerator = "cpu"
-[parameters]
-BACKBONES = ["tiny"]
-WEIGHTS = "None"
-EPOCHS = 2
-MAX_STEPS_PER_EPOCH = 3
-BATCH_SIZE_PER_REPLICA = 16
-LR_MAX = 0.003
-TTA_VIEWS = []
-DATA_DIR = "{dataset}"
-KERAS_BACKEND = "tensorflow"
-[grid]
-IMAGE_SIZE = {list(SIZES)}
-""")
-    return path
+from tests.conftest import PAIR_SIZES, build_py, copy_of, pair_sweep_file
 
 
 @pytest.mark.slow
-def test_a_local_sweep_at_two_sizes_blends_into_one_submission(tmp_path):
+@pytest.mark.xdist_group("local_sweep")
+def test_a_local_sweep_at_two_sizes_blends_into_one_submission(local_sweep, tmp_path):
     """The real notebook at 32 and 64 px on the demo digits (the same ids at both sizes),
     then `build.py blend`: a submission for exactly the test ids, naming both runs."""
-    dataset = tmp_path / "data"
-    for size in SIZES:
-        write_demo_dataset(str(dataset), image_size=size, shards=2, limit=240)
-    sweep = sweep_file(tmp_path, dataset)
-
-    def build_py(*arguments):
-        return subprocess.run(
-            [sys.executable, str(REPOSITORY / "build.py"), *arguments],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-
-    result = build_py("sweep", "--sweep", str(sweep))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    result = build_py("blend", "--sweep", str(sweep), "--step", "0.25")
+    copy_of(local_sweep.folder, tmp_path)
+    result = build_py(tmp_path, "blend", "--sweep", "pair.toml", "--step", "0.25")
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "runs" / "pair-blend" / "blend-1"
-    test_ids = data.record_ids(data.find_split(str(dataset), 32, "test").files)
+    test_ids = data.record_ids(data.find_split(local_sweep.dataset, 32, "test").files)
     ids, labels = submission.read_submission(folder / "submission.csv")
     assert sorted(ids) == sorted(test_ids) and len(ids) == len(test_ids)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -100,7 +58,7 @@ def test_a_local_sweep_at_two_sizes_blends_into_one_submission(tmp_path):
     assert lines[header + 3].startswith("blend: honest validation F1 ")
     assert "best single run petals-pair-" in lines[header + 3]
     # `build.py results` lists the blend as a run of its own.
-    listed = build_py("results").stdout
+    listed = build_py(tmp_path, "results").stdout
     assert "| pair-blend | blend-1 | 32+64 | tiny |" in listed
 
 
@@ -141,7 +99,7 @@ def runs(tmp_path, monkeypatch):
     labels = np.arange(40) % 4
     validation_ids = [f"v{index}" for index in range(40)]
     test_ids = [f"t{index}" for index in range(30)]
-    for seed, size in enumerate(SIZES):
+    for seed, size in enumerate(PAIR_SIZES):
         synthetic_run(
             tmp_path / "runs", f"petals-pair-{size}", size, validation_ids, labels, test_ids, seed
         )
@@ -163,7 +121,7 @@ def test_different_ids_give_one_line(runs, capsys):
         runs / "petals-pair-64" / "v1",
         member._replace(validation_ids=np.array(["other", *member.validation_ids[1:]])),
     )
-    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 1
+    assert build.main(["blend", "--sweep", str(pair_sweep_file(runs.parent))]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
     assert error.startswith(
@@ -180,7 +138,7 @@ def test_runs_trained_on_validation_join_only_with_a_fixed_share(runs, capsys, t
     )
     sweep = tmp_path / "with-recipe.toml"
     sweep.write_text(
-        sweep_file(tmp_path).read_text() + "[variants.recipe]\nTRAIN_ON_VALIDATION = true\n"
+        pair_sweep_file(tmp_path).read_text() + "[variants.recipe]\nTRAIN_ON_VALIDATION = true\n"
     )
     assert build.main(["blend", "--sweep", str(sweep)]) == 0
     printed = capsys.readouterr().out
@@ -206,7 +164,7 @@ def test_submitting_a_blend_checks_the_client_first(runs, capsys, monkeypatch):
         "version",
         lambda name: "2.2.3" if name == "kaggle" else installed(name),
     )
-    assert build.main(["blend", "--sweep", str(sweep_file(runs.parent)), "--submit"]) == 1
+    assert build.main(["blend", "--sweep", str(pair_sweep_file(runs.parent)), "--submit"]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "the kaggle client 2.2.3 is older than" in error
     assert not (runs / "pair-blend").exists()
@@ -224,7 +182,7 @@ def test_members_of_different_images_are_named(runs, capsys):
             path.write_text(json.dumps({**metrics, "image": {"fingerprint": fingerprint}}))
 
     def image_lines():
-        assert build.main(["blend", "--sweep", str(sweep_file(runs.parent))]) == 0
+        assert build.main(["blend", "--sweep", str(pair_sweep_file(runs.parent))]) == 0
         return [line for line in capsys.readouterr().out.splitlines() if "images" in line]
 
     set_images("aaaaaaaaaaaa", "aaaaaaaaaaaa")

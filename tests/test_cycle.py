@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import assert_names
+from tests.conftest import PAIR_SIZES, assert_names, build_py, copy_of
 from tests.fake_kaggle import DEFAULT_KEY, DEFAULT_USERNAME
 
 pytestmark = pytest.mark.slow
@@ -459,54 +459,27 @@ def test_bad_values_and_tpu_sweeps_are_refused_before_anything_runs(tmp_path):
     )
 
 
-def test_local_sweep_is_resumable_and_tabulated(tiny_dataset, tmp_path):
+@pytest.mark.xdist_group("local_sweep")
+def test_local_sweep_is_resumable_and_tabulated(local_sweep, tmp_path):
     """A local sweep runs the real notebook per variant, skips the finished ones when run
     again, and tabulates them."""
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(f"""
-name = "local"
-accelerator = "cpu"
-[parameters]
-IMAGE_SIZE = 32
-BACKBONES = ["tiny"]
-WEIGHTS = "None"
-EPOCHS = 1
-MAX_STEPS_PER_EPOCH = 2
-BATCH_SIZE_PER_REPLICA = 16
-SHIFT_PIXELS = 2.0
-DATA_DIR = "{tiny_dataset}"
-KERAS_BACKEND = "tensorflow"  # the faster start on a CPU; the sweep is what is tested here
-[grid]
-LR_MAX = [0.001, 0.003]
-""")
-
-    def build(*arguments):
-        return subprocess.run(
-            [sys.executable, str(REPOSITORY / "build.py"), *arguments, "--sweep", str(sweep)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    result = build("sweep")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "sweep local: 2 run(s), 0 finished already, 2 to run" in result.stdout
-    for slug in ("petals-local-lr-max-0-001", "petals-local-lr-max-0-003"):
-        assert (tmp_path / "runs" / slug / "local-1" / "submission.csv").exists()
-    assert "2 run(s), 2 finished already, 0 to run" in build("sweep").stdout
-    result = build("sweep", "--rerun", "--only", "petals-local-lr-max-0-003")
-    assert result.returncode == 0
-    assert (tmp_path / "runs" / "petals-local-lr-max-0-003" / "local-2" / "metrics.json").exists()
-    result = subprocess.run(
-        [sys.executable, str(REPOSITORY / "build.py"), "results"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    folder = copy_of(local_sweep.folder, tmp_path)
+    sweep = "pair.toml"
+    assert "sweep pair: 2 run(s), 0 finished already, 2 to run" in local_sweep.first.stdout
+    slugs = [f"petals-pair-{size}" for size in PAIR_SIZES]
+    for slug in slugs:
+        assert (folder / "runs" / slug / "local-1" / "submission.csv").exists()
+    assert (
+        "2 run(s), 2 finished already, 0 to run"
+        in build_py(folder, "sweep", "--sweep", sweep).stdout
     )
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-local")]
-    assert len(rows) == 3 and all("| 32 | tiny | 1 |" in row for row in rows)
+    result = build_py(folder, "sweep", "--sweep", sweep, "--rerun", "--only", slugs[1])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (folder / "runs" / slugs[1] / "local-2" / "metrics.json").exists()
+    result = build_py(folder, "results", timeout=60)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| petals-pair")]
+    assert len(rows) == 3 and all("| tiny | 1 |" in row for row in rows)
+    assert sorted(row.split("|")[3].strip() for row in rows) == ["32", "64", "64"]
 
 
 def test_a_push_whose_answer_is_lost_is_adopted_not_sent_again(kit, fake_kaggle):
