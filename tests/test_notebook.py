@@ -91,6 +91,8 @@ def check_outputs(output_dir, dataset, backbones, epochs=2, validation=True, dro
     # Versions on record, as the kernel ran them.
     assert metrics["versions"]["keras"] == keras.__version__
     assert metrics["versions"]["device_kind"] == "cpu"
+    # A compile cache is on record only where the run was given one.
+    assert ("compile_cache" in metrics) == (metrics["parameters"]["COMPILE_CACHE_DIR"] is not None)
     figures = [name for name in FIGURES if validation or name not in VALIDATION_FIGURES]
     figures += [f"training_{backbone}" for backbone in trained]
     for name in figures:
