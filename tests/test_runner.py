@@ -272,7 +272,7 @@ PROCESSES_NOTEBOOK = """# ---
 # ---
 
 # %% tags=["parameters"]
-HANG = False  # process 1 ignores SIGTERM and sleeps
+HANG = False  # both processes sleep, and process 1 ignores SIGTERM
 OUTPUT_DIR = "."
 
 # %%
@@ -282,8 +282,11 @@ import time
 
 index = int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"])
 print(f"process {index} of {os.environ['KERAS_DISTRIBUTION_NUM_PROCESSES']}", flush=True)
-if HANG and index == 1:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# Process 0 sleeps too: had it finished, the launcher would stop process 1 as hung before the
+# interrupt (and the test could not see both kernels running).
+if HANG:
+    if index == 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(600)
 """
 
