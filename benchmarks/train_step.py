@@ -35,9 +35,63 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+# What the accelerator check measures by default on an accelerator: the competition sweep's 2026
+# backbones. EfficientNetB0, DenseNet201 and EfficientNetB7 were measured before
+# (docs/performance.md); `--backbones` runs them again. Their compiles and these do not all fit
+# in the check's 9 minutes.
+CHECK_BACKBONES = ("convnext_base", "hgnetv2_b6_ssld_stage2_ft_in1k")
+
+
+def keras_hub_without_tensorflow(backbone):
+    """Let the kit build a KerasHub backbone on a host with keras-hub but no TensorFlow.
+
+    `import keras_hub` (0.29.1) imports every model's public API, and a few of those modules
+    (the Gemma 3 and Qwen 3.5 preprocessors) import TensorFlow at their top, so it fails where
+    only JAX is installed (this workplace's GPU image). Here the package is bound without running
+    its API `__init__` files, and `keras_hub.models` holds the two real classes the kit uses
+    (`petals.backbones._keras_hub_backbone`), imported from their own modules: the network
+    built and timed is keras-hub's own. Returns a line saying so, or None where nothing was
+    needed (not a KerasHub backbone, TensorFlow or no keras-hub installed, already imported).
+    """
+    from petals import parameters
+
+    if (
+        backbone not in parameters.KERAS_HUB_PRESETS
+        or "keras_hub" in sys.modules
+        or importlib.util.find_spec("tensorflow") is not None
+        or importlib.util.find_spec("keras_hub") is None
+    ):
+        return None
+    package = importlib.util.module_from_spec(importlib.util.find_spec("keras_hub"))
+    sys.modules["keras_hub"] = package  # its __init__ (the API imports) is not run
+    from keras_hub.src.models.backbone import Backbone
+    from keras_hub.src.models.hgnetv2.hgnetv2_backbone import HGNetV2Backbone
+    from keras_hub.src.version import __version__
+
+    models = types.ModuleType("keras_hub.models")
+    models.Backbone, models.HGNetV2Backbone = Backbone, HGNetV2Backbone
+    package.models, package.__version__ = models, __version__
+    sys.modules["keras_hub.models"] = models
+    return (
+        f"keras-hub {__version__} without TensorFlow: HGNetV2Backbone imported from its own "
+        "module (keras_hub's API modules import TensorFlow)"
+    )
+
+
+def peak_device_gib():
+    """The largest peak of device memory in use on this process's devices, GiB (None where the
+    platform does not count it, e.g. a CPU)."""
+    import jax
+
+    peaks = [
+        (device.memory_stats() or {}).get("peak_bytes_in_use") for device in jax.local_devices()
+    ]
+    peaks = [peak for peak in peaks if peak]
+    return max(peaks) / 2**30 if peaks else None
 
 
 def measure(backbone, size, batch, steps, augment, policy, cache_dir):
@@ -53,6 +107,7 @@ def measure(backbone, size, batch, steps, augment, policy, cache_dir):
 
     accelerator.enable_compilation_cache(cache_dir)
     keras.mixed_precision.set_global_policy(policy)
+    keras_hub_without_tensorflow(backbone)
     layer = augmentation.RandomAffine(seed=0) if augment else None
     model = backbones.build_model(backbone, size, weights=None, augmentation=layer)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -249,6 +304,9 @@ def run_model_job(job, settings):
     from benchmarks.feed import device_prefetch
     from petals import augment, backbones, train
 
+    note = keras_hub_without_tensorflow(job["backbone"])
+    if note:
+        report(note=note)
     with found.scope():
         layer = augment.RandomAffine(seed=0) if job["model"] == "full" else None
         model = backbones.build_model(
@@ -275,7 +333,7 @@ def run_model_job(job, settings):
         started = time.perf_counter()
         model.train_on_batch(*resident[:2])
         timings.append(time.perf_counter() - started)
-    report(resident=settings["batch"] / statistics.median(timings))
+    report(resident=settings["batch"] / statistics.median(timings), peak_gib=peak_device_gib())
     if job["gather"]:
         measure_gather(found, settings)
     if job["model"] == "bare":
@@ -536,6 +594,15 @@ def print_check_table(backbones, jobs, results):
         for model, result in (("full", full), ("bare", bare), ("full, warm cache", cached)):
             if "stopped" in result:
                 notes.append(f"{backbone} {model}: {result['stopped']}")
+        peaks = [
+            f"{model} {result['peak_gib']:.1f} GiB"
+            for model, result in (("full", full), ("bare", bare))
+            if result.get("peak_gib")
+        ]
+        if peaks:
+            notes.append(f"{backbone}: peak device memory of one step, {', '.join(peaks)}")
+    for note in dict.fromkeys(result["note"] for result in results if "note" in result):
+        notes.append(note)
     for note in notes:
         print(f"  ({note})")
 
@@ -561,13 +628,27 @@ def default_platform():
     return probe.stdout.strip().splitlines()[-1].split("|")
 
 
+def versions():
+    """`Keras 3.15.1, keras-hub 0.29.1` as installed (read from their metadata: importing Keras
+    would import TensorFlow where that is installed)."""
+    from importlib import metadata
+
+    found = []
+    for name in ("Keras", "keras-hub"):
+        try:
+            found.append(f"{name} {metadata.version(name.lower())}")
+        except metadata.PackageNotFoundError:
+            found.append(f"no {name}")
+    return ", ".join(found)
+
+
 def feed_or_check(arguments):
     """--feed and --check: plan the jobs, run them, print the tables."""
     platform, kind, count, version = default_platform()
     on_cpu = platform == "cpu"
     check = arguments.check
     if check:
-        backbones = ["tiny"] if on_cpu else ["efficientnet_b0", "densenet201", "efficientnet_b7"]
+        backbones = ["tiny"] if on_cpu else list(CHECK_BACKBONES)
     else:
         backbones = ["efficientnet_b0"] if on_cpu else ["densenet201", "efficientnet_b7"]
     settings = {
@@ -582,7 +663,8 @@ def feed_or_check(arguments):
     parallel = 1 if platform == "tpu" else arguments.parallel
     print(
         f"{'accelerator check' if check else 'feed'} on {count} × {kind} ({platform}), "
-        f"JAX {version}, {time.strftime('%Y-%m-%d')}, budget {arguments.budget:.0f} s, "
+        f"JAX {version}, {versions()}, {time.strftime('%Y-%m-%d')}, "
+        f"budget {arguments.budget:.0f} s, "
         f"{parallel} job(s) at a time: " + json.dumps(settings),
         flush=True,
     )
@@ -635,7 +717,8 @@ def main():
         "--backbones",
         nargs="+",
         default=None,
-        help="default: densenet201 efficientnet_b7 on an accelerator, efficientnet_b0 on a CPU",
+        help="default: densenet201 efficientnet_b7 on an accelerator, efficientnet_b0 on a CPU; "
+        "--check: convnext_base hgnetv2_b6_ssld_stage2_ft_in1k, CPU tiny",
     )
     parser.add_argument("--size", type=int, default=None, help="default: 512, CPU 64")
     parser.add_argument("--batch", type=int, default=None, help="default: 64, CPU 8")
@@ -656,8 +739,8 @@ def main():
         "--check",
         action="store_true",
         help="the accelerator check: bare and full models, feeds, compile "
-        "seconds; default backbones efficientnet_b0 densenet201 "
-        "efficientnet_b7 (CPU: tiny)",
+        "seconds; default backbones convnext_base hgnetv2_b6_ssld_stage2_ft_in1k "
+        "(CPU: tiny)",
     )
     parser.add_argument(
         "--epochs",
