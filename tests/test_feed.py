@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.feed import device_prefetch
+from tests.conftest import xla_flags
 
 
 def numbered_batches(count, pulled):
@@ -52,6 +53,7 @@ import os
 os.environ["KERAS_BACKEND"] = "jax"
 import jax, keras, numpy as np
 from benchmarks.feed import device_prefetch
+from tests.conftest import xla_flags
 distribution = keras.distribution.DataParallel(devices=jax.devices())
 batches = [(np.arange(16 * 3, dtype="uint8").reshape(16, 3) + i, np.arange(16) + i, None)
            for i in range(3)]
@@ -80,7 +82,7 @@ def test_with_a_distribution_each_array_is_split_across_the_devices_as_fit_split
         cwd=root,
         env={
             **os.environ,
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+            "XLA_FLAGS": xla_flags(8),
             "PYTHONPATH": root,
         },
         timeout=120,

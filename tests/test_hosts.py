@@ -12,7 +12,7 @@ import pytest
 
 from kit import launcher
 from petals import data, hosts
-from tests.conftest import TINY_SIZE, assert_names
+from tests.conftest import TINY_SIZE, assert_names, xla_flags
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -238,7 +238,7 @@ def start_processes(script, count, devices, arguments):
             **os.environ,
             "KERAS_BACKEND": "jax",
             "PYTHONPATH": REPOSITORY,
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "XLA_FLAGS": xla_flags(devices),
         }
         if count > 1:
             environment.update(

@@ -19,7 +19,7 @@ from papermill import PapermillExecutionError
 
 from kit import demo_data, runner
 from petals import backbones, compile_cache, data, image, probabilities, submission
-from tests.conftest import TINY_SIZE, assert_names
+from tests.conftest import TINY_SIZE, assert_names, xla_flags
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,7 @@ def jax_run(tiny_dataset, tmp_path_factory):
     excluded = data.record_ids(splits["val"].files, labeled=True)[:1]
     output_dir = folder / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+        patch.setenv("XLA_FLAGS", xla_flags(8))
         runner.execute(
             NOTEBOOK,
             str(output_dir),
@@ -285,7 +285,7 @@ def two_process_run(tiny_dataset, tmp_path_factory):
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env={**os.environ, "XLA_FLAGS": xla_flags(4)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return output_dir, result.stdout
